@@ -1,1 +1,486 @@
-//! placeholder
+//! The authority of a veksel network (X-Road: central server plus trust services):
+//! the registry of members, subsystems, gateways and global groups; the certificate
+//! authority that issues gateway authentication and member signing certificates; and
+//! the signed global configuration every gateway polls.
+//!
+//! The authority is never in the data path: gateways exchange messages peer to peer
+//! and only come here for configuration and certificates.
+
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod api;
+pub mod model;
+pub mod registry;
+pub mod schema;
+pub mod tokens;
+
+use model::Role;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry as MetricsRegistry;
+use registry::Registry;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::Notify;
+use veksel_net::{ServerLimits, Shutdown};
+use veksel_pki::ca::{CertificateAuthority, Profile, make_csr, self_signed_signing_cert};
+use veksel_pki::{KeyFile, certs_from_pem, certs_to_pem};
+use veksel_proto::Clock;
+use veksel_proto::conf::{Anchor, ApprovedCa, GlobalConf, Settings};
+use veksel_proto::jws::SoftwareSigner;
+use veksel_store::{Db, DbOptions};
+
+/// Why the authority could not start or act.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorityError {
+    /// A file in the data directory is missing or unreadable.
+    #[error("{path}: {message}")]
+    DataDir {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Key or certificate trouble.
+    #[error(transparent)]
+    Pki(#[from] veksel_pki::PkiError),
+    /// Database trouble.
+    #[error(transparent)]
+    Store(#[from] veksel_store::StoreError),
+    /// Signing failed.
+    #[error("signing failed: {0}")]
+    Signing(String),
+    /// The listener could not be bound or TLS set up.
+    #[error("server: {0}")]
+    Server(String),
+}
+
+/// The authority's configuration, kept as `authority.json` in its data directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorityConfig {
+    /// Instance identifier, e.g. `GL`.
+    pub instance: String,
+    /// Address to listen on (HTTPS).
+    pub listen: SocketAddr,
+    /// Public HTTPS base URL gateways use, e.g. `https://authority.example:4400`.
+    pub public_url: String,
+    /// Host names and IP addresses in the TLS certificate.
+    pub tls_hosts: Vec<String>,
+    /// PostgreSQL URL; SQLite in the data directory when absent.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// Validity of each signed configuration, seconds (X-Road default: 600).
+    pub conf_validity_secs: u64,
+    /// Settings published to gateways.
+    pub settings: Settings,
+    /// How long enrolment tokens stay valid, seconds.
+    pub enrolment_token_ttl_secs: u64,
+    /// Validity of issued certificates, days.
+    pub cert_validity_days: i64,
+}
+
+impl AuthorityConfig {
+    /// Defaults for a new authority.
+    pub fn new(instance: &str, listen: SocketAddr, public_url: &str, tls_hosts: Vec<String>) -> Self {
+        Self {
+            instance: instance.to_owned(),
+            listen,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            tls_hosts,
+            database_url: None,
+            conf_validity_secs: 600,
+            settings: Settings::default(),
+            enrolment_token_ttl_secs: 24 * 3600,
+            cert_validity_days: 365,
+        }
+    }
+}
+
+/// Files of the data directory.
+pub mod files {
+    /// Configuration.
+    pub const CONFIG: &str = "authority.json";
+    /// CA key.
+    pub const CA_KEY: &str = "ca.key";
+    /// CA certificate.
+    pub const CA_CERT: &str = "ca.pem";
+    /// Configuration-signing key.
+    pub const CONF_KEY: &str = "conf-signing.key";
+    /// Configuration-signing certificate.
+    pub const CONF_CERT: &str = "conf-signing.pem";
+    /// TLS key.
+    pub const TLS_KEY: &str = "tls.key";
+    /// TLS certificate.
+    pub const TLS_CERT: &str = "tls.pem";
+    /// The anchor to hand to gateways.
+    pub const ANCHOR: &str = "anchor.json";
+    /// SQLite database.
+    pub const DB: &str = "authority.db";
+}
+
+fn read(dir: &Path, name: &str) -> Result<String, AuthorityError> {
+    let path = dir.join(name);
+    std::fs::read_to_string(&path).map_err(|e| AuthorityError::DataDir {
+        path,
+        message: e.to_string(),
+    })
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> Result<(), AuthorityError> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).map_err(|e| AuthorityError::DataDir {
+        path,
+        message: e.to_string(),
+    })
+}
+
+fn db_options() -> DbOptions {
+    DbOptions::default()
+}
+
+async fn open_db(dir: &Path, config: &AuthorityConfig) -> Result<Db, AuthorityError> {
+    let db = match &config.database_url {
+        Some(url) => Db::connect(url, &db_options()).await?,
+        None => Db::open_sqlite(&dir.join(files::DB), &db_options()).await?,
+    };
+    db.migrate("authority", schema::MIGRATIONS).await?;
+    Ok(db)
+}
+
+/// What `init` produced.
+#[derive(Debug)]
+pub struct InitOutcome {
+    /// A bootstrap API token with the admin role (shown once).
+    pub admin_token: String,
+    /// The anchor to hand to gateways.
+    pub anchor: Anchor,
+}
+
+/// True if `dir` already holds an initialised authority.
+pub fn is_initialised(dir: &Path) -> bool {
+    dir.join(files::CONFIG).exists()
+}
+
+/// Creates a new authority in `dir`: CA, configuration-signing key, TLS certificate,
+/// anchor, database with the default member classes, and a first admin token.
+pub async fn init(dir: &Path, config: AuthorityConfig, clock: &Clock) -> Result<InitOutcome, AuthorityError> {
+    std::fs::create_dir_all(dir).map_err(|e| AuthorityError::DataDir {
+        path: dir.to_owned(),
+        message: e.to_string(),
+    })?;
+    if is_initialised(dir) {
+        return Err(AuthorityError::DataDir {
+            path: dir.join(files::CONFIG),
+            message: "already initialised; refusing to overwrite".into(),
+        });
+    }
+    veksel_id::validate_part("instance", 0, &config.instance).map_err(|e| AuthorityError::DataDir {
+        path: dir.to_owned(),
+        message: e.to_string(),
+    })?;
+    let now = clock.now();
+    let ca = CertificateAuthority::create(
+        &format!("{} veksel CA", config.instance),
+        now,
+        time::Duration::days(20 * 365),
+    )?;
+    ca.key().save(&dir.join(files::CA_KEY))?;
+    write(dir, files::CA_CERT, &ca.cert_pem())?;
+
+    let conf_key = KeyFile::generate()?;
+    let conf_cert = self_signed_signing_cert(
+        &conf_key,
+        &format!("{} global configuration signing", config.instance),
+        now,
+        time::Duration::days(20 * 365),
+    )?;
+    conf_key.save(&dir.join(files::CONF_KEY))?;
+    let conf_cert_pem = certs_to_pem(&[conf_cert]);
+    write(dir, files::CONF_CERT, &conf_cert_pem)?;
+
+    let tls_key = KeyFile::generate()?;
+    let tls_cert = ca.issue_from_csr(
+        &make_csr(&tls_key, "authority")?,
+        &Profile::TlsServer {
+            hosts: config.tls_hosts.clone(),
+        },
+        now,
+        time::Duration::days(5 * 365),
+    )?;
+    tls_key.save(&dir.join(files::TLS_KEY))?;
+    write(dir, files::TLS_CERT, &certs_to_pem(&[tls_cert]))?;
+
+    let anchor = Anchor {
+        format: veksel_proto::conf::ANCHOR_FORMAT,
+        instance: config.instance.clone(),
+        conf_url: format!("{}/conf/v1/global", config.public_url),
+        authority_url: config.public_url.clone(),
+        conf_signing_cert_pem: conf_cert_pem,
+        authority_tls_ca_pem: ca.cert_pem(),
+        generated_at_ms: clock.now_ms(),
+    };
+    write(
+        dir,
+        files::ANCHOR,
+        &serde_json::to_string_pretty(&anchor).map_err(|e| AuthorityError::Signing(e.to_string()))?,
+    )?;
+
+    let db = open_db(dir, &config).await?;
+    let registry = Registry::new(db.clone(), config.instance.clone());
+    for (code, description) in [
+        ("GOV", "Government agencies"),
+        ("MUN", "Municipalities"),
+        ("COM", "Companies"),
+        ("ORG", "Non-profit organisations"),
+    ] {
+        registry.put_member_class(code, description).await?;
+    }
+    let token = tokens::create_api_token(&db, Role::Admin, "bootstrap admin token", clock.now_ms()).await?;
+    registry
+        .audit(clock.now_ms(), "init", "authority.init", &config.instance, "{}")
+        .await?;
+    db.close().await;
+    write(
+        dir,
+        files::CONFIG,
+        &serde_json::to_string_pretty(&config).map_err(|e| AuthorityError::Signing(e.to_string()))?,
+    )?;
+    Ok(InitOutcome {
+        admin_token: token.token,
+        anchor,
+    })
+}
+
+/// Reads the anchor of an initialised authority.
+pub fn read_anchor(dir: &Path) -> Result<Anchor, AuthorityError> {
+    serde_json::from_str(&read(dir, files::ANCHOR)?).map_err(|e| AuthorityError::DataDir {
+        path: dir.join(files::ANCHOR),
+        message: e.to_string(),
+    })
+}
+
+/// Reads the configuration of an initialised authority.
+pub fn read_config(dir: &Path) -> Result<AuthorityConfig, AuthorityError> {
+    serde_json::from_str(&read(dir, files::CONFIG)?).map_err(|e| AuthorityError::DataDir {
+        path: dir.join(files::CONFIG),
+        message: e.to_string(),
+    })
+}
+
+/// The currently published configuration.
+#[derive(Debug)]
+pub struct Published {
+    /// The document.
+    pub conf: GlobalConf,
+    /// Its compact JWS.
+    pub jws: String,
+    /// Entity tag (hash of the JWS).
+    pub etag: String,
+}
+
+/// Metrics of the authority.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    registry: MetricsRegistry,
+    conf_version: Gauge,
+    conf_expires: Gauge,
+    members: Gauge,
+    gateways: Gauge,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut m = Self::default();
+        m.registry.register(
+            "veksel_authority_conf_version",
+            "Version of the published global configuration",
+            m.conf_version.clone(),
+        );
+        m.registry.register(
+            "veksel_authority_conf_expires_seconds",
+            "Expiry of the published global configuration, Unix seconds",
+            m.conf_expires.clone(),
+        );
+        m.registry.register("veksel_authority_members", "Registered members", m.members.clone());
+        m.registry.register("veksel_authority_gateways", "Registered gateways", m.gateways.clone());
+        m
+    }
+}
+
+/// Shared state of the HTTP handlers.
+#[derive(Debug)]
+pub struct AppState {
+    /// Registry tables.
+    pub registry: Registry,
+    /// The certificate authority.
+    pub ca: CertificateAuthority,
+    /// Signs the global configuration.
+    pub conf_signer: SoftwareSigner,
+    /// Time source.
+    pub clock: Clock,
+    /// Configuration.
+    pub config: AuthorityConfig,
+    /// The anchor.
+    pub anchor: Anchor,
+    /// Wakes the publisher after a registry change.
+    pub conf_changed: Notify,
+    published: RwLock<Arc<Published>>,
+    metrics: Metrics,
+}
+
+impl AppState {
+    /// The configuration currently served.
+    pub fn published(&self) -> Arc<Published> {
+        match self.published.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Builds, versions and signs the configuration from the registry.
+    pub async fn publish(&self) -> Result<Arc<Published>, AuthorityError> {
+        let approved = vec![ApprovedCa {
+            name: format!("{} veksel CA", self.config.instance),
+            cert_pem: self.ca.cert_pem(),
+        }];
+        let mut conf = self
+            .registry
+            .conf_content(self.config.settings.clone(), approved)
+            .await?;
+        let content = serde_json::to_vec(&conf).map_err(|e| AuthorityError::Signing(e.to_string()))?;
+        conf.version = self.registry.conf_version_for(&veksel_pki::sha256_hex(&content)).await?;
+        let now = self.clock.now_ms();
+        conf.generated_at_ms = now;
+        conf.expires_at_ms = now + i64::try_from(self.config.conf_validity_secs).unwrap_or(600) * 1000;
+        let jws = conf
+            .sign(&self.conf_signer)
+            .map_err(|e| AuthorityError::Signing(e.to_string()))?;
+        let etag = veksel_pki::sha256_hex(jws.as_bytes())[..32].to_owned();
+        let published = Arc::new(Published { conf, jws, etag });
+        match self.published.write() {
+            Ok(mut g) => *g = published.clone(),
+            Err(poisoned) => *poisoned.into_inner() = published.clone(),
+        }
+        Ok(published)
+    }
+}
+
+/// A running authority.
+#[derive(Debug)]
+pub struct RunningAuthority {
+    /// Address it listens on.
+    pub addr: SocketAddr,
+    /// Shared state (for tests and the sandbox).
+    pub state: Arc<AppState>,
+    shutdown: Shutdown,
+    server: tokio::task::JoinHandle<()>,
+    publisher: tokio::task::JoinHandle<()>,
+}
+
+impl RunningAuthority {
+    /// Stops serving and waits for in-flight requests.
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        let _ = self.server.await;
+        self.publisher.abort();
+        let _ = self.publisher.await;
+        self.state.registry.db().close().await;
+    }
+}
+
+/// Starts an initialised authority. `listener` may be pre-bound (tests, sandbox);
+/// otherwise the configured address is bound.
+pub async fn start(dir: &Path, clock: Clock, listener: Option<tokio::net::TcpListener>) -> Result<RunningAuthority, AuthorityError> {
+    veksel_pki::tls::install_default_provider();
+    let config = read_config(dir)?;
+    let anchor = read_anchor(dir)?;
+    let ca = CertificateAuthority::from_parts(&read(dir, files::CA_CERT)?, KeyFile::load(&dir.join(files::CA_KEY))?)?;
+    let conf_cert = certs_from_pem(&read(dir, files::CONF_CERT)?)?;
+    let conf_signer = KeyFile::load(&dir.join(files::CONF_KEY))?
+        .signer(conf_cert)
+        .map_err(|e| AuthorityError::Signing(e.to_string()))?;
+    let tls_chain = certs_from_pem(&read(dir, files::TLS_CERT)?)?;
+    let tls_key = KeyFile::load(&dir.join(files::TLS_KEY))?;
+    let tls = veksel_pki::tls::https_server_config(&tls_chain, tls_key.rustls_key())
+        .map_err(|e| AuthorityError::Server(e.to_string()))?;
+    let db = open_db(dir, &config).await?;
+    let registry = Registry::new(db, config.instance.clone());
+    let placeholder = Arc::new(Published {
+        conf: GlobalConf {
+            format: veksel_proto::conf::CONF_FORMAT,
+            instance: config.instance.clone(),
+            version: 0,
+            generated_at_ms: 0,
+            expires_at_ms: 0,
+            settings: config.settings.clone(),
+            member_classes: vec![],
+            members: vec![],
+            gateways: vec![],
+            approved_cas: vec![],
+            global_groups: vec![],
+        },
+        jws: String::new(),
+        etag: String::new(),
+    });
+    let state = Arc::new(AppState {
+        registry,
+        ca,
+        conf_signer,
+        clock,
+        config: config.clone(),
+        anchor,
+        conf_changed: Notify::new(),
+        published: RwLock::new(placeholder),
+        metrics: Metrics::new(),
+    });
+    state.publish().await?;
+
+    let publisher = tokio::spawn(publish_loop(state.clone()));
+    let listener = match listener {
+        Some(l) => l,
+        None => veksel_net::bind(config.listen)
+            .await
+            .map_err(|e| AuthorityError::Server(e.to_string()))?,
+    };
+    let addr = listener.local_addr().map_err(|e| AuthorityError::Server(e.to_string()))?;
+    let shutdown = Shutdown::new();
+    let router = api::router(state.clone());
+    let server = tokio::spawn(veksel_net::serve(
+        listener,
+        Some(Arc::new(tls)),
+        move |_conn| hyper_util::service::TowerToHyperService::new(router.clone()),
+        ServerLimits::default(),
+        shutdown.clone(),
+    ));
+    tracing::info!(%addr, instance = %config.instance, "authority listening");
+    Ok(RunningAuthority {
+        addr,
+        state,
+        shutdown,
+        server,
+        publisher,
+    })
+}
+
+/// Re-signs the configuration on every registry change and well before expiry
+/// (X-Road regenerates every 60 s with a 600 s validity).
+async fn publish_loop(state: Arc<AppState>) {
+    let validity = Duration::from_secs(state.config.conf_validity_secs.max(1));
+    let period = (validity / 5).min(Duration::from_secs(60)).max(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            () = state.conf_changed.notified() => {
+                // Coalesce bursts of changes (an enrolment issues several certificates).
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            () = tokio::time::sleep(period) => {}
+        }
+        if let Err(e) = state.publish().await {
+            tracing::error!(error = %e, "could not publish the global configuration");
+        }
+    }
+}

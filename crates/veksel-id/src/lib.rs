@@ -8,6 +8,7 @@
 //! This crate does no I/O so that every parser here can be fuzzed on its own.
 
 #![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod fault;
 

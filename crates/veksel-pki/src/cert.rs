@@ -10,6 +10,8 @@ pub struct CertInfo {
     pub sha256: String,
     /// Subject serialNumber attribute: the member or gateway id veksel put there.
     pub subject_serial_number: Option<String>,
+    /// Serial number, lower-case hex.
+    pub serial_hex: String,
     /// Subject as text, for messages.
     pub subject: String,
     /// Start of validity, Unix seconds.
@@ -55,6 +57,7 @@ impl CertInfo {
         Ok(Self {
             sha256: sha256_hex(der),
             subject_serial_number,
+            serial_hex: hex::encode(cert.raw_serial()),
             subject: cert.subject().to_string(),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),

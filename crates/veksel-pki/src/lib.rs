@@ -6,6 +6,7 @@
 //! crypto provider (aws-lc-rs). Time is always a parameter.
 
 #![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod ca;
 pub mod cert;

@@ -8,6 +8,7 @@
 //! one script per backend.
 
 #![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
@@ -15,6 +16,8 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use sqlx;
+
+pub mod tokens;
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,17 +91,28 @@ impl Default for DbOptions {
     }
 }
 
-/// One schema change, with a script per backend.
+/// One schema change: a script in the SQL both backends share, with placeholders for
+/// the few types they spell differently: `{{SERIAL_PK}}` (an auto-incrementing 64-bit
+/// primary key) and `{{BLOB}}` (bytes).
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
     /// Strictly increasing version.
     pub version: i64,
     /// Short name.
     pub name: &'static str,
-    /// Script for SQLite.
-    pub sqlite: &'static str,
-    /// Script for PostgreSQL.
-    pub postgres: &'static str,
+    /// The script; statements separated by `;`.
+    pub sql: &'static str,
+}
+
+impl Migration {
+    /// The script for a backend.
+    pub fn script_for(&self, backend: Backend) -> String {
+        let (serial, blob) = match backend {
+            Backend::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"),
+            Backend::Postgres => ("BIGSERIAL PRIMARY KEY", "BYTEA"),
+        };
+        self.sql.replace("{{SERIAL_PK}}", serial).replace("{{BLOB}}", blob)
+    }
 }
 
 /// A connection pool to the node's database.
@@ -195,10 +209,7 @@ impl Db {
             if done.is_some() {
                 continue;
             }
-            let script = match self.backend {
-                Backend::Sqlite => m.sqlite,
-                Backend::Postgres => m.postgres,
-            };
+            let script = m.script_for(self.backend);
             let mut tx = self.pool.begin().await?;
             for stmt in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
                 tx.execute(sqlx::AssertSqlSafe(stmt.to_owned()))
@@ -333,8 +344,7 @@ mod tests {
     const M: &[Migration] = &[Migration {
         version: 1,
         name: "t",
-        sqlite: "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, data BLOB)",
-        postgres: "CREATE TABLE t (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, data BYTEA)",
+        sql: "CREATE TABLE t (id {{SERIAL_PK}}, name TEXT NOT NULL UNIQUE, data {{BLOB}})",
     }];
 
     async fn exercise(db: &Db) {

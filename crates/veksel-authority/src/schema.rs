@@ -1,0 +1,50 @@
+//! The authority's database schema.
+
+use veksel_store::Migration;
+
+/// Migrations of the authority database.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "api tokens",
+        sql: veksel_store::tokens::TOKENS_TABLE,
+    },
+    Migration {
+    version: 2,
+    name: "registry",
+    sql: r#"
+CREATE TABLE member_classes (code TEXT PRIMARY KEY, description TEXT NOT NULL);
+CREATE TABLE members (
+    id TEXT PRIMARY KEY, class TEXT NOT NULL REFERENCES member_classes(code),
+    name TEXT NOT NULL, created_at BIGINT NOT NULL);
+CREATE TABLE subsystems (
+    member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE,
+    code TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (member_id, code));
+CREATE TABLE gateways (
+    id TEXT PRIMARY KEY, owner_id TEXT NOT NULL REFERENCES members(id),
+    address TEXT NOT NULL, created_at BIGINT NOT NULL);
+CREATE TABLE gateway_auth_certs (
+    gateway_id TEXT NOT NULL REFERENCES gateways(id) ON DELETE CASCADE,
+    sha256 TEXT NOT NULL, cert_pem TEXT NOT NULL, not_after BIGINT NOT NULL,
+    PRIMARY KEY (gateway_id, sha256));
+CREATE TABLE gateway_clients (
+    gateway_id TEXT NOT NULL REFERENCES gateways(id) ON DELETE CASCADE,
+    subsystem_id TEXT NOT NULL, PRIMARY KEY (gateway_id, subsystem_id));
+CREATE TABLE global_groups (code TEXT PRIMARY KEY, description TEXT NOT NULL);
+CREATE TABLE global_group_members (
+    group_code TEXT NOT NULL REFERENCES global_groups(code) ON DELETE CASCADE,
+    client_id TEXT NOT NULL, PRIMARY KEY (group_code, client_id));
+CREATE TABLE enrolment_tokens (
+    token_sha256 TEXT PRIMARY KEY,
+    gateway_id TEXT NOT NULL REFERENCES gateways(id) ON DELETE CASCADE,
+    expires_at BIGINT NOT NULL, used_at BIGINT);
+CREATE TABLE issued_certs (
+    serial TEXT PRIMARY KEY, profile TEXT NOT NULL, subject TEXT NOT NULL,
+    sha256 TEXT NOT NULL, not_after BIGINT NOT NULL, issued_at BIGINT NOT NULL, cert_pem TEXT NOT NULL);
+CREATE TABLE conf_state (id BIGINT PRIMARY KEY, version BIGINT NOT NULL, content_sha256 TEXT NOT NULL);
+CREATE TABLE audit_events (
+    id {{SERIAL_PK}}, at BIGINT NOT NULL, actor TEXT NOT NULL,
+    action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL)
+"#,
+},
+];
