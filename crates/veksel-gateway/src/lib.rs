@@ -1,1 +1,512 @@
-//! placeholder
+//! A veksel gateway (X-Road: security server).
+//!
+//! - **Client side** ([`client_proxy`]): information systems call it with X-Road's
+//!   Message Protocol for REST (`/r1/...`), unchanged from X-Road.
+//! - **Gateway to gateway** ([`server_proxy`]): HTTP/2 over mutual TLS 1.3 with the
+//!   gateways' authentication certificates; every request and response signed by the
+//!   member's signing key over a descriptor that covers the body digest; bodies
+//!   stream.
+//! - **Provider side**: services of hosted subsystems, deny-by-default access rights,
+//!   metaservices.
+//! - **Message log**: both signed descriptors of every exchange, committed before the
+//!   response is released.
+
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod admin;
+pub mod body;
+pub mod client_proxy;
+pub mod clients;
+pub mod confclient;
+pub mod exchange;
+pub mod meta;
+pub mod metrics;
+pub mod msglog;
+pub mod schema;
+pub mod server_proxy;
+pub mod serverconf;
+
+use confclient::ConfClient;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use veksel_id::{GatewayId, MemberId};
+use veksel_net::{ServerLimits, Shutdown};
+use veksel_pki::ca::make_csr;
+use veksel_pki::{KeyFile, certs_from_pem};
+use veksel_proto::Clock;
+use veksel_proto::conf::Anchor;
+use veksel_proto::jws::SoftwareSigner;
+use veksel_store::{Db, DbOptions};
+
+/// Why the gateway could not start or act.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Configuration or data-directory trouble.
+    #[error("{0}")]
+    Config(String),
+    /// Key or certificate trouble.
+    #[error(transparent)]
+    Pki(#[from] veksel_pki::PkiError),
+    /// Database trouble.
+    #[error(transparent)]
+    Store(#[from] veksel_store::StoreError),
+    /// Enrolment with the authority failed.
+    #[error("enrolment: {0}")]
+    Enrol(String),
+}
+
+/// The gateway's configuration, kept as `gateway.json` in its data directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// This gateway's identifier.
+    pub id: GatewayId,
+    /// Client side (r1) for information systems; plain HTTP.
+    pub client_listen: SocketAddr,
+    /// Gateway-to-gateway side; mutual TLS. Must match the registered address's port.
+    pub peer_listen: SocketAddr,
+    /// Admin API, metrics and health; plain HTTP, keep it on loopback.
+    pub admin_listen: SocketAddr,
+    /// PostgreSQL URL; SQLite in the data directory when absent.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// Each message-log commit waits for the disk (power-loss durability). Without it
+    /// records still survive a crash of the gateway process.
+    #[serde(default = "default_true")]
+    pub sync_commit: bool,
+    /// Time allowed for the peer gateway's response to start, seconds.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// Largest request or response body, bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    /// In `full` log mode, bodies up to this size are stored with the record.
+    #[serde(default = "default_max_logged_body")]
+    pub max_logged_body_bytes: u64,
+    /// PEM files of CAs that providers' HTTPS information systems chain to.
+    #[serde(default)]
+    pub backend_ca_files: Vec<PathBuf>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_request_timeout() -> u64 {
+    60
+}
+fn default_max_body() -> u64 {
+    8 * 1024 * 1024 * 1024
+}
+fn default_max_logged_body() -> u64 {
+    10 * 1024 * 1024
+}
+
+impl GatewayConfig {
+    /// Defaults for a gateway.
+    pub fn new(id: GatewayId, client_listen: SocketAddr, peer_listen: SocketAddr, admin_listen: SocketAddr) -> Self {
+        Self {
+            id,
+            client_listen,
+            peer_listen,
+            admin_listen,
+            database_url: None,
+            sync_commit: true,
+            request_timeout_secs: default_request_timeout(),
+            max_body_bytes: default_max_body(),
+            max_logged_body_bytes: default_max_logged_body(),
+            backend_ca_files: Vec::new(),
+        }
+    }
+}
+
+/// Files of the data directory.
+pub mod files {
+    /// Configuration.
+    pub const CONFIG: &str = "gateway.json";
+    /// The anchor received out of band.
+    pub const ANCHOR: &str = "anchor.json";
+    /// Authentication key.
+    pub const AUTH_KEY: &str = "auth.key";
+    /// Authentication certificate.
+    pub const AUTH_CERT: &str = "auth.pem";
+    /// Directory of member signing keys and certificates.
+    pub const SIGNING_DIR: &str = "signing";
+    /// Cached global configuration.
+    pub const CONF_CACHE: &str = "globalconf.jws";
+    /// SQLite database.
+    pub const DB: &str = "gateway.db";
+}
+
+fn signing_stem(member: &MemberId) -> String {
+    member.to_string().replace('/', ":")
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> GatewayError {
+    GatewayError::Config(format!("{}: {e}", path.display()))
+}
+
+/// Reads the configuration of an initialised gateway.
+pub fn read_config(dir: &Path) -> Result<GatewayConfig, GatewayError> {
+    let path = dir.join(files::CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| io_err(&path, e))
+}
+
+/// Reads the anchor of an initialised gateway.
+pub fn read_anchor(dir: &Path) -> Result<Anchor, GatewayError> {
+    let path = dir.join(files::ANCHOR);
+    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| io_err(&path, e))
+}
+
+/// True if `dir` holds an initialised gateway.
+pub fn is_initialised(dir: &Path) -> bool {
+    dir.join(files::CONFIG).exists()
+}
+
+/// The gateway's keys: its authentication key and the signing keys of the members
+/// whose subsystems it hosts.
+#[derive(Debug)]
+pub struct KeyStore {
+    /// Authentication certificate chain (leaf first).
+    pub auth_chain: Vec<Vec<u8>>,
+    /// Authentication key.
+    pub auth_key: KeyFile,
+    /// Signers by member.
+    pub signers: BTreeMap<MemberId, Arc<SoftwareSigner>>,
+}
+
+impl KeyStore {
+    /// Loads the keys from a data directory.
+    pub fn load(dir: &Path) -> Result<Self, GatewayError> {
+        let auth_path = dir.join(files::AUTH_CERT);
+        let auth_chain = certs_from_pem(&std::fs::read_to_string(&auth_path).map_err(|e| io_err(&auth_path, e))?)?;
+        let auth_key = KeyFile::load(&dir.join(files::AUTH_KEY))?;
+        let mut signers = BTreeMap::new();
+        let sdir = dir.join(files::SIGNING_DIR);
+        if let Ok(entries) = std::fs::read_dir(&sdir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().and_then(|e| e.to_str()) != Some("pem") {
+                    continue;
+                }
+                let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+                let member: MemberId = stem
+                    .replace(':', "/")
+                    .parse()
+                    .map_err(|e| io_err(&path, format!("not a member id: {e}")))?;
+                let chain = certs_from_pem(&std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?)?;
+                let key = KeyFile::load(&path.with_extension("key"))?;
+                let signer = key.signer(chain).map_err(|e| io_err(&path, e))?;
+                signers.insert(member, Arc::new(signer));
+            }
+        }
+        Ok(Self {
+            auth_chain,
+            auth_key,
+            signers,
+        })
+    }
+
+    /// The signer for a member.
+    pub fn signer(&self, member: &MemberId) -> Option<Arc<SoftwareSigner>> {
+        self.signers.get(member).cloned()
+    }
+}
+
+/// Writes the configuration and anchor of a new gateway into `dir`.
+pub fn init(dir: &Path, config: &GatewayConfig, anchor: &Anchor) -> Result<(), GatewayError> {
+    std::fs::create_dir_all(dir.join(files::SIGNING_DIR)).map_err(|e| io_err(dir, e))?;
+    if is_initialised(dir) {
+        return Err(GatewayError::Config(format!("{} is already initialised", dir.display())));
+    }
+    let anchor_text = serde_json::to_string_pretty(anchor).map_err(|e| GatewayError::Config(e.to_string()))?;
+    std::fs::write(dir.join(files::ANCHOR), anchor_text).map_err(|e| io_err(dir, e))?;
+    let text = serde_json::to_string_pretty(config).map_err(|e| GatewayError::Config(e.to_string()))?;
+    std::fs::write(dir.join(files::CONFIG), text).map_err(|e| io_err(dir, e))?;
+    Ok(())
+}
+
+/// Obtains certificates from the authority with a one-time enrolment token: an
+/// authentication certificate if the gateway has none, and a signing certificate for
+/// every member whose subsystems it hosts and that it has no key for yet. Keys are
+/// generated here and never leave the data directory.
+pub async fn enrol(dir: &Path, token: &str, clock: &Clock) -> Result<Vec<String>, GatewayError> {
+    veksel_pki::tls::install_default_provider();
+    let config = read_config(dir)?;
+    let anchor = read_anchor(dir)?;
+    let conf = ConfClient::new(anchor.clone(), dir.join(files::CONF_CACHE), clock.clone())?;
+    conf.refresh().await?;
+    let state = conf
+        .latest()
+        .ok_or_else(|| GatewayError::Enrol("no global configuration".into()))?;
+    let mut members = vec![config.id.owner().clone()];
+    if let Some(gw) = state.index.gateway(&config.id) {
+        members.extend(gw.clients.iter().map(|c| c.member().clone()));
+    }
+    members.sort();
+    members.dedup();
+    let sdir = dir.join(files::SIGNING_DIR);
+    std::fs::create_dir_all(&sdir).map_err(|e| io_err(&sdir, e))?;
+    let mut pending_keys = Vec::new();
+    let mut signing = Vec::new();
+    for m in &members {
+        let stem = signing_stem(m);
+        if sdir.join(format!("{stem}.pem")).exists() {
+            continue;
+        }
+        let key = KeyFile::generate()?;
+        signing.push(serde_json::json!({"member": m.to_string(), "csr_pem": make_csr(&key, m.code())?}));
+        pending_keys.push((m.clone(), key));
+    }
+    let auth_missing = !dir.join(files::AUTH_CERT).exists();
+    let auth_key = if auth_missing { Some(KeyFile::generate()?) } else { None };
+    let auth_csr = match &auth_key {
+        Some(k) => Some(make_csr(k, config.id.code())?),
+        None => None,
+    };
+    if auth_csr.is_none() && signing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let body = serde_json::json!({"auth_csr_pem": auth_csr, "signing": signing});
+    let resp = conf
+        .http()
+        .post(format!("{}/enrol/v1", anchor.authority_url))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| GatewayError::Enrol(e.to_string()))?;
+    let status = resp.status();
+    let answer: serde_json::Value = resp.json().await.map_err(|e| GatewayError::Enrol(e.to_string()))?;
+    if !status.is_success() {
+        return Err(GatewayError::Enrol(format!(
+            "the authority refused (HTTP {status}): {}",
+            answer.get("message").and_then(|m| m.as_str()).unwrap_or("no message")
+        )));
+    }
+    let mut issued = Vec::new();
+    if let Some(key) = auth_key {
+        let pem = answer["auth"]["cert_pem"]
+            .as_str()
+            .ok_or_else(|| GatewayError::Enrol("answer has no authentication certificate".into()))?;
+        key.save(&dir.join(files::AUTH_KEY))?;
+        std::fs::write(dir.join(files::AUTH_CERT), pem).map_err(|e| io_err(dir, e))?;
+        issued.push(format!("authentication certificate for {}", config.id));
+    }
+    let certs = answer["signing"].as_array().cloned().unwrap_or_default();
+    for (member, key) in pending_keys {
+        let pem = certs
+            .iter()
+            .find(|c| c["subject"].as_str() == Some(member.to_string().as_str()))
+            .and_then(|c| c["cert_pem"].as_str())
+            .ok_or_else(|| GatewayError::Enrol(format!("answer has no signing certificate for {member}")))?;
+        let stem = signing_stem(&member);
+        key.save(&sdir.join(format!("{stem}.key")))?;
+        std::fs::write(sdir.join(format!("{stem}.pem")), pem).map_err(|e| io_err(&sdir, e))?;
+        issued.push(format!("signing certificate for {member}"));
+    }
+    Ok(issued)
+}
+
+/// Everything the request handlers share.
+#[derive(Debug)]
+pub struct Gateway {
+    /// Configuration.
+    pub config: GatewayConfig,
+    /// Time source.
+    pub clock: Clock,
+    /// Global configuration.
+    pub conf: Arc<ConfClient>,
+    /// Local configuration.
+    pub serverconf: serverconf::ServerConfStore,
+    /// Keys.
+    pub keys: KeyStore,
+    /// Message log writer.
+    pub log: msglog::LogWriter,
+    /// Database.
+    pub db: Db,
+    /// Client to peer gateways.
+    pub peers: clients::PeerClient,
+    /// Client to providers' information systems.
+    pub backends: clients::BackendClient,
+    /// Metrics.
+    pub metrics: metrics::Metrics,
+}
+
+impl Gateway {
+    /// This gateway's id.
+    pub fn id(&self) -> &GatewayId {
+        &self.config.id
+    }
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct RunningGateway {
+    /// Shared state (for tests and the sandbox).
+    pub gateway: Arc<Gateway>,
+    /// Address of the client side.
+    pub client_addr: SocketAddr,
+    /// Address of the gateway-to-gateway side.
+    pub peer_addr: SocketAddr,
+    /// Address of the admin API.
+    pub admin_addr: SocketAddr,
+    shutdown: Shutdown,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningGateway {
+    /// Stops accepting, drains in-flight exchanges, stops background tasks.
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        for t in self.background {
+            t.abort();
+            let _ = t.await;
+        }
+        self.gateway.db.close().await;
+    }
+}
+
+/// Pre-bound listeners (tests and the sandbox bind before they know the ports).
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// Client side.
+    pub client: Option<tokio::net::TcpListener>,
+    /// Gateway-to-gateway side.
+    pub peer: Option<tokio::net::TcpListener>,
+    /// Admin API.
+    pub admin: Option<tokio::net::TcpListener>,
+}
+
+async fn bind_or(l: Option<tokio::net::TcpListener>, addr: SocketAddr) -> Result<tokio::net::TcpListener, GatewayError> {
+    match l {
+        Some(l) => Ok(l),
+        None => veksel_net::bind(addr).await.map_err(|e| GatewayError::Config(e.to_string())),
+    }
+}
+
+/// Opens the gateway database as configured.
+pub async fn open_db(dir: &Path, config: &GatewayConfig) -> Result<Db, GatewayError> {
+    let options = DbOptions {
+        sync_commit: config.sync_commit,
+        ..DbOptions::default()
+    };
+    let db = match &config.database_url {
+        Some(url) => Db::connect(url, &options).await?,
+        None => Db::open_sqlite(&dir.join(files::DB), &options).await?,
+    };
+    db.migrate("gateway", schema::MIGRATIONS).await?;
+    Ok(db)
+}
+
+/// Starts an initialised and enrolled gateway.
+pub async fn start(dir: &Path, clock: Clock, listeners: Listeners) -> Result<RunningGateway, GatewayError> {
+    veksel_pki::tls::install_default_provider();
+    let config = read_config(dir)?;
+    let anchor = read_anchor(dir)?;
+    let keys = KeyStore::load(dir)?;
+    let conf = Arc::new(ConfClient::new(anchor, dir.join(files::CONF_CACHE), clock.clone())?);
+    if let Err(e) = conf.refresh().await {
+        // Keep going on the cached copy while it is valid; exchanges fail with
+        // OutdatedGlobalConf otherwise, and /readyz says why.
+        tracing::warn!(error = %e, "initial global configuration download failed");
+    }
+    let db = open_db(dir, &config).await?;
+    let serverconf = serverconf::ServerConfStore::load(db.clone()).await?;
+    let (log, writer_task) = msglog::LogWriter::start(db.clone());
+
+    let verifier = veksel_pki::tls::GatewayPeerVerifier::new(conf.clone());
+    let client_tls = veksel_pki::tls::gateway_client_config(&keys.auth_chain, keys.auth_key.rustls_key(), verifier.clone())
+        .map_err(|e| GatewayError::Config(format!("TLS client: {e}")))?;
+    let server_tls = veksel_pki::tls::gateway_server_config(&keys.auth_chain, keys.auth_key.rustls_key(), verifier)
+        .map_err(|e| GatewayError::Config(format!("TLS server: {e}")))?;
+    let mut backend_roots = Vec::new();
+    for f in &config.backend_ca_files {
+        backend_roots.extend(certs_from_pem(&std::fs::read_to_string(f).map_err(|e| io_err(f, e))?)?);
+    }
+    let backends = clients::backend_client(&backend_roots).map_err(|e| GatewayError::Config(format!("backend TLS: {e}")))?;
+
+    let gateway = Arc::new(Gateway {
+        peers: clients::peer_client(Arc::new(client_tls)),
+        backends,
+        metrics: metrics::Metrics::new(),
+        config: config.clone(),
+        clock: clock.clone(),
+        conf: conf.clone(),
+        serverconf: serverconf.clone(),
+        keys,
+        log,
+        db: db.clone(),
+    });
+
+    let client_l = bind_or(listeners.client, config.client_listen).await?;
+    let peer_l = bind_or(listeners.peer, config.peer_listen).await?;
+    let admin_l = bind_or(listeners.admin, config.admin_listen).await?;
+    let addr = |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| GatewayError::Config(e.to_string()));
+    let (client_addr, peer_addr, admin_addr) = (addr(&client_l)?, addr(&peer_l)?, addr(&admin_l)?);
+    let shutdown = Shutdown::new();
+
+    let g = gateway.clone();
+    let client_task = tokio::spawn(veksel_net::serve(
+        client_l,
+        None,
+        move |conn| client_proxy::service(g.clone(), conn),
+        ServerLimits::default(),
+        shutdown.clone(),
+    ));
+    let g = gateway.clone();
+    let peer_task = tokio::spawn(veksel_net::serve(
+        peer_l,
+        Some(Arc::new(server_tls)),
+        move |conn| server_proxy::service(g.clone(), conn),
+        ServerLimits::default(),
+        shutdown.clone(),
+    ));
+    let router = admin::router(gateway.clone());
+    let admin_task = tokio::spawn(veksel_net::serve(
+        admin_l,
+        None,
+        move |_conn| hyper_util::service::TowerToHyperService::new(router.clone()),
+        ServerLimits::default(),
+        shutdown.clone(),
+    ));
+    let poll_task = tokio::spawn(conf.clone().poll_loop());
+    let janitor = tokio::spawn(msglog::replay_guard_janitor(db.clone(), clock.clone()));
+    let sc = serverconf.clone();
+    let reload = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            if let Err(e) = sc.reload_if_changed().await {
+                tracing::warn!(error = %e, "reloading local configuration failed");
+            }
+        }
+    });
+    tracing::info!(gateway = %config.id, %client_addr, %peer_addr, %admin_addr, "gateway listening");
+    Ok(RunningGateway {
+        gateway,
+        client_addr,
+        peer_addr,
+        admin_addr,
+        shutdown,
+        tasks: vec![client_task, peer_task, admin_task],
+        background: vec![poll_task, janitor, reload, writer_task],
+    })
+}
+
+/// Creates an admin API token for the gateway (stored hashed; the secret is returned once).
+pub async fn create_admin_token(dir: &Path, role: &str, description: &str, clock: &Clock) -> Result<String, GatewayError> {
+    let config = read_config(dir)?;
+    let db = open_db(dir, &config).await?;
+    let (_, token) = veksel_store::tokens::create(&db, role, description, clock.now_ms()).await?;
+    db.close().await;
+    Ok(token)
+}

@@ -1,0 +1,340 @@
+//! The gateway's admin API: hosted subsystems, services, access rights, local groups,
+//! the message log and operational monitoring; plus health, readiness and metrics.
+//! Calls need a bearer token whose role allows them (`admin`, `security-officer`,
+//! `observer`).
+
+use crate::Gateway;
+use crate::msglog::{self, LogQuery, LoggedMessage, OpRecord};
+use crate::serverconf::{self, ClientSettings, LocalClient, LocalGroup, ServiceConfig};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::{OpenApi, ToSchema};
+use veksel_id::SubsystemId;
+use veksel_proto::access::AccessRule;
+use veksel_store::StoreError;
+
+/// An admin API error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminError {
+    /// Stable code.
+    pub code: String,
+    /// Message.
+    pub message: String,
+    #[serde(skip)]
+    status: u16,
+}
+
+impl AdminError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+            status: status.as_u16(),
+        }
+    }
+    fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", m)
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", format!("not found: {m}")),
+            StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            other => {
+                tracing::error!(error = %other, "database error");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the gateway database is unavailable")
+            }
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self)).into_response()
+    }
+}
+
+type AdminResult<T> = Result<T, AdminError>;
+
+/// Roles of gateway admin tokens, weakest first.
+const ROLES: [&str; 3] = ["observer", "security-officer", "admin"];
+
+async fn require(gw: &Gateway, h: &HeaderMap, needed: &str) -> AdminResult<String> {
+    let unauthorized = || AdminError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required");
+    let token = h
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(unauthorized)?;
+    let p = veksel_store::tokens::authenticate(&gw.db, token.trim()).await?.ok_or_else(unauthorized)?;
+    let rank = |r: &str| ROLES.iter().position(|x| *x == r);
+    match (rank(&p.role), rank(needed)) {
+        (Some(have), Some(need)) if have >= need => Ok(p.id),
+        _ => Err(AdminError::new(StatusCode::FORBIDDEN, "forbidden", format!("this operation needs the {needed} role"))),
+    }
+}
+
+fn subsystem(raw: &str) -> AdminResult<SubsystemId> {
+    raw.replace(':', "/").parse().map_err(|e| AdminError::bad_request(format!("subsystem id: {e}")))
+}
+
+/// Builds the admin router.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/clients", get(list_clients))
+        .route("/api/v1/clients/{id}", get(get_client).put(put_client).delete(delete_client))
+        .route("/api/v1/clients/{id}/services/{code}", put(put_service).delete(delete_service))
+        .route("/api/v1/clients/{id}/access", put(put_access))
+        .route("/api/v1/clients/{id}/local-groups/{code}", put(put_local_group).delete(delete_local_group))
+        .route("/api/v1/message-log", get(message_log))
+        .route("/api/v1/message-log/{request_id}/bodies", get(message_bodies))
+        .route("/api/v1/op-monitoring", get(op_monitoring))
+        .route("/openapi.json", get(openapi))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024))
+        .with_state(gw)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "veksel gateway admin API", description = "Local configuration, message log and monitoring of a veksel gateway."),
+    paths(status, list_clients, get_client, put_client, delete_client, put_service, delete_service, put_access,
+          put_local_group, delete_local_group, message_log, message_bodies, op_monitoring, healthz, readyz, metrics, openapi),
+)]
+struct ApiDoc;
+
+/// The OpenAPI 3.1 document of the admin API.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "OpenAPI 3.1 document")))]
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi_document())
+}
+
+/// Gateway status.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Status {
+    /// Gateway id.
+    pub gateway: String,
+    /// Version of the global configuration in use.
+    pub conf_version: Option<u64>,
+    /// Its expiry, RFC 3339.
+    pub conf_expires_at: Option<String>,
+    /// True when the configuration is valid now.
+    pub conf_valid: bool,
+    /// Last download error.
+    pub conf_error: Option<String>,
+    /// Members this gateway can sign for.
+    pub signing_members: Vec<String>,
+    /// Hosted subsystems configured locally.
+    pub clients: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/status", responses((status = 200, body = Status)))]
+async fn status(State(gw): State<Arc<Gateway>>, h: HeaderMap) -> AdminResult<Json<Status>> {
+    require(&gw, &h, "observer").await?;
+    let latest = gw.conf.latest();
+    Ok(Json(Status {
+        gateway: gw.id().to_string(),
+        conf_version: latest.as_ref().map(|c| c.conf().version),
+        conf_expires_at: latest.as_ref().map(|c| veksel_proto::rfc3339(c.conf().expires_at_ms)),
+        conf_valid: gw.conf.current(veksel_id::Origin::ClientProxy).is_ok(),
+        conf_error: gw.conf.last_error(),
+        signing_members: gw.keys.signers.keys().map(ToString::to_string).collect(),
+        clients: gw.serverconf.current().clients.keys().map(ToString::to_string).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/clients", responses((status = 200, body = Vec<LocalClient>)))]
+async fn list_clients(State(gw): State<Arc<Gateway>>, h: HeaderMap) -> AdminResult<Json<Vec<LocalClient>>> {
+    require(&gw, &h, "observer").await?;
+    Ok(Json(gw.serverconf.current().clients.values().cloned().collect()))
+}
+
+#[utoipa::path(get, path = "/api/v1/clients/{id}", params(("id" = String, Path, description = "INSTANCE:CLASS:CODE:SUBSYSTEM")), responses((status = 200, body = LocalClient)))]
+async fn get_client(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path(id): Path<String>) -> AdminResult<Json<LocalClient>> {
+    require(&gw, &h, "observer").await?;
+    let id = subsystem(&id)?;
+    gw.serverconf
+        .current()
+        .clients
+        .get(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| AdminError::new(StatusCode::NOT_FOUND, "not_found", format!("local client {id}")))
+}
+
+#[utoipa::path(put, path = "/api/v1/clients/{id}", request_body = ClientSettings, params(("id" = String, Path)), responses((status = 204)))]
+async fn put_client(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path(id): Path<String>, Json(b): Json<ClientSettings>) -> AdminResult<StatusCode> {
+    let who = require(&gw, &h, "security-officer").await?;
+    let id = subsystem(&id)?;
+    if b.is_cert_sha256.iter().any(|c| c.len() != 64 || !c.chars().all(|x| x.is_ascii_hexdigit())) {
+        return Err(AdminError::bad_request("is_cert_sha256 entries must be 64 hex digits"));
+    }
+    gw.serverconf.put_client(&id, &b).await?;
+    tracing::info!(actor = %who, client = %id, "local client configured");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/api/v1/clients/{id}", params(("id" = String, Path)), responses((status = 204)))]
+async fn delete_client(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path(id): Path<String>) -> AdminResult<StatusCode> {
+    let who = require(&gw, &h, "security-officer").await?;
+    let id = subsystem(&id)?;
+    gw.serverconf.remove_client(&id).await?;
+    tracing::info!(actor = %who, client = %id, "local client removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(put, path = "/api/v1/clients/{id}/services/{code}", request_body = ServiceConfig, params(("id" = String, Path), ("code" = String, Path)), responses((status = 204), (status = 400, body = AdminError)))]
+async fn put_service(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path((id, code)): Path<(String, String)>, Json(b): Json<ServiceConfig>) -> AdminResult<StatusCode> {
+    let who = require(&gw, &h, "security-officer").await?;
+    let id = subsystem(&id)?;
+    serverconf::validate_service(&code, &b).map_err(AdminError::bad_request)?;
+    gw.serverconf.put_service(&id, &code, &b).await?;
+    tracing::info!(actor = %who, client = %id, service = %code, "service configured");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/api/v1/clients/{id}/services/{code}", params(("id" = String, Path), ("code" = String, Path)), responses((status = 204)))]
+async fn delete_service(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path((id, code)): Path<(String, String)>) -> AdminResult<StatusCode> {
+    let who = require(&gw, &h, "security-officer").await?;
+    let id = subsystem(&id)?;
+    gw.serverconf.remove_service(&id, &code).await?;
+    tracing::info!(actor = %who, client = %id, service = %code, "service removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(put, path = "/api/v1/clients/{id}/access", request_body(content = serde_json::Value, description = "The complete list of access rules: [{subject: {type: client|global_group|local_group, id}, service_code, endpoint: {method, path}}]"), params(("id" = String, Path)), responses((status = 204)))]
+async fn put_access(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path(id): Path<String>, Json(rules): Json<Vec<AccessRule>>) -> AdminResult<StatusCode> {
+    let who = require(&gw, &h, "security-officer").await?;
+    let id = subsystem(&id)?;
+    for r in &rules {
+        if !r.endpoint.path.starts_with('/') {
+            return Err(AdminError::bad_request(format!("endpoint path {:?} must start with '/'", r.endpoint.path)));
+        }
+        veksel_id::validate_part("service", 4, &r.service_code).map_err(|e| AdminError::bad_request(e.to_string()))?;
+    }
+    gw.serverconf.put_access(&id, &rules).await?;
+    tracing::info!(actor = %who, client = %id, rules = rules.len(), "access rights replaced");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(put, path = "/api/v1/clients/{id}/local-groups/{code}", request_body = LocalGroup, params(("id" = String, Path), ("code" = String, Path)), responses((status = 204)))]
+async fn put_local_group(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path((id, code)): Path<(String, String)>, Json(b): Json<LocalGroup>) -> AdminResult<StatusCode> {
+    let who = require(&gw, &h, "security-officer").await?;
+    let id = subsystem(&id)?;
+    veksel_id::validate_part("local group", 0, &code).map_err(|e| AdminError::bad_request(e.to_string()))?;
+    gw.serverconf.put_local_group(&id, &code, &b).await?;
+    tracing::info!(actor = %who, client = %id, group = %code, "local group configured");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/api/v1/clients/{id}/local-groups/{code}", params(("id" = String, Path), ("code" = String, Path)), responses((status = 204)))]
+async fn delete_local_group(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path((id, code)): Path<(String, String)>) -> AdminResult<StatusCode> {
+    let who = require(&gw, &h, "security-officer").await?;
+    let id = subsystem(&id)?;
+    gw.serverconf.remove_local_group(&id, &code).await?;
+    tracing::info!(actor = %who, client = %id, group = %code, "local group removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/message-log", params(LogQuery), responses((status = 200, body = Vec<LoggedMessage>)))]
+async fn message_log(State(gw): State<Arc<Gateway>>, h: HeaderMap, Query(q): Query<LogQuery>) -> AdminResult<Json<Vec<LoggedMessage>>> {
+    require(&gw, &h, "observer").await?;
+    Ok(Json(msglog::query_messages(&gw.db, &q).await?))
+}
+
+/// Which side's record to read bodies from.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct SideQuery {
+    /// `consumer` or `provider`.
+    side: String,
+    /// `request` or `response`.
+    part: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/message-log/{request_id}/bodies", params(("request_id" = String, Path), SideQuery), responses((status = 200, description = "The stored body bytes"), (status = 404, body = AdminError)))]
+async fn message_bodies(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path(id): Path<String>, Query(q): Query<SideQuery>) -> AdminResult<Response> {
+    // Bodies can hold personal data: only security officers and admins read them.
+    require(&gw, &h, "security-officer").await?;
+    let (request, response) = msglog::message_bodies(&gw.db, &id, &q.side).await?;
+    let body = match q.part.as_str() {
+        "request" => request,
+        "response" => response,
+        _ => return Err(AdminError::bad_request("part must be request or response")),
+    };
+    let body = body.ok_or_else(|| AdminError::new(StatusCode::NOT_FOUND, "not_found", "no body is stored for this record"))?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/op-monitoring", params(LogQuery), responses((status = 200, body = Vec<OpRecord>)))]
+async fn op_monitoring(State(gw): State<Arc<Gateway>>, h: HeaderMap, Query(q): Query<LogQuery>) -> AdminResult<Json<Vec<OpRecord>>> {
+    require(&gw, &h, "observer").await?;
+    Ok(Json(msglog::query_monitoring(&gw.db, &q).await?))
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive")))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Reasons the gateway cannot serve exchanges now (empty when ready).
+pub async fn readiness_problems(gw: &Gateway) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(f) = gw.conf.current(veksel_id::Origin::ClientProxy) {
+        problems.push(format!("global configuration: {}", f.message));
+    }
+    if let Err(e) = gw.db.ping().await {
+        problems.push(format!("database: {e}"));
+    }
+    let now = gw.clock.now_secs();
+    match gw.keys.auth_chain.first().map(|c| veksel_pki::CertInfo::parse(c)) {
+        Some(Ok(info)) if i64::try_from(now).unwrap_or(i64::MAX) >= info.not_after => {
+            problems.push("the authentication certificate has expired".into());
+        }
+        Some(Ok(_)) => {}
+        _ => problems.push("no readable authentication certificate".into()),
+    }
+    for c in gw.serverconf.current().clients.keys() {
+        if gw.keys.signer(c.member()).is_none() {
+            problems.push(format!("no signing key for member {} (client {c})", c.member()));
+        }
+    }
+    problems
+}
+
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "Ready"), (status = 503, description = "Not ready; the body lists why")))]
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    let problems = readiness_problems(&gw).await;
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready:\n- {}\n", problems.join("\n- "))).into_response()
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    if let Some(c) = gw.conf.latest() {
+        gw.metrics.conf_version.set(i64::try_from(c.conf().version).unwrap_or_default());
+        gw.metrics.conf_expires.set(c.conf().expires_at_ms / 1000);
+    }
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        gw.metrics.render(),
+    )
+        .into_response()
+}

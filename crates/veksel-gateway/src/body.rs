@@ -1,0 +1,432 @@
+//! Streaming bodies that hash as they pass and finish with an asynchronous step.
+//!
+//! A [`TapBody`] forwards data frames while feeding them to a SHA-256 hasher, never
+//! holding more than one frame. When the source ends it runs a finisher with the
+//! digest and the source's trailers: the finisher signs (sender side) or verifies and
+//! writes the message log (receiver side), and returns the trailers to emit. In
+//! *hold-last* mode the last data frame is kept back until the finisher succeeds, so
+//! the receiver of a streamed body never holds the complete body unless the signature
+//! verified and the exchange was logged; a failing finisher turns into a body error,
+//! which aborts the stream.
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use veksel_proto::descriptor::{BodyDigest, BodyHasher};
+
+/// Boxed error of bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type used throughout the gateway.
+pub type GwBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Turns any body into a [`GwBody`].
+pub fn boxed<B>(b: B) -> GwBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    b.map_err(Into::into).boxed_unsync()
+}
+
+/// A hyper request or response body as a [`GwBody`].
+pub fn incoming(b: hyper::body::Incoming) -> GwBody {
+    b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
+}
+
+/// A body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> GwBody {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> GwBody {
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+impl TapBody {
+    /// Boxes the body as a [`GwBody`].
+    pub fn boxed(self) -> GwBody {
+        // Deliberately not the generic `boxed`: its `Into<BoxError>` bound trips the
+        // compiler's higher-ranked lifetime check when proxies' futures must be Send.
+        BodyExt::boxed_unsync(self)
+    }
+}
+
+/// An error raised inside a body stream.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StreamError(pub String);
+
+/// What the finisher learns when the source body ends.
+#[derive(Debug)]
+pub struct BodyEnd {
+    /// Digest and length of everything that passed.
+    pub digest: BodyDigest,
+    /// Trailers the source sent, if any.
+    pub trailers: Option<HeaderMap>,
+    /// The captured body, when capture was requested and it fit.
+    pub captured: Option<Bytes>,
+}
+
+/// The asynchronous end step: returns trailers to emit, or an error that aborts the stream.
+pub type Finisher = Box<dyn FnOnce(BodyEnd) -> Pin<Box<dyn Future<Output = Result<Option<HeaderMap>, String>> + Send>> + Send>;
+
+/// Options of a [`TapBody`].
+#[derive(Debug, Clone, Copy)]
+pub struct TapOptions {
+    /// Keep the last data frame until the finisher succeeds.
+    pub hold_last: bool,
+    /// Refuse bodies longer than this.
+    pub max_len: u64,
+    /// Keep a copy of the body for the message log, up to this many bytes (0: none).
+    pub capture_up_to: u64,
+}
+
+/// See the module documentation.
+pub struct TapBody {
+    inner: GwBody,
+    prefix: VecDeque<Bytes>,
+    hasher: Option<BodyHasher>,
+    trailers: Option<HeaderMap>,
+    held: Option<Bytes>,
+    out: VecDeque<Frame<Bytes>>,
+    finisher: Option<Finisher>,
+    pending: Option<Pin<Box<dyn Future<Output = Result<Option<HeaderMap>, String>> + Send>>>,
+    capture: Option<BytesMut>,
+    options: TapOptions,
+    size_hint: SizeHint,
+    done: bool,
+}
+
+impl std::fmt::Debug for TapBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapBody").field("done", &self.done).finish()
+    }
+}
+
+impl TapBody {
+    /// Wraps `inner`, first replaying `prefix` (frames already read from it).
+    pub fn new(inner: GwBody, prefix: Vec<Bytes>, options: TapOptions, finisher: Finisher) -> Self {
+        let prefix_len: u64 = prefix.iter().map(|b| b.len() as u64).sum();
+        let inner_hint = inner.size_hint();
+        let mut size_hint = SizeHint::new();
+        size_hint.set_lower(inner_hint.lower() + prefix_len);
+        if let Some(u) = inner_hint.upper() {
+            size_hint.set_upper(u + prefix_len);
+        }
+        Self {
+            inner,
+            prefix: prefix.into(),
+            hasher: Some(BodyHasher::default()),
+            trailers: None,
+            held: None,
+            out: VecDeque::new(),
+            finisher: Some(finisher),
+            pending: None,
+            capture: (options.capture_up_to > 0).then(BytesMut::new),
+            options,
+            size_hint,
+            done: false,
+        }
+    }
+
+    /// Sets an exact length (from a Content-Length the sender signed).
+    pub fn with_exact_len(mut self, len: u64) -> Self {
+        self.size_hint = SizeHint::with_exact(len);
+        self
+    }
+
+    fn take_data(&mut self, data: Bytes) -> Result<Option<Bytes>, StreamError> {
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&data);
+            if h.length() > self.options.max_len {
+                return Err(StreamError(format!(
+                    "body is larger than the limit of {} bytes",
+                    self.options.max_len
+                )));
+            }
+        }
+        if let Some(c) = self.capture.as_mut() {
+            if (c.len() + data.len()) as u64 <= self.options.capture_up_to {
+                c.extend_from_slice(&data);
+            } else {
+                self.capture = None;
+            }
+        }
+        if self.options.hold_last {
+            Ok(self.held.replace(data))
+        } else {
+            Ok(Some(data))
+        }
+    }
+}
+
+impl Body for TapBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(frame) = this.out.pop_front() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some(fut) = this.pending.as_mut() {
+                return match fut.as_mut().poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Ok(trailers)) => {
+                        this.pending = None;
+                        this.done = true;
+                        if let Some(last) = this.held.take() {
+                            this.out.push_back(Frame::data(last));
+                        }
+                        if let Some(t) = trailers {
+                            this.out.push_back(Frame::trailers(t));
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        this.pending = None;
+                        this.done = true;
+                        this.held = None;
+                        Poll::Ready(Some(Err(Box::new(StreamError(e)))))
+                    }
+                };
+            }
+            let next = match this.prefix.pop_front() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => Pin::new(&mut this.inner).poll_frame(cx),
+            };
+            match next {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => match this.take_data(data) {
+                        Ok(Some(out)) if !out.is_empty() => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                        Ok(_) => continue,
+                        Err(e) => {
+                            this.done = true;
+                            return Poll::Ready(Some(Err(Box::new(e))));
+                        }
+                    },
+                    Err(frame) => {
+                        if let Ok(t) = frame.into_trailers() {
+                            match this.trailers.as_mut() {
+                                Some(existing) => existing.extend(t),
+                                None => this.trailers = Some(t),
+                            }
+                        }
+                        continue;
+                    }
+                },
+                Poll::Ready(None) => {
+                    let digest = this.hasher.take().map(BodyHasher::finish).unwrap_or_else(|| BodyDigest::of(b""));
+                    let end = BodyEnd {
+                        digest,
+                        trailers: this.trailers.take(),
+                        captured: this.capture.take().map(BytesMut::freeze),
+                    };
+                    match this.finisher.take() {
+                        Some(f) => this.pending = Some(f(end)),
+                        None => this.done = true,
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.out.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.size_hint.clone()
+    }
+}
+
+/// Reads a body until it ends or `limit` bytes have arrived.
+pub enum Prefetched {
+    /// The whole body arrived.
+    Complete {
+        /// The body.
+        body: Bytes,
+        /// Its trailers.
+        trailers: Option<HeaderMap>,
+    },
+    /// The body is larger than the limit; the frames read so far and the rest.
+    Partial {
+        /// Frames read so far.
+        prefix: Vec<Bytes>,
+        /// The unread remainder.
+        rest: GwBody,
+    },
+}
+
+impl std::fmt::Debug for Prefetched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Prefetched::Complete { body, .. } => write!(f, "Complete({} bytes)", body.len()),
+            Prefetched::Partial { prefix, .. } => write!(f, "Partial({} frames)", prefix.len()),
+        }
+    }
+}
+
+/// Reads up to `limit` bytes of a body, so small messages can be verified whole
+/// before anything is forwarded (and refused with a precise error).
+pub async fn prefetch(mut body: GwBody, limit: usize) -> Result<Prefetched, BoxError> {
+    let mut prefix = Vec::new();
+    let mut total = 0usize;
+    let mut trailers: Option<HeaderMap> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        match frame.into_data() {
+            Ok(data) => {
+                total += data.len();
+                prefix.push(data);
+                if total > limit {
+                    return Ok(Prefetched::Partial { prefix, rest: body });
+                }
+            }
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    match trailers.as_mut() {
+                        Some(existing) => existing.extend(t),
+                        None => trailers = Some(t),
+                    }
+                }
+            }
+        }
+    }
+    let body = if prefix.len() == 1 {
+        prefix.pop().unwrap_or_default()
+    } else {
+        let mut all = BytesMut::with_capacity(total);
+        for p in prefix {
+            all.extend_from_slice(&p);
+        }
+        all.freeze()
+    };
+    Ok(Prefetched::Complete { body, trailers })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::stream;
+    use http_body_util::StreamBody;
+
+    fn source(chunks: &[&'static [u8]], trailers: Option<HeaderMap>) -> GwBody {
+        let mut frames: Vec<Result<Frame<Bytes>, BoxError>> =
+            chunks.iter().map(|c| Ok(Frame::data(Bytes::from_static(c)))).collect();
+        if let Some(t) = trailers {
+            frames.push(Ok(Frame::trailers(t)));
+        }
+        boxed(StreamBody::new(stream::iter(frames)))
+    }
+
+    fn finisher(ok: bool, seen: std::sync::Arc<std::sync::Mutex<Option<BodyEnd>>>) -> Finisher {
+        Box::new(move |end| {
+            Box::pin(async move {
+                *seen.lock().unwrap() = Some(end);
+                if ok {
+                    let mut t = HeaderMap::new();
+                    t.insert("x-sig", "s".parse().unwrap());
+                    Ok(Some(t))
+                } else {
+                    Err("bad signature".to_owned())
+                }
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn passes_data_hashes_and_emits_trailers() {
+        let seen = Default::default();
+        let mut t = HeaderMap::new();
+        t.insert("x-in", "1".parse().unwrap());
+        let body = TapBody::new(
+            source(&[b"he", b"llo"], Some(t)),
+            vec![Bytes::from_static(b">")],
+            TapOptions { hold_last: true, max_len: 100, capture_up_to: 100 },
+            finisher(true, std::sync::Arc::clone(&seen)),
+        );
+        let collected = body.collect().await.unwrap();
+        let trailers = collected.trailers().cloned().unwrap();
+        assert_eq!(trailers.get("x-sig").unwrap(), "s");
+        assert_eq!(collected.to_bytes(), Bytes::from_static(b">hello"));
+        let end = seen.lock().unwrap().take().unwrap();
+        assert_eq!(end.digest, BodyDigest::of(b">hello"));
+        assert_eq!(end.trailers.unwrap().get("x-in").unwrap(), "1");
+        assert_eq!(end.captured.unwrap(), Bytes::from_static(b">hello"));
+    }
+
+    #[tokio::test]
+    async fn failing_finisher_withholds_the_last_frame() {
+        let seen = Default::default();
+        let mut body = TapBody::new(
+            source(&[b"part1", b"part2"], None),
+            vec![],
+            TapOptions { hold_last: true, max_len: 100, capture_up_to: 0 },
+            finisher(false, seen),
+        );
+        let mut got = Vec::new();
+        let mut error = None;
+        while let Some(f) = body.frame().await {
+            match f {
+                Ok(f) => got.push(f.into_data().unwrap()),
+                Err(e) => {
+                    error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        assert_eq!(got, vec![Bytes::from_static(b"part1")]);
+        assert_eq!(error.as_deref(), Some("bad signature"));
+    }
+
+    #[tokio::test]
+    async fn enforces_the_size_limit() {
+        let body = TapBody::new(
+            source(&[b"12345", b"67890"], None),
+            vec![],
+            TapOptions { hold_last: false, max_len: 7, capture_up_to: 0 },
+            finisher(true, Default::default()),
+        );
+        let err = body.collect().await.unwrap_err().to_string();
+        assert!(err.contains("larger than the limit of 7"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn prefetch_small_and_large() {
+        match prefetch(source(&[b"ab", b"c"], None), 10).await.unwrap() {
+            Prefetched::Complete { body, trailers } => {
+                assert_eq!(body, Bytes::from_static(b"abc"));
+                assert!(trailers.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        match prefetch(source(&[b"abcdef", b"ghijkl", b"mn"], None), 8).await.unwrap() {
+            Prefetched::Partial { prefix, rest } => {
+                assert_eq!(prefix.len(), 2);
+                assert_eq!(rest.collect().await.unwrap().to_bytes(), Bytes::from_static(b"mn"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The configuration client: downloads the signed global configuration from the
+//! authority, verifies it against the anchor, caches it on disk, and answers "who is
+//! this peer?" for TLS. While the cached copy is valid the gateway keeps serving even
+//! if the authority is down; once it expires every exchange is refused with
+//! `OutdatedGlobalConf` instead of guessing.
+
+use crate::GatewayError;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use veksel_id::{Fault, FaultCode, Origin};
+use veksel_pki::tls::PeerTrust;
+use veksel_pki::verify::{Roots, Usage};
+use veksel_pki::{CertInfo, certs_from_pem, sha256_hex};
+use veksel_proto::Clock;
+use veksel_proto::conf::{Anchor, ConfIndex, GlobalConf};
+
+/// A verified configuration with the look-ups built from it.
+#[derive(Debug)]
+pub struct ConfState {
+    /// Look-ups over the document.
+    pub index: ConfIndex,
+    /// The approved CAs as trust roots.
+    pub roots: Roots,
+    /// The signed document as received.
+    pub jws: String,
+}
+
+impl ConfState {
+    /// The document.
+    pub fn conf(&self) -> &GlobalConf {
+        self.index.conf()
+    }
+}
+
+/// Downloads and holds the global configuration.
+#[derive(Debug)]
+pub struct ConfClient {
+    anchor: Anchor,
+    anchor_key: Vec<u8>,
+    http: reqwest::Client,
+    cache_path: PathBuf,
+    clock: Clock,
+    current: RwLock<Option<Arc<ConfState>>>,
+    last_error: RwLock<Option<String>>,
+}
+
+impl ConfClient {
+    /// Sets up the client from an anchor; loads the cached copy if there is one.
+    pub fn new(anchor: Anchor, cache_path: PathBuf, clock: Clock) -> Result<Self, GatewayError> {
+        let conf_cert = certs_from_pem(&anchor.conf_signing_cert_pem)?;
+        let first = conf_cert
+            .first()
+            .ok_or_else(|| GatewayError::Config("anchor has no configuration-signing certificate".into()))?;
+        let anchor_key = CertInfo::parse(first)?.public_key;
+        let tls_roots = certs_from_pem(&anchor.authority_tls_ca_pem)?;
+        let tls = veksel_pki::tls::https_client_config(&tls_roots).map_err(|e| GatewayError::Config(e.to_string()))?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(Duration::from_secs(20))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| GatewayError::Config(format!("HTTP client: {e}")))?;
+        let client = Self {
+            anchor,
+            anchor_key,
+            http,
+            cache_path,
+            clock,
+            current: RwLock::new(None),
+            last_error: RwLock::new(None),
+        };
+        if let Ok(jws) = std::fs::read_to_string(&client.cache_path) {
+            match client.verify(&jws) {
+                Ok(state) => client.set(Arc::new(state)),
+                Err(e) => tracing::warn!(error = %e, "ignoring the cached global configuration"),
+            }
+        }
+        Ok(client)
+    }
+
+    /// The anchor.
+    pub fn anchor(&self) -> &Anchor {
+        &self.anchor
+    }
+
+    /// An HTTP client that trusts only the authority's TLS CA.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn verify(&self, jws: &str) -> Result<ConfState, GatewayError> {
+        let conf = GlobalConf::verify(jws, &self.anchor_key, &self.anchor.instance)
+            .map_err(|e| GatewayError::Config(e.to_string()))?;
+        let roots = Roots::from_pems(conf.approved_cas.iter().map(|c| c.cert_pem.as_str()))?;
+        Ok(ConfState {
+            index: ConfIndex::new(conf),
+            roots,
+            jws: jws.to_owned(),
+        })
+    }
+
+    fn set(&self, state: Arc<ConfState>) {
+        match self.current.write() {
+            Ok(mut g) => *g = Some(state),
+            Err(p) => *p.into_inner() = Some(state),
+        }
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        match self.last_error.write() {
+            Ok(mut g) => *g = e,
+            Err(p) => *p.into_inner() = e,
+        }
+    }
+
+    /// The last download error, if the last attempt failed.
+    pub fn last_error(&self) -> Option<String> {
+        match self.last_error.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The newest verified configuration, valid or not.
+    pub fn latest(&self) -> Option<Arc<ConfState>> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The configuration, if it is still valid; otherwise the fault to report.
+    pub fn current(&self, origin: Origin) -> Result<Arc<ConfState>, Fault> {
+        let outdated = |m: String| Fault {
+            origin,
+            code: FaultCode::OutdatedGlobalConf,
+            message: m,
+        };
+        let state = self
+            .latest()
+            .ok_or_else(|| outdated("no global configuration has been downloaded yet".into()))?;
+        let now = self.clock.now_ms();
+        state.conf().check_valid_at(now).map_err(|e| {
+            outdated(format!(
+                "{e}; the authority has not been reachable{}",
+                self.last_error().map(|e| format!(": {e}")).unwrap_or_default()
+            ))
+        })?;
+        Ok(state)
+    }
+
+    /// Downloads the configuration once. Returns true if a new version was accepted.
+    pub async fn refresh(&self) -> Result<bool, GatewayError> {
+        let result = self.fetch().await;
+        self.set_error(result.as_ref().err().map(ToString::to_string));
+        result
+    }
+
+    async fn fetch(&self) -> Result<bool, GatewayError> {
+        let mut req = self.http.get(&self.anchor.conf_url);
+        if let Some(cur) = self.latest() {
+            let etag = &sha256_hex(cur.jws.as_bytes())[..32];
+            req = req.header("if-none-match", format!("\"{etag}\""));
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| GatewayError::Config(format!("downloading {}: {e}", self.anchor.conf_url)))?;
+        if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(false);
+        }
+        if !resp.status().is_success() {
+            return Err(GatewayError::Config(format!(
+                "downloading {}: HTTP {}",
+                self.anchor.conf_url,
+                resp.status()
+            )));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| GatewayError::Config(format!("downloading configuration: {e}")))?;
+        if body.len() > 16 * 1024 * 1024 {
+            return Err(GatewayError::Config("configuration larger than 16 MiB".into()));
+        }
+        let jws = String::from_utf8(body.to_vec()).map_err(|_| GatewayError::Config("configuration is not UTF-8".into()))?;
+        let state = self.verify(&jws)?;
+        if let Some(cur) = self.latest() {
+            if state.conf().version < cur.conf().version {
+                return Err(GatewayError::Config(format!(
+                    "refusing configuration version {} older than cached version {}",
+                    state.conf().version,
+                    cur.conf().version
+                )));
+            }
+            if cur.jws == jws {
+                return Ok(false);
+            }
+        }
+        state
+            .conf()
+            .check_valid_at(self.clock.now_ms())
+            .map_err(|e| GatewayError::Config(e.to_string()))?;
+        let tmp = self.cache_path.with_extension("tmp");
+        std::fs::write(&tmp, &jws)
+            .and_then(|()| std::fs::rename(&tmp, &self.cache_path))
+            .map_err(|e| GatewayError::Config(format!("caching configuration: {e}")))?;
+        let version = state.conf().version;
+        self.set(Arc::new(state));
+        tracing::debug!(version, "global configuration updated");
+        Ok(true)
+    }
+
+    /// Polls the authority forever at the interval the configuration asks for.
+    pub async fn poll_loop(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.refresh().await {
+                tracing::warn!(error = %e, "global configuration refresh failed");
+            }
+            let secs = self
+                .latest()
+                .map_or(5, |s| s.conf().settings.refresh_interval_secs)
+                .clamp(1, 600);
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+        }
+    }
+}
+
+impl PeerTrust for ConfClient {
+    fn check(&self, chain: &[Vec<u8>], usage: Usage, now_secs: u64) -> Result<(), String> {
+        let state = self.current(Origin::ServerProxy).map_err(|f| f.message)?;
+        let leaf = chain.first().ok_or("no certificate")?;
+        let hash = sha256_hex(leaf);
+        let gateway = state
+            .index
+            .gateway_by_cert(&hash)
+            .ok_or_else(|| format!("certificate {hash} is not registered to any gateway"))?;
+        state
+            .roots
+            .verify_gateway_auth(chain, &gateway.id, usage, now_secs)
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! Pieces both sides of an exchange share: the gateway-to-gateway header names,
+//! fault responses, signing and verifying descriptors, and operational records.
+
+use crate::Gateway;
+use crate::body::{self, GwBody};
+use crate::msglog::{OpRecord, Side};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use std::sync::Arc;
+use veksel_id::{Fault, FaultCode, MemberId, Origin};
+use veksel_pki::CertInfo;
+use veksel_pki::verify::Roots;
+use veksel_proto::jws::{self, Signer, Unverified};
+use veksel_proto::meta::{ErrorBody, ErrorFormat};
+
+/// When the sender created the message, Unix ms (request header; response trailer).
+pub const VEKSEL_CREATED_AT: &str = "veksel-created-at";
+/// The consumer gateway's id (request header).
+pub const VEKSEL_CONSUMER_GATEWAY: &str = "veksel-consumer-gateway";
+/// Detached JWS over the descriptor (trailer).
+pub const VEKSEL_SIGNATURE: &str = "veksel-signature";
+/// SHA-256 of the body as the sender computed it (trailer), for precise errors.
+pub const VEKSEL_BODY_DIGEST: &str = "veksel-body-digest";
+
+/// Bodies up to this size are read whole and verified before anything is forwarded,
+/// so a bad signature on an ordinary message gets a proper error response. Larger
+/// bodies stream, holding back their last frame until verification succeeds.
+pub const PREFETCH_LIMIT: usize = 256 * 1024;
+
+/// Renders a fault as X-Road does: status 400 or 500, `X-Road-Error`, and a
+/// `{type, message, detail}` body in JSON or XML following `Accept`.
+pub fn fault_response(fault: &Fault, accept: Option<&str>, detail: &str) -> Response<GwBody> {
+    let format = ErrorFormat::from_accept(accept);
+    let body = ErrorBody {
+        kind: fault.type_string(),
+        message: fault.message.clone(),
+        detail: detail.to_owned(),
+    };
+    let mut resp = Response::new(body::full(body.render(format)));
+    *resp.status_mut() = StatusCode::from_u16(fault.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    if let Ok(v) = HeaderValue::from_str(&fault.type_string()) {
+        h.insert(veksel_proto::headers::X_ROAD_ERROR, v);
+    }
+    resp
+}
+
+/// Moves a fault to another origin, keeping code and message (a malformed message
+/// between gateways is the sending gateway's fault, not the information system's).
+pub fn reorigin(mut fault: Fault, origin: Origin) -> Fault {
+    fault.origin = origin;
+    fault
+}
+
+/// Inserts a header whose value was produced by veksel itself.
+pub fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// Signs canonical descriptor bytes; the JWS carries the signer's chain (`x5c`).
+pub fn sign(signer: &dyn Signer, cty: &str, payload: &[u8], origin: Origin) -> Result<String, Fault> {
+    jws::sign_detached(signer, cty, true, payload).map_err(|e| Fault {
+        origin,
+        code: FaultCode::InternalError,
+        message: format!("signing failed: {e}"),
+    })
+}
+
+/// Checks a detached JWS over `payload`: the chain in `x5c` must lead to an approved
+/// CA, name `member`, be a signing certificate valid now, and its key must verify.
+pub fn verify_signature(
+    roots: &Roots,
+    member: &MemberId,
+    signature: Option<&str>,
+    payload: &[u8],
+    now_secs: u64,
+    origin: Origin,
+) -> Result<String, Fault> {
+    let fault = |code, message: String| Fault { origin, code, message };
+    let signature = signature.ok_or_else(|| fault(FaultCode::MissingSignature, "the message carries no signature".into()))?;
+    let parsed = Unverified::parse(signature, Some(payload))
+        .map_err(|e| fault(FaultCode::InvalidSignatureValue, format!("malformed signature: {e}")))?;
+    let chain = parsed
+        .header
+        .chain_der()
+        .map_err(|e| fault(FaultCode::InvalidSignatureValue, e.to_string()))?;
+    let info: CertInfo = roots
+        .verify_member_signing(&chain, member, now_secs)
+        .map_err(|e| fault(FaultCode::IncorrectCertificate, format!("signing certificate of {member}: {e}")))?;
+    parsed
+        .verify(&info.public_key)
+        .map_err(|_| fault(FaultCode::InvalidSignatureValue, format!("the signature of {member} does not verify over the message as received")))?;
+    Ok(signature.to_owned())
+}
+
+/// Reads a required header as text.
+pub fn required<'a>(headers: &'a HeaderMap, name: &str, origin: Origin) -> Result<&'a str, Fault> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Fault {
+            origin,
+            code: FaultCode::InvalidRequest,
+            message: format!("the message between gateways lacks the {name} header"),
+        })
+}
+
+/// Accumulates the operational-monitoring record of one exchange.
+#[derive(Debug, Clone)]
+pub struct OpCtx {
+    /// The record so far.
+    pub record: OpRecord,
+    started: tokio::time::Instant,
+}
+
+impl OpCtx {
+    /// Starts a record.
+    pub fn start(side: Side, now_ms: i64, method: &str) -> Self {
+        Self {
+            record: OpRecord {
+                request_id: String::new(),
+                side: side.as_str().to_owned(),
+                xroad_id: String::new(),
+                client: String::new(),
+                service: String::new(),
+                method: method.to_owned(),
+                consumer_gateway: String::new(),
+                provider_gateway: String::new(),
+                request_in_ts: now_ms,
+                request_out_ts: None,
+                response_in_ts: None,
+                response_out_ts: now_ms,
+                request_size: 0,
+                response_size: 0,
+                status_code: None,
+                succeeded: false,
+                fault_code: None,
+                fault_message: None,
+            },
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    fn side(&self) -> &'static str {
+        if self.record.side == "provider" { "provider" } else { "consumer" }
+    }
+
+    /// Records a success.
+    pub fn finish_ok(mut self, gw: &Arc<Gateway>, status: u16, request_size: u64, response_size: u64) {
+        self.record.response_out_ts = gw.clock.now_ms();
+        self.record.status_code = Some(status);
+        self.record.request_size = request_size;
+        self.record.response_size = response_size;
+        self.record.succeeded = true;
+        gw.metrics.record(self.side(), None, self.started.elapsed().as_secs_f64());
+        gw.log.monitor(self.record);
+    }
+
+    /// Records a fault.
+    pub fn finish_fault(mut self, gw: &Arc<Gateway>, fault: &Fault) {
+        self.record.response_out_ts = gw.clock.now_ms();
+        self.record.status_code = Some(fault.http_status());
+        self.record.succeeded = false;
+        let kind = fault.type_string();
+        self.record.fault_message = Some(fault.message.clone());
+        gw.metrics.record(self.side(), Some(&kind), self.started.elapsed().as_secs_f64());
+        self.record.fault_code = Some(kind);
+        gw.log.monitor(self.record);
+    }
+}
+
+/// A fresh correlation id for a fault's `detail`.
+pub fn detail_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// An error with all its causes, for messages that must say what really failed.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        src = cause.source();
+    }
+    s
+}

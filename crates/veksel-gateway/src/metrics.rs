@@ -1,0 +1,100 @@
+//! Prometheus metrics of a gateway, in a registry of its own (several gateways can
+//! run in one process, as in the sandbox and the tests).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of the exchange counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExchangeLabels {
+    /// `consumer` or `provider`.
+    pub side: &'static str,
+    /// `ok`, or the fault type.
+    pub outcome: String,
+}
+
+/// Labels of the latency histogram.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SideLabels {
+    /// `consumer` or `provider`.
+    pub side: &'static str,
+}
+
+/// The gateway's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Exchanges by side and outcome.
+    pub exchanges: Family<ExchangeLabels, Counter>,
+    /// Exchange duration by side, seconds.
+    pub duration: Family<SideLabels, Histogram>,
+    /// Exchanges in progress.
+    pub in_flight: Gauge,
+    /// Version of the global configuration in use.
+    pub conf_version: Gauge,
+    /// Expiry of the global configuration in use, Unix seconds.
+    pub conf_expires: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+}
+
+impl Metrics {
+    /// Creates and registers the metrics.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let exchanges = Family::<ExchangeLabels, Counter>::default();
+        let duration = Family::<SideLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let in_flight = Gauge::default();
+        let conf_version = Gauge::default();
+        let conf_expires = Gauge::default();
+        registry.register("veksel_gateway_exchanges", "Exchanges by side and outcome", exchanges.clone());
+        registry.register("veksel_gateway_exchange_duration_seconds", "Exchange duration", duration.clone());
+        registry.register("veksel_gateway_in_flight", "Exchanges in progress", in_flight.clone());
+        registry.register("veksel_gateway_conf_version", "Version of the global configuration in use", conf_version.clone());
+        registry.register(
+            "veksel_gateway_conf_expires_seconds",
+            "Expiry of the global configuration in use, Unix seconds",
+            conf_expires.clone(),
+        );
+        Self {
+            registry,
+            exchanges,
+            duration,
+            in_flight,
+            conf_version,
+            conf_expires,
+        }
+    }
+
+    /// Counts one finished exchange.
+    pub fn record(&self, side: &'static str, outcome: Option<&str>, seconds: f64) {
+        self.exchanges
+            .get_or_create(&ExchangeLabels {
+                side,
+                outcome: outcome.unwrap_or("ok").to_owned(),
+            })
+            .inc();
+        self.duration.get_or_create(&SideLabels { side }).observe(seconds);
+    }
+
+    /// Renders the OpenMetrics text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

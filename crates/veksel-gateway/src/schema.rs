@@ -1,0 +1,65 @@
+//! The gateway's database schema: local configuration (hosted subsystems, services,
+//! access rights, local groups), the message log, operational monitoring and the
+//! replay guard.
+
+use veksel_store::Migration;
+
+/// Migrations of the gateway database.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "api tokens",
+        sql: veksel_store::tokens::TOKENS_TABLE,
+    },
+    Migration {
+        version: 2,
+        name: "server configuration",
+        sql: r#"
+CREATE TABLE local_clients (
+    id TEXT PRIMARY KEY, log_mode TEXT NOT NULL, allow_loopback_http BIGINT NOT NULL,
+    is_cert_sha256 TEXT NOT NULL);
+CREATE TABLE services (
+    client_id TEXT NOT NULL REFERENCES local_clients(id) ON DELETE CASCADE,
+    code TEXT NOT NULL, base_url TEXT NOT NULL, timeout_ms BIGINT NOT NULL,
+    enabled BIGINT NOT NULL, openapi TEXT, endpoints TEXT NOT NULL,
+    PRIMARY KEY (client_id, code));
+CREATE TABLE access_rights (
+    client_id TEXT NOT NULL REFERENCES local_clients(id) ON DELETE CASCADE,
+    rules TEXT NOT NULL, PRIMARY KEY (client_id));
+CREATE TABLE local_groups (
+    client_id TEXT NOT NULL REFERENCES local_clients(id) ON DELETE CASCADE,
+    code TEXT NOT NULL, description TEXT NOT NULL, members TEXT NOT NULL,
+    PRIMARY KEY (client_id, code));
+CREATE TABLE serverconf_version (id BIGINT PRIMARY KEY, version BIGINT NOT NULL)
+"#,
+    },
+    Migration {
+        version: 3,
+        name: "message log and monitoring",
+        sql: r#"
+CREATE TABLE message_log (
+    id {{SERIAL_PK}},
+    request_id TEXT NOT NULL, side TEXT NOT NULL, xroad_id TEXT NOT NULL,
+    client TEXT NOT NULL, service TEXT NOT NULL, method TEXT NOT NULL, target TEXT NOT NULL,
+    status BIGINT NOT NULL, consumer_gateway TEXT NOT NULL, provider_gateway TEXT NOT NULL,
+    request_descriptor TEXT NOT NULL, request_signature TEXT NOT NULL,
+    response_descriptor TEXT NOT NULL, response_signature TEXT NOT NULL,
+    request_body {{BLOB}}, response_body {{BLOB}}, body_note TEXT,
+    request_size BIGINT NOT NULL, response_size BIGINT NOT NULL,
+    created_at BIGINT NOT NULL, logged_at BIGINT NOT NULL,
+    UNIQUE (request_id, side));
+CREATE INDEX message_log_logged_at ON message_log (logged_at);
+CREATE TABLE op_monitoring (
+    id {{SERIAL_PK}},
+    request_id TEXT NOT NULL, side TEXT NOT NULL, xroad_id TEXT NOT NULL,
+    client TEXT NOT NULL, service TEXT NOT NULL, method TEXT NOT NULL,
+    consumer_gateway TEXT NOT NULL, provider_gateway TEXT NOT NULL,
+    request_in_ts BIGINT NOT NULL, request_out_ts BIGINT, response_in_ts BIGINT,
+    response_out_ts BIGINT NOT NULL, request_size BIGINT NOT NULL, response_size BIGINT NOT NULL,
+    status_code BIGINT, succeeded BIGINT NOT NULL, fault_code TEXT, fault_message TEXT);
+CREATE INDEX op_monitoring_time ON op_monitoring (response_out_ts);
+CREATE TABLE replay_guard (request_id TEXT PRIMARY KEY, expires_at BIGINT NOT NULL);
+CREATE INDEX replay_guard_expiry ON replay_guard (expires_at)
+"#,
+    },
+];

@@ -1,0 +1,518 @@
+//! The gateway's own configuration (X-Road: serverconf): which subsystems it hosts,
+//! how their information systems authenticate, which services they provide, who may
+//! call them, and how much of each exchange the message log keeps.
+//!
+//! Stored in the database so that several gateway nodes sharing one PostgreSQL serve
+//! one gateway identity; each node keeps an in-memory snapshot that it reloads when
+//! the version row changes.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use utoipa::ToSchema;
+use veksel_id::{ClientId, SubsystemId};
+use veksel_proto::access::{AccessRule, Endpoint};
+use veksel_store::{Db, StoreError, sqlx};
+
+/// How much of each exchange the message log keeps for a subsystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogMode {
+    /// Signed descriptors and bodies (up to the configured size).
+    Full,
+    /// Signed descriptors (with body digests), no bodies.
+    #[default]
+    Metadata,
+    /// Nothing in the message log (operational monitoring still records the exchange).
+    Off,
+}
+
+impl LogMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            LogMode::Full => "full",
+            LogMode::Metadata => "metadata",
+            LogMode::Off => "off",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "full" => Some(LogMode::Full),
+            "metadata" => Some(LogMode::Metadata),
+            "off" => Some(LogMode::Off),
+            _ => None,
+        }
+    }
+}
+
+/// Settings of a hosted subsystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    /// Message log mode.
+    #[serde(default)]
+    pub log_mode: LogMode,
+    /// Information systems on the gateway's own machine may act as this subsystem
+    /// over plain HTTP on the loopback interface.
+    #[serde(default)]
+    pub allow_loopback_http: bool,
+    /// SHA-256 (hex) of TLS client certificates with which information systems may
+    /// act as this subsystem over HTTPS.
+    #[serde(default)]
+    pub is_cert_sha256: Vec<String>,
+}
+
+/// A REST service provided by a hosted subsystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Base URL of the provider's information system (`http://` or `https://`).
+    pub base_url: String,
+    /// Time allowed for the provider's answer to start, milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Disabled services refuse calls with `ServiceDisabled`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// OpenAPI 3 description (JSON or YAML text), served by `getOpenAPI`; its paths
+    /// become the service's endpoints when `endpoints` is empty.
+    #[serde(default)]
+    pub openapi: Option<String>,
+    /// Endpoints (method and path pattern) listed by `listMethods`.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A local group of a hosted subsystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalGroup {
+    /// Description.
+    pub description: String,
+    /// Members.
+    #[schema(value_type = Vec<String>)]
+    pub members: Vec<ClientId>,
+}
+
+/// Everything the gateway knows about one hosted subsystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalClient {
+    /// The subsystem.
+    #[schema(value_type = String)]
+    pub id: SubsystemId,
+    /// Its settings.
+    pub settings: ClientSettings,
+    /// Services it provides, by service code.
+    pub services: BTreeMap<String, ServiceConfig>,
+    /// Who may call its services.
+    #[schema(value_type = Vec<Object>)]
+    pub access: Vec<AccessRule>,
+    /// Its local groups, by code.
+    pub local_groups: BTreeMap<String, LocalGroup>,
+}
+
+impl LocalClient {
+    /// Local groups of this subsystem that contain `client`.
+    pub fn local_groups_of(&self, client: &ClientId) -> Vec<String> {
+        self.local_groups
+            .iter()
+            .filter(|(_, g)| g.members.contains(client))
+            .map(|(code, _)| code.clone())
+            .collect()
+    }
+}
+
+/// A snapshot of the whole local configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ServerConf {
+    /// Version of the snapshot (increases on every change).
+    pub version: i64,
+    /// Hosted subsystems.
+    pub clients: BTreeMap<SubsystemId, LocalClient>,
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(s: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Validates a service configuration before it is stored.
+pub fn validate_service(code: &str, s: &ServiceConfig) -> Result<(), String> {
+    veksel_id::validate_part("service", 4, code).map_err(|e| e.to_string())?;
+    if veksel_proto::r1::Metaservice::from_code(code).is_some() {
+        return Err(format!("{code} is a reserved metaservice code"));
+    }
+    let url: http::Uri = s.base_url.parse().map_err(|e| format!("base_url: {e}"))?;
+    match url.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err("base_url must be an http:// or https:// URL".into()),
+    }
+    if url.host().is_none() {
+        return Err("base_url has no host".into());
+    }
+    if url.query().is_some() {
+        return Err("base_url must not have a query".into());
+    }
+    if s.timeout_ms == 0 || s.timeout_ms > 3_600_000 {
+        return Err("timeout_ms must be between 1 and 3600000".into());
+    }
+    for e in &s.endpoints {
+        let m = e.method.as_str();
+        if m != "*" && http::Method::from_bytes(m.as_bytes()).is_err() {
+            return Err(format!("endpoint method {m:?} is not an HTTP method"));
+        }
+        if !e.path.starts_with('/') {
+            return Err(format!("endpoint path {:?} must start with '/'", e.path));
+        }
+    }
+    if let Some(doc) = &s.openapi {
+        if doc.len() > 4 * 1024 * 1024 {
+            return Err("openapi description is larger than 4 MiB".into());
+        }
+    }
+    Ok(())
+}
+
+/// Endpoints named in an OpenAPI 3 JSON description (`paths` × methods), with
+/// `{param}` path templates turned into `*`.
+pub fn endpoints_from_openapi(doc: &str) -> Vec<Endpoint> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(doc) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Some(paths) = v.get("paths").and_then(|p| p.as_object()) {
+        for (path, item) in paths {
+            let pattern: String = path
+                .split('/')
+                .map(|seg| if seg.starts_with('{') && seg.ends_with('}') { "*" } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            if let Some(ops) = item.as_object() {
+                for method in ["get", "put", "post", "delete", "options", "head", "patch", "trace"] {
+                    if ops.contains_key(method) {
+                        out.push(Endpoint {
+                            method: method.to_ascii_uppercase(),
+                            path: pattern.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Reads and writes the local configuration and keeps the snapshot current.
+#[derive(Debug, Clone)]
+pub struct ServerConfStore {
+    db: Db,
+    snapshot: Arc<RwLock<Arc<ServerConf>>>,
+}
+
+impl ServerConfStore {
+    /// Loads the snapshot from the database.
+    pub async fn load(db: Db) -> Result<Self, StoreError> {
+        let store = Self {
+            db,
+            snapshot: Arc::new(RwLock::new(Arc::new(ServerConf::default()))),
+        };
+        store.reload().await?;
+        Ok(store)
+    }
+
+    /// The current snapshot.
+    pub fn current(&self) -> Arc<ServerConf> {
+        match self.snapshot.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    async fn stored_version(&self) -> Result<i64, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT version FROM serverconf_version WHERE id = 1")
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(row.map_or(0, |r| r.0))
+    }
+
+    /// Reloads the snapshot if another node (or this one) changed the configuration.
+    pub async fn reload_if_changed(&self) -> Result<(), StoreError> {
+        if self.stored_version().await? != self.current().version {
+            self.reload().await?;
+        }
+        Ok(())
+    }
+
+    /// Reloads the snapshot from the database.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let version = self.stored_version().await?;
+        let mut clients = BTreeMap::new();
+        let rows: Vec<(String, String, i64, String)> =
+            sqlx::query_as("SELECT id, log_mode, allow_loopback_http, is_cert_sha256 FROM local_clients")
+                .fetch_all(self.db.pool())
+                .await?;
+        for (id, mode, loopback, certs) in rows {
+            let sid: SubsystemId = id.parse().map_err(|e| StoreError::Corrupt(format!("client {id}: {e}")))?;
+            clients.insert(
+                sid.clone(),
+                LocalClient {
+                    id: sid,
+                    settings: ClientSettings {
+                        log_mode: LogMode::parse(&mode).ok_or_else(|| StoreError::Corrupt(format!("log mode {mode}")))?,
+                        allow_loopback_http: loopback != 0,
+                        is_cert_sha256: parse_json(&certs, "is_cert_sha256")?,
+                    },
+                    services: BTreeMap::new(),
+                    access: Vec::new(),
+                    local_groups: BTreeMap::new(),
+                },
+            );
+        }
+        let services: Vec<(String, String, String, i64, i64, Option<String>, String)> = sqlx::query_as(
+            "SELECT client_id, code, base_url, timeout_ms, enabled, openapi, endpoints FROM services",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        for (cid, code, base_url, timeout_ms, enabled, openapi, endpoints) in services {
+            if let Some(c) = clients.values_mut().find(|c| c.id.to_string() == cid) {
+                c.services.insert(
+                    code,
+                    ServiceConfig {
+                        base_url,
+                        timeout_ms: u64::try_from(timeout_ms).unwrap_or(30_000),
+                        enabled: enabled != 0,
+                        openapi,
+                        endpoints: parse_json(&endpoints, "endpoints")?,
+                    },
+                );
+            }
+        }
+        let access: Vec<(String, String)> = sqlx::query_as("SELECT client_id, rules FROM access_rights")
+            .fetch_all(self.db.pool())
+            .await?;
+        for (cid, rules) in access {
+            if let Some(c) = clients.values_mut().find(|c| c.id.to_string() == cid) {
+                c.access = parse_json(&rules, "access rules")?;
+            }
+        }
+        let groups: Vec<(String, String, String, String)> =
+            sqlx::query_as("SELECT client_id, code, description, members FROM local_groups")
+                .fetch_all(self.db.pool())
+                .await?;
+        for (cid, code, description, members) in groups {
+            if let Some(c) = clients.values_mut().find(|c| c.id.to_string() == cid) {
+                c.local_groups.insert(
+                    code,
+                    LocalGroup {
+                        description,
+                        members: parse_json(&members, "local group members")?,
+                    },
+                );
+            }
+        }
+        let conf = Arc::new(ServerConf { version, clients });
+        match self.snapshot.write() {
+            Ok(mut g) => *g = conf,
+            Err(p) => *p.into_inner() = conf,
+        }
+        Ok(())
+    }
+
+    async fn bump(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO serverconf_version (id, version) VALUES (1, 1)
+             ON CONFLICT (id) DO UPDATE SET version = serverconf_version.version + 1",
+        )
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn commit(&self, mut tx: sqlx::Transaction<'_, sqlx::Any>) -> Result<(), StoreError> {
+        self.bump(&mut tx).await?;
+        tx.commit().await?;
+        self.reload().await
+    }
+
+    fn require_client(&self, id: &SubsystemId) -> Result<(), StoreError> {
+        if self.current().clients.contains_key(id) {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound(format!("local client {id}")))
+        }
+    }
+
+    /// Adds or updates a hosted subsystem.
+    pub async fn put_client(&self, id: &SubsystemId, s: &ClientSettings) -> Result<(), StoreError> {
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO local_clients (id, log_mode, allow_loopback_http, is_cert_sha256) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET log_mode = excluded.log_mode,
+               allow_loopback_http = excluded.allow_loopback_http, is_cert_sha256 = excluded.is_cert_sha256",
+        )
+        .bind(id.to_string())
+        .bind(s.log_mode.as_str())
+        .bind(i64::from(s.allow_loopback_http))
+        .bind(json(&s.is_cert_sha256))
+        .execute(&mut *tx)
+        .await?;
+        self.commit(tx).await
+    }
+
+    /// Removes a hosted subsystem and everything configured for it.
+    pub async fn remove_client(&self, id: &SubsystemId) -> Result<(), StoreError> {
+        self.require_client(id)?;
+        let mut tx = self.db.pool().begin().await?;
+        for table in ["services", "access_rights", "local_groups"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE client_id = $1")))
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM local_clients WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        self.commit(tx).await
+    }
+
+    /// Adds or replaces a service.
+    pub async fn put_service(&self, id: &SubsystemId, code: &str, s: &ServiceConfig) -> Result<(), StoreError> {
+        self.require_client(id)?;
+        let mut s = s.clone();
+        if s.endpoints.is_empty() {
+            if let Some(doc) = &s.openapi {
+                s.endpoints = endpoints_from_openapi(doc);
+            }
+        }
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO services (client_id, code, base_url, timeout_ms, enabled, openapi, endpoints)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (client_id, code) DO UPDATE SET base_url = excluded.base_url,
+               timeout_ms = excluded.timeout_ms, enabled = excluded.enabled,
+               openapi = excluded.openapi, endpoints = excluded.endpoints",
+        )
+        .bind(id.to_string())
+        .bind(code)
+        .bind(&s.base_url)
+        .bind(i64::try_from(s.timeout_ms).unwrap_or(30_000))
+        .bind(i64::from(s.enabled))
+        .bind(s.openapi.clone())
+        .bind(json(&s.endpoints))
+        .execute(&mut *tx)
+        .await?;
+        self.commit(tx).await
+    }
+
+    /// Removes a service.
+    pub async fn remove_service(&self, id: &SubsystemId, code: &str) -> Result<(), StoreError> {
+        let mut tx = self.db.pool().begin().await?;
+        let done = sqlx::query("DELETE FROM services WHERE client_id = $1 AND code = $2")
+            .bind(id.to_string())
+            .bind(code)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("service {id}/{code}")));
+        }
+        self.commit(tx).await
+    }
+
+    /// Replaces the access rights of a hosted subsystem.
+    pub async fn put_access(&self, id: &SubsystemId, rules: &[AccessRule]) -> Result<(), StoreError> {
+        self.require_client(id)?;
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO access_rights (client_id, rules) VALUES ($1, $2)
+             ON CONFLICT (client_id) DO UPDATE SET rules = excluded.rules",
+        )
+        .bind(id.to_string())
+        .bind(json(&rules))
+        .execute(&mut *tx)
+        .await?;
+        self.commit(tx).await
+    }
+
+    /// Adds or replaces a local group.
+    pub async fn put_local_group(&self, id: &SubsystemId, code: &str, g: &LocalGroup) -> Result<(), StoreError> {
+        self.require_client(id)?;
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO local_groups (client_id, code, description, members) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (client_id, code) DO UPDATE SET description = excluded.description, members = excluded.members",
+        )
+        .bind(id.to_string())
+        .bind(code)
+        .bind(&g.description)
+        .bind(json(&g.members))
+        .execute(&mut *tx)
+        .await?;
+        self.commit(tx).await
+    }
+
+    /// Removes a local group.
+    pub async fn remove_local_group(&self, id: &SubsystemId, code: &str) -> Result<(), StoreError> {
+        let mut tx = self.db.pool().begin().await?;
+        let done = sqlx::query("DELETE FROM local_groups WHERE client_id = $1 AND code = $2")
+            .bind(id.to_string())
+            .bind(code)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("local group {code} of {id}")));
+        }
+        self.commit(tx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_paths_become_endpoints() {
+        let doc = r#"{"openapi":"3.0.0","paths":{"/persons/{id}":{"get":{},"delete":{}},"/persons":{"post":{}}}}"#;
+        let eps = endpoints_from_openapi(doc);
+        assert!(eps.contains(&Endpoint { method: "GET".into(), path: "/persons/*".into() }));
+        assert!(eps.contains(&Endpoint { method: "DELETE".into(), path: "/persons/*".into() }));
+        assert!(eps.contains(&Endpoint { method: "POST".into(), path: "/persons".into() }));
+        assert!(endpoints_from_openapi("not json").is_empty());
+    }
+
+    #[test]
+    fn service_validation() {
+        let ok = ServiceConfig {
+            base_url: "http://127.0.0.1:9000/api".into(),
+            timeout_ms: 1000,
+            enabled: true,
+            openapi: None,
+            endpoints: vec![Endpoint::any()],
+        };
+        assert!(validate_service("persons", &ok).is_ok());
+        assert!(validate_service("listMethods", &ok).is_err());
+        assert!(validate_service("bad_code", &ok).is_err());
+        let mut bad = ok.clone();
+        bad.base_url = "file:///etc/passwd".into();
+        assert!(validate_service("x", &bad).is_err());
+        let mut bad = ok.clone();
+        bad.base_url = "http://h/?a=1".into();
+        assert!(validate_service("x", &bad).is_err());
+        let mut bad = ok;
+        bad.endpoints = vec![Endpoint { method: "GET".into(), path: "nope".into() }];
+        assert!(validate_service("x", &bad).is_err());
+    }
+}
