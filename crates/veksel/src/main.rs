@@ -1,1 +1,375 @@
-fn main() {}
+//! `veksel`: one binary for every role in a veksel network.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use veksel_proto::Clock;
+
+#[derive(Parser)]
+#[command(name = "veksel", version, about = "Secure data exchange for the public sector (X-Road compatible)")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a whole network on this machine: an authority and three gateways with
+    /// synthetic registers.
+    Sandbox {
+        /// Where the network keeps its state (reused on the next run).
+        #[arg(long, default_value = "sandbox-data")]
+        data_dir: PathBuf,
+        /// Use ports chosen by the kernel instead of the default layout.
+        #[arg(long)]
+        ephemeral_ports: bool,
+    },
+    /// The authority: registry, certificate authority, global configuration.
+    Authority {
+        #[command(subcommand)]
+        command: AuthorityCommand,
+    },
+    /// A gateway (X-Road: security server).
+    Gateway {
+        #[command(subcommand)]
+        command: GatewayCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuthorityCommand {
+    /// Create a new authority: CA, configuration-signing key, TLS certificate, anchor,
+    /// database, and a first admin token (printed once).
+    Init {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Instance identifier, e.g. GL.
+        #[arg(long)]
+        instance: String,
+        /// Public HTTPS base URL, e.g. https://authority.example.gl:4400.
+        #[arg(long)]
+        public_url: String,
+        /// Listen address.
+        #[arg(long, default_value = "0.0.0.0:4400")]
+        listen: SocketAddr,
+        /// Host names and IPs for the TLS certificate (repeatable).
+        #[arg(long = "tls-host", required = true)]
+        tls_hosts: Vec<String>,
+        /// PostgreSQL URL (SQLite in the data directory otherwise).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Serve the authority.
+    Serve {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Call the authority's admin API.
+    #[command(flatten)]
+    Api(ApiCommand),
+}
+
+#[derive(Subcommand)]
+enum ApiCommand {
+    /// Register a member: ID (INSTANCE/CLASS/CODE) and NAME.
+    AddMember {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+        name: String,
+    },
+    /// Add a subsystem to a member.
+    AddSubsystem {
+        #[command(flatten)]
+        api: ApiArgs,
+        member: String,
+        code: String,
+        name: String,
+    },
+    /// Register a gateway at ADDRESS (host:port); prints its one-time enrolment token.
+    AddGateway {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+        address: String,
+    },
+    /// Register a subsystem as hosted by a gateway.
+    AddGatewayClient {
+        #[command(flatten)]
+        api: ApiArgs,
+        gateway: String,
+        subsystem: String,
+    },
+    /// Create an API token with a role (admin, registration-officer, observer).
+    CreateToken {
+        #[command(flatten)]
+        api: ApiArgs,
+        role: String,
+        description: String,
+    },
+    /// Any admin API call: METHOD PATH [JSON body].
+    Call {
+        #[command(flatten)]
+        api: ApiArgs,
+        method: String,
+        path: String,
+        body: Option<String>,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ApiArgs {
+    /// Base URL of the API.
+    #[arg(long, env = "VEKSEL_URL")]
+    url: String,
+    /// Bearer token.
+    #[arg(long, env = "VEKSEL_TOKEN", hide_env_values = true)]
+    token: String,
+    /// CA certificate (PEM) to trust for HTTPS, e.g. the authority's ca.pem.
+    #[arg(long, env = "VEKSEL_CA")]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum GatewayCommand {
+    /// Create a gateway's configuration from the anchor the authority handed out.
+    Init {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The anchor file (from the authority, out of band).
+        #[arg(long)]
+        anchor: PathBuf,
+        /// Gateway id, INSTANCE/CLASS/CODE/GATEWAY.
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        client_listen: SocketAddr,
+        #[arg(long, default_value = "0.0.0.0:5500")]
+        peer_listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        admin_listen: SocketAddr,
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Generate keys and obtain certificates with a one-time enrolment token.
+    Enrol {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, env = "VEKSEL_ENROLMENT_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+    /// Create an admin API token (admin, security-officer, observer); printed once.
+    CreateToken {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "admin")]
+        role: String,
+        #[arg(long, default_value = "created with veksel gateway create-token")]
+        description: String,
+    },
+    /// Serve the gateway.
+    Serve {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Any admin API call on a gateway: METHOD PATH [JSON body].
+    Call {
+        #[command(flatten)]
+        api: ApiArgs,
+        method: String,
+        path: String,
+        body: Option<String>,
+    },
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    veksel_pki::tls::install_default_provider();
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let clock = Clock::system();
+    match cli.command {
+        Command::Sandbox { data_dir, ephemeral_ports } => sandbox(data_dir, ephemeral_ports).await,
+        Command::Authority { command } => authority(command, clock).await,
+        Command::Gateway { command } => gateway(command, clock).await,
+    }
+}
+
+async fn sandbox(data_dir: PathBuf, ephemeral: bool) -> Result<()> {
+    let mut options = veksel_sandbox::SandboxOptions::new(data_dir.clone());
+    if ephemeral {
+        options.ports = veksel_sandbox::Ports::ephemeral();
+    }
+    let sandbox = veksel_sandbox::Sandbox::start(options).await?;
+    let info = &sandbox.info;
+    println!("\nveksel sandbox is running (instance {}).\n", info.instance);
+    println!("  authority      {}   (admin token in {})", info.authority_url, data_dir.join(veksel_sandbox::SANDBOX_JSON).display());
+    for g in &info.gateways {
+        println!("  {:<14} client side {}   admin {}   hosts {}", short(&g.owner), g.client_url, g.admin_url, g.subsystem);
+    }
+    println!("\nTry:\n");
+    for e in &info.examples {
+        println!("# {}  ->  {}", e.description, e.expect);
+        println!("{}\n", e.curl);
+    }
+    println!("The network is described in {}. Press Ctrl-C to stop.", data_dir.join(veksel_sandbox::SANDBOX_JSON).display());
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    println!("\nstopping...");
+    sandbox.stop().await;
+    println!("stopped; state kept in {} for the next run", data_dir.display());
+    Ok(())
+}
+
+fn short(name: &str) -> String {
+    name.split_whitespace().last().unwrap_or(name).to_owned()
+}
+
+async fn wait_for_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+async fn authority(command: AuthorityCommand, clock: Clock) -> Result<()> {
+    match command {
+        AuthorityCommand::Init { data_dir, instance, public_url, listen, tls_hosts, database_url } => {
+            let mut config = veksel_authority::AuthorityConfig::new(&instance, listen, &public_url, tls_hosts);
+            config.database_url = database_url;
+            let outcome = veksel_authority::init(&data_dir, config, &clock).await?;
+            println!("authority created in {}", data_dir.display());
+            println!("anchor for gateways: {}", data_dir.join(veksel_authority::files::ANCHOR).display());
+            println!("admin token (shown once, keep it secret):\n{}", outcome.admin_token);
+            Ok(())
+        }
+        AuthorityCommand::Serve { data_dir } => {
+            let running = veksel_authority::start(&data_dir, clock, None).await?;
+            wait_for_signal().await?;
+            running.stop().await;
+            Ok(())
+        }
+        AuthorityCommand::Api(api) => authority_api(api).await,
+    }
+}
+
+fn http_client(ca: Option<&PathBuf>) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(ca) = ca {
+        let pem = std::fs::read_to_string(ca).with_context(|| format!("reading {}", ca.display()))?;
+        let roots = veksel_pki::certs_from_pem(&pem)?;
+        builder = builder.use_preconfigured_tls(veksel_pki::tls::https_client_config(&roots)?);
+    }
+    Ok(builder.build()?)
+}
+
+async fn api_call(api: &ApiArgs, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<serde_json::Value> {
+    let client = http_client(api.ca.as_ref())?;
+    let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).context("HTTP method")?;
+    let url = format!("{}{}", api.url.trim_end_matches('/'), path);
+    let mut req = client.request(method.clone(), &url).bearer_auth(&api.token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.with_context(|| format!("{method} {url}"))?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    if !status.is_success() {
+        bail!("{method} {url}: HTTP {status}: {text}");
+    }
+    Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+fn print(v: &serde_json::Value) -> Result<()> {
+    if !v.is_null() {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    }
+    Ok(())
+}
+
+fn colon(id: &str) -> String {
+    id.replace('/', ":")
+}
+
+fn parse_body(body: Option<String>) -> Result<Option<serde_json::Value>> {
+    body.map(|b| serde_json::from_str(&b).context("body must be JSON")).transpose()
+}
+
+async fn authority_api(cmd: ApiCommand) -> Result<()> {
+    use serde_json::json;
+    let v = match cmd {
+        ApiCommand::AddMember { api, id, name } => api_call(&api, "POST", "/api/v1/members", Some(json!({"id": id, "name": name}))).await?,
+        ApiCommand::AddSubsystem { api, member, code, name } => {
+            api_call(&api, "POST", &format!("/api/v1/members/{}/subsystems", colon(&member)), Some(json!({"code": code, "name": name}))).await?
+        }
+        ApiCommand::AddGateway { api, id, address } => api_call(&api, "POST", "/api/v1/gateways", Some(json!({"id": id, "address": address}))).await?,
+        ApiCommand::AddGatewayClient { api, gateway, subsystem } => {
+            api_call(&api, "PUT", &format!("/api/v1/gateways/{}/clients/{}", colon(&gateway), colon(&subsystem)), None).await?
+        }
+        ApiCommand::CreateToken { api, role, description } => {
+            api_call(&api, "POST", "/api/v1/tokens", Some(json!({"role": role, "description": description}))).await?
+        }
+        ApiCommand::Call { api, method, path, body } => api_call(&api, &method, &path, parse_body(body)?).await?,
+    };
+    print(&v)
+}
+
+async fn gateway(command: GatewayCommand, clock: Clock) -> Result<()> {
+    match command {
+        GatewayCommand::Init { data_dir, anchor, id, client_listen, peer_listen, admin_listen, database_url } => {
+            let text = std::fs::read_to_string(&anchor).with_context(|| format!("reading {}", anchor.display()))?;
+            let anchor: veksel_proto::conf::Anchor = serde_json::from_str(&text).context("the anchor file is not valid")?;
+            let mut config = veksel_gateway::GatewayConfig::new(id.parse()?, client_listen, peer_listen, admin_listen);
+            config.database_url = database_url;
+            veksel_gateway::init(&data_dir, &config, &anchor)?;
+            println!("gateway {id} initialised in {}; next: veksel gateway enrol", data_dir.display());
+            Ok(())
+        }
+        GatewayCommand::Enrol { data_dir, token } => {
+            let issued = veksel_gateway::enrol(&data_dir, &token, &clock).await?;
+            if issued.is_empty() {
+                println!("nothing to do: the gateway already has every certificate it needs");
+            }
+            for i in issued {
+                println!("obtained {i}");
+            }
+            Ok(())
+        }
+        GatewayCommand::CreateToken { data_dir, role, description } => {
+            if !["admin", "security-officer", "observer"].contains(&role.as_str()) {
+                bail!("role must be admin, security-officer or observer");
+            }
+            let token = veksel_gateway::create_admin_token(&data_dir, &role, &description, &clock).await?;
+            println!("{token}");
+            Ok(())
+        }
+        GatewayCommand::Serve { data_dir } => {
+            let running = veksel_gateway::start(&data_dir, clock, veksel_gateway::Listeners::default()).await?;
+            wait_for_signal().await?;
+            running.stop().await;
+            Ok(())
+        }
+        GatewayCommand::Call { api, method, path, body } => print(&api_call(&api, &method, &path, parse_body(body)?).await?),
+    }
+}
