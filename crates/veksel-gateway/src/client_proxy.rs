@@ -492,7 +492,7 @@ impl Finish {
 /// with its type and message.
 async fn provider_fault(kind: &str, body: GwBody) -> Fault {
     let bytes = match body::prefetch(body, 64 * 1024).await {
-        Ok(body::Prefetched::Complete { body, .. }) => body,
+        Ok(Prefetched::Complete { body, .. }) => body,
         _ => Bytes::new(),
     };
     let message = serde_json::from_slice::<veksel_proto::meta::ErrorBody>(&bytes)

@@ -228,18 +228,33 @@ impl ConfClient {
 }
 
 impl PeerTrust for ConfClient {
+    /// Servers must be registered gateways, checked here. Clients need only a chain to
+    /// an approved CA that names a gateway: whether that gateway is registered is
+    /// checked per request, so an unregistered one gets a precise
+    /// `Server.ServerProxy.SslAuthenticationFailed` instead of a bare TLS alert.
     fn check(&self, chain: &[Vec<u8>], usage: Usage, now_secs: u64) -> Result<(), String> {
         let state = self.current(Origin::ServerProxy).map_err(|f| f.message)?;
         let leaf = chain.first().ok_or("no certificate")?;
-        let hash = sha256_hex(leaf);
-        let gateway = state
-            .index
-            .gateway_by_cert(&hash)
-            .ok_or_else(|| format!("certificate {hash} is not registered to any gateway"))?;
-        state
-            .roots
-            .verify_gateway_auth(chain, &gateway.id, usage, now_secs)
-            .map_err(|e| e.to_string())?;
+        match usage {
+            Usage::TlsServer => {
+                let hash = sha256_hex(leaf);
+                let gateway = state
+                    .index
+                    .gateway_by_cert(&hash)
+                    .ok_or_else(|| format!("certificate {hash} is not registered to any gateway"))?;
+                state
+                    .roots
+                    .verify_gateway_auth(chain, &gateway.id, usage, now_secs)
+                    .map_err(|e| e.to_string())?;
+            }
+            Usage::TlsClient | Usage::Signing => {
+                let info = state.roots.verify(chain, Usage::TlsClient, now_secs).map_err(|e| e.to_string())?;
+                info.subject_serial_number
+                    .as_deref()
+                    .and_then(|s| s.parse::<veksel_id::GatewayId>().ok())
+                    .ok_or_else(|| format!("certificate {} does not name a gateway", info.sha256))?;
+            }
+        }
         Ok(())
     }
 }

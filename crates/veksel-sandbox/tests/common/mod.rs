@@ -1,0 +1,295 @@
+//! Shared set-up of the integration tests: a sandbox network on ephemeral ports over
+//! SQLite or PostgreSQL, an HTTP client for the client side, and a raw peer that
+//! speaks the gateway-to-gateway protocol with a real gateway's keys (to send
+//! tampered, replayed or stale messages that a well-behaved gateway never would).
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::Arc;
+use tempfile::TempDir;
+use veksel_proto::Clock;
+use veksel_proto::descriptor::{self, BodyDigest, REQUEST_CTY, REQUEST_TYPE, RequestDescriptor};
+use veksel_sandbox::{Databases, ORGS, Ports, Sandbox, SandboxOptions};
+use veksel_store::testing::{TestDatabase, postgres_server_url};
+
+/// Index of each organisation in [`ORGS`].
+pub const POPULATION: usize = 0;
+pub const TAX: usize = 1;
+pub const MUNICIPALITY: usize = 2;
+
+/// Which storage a test runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A running test network.
+pub struct Net {
+    pub sandbox: Option<Sandbox>,
+    pub dir: TempDir,
+    pub clock: Clock,
+    pub http: reqwest::Client,
+    dbs: Vec<TestDatabase>,
+}
+
+impl Net {
+    /// Starts a network, or returns `None` for PostgreSQL when no server is configured.
+    pub async fn start(backend: Backend) -> Option<Self> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts a network with adjusted options.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut SandboxOptions)) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut dbs = Vec::new();
+        let databases = match backend {
+            Backend::Sqlite => Databases::Sqlite,
+            Backend::Postgres => {
+                let server = postgres_server_url()?;
+                for name in ["authority", "gw0", "gw1", "gw2"] {
+                    dbs.push(TestDatabase::create(&server, name).await.unwrap());
+                }
+                Databases::Postgres {
+                    authority: dbs[0].url.clone(),
+                    gateways: [dbs[1].url.clone(), dbs[2].url.clone(), dbs[3].url.clone()],
+                }
+            }
+        };
+        let clock = Clock::system();
+        let mut options = SandboxOptions::new(dir.path().to_owned());
+        options.ports = Ports::ephemeral();
+        options.databases = databases;
+        options.clock = clock.clone();
+        // Tests do not need power-loss durability; crash durability stays.
+        options.sync_commit = false;
+        adjust(&mut options);
+        let sandbox = Sandbox::start(options).await.unwrap();
+        Some(Self {
+            sandbox: Some(sandbox),
+            dir,
+            clock,
+            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            dbs,
+        })
+    }
+
+    pub fn sandbox(&self) -> &Sandbox {
+        self.sandbox.as_ref().unwrap()
+    }
+
+    /// Client-side base URL of an organisation's gateway.
+    pub fn client_url(&self, org: usize) -> String {
+        self.sandbox().info.gateways[org].client_url.clone()
+    }
+
+    /// Admin base URL and token of an organisation's gateway.
+    pub fn admin(&self, org: usize) -> (String, String) {
+        let g = &self.sandbox().info.gateways[org];
+        (g.admin_url.clone(), g.admin_token.clone())
+    }
+
+    /// `GET {client side of org}/r1/{path}` as `client`.
+    pub async fn r1(&self, org: usize, client: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/r1/{path}", self.client_url(org)))
+            .header("X-Road-Client", client)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the network and drops its databases.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.sandbox.take() {
+            s.stop().await;
+        }
+        for db in &self.dbs {
+            db.drop_database().await.unwrap();
+        }
+    }
+}
+
+/// The X-Road fault type of a response, if it has one.
+pub fn fault(resp: &reqwest::Response) -> Option<String> {
+    resp.headers().get("x-road-error").map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// Asserts a fault: status, `X-Road-Error`, and the body's `type`.
+pub async fn expect_fault(resp: reqwest::Response, status: u16, kind: &str) -> serde_json::Value {
+    assert_eq!(resp.status().as_u16(), status, "status for {kind}");
+    assert_eq!(fault(&resp).as_deref(), Some(kind));
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], kind, "{body}");
+    assert!(!body["message"].as_str().unwrap().is_empty());
+    assert_eq!(body["detail"].as_str().unwrap().len(), 36, "detail is a UUID");
+    body
+}
+
+/// Sends a hand-written HTTP/1.1 request (for targets an HTTP client library would
+/// normalise) and returns the status and the `X-Road-Error` header.
+pub async fn raw_http(base_url: &str, request_line_target: &str, headers: &[(&str, &str)]) -> (u16, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base_url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("GET {request_line_target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let error = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("x-road-error:"))
+        .map(|l| l.split_once(':').map(|x| x.1).unwrap_or_default().trim().to_owned());
+    (status, error)
+}
+
+/// A peer that speaks the gateway-to-gateway protocol with the municipality
+/// gateway's own keys.
+pub struct RawPeer {
+    send: hyper::client::conn::http2::SendRequest<http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>>,
+    pub signer: Arc<veksel_proto::jws::SoftwareSigner>,
+    pub address: String,
+}
+
+/// What a raw request should look like; tests change fields to break it.
+pub struct RawRequest {
+    pub descriptor: RequestDescriptor,
+    pub body: Vec<u8>,
+    /// Body actually sent (defaults to `body`).
+    pub sent_body: Option<Vec<u8>>,
+    /// Replaces the signature.
+    pub signature: Option<String>,
+    /// Leaves the signature out.
+    pub unsigned: bool,
+}
+
+impl RawPeer {
+    /// Connects to the population gateway as the municipality gateway would, with
+    /// `keys_dir`'s keys (or other keys for impostor tests).
+    pub async fn connect(net: &Net, from_org: usize, to_org: usize, auth_override: Option<(Vec<Vec<u8>>, veksel_pki::KeyFile)>) -> Result<Self, String> {
+        let from = &net.sandbox().info.gateways[from_org];
+        let keys = veksel_gateway::KeyStore::load(&from.data_dir).unwrap();
+        let member: veksel_id::MemberId = ORGS[from_org].member().parse().unwrap();
+        let signer = keys.signer(&member).unwrap();
+        let (chain, key) = match auth_override {
+            Some((c, k)) => (c, k.rustls_key()),
+            None => (keys.auth_chain.clone(), keys.auth_key.rustls_key()),
+        };
+        let verifier = veksel_pki::tls::GatewayPeerVerifier::new(net.sandbox().gateway(from_org).conf.clone());
+        let tls = veksel_pki::tls::gateway_client_config(&chain, key, verifier).unwrap();
+        let address = net.sandbox().info.gateways[to_org].peer_address.clone();
+        let tcp = tokio::net::TcpStream::connect(&address).await.map_err(|e| e.to_string())?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+        let stream = connector
+            .connect(rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(), tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("h2: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self { send, signer, address })
+    }
+
+    /// A correct request from the municipality to a population service.
+    pub fn request(&self, net: &Net, service_path: &str) -> RawRequest {
+        let client: veksel_id::ClientId = ORGS[MUNICIPALITY].subsystem_id().parse().unwrap();
+        let service: veksel_id::ServiceId = format!("{}/echo", ORGS[POPULATION].subsystem_id()).parse().unwrap();
+        RawRequest {
+            descriptor: RequestDescriptor {
+                typ: REQUEST_TYPE.into(),
+                request_id: uuid::Uuid::new_v4().to_string(),
+                xroad_id: "raw-peer-test".into(),
+                target: format!("/r1/{service}{service_path}"),
+                client,
+                service,
+                method: "POST".into(),
+                headers: vec![("content-type".into(), "text/plain".into())],
+                user_id: None,
+                issue: None,
+                represented_party: None,
+                consumer_gateway: ORGS[MUNICIPALITY].gateway_id().parse().unwrap(),
+                provider_gateway: ORGS[POPULATION].gateway_id().parse().unwrap(),
+                created_at_ms: net.clock.now_ms(),
+                body: BodyDigest::of(b""),
+            },
+            body: b"raw body".to_vec(),
+            sent_body: None,
+            signature: None,
+            unsigned: false,
+        }
+    }
+
+    /// Sends a raw request and returns status, headers and body.
+    pub async fn send(&mut self, r: RawRequest) -> (u16, HeaderMap, Bytes) {
+        self.try_send(r).await.unwrap()
+    }
+
+    /// Like [`RawPeer::send`], but reports connection failures.
+    pub async fn try_send(&mut self, mut r: RawRequest) -> Result<(u16, HeaderMap, Bytes), String> {
+        r.descriptor.body = BodyDigest::of(&r.body);
+        let bytes = descriptor::canonical_bytes(&r.descriptor);
+        let signature = match r.signature.take() {
+            Some(s) => s,
+            None => veksel_proto::jws::sign_detached(self.signer.as_ref(), REQUEST_CTY, true, &bytes).unwrap(),
+        };
+        let d = &r.descriptor;
+        let mut req = Request::builder()
+            .method(d.method.as_str())
+            .uri(format!("https://{}{}", self.address, d.target))
+            .header("x-road-client", d.client.to_string())
+            .header("x-road-id", &d.xroad_id)
+            .header("x-road-request-id", &d.request_id)
+            .header("veksel-created-at", d.created_at_ms.to_string())
+            .header("veksel-consumer-gateway", d.consumer_gateway.to_string());
+        for (k, v) in &d.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let mut trailers = HeaderMap::new();
+        if !r.unsigned {
+            trailers.insert("veksel-signature", HeaderValue::from_str(&signature).unwrap());
+        }
+        let body = r.sent_body.unwrap_or(r.body);
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> =
+            vec![Ok(Frame::data(Bytes::from(body))), Ok(Frame::trailers(trailers))];
+        let req = req
+            .body(StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync())
+            .unwrap();
+        self.send.ready().await.map_err(|e| e.to_string())?;
+        let resp: Response<hyper::body::Incoming> = self.send.send_request(req).await.map_err(|e| e.to_string())?;
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        Ok((parts.status.as_u16(), parts.headers, bytes))
+    }
+}
+
+/// Defines a test that runs on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $body(common::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $body(common::Backend::Postgres).await;
+            }
+        }
+    };
+}
