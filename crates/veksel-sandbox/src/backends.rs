@@ -147,22 +147,41 @@ pub fn diagnostics() -> Router {
         .fallback(echo)
 }
 
-/// The repeating pattern `/bytes/{n}` serves, for checking large transfers.
+/// The repeating pattern `/bytes/{n}` serves, for checking large transfers: byte `i`
+/// of the stream is `i % 251`.
 pub fn pattern_byte(i: u64) -> u8 {
     (i % 251) as u8
 }
 
-async fn bytes(Path(n): Path<u64>) -> Response {
-    const CHUNK: u64 = 64 * 1024;
-    let stream = futures_util::stream::unfold(0u64, move |sent| async move {
-        if sent >= n {
-            return None;
+/// Length of [`pattern_block`]: a whole number of pattern periods, so consecutive
+/// blocks continue the pattern.
+pub const PATTERN_BLOCK_LEN: usize = 251 * 4096;
+
+/// One block of the pattern, shared so streaming it copies nothing.
+pub fn pattern_block() -> bytes::Bytes {
+    static BLOCK: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
+    BLOCK
+        .get_or_init(|| (0..PATTERN_BLOCK_LEN as u64).map(pattern_byte).collect::<Vec<u8>>().into())
+        .clone()
+}
+
+/// The pattern as a stream of `n` bytes.
+pub fn pattern_stream(n: u64) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    let block = pattern_block();
+    futures_util::stream::unfold(0u64, move |sent| {
+        let block = block.clone();
+        async move {
+            if sent >= n {
+                return None;
+            }
+            let len = (PATTERN_BLOCK_LEN as u64).min(n - sent);
+            Some((Ok(block.slice(..len as usize)), sent + len))
         }
-        let len = CHUNK.min(n - sent);
-        let chunk: Vec<u8> = (sent..sent + len).map(pattern_byte).collect();
-        Some((Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), sent + len))
-    });
-    let mut resp = Body::from_stream(stream).into_response();
+    })
+}
+
+async fn bytes(Path(n): Path<u64>) -> Response {
+    let mut resp = Body::from_stream(pattern_stream(n)).into_response();
     resp.headers_mut().insert(header::CONTENT_LENGTH, n.into());
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/octet-stream"));

@@ -1,0 +1,149 @@
+//! Independent tools accept what the network produces: `openssl verify` the issued
+//! certificates, `openssl dgst` the ES256 JWS of the global configuration and of the
+//! message log. Keys on disk are private to their owner.
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use veksel_sandbox::ORGS;
+
+fn openssl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl").args(args).output().expect("openssl is installed");
+    (
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// DER of an ECDSA signature from JOSE's fixed-length `r || s`. Written here, not
+/// taken from veksel, so the check does not rely on the code it checks.
+fn der_signature(raw: &[u8]) -> Vec<u8> {
+    fn integer(bytes: &[u8]) -> Vec<u8> {
+        let mut v: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
+        if v.first().is_none_or(|b| b & 0x80 != 0) {
+            v.insert(0, 0);
+        }
+        let mut out = vec![0x02, v.len() as u8];
+        out.extend(v);
+        out
+    }
+    let (r, s) = raw.split_at(32);
+    let body: Vec<u8> = [integer(r), integer(s)].concat();
+    let mut out = vec![0x30, body.len() as u8];
+    out.extend(body);
+    out
+}
+
+/// Verifies an ES256 JWS (compact, or detached with `payload`) with openssl.
+fn openssl_verifies_jws(dir: &Path, jws: &str, payload: Option<&[u8]>, cert_pem: &str) -> bool {
+    let parts: Vec<&str> = jws.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let payload_b64 = match payload {
+        Some(p) => URL_SAFE_NO_PAD.encode(p),
+        None => parts[1].to_owned(),
+    };
+    let input = dir.join("input");
+    let sig = dir.join("sig.der");
+    let cert = dir.join("cert.pem");
+    let pubkey = dir.join("pub.pem");
+    std::fs::write(&input, format!("{}.{payload_b64}", parts[0])).unwrap();
+    std::fs::write(&sig, der_signature(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap())).unwrap();
+    std::fs::write(&cert, cert_pem).unwrap();
+    let (ok, out) = openssl(&["x509", "-in", path(&cert), "-pubkey", "-noout", "-out", path(&pubkey)]);
+    assert!(ok, "{out}");
+    let (ok, out) = openssl(&["dgst", "-sha256", "-verify", path(&pubkey), "-signature", path(&sig), path(&input)]);
+    ok && out.contains("Verified OK")
+}
+
+fn pem(der: &[u8]) -> String {
+    veksel_pki::certs_to_pem(&[der.to_vec()])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_accepts_certificates_and_signatures() {
+    let net = Net::start(Backend::Sqlite).await.unwrap();
+    let root = net.dir.path();
+    let ca = root.join("authority/ca.pem");
+    let scratch = tempfile::tempdir().unwrap();
+
+    let (ok, out) = openssl(&["verify", "-CAfile", path(&ca), "-purpose", "sslserver", path(&root.join("authority/tls.pem"))]);
+    assert!(ok, "authority TLS certificate: {out}");
+    for org in ORGS {
+        let dir = root.join(org.slug);
+        for purpose in ["sslclient", "sslserver"] {
+            let (ok, out) = openssl(&["verify", "-CAfile", path(&ca), "-purpose", purpose, path(&dir.join("auth.pem"))]);
+            assert!(ok, "{} auth certificate as {purpose}: {out}", org.slug);
+        }
+        let signing = dir.join("signing").join(format!("{}.pem", org.member().replace('/', ":")));
+        let (ok, out) = openssl(&["verify", "-CAfile", path(&ca), path(&signing)]);
+        assert!(ok, "{} signing certificate: {out}", org.slug);
+    }
+
+    // Every private key on disk is readable by its owner only.
+    let mut keys = 0;
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "key") {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{}", p.display());
+                keys += 1;
+            }
+        }
+    }
+    assert_eq!(keys, 3 + 3 * 2, "CA, configuration-signing and TLS keys, and two keys per gateway");
+
+    // The global configuration JWS verifies with the anchor's certificate.
+    let gw = net.sandbox().gateway(MUNICIPALITY);
+    let jws = gw.conf.latest().unwrap().jws.clone();
+    let conf_cert = std::fs::read_to_string(root.join("authority/conf-signing.pem")).unwrap();
+    assert!(openssl_verifies_jws(scratch.path(), &jws, None, &conf_cert));
+    let mut tampered: Vec<&str> = jws.split('.').collect();
+    let changed_payload = URL_SAFE_NO_PAD.encode(b"{\"version\":999}");
+    tampered[1] = &changed_payload;
+    assert!(!openssl_verifies_jws(scratch.path(), &tampered.join("."), None, &conf_cert), "openssl must reject a changed payload");
+
+    // A logged exchange: both signatures verify over the logged descriptors with the
+    // certificates they carry.
+    let resp = net.r1(MUNICIPALITY, &ORGS[MUNICIPALITY].subsystem_id(), &format!("{}/companies/12345678", ORGS[TAX].subsystem_id())).await;
+    assert_eq!(resp.status(), 200);
+    let request_id = resp.headers()["x-road-request-id"].to_str().unwrap().to_owned();
+    let (url, token) = net.admin(TAX);
+    let records: Vec<serde_json::Value> = net
+        .http
+        .get(format!("{url}/api/v1/message-log?request_id={request_id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = &records[0];
+    for (sig_field, desc_field) in [("request_signature", "request_descriptor"), ("response_signature", "response_descriptor")] {
+        let jws = r[sig_field].as_str().unwrap();
+        let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(jws.split('.').next().unwrap()).unwrap()).unwrap();
+        let cert_der = STANDARD.decode(header["x5c"][0].as_str().unwrap()).unwrap();
+        let payload = r[desc_field].as_str().unwrap().as_bytes();
+        assert!(openssl_verifies_jws(scratch.path(), jws, Some(payload), &pem(&cert_der)), "{sig_field}");
+        let mut changed = payload.to_vec();
+        changed[10] ^= 1;
+        assert!(!openssl_verifies_jws(scratch.path(), jws, Some(&changed), &pem(&cert_der)), "{sig_field} over changed bytes");
+        std::fs::write(scratch.path().join("signer.pem"), pem(&cert_der)).unwrap();
+        let (ok, out) = openssl(&["verify", "-CAfile", path(&ca), path(&scratch.path().join("signer.pem"))]);
+        assert!(ok, "the signer's certificate chains to the authority CA: {out}");
+    }
+    net.stop().await;
+}
