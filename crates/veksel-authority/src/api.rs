@@ -47,11 +47,19 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", format!("not found: {m}")),
+            StoreError::NotFound(m) => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("not found: {m}"),
+            ),
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             other => {
                 tracing::error!(error = %other, "database error");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the registry database is unavailable")
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the registry database is unavailable",
+                )
             }
         }
     }
@@ -76,7 +84,11 @@ fn parse_id<T: std::str::FromStr<Err = veksel_id::IdError>>(raw: &str, what: &st
         .map_err(|e: veksel_id::IdError| ApiError::bad_request(format!("{what}: {e}")))
 }
 
-async fn require(state: &AppState, headers: &HeaderMap, role: Role) -> ApiResult<tokens::Principal> {
+async fn require(
+    state: &AppState,
+    headers: &HeaderMap,
+    role: Role,
+) -> ApiResult<tokens::Principal> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -95,10 +107,22 @@ async fn require(state: &AppState, headers: &HeaderMap, role: Role) -> ApiResult
     Ok(principal)
 }
 
-async fn changed(state: &AppState, who: &tokens::Principal, action: &str, subject: &str, detail: serde_json::Value) -> ApiResult<()> {
+async fn changed(
+    state: &AppState,
+    who: &tokens::Principal,
+    action: &str,
+    subject: &str,
+    detail: serde_json::Value,
+) -> ApiResult<()> {
     state
         .registry
-        .audit(state.clock.now_ms(), &who.id, action, subject, &detail.to_string())
+        .audit(
+            state.clock.now_ms(),
+            &who.id,
+            action,
+            subject,
+            &detail.to_string(),
+        )
         .await?;
     state.conf_changed.notify_one();
     Ok(())
@@ -110,16 +134,37 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/member-classes", get(list_member_classes))
         .route("/api/v1/member-classes/{code}", put(put_member_class))
         .route("/api/v1/members", get(list_members).post(add_member))
-        .route("/api/v1/members/{id}", get(get_member).delete(remove_member))
+        .route(
+            "/api/v1/members/{id}",
+            get(get_member).delete(remove_member),
+        )
         .route("/api/v1/members/{id}/subsystems", post(add_subsystem))
-        .route("/api/v1/members/{id}/subsystems/{code}", delete(remove_subsystem))
+        .route(
+            "/api/v1/members/{id}/subsystems/{code}",
+            delete(remove_subsystem),
+        )
         .route("/api/v1/gateways", get(list_gateways).post(add_gateway))
-        .route("/api/v1/gateways/{id}", get(get_gateway).delete(remove_gateway).patch(patch_gateway))
-        .route("/api/v1/gateways/{id}/enrolment-token", post(new_enrolment_token))
-        .route("/api/v1/gateways/{id}/clients/{subsystem}", put(add_gateway_client).delete(remove_gateway_client))
-        .route("/api/v1/global-groups", get(list_global_groups).post(add_global_group))
+        .route(
+            "/api/v1/gateways/{id}",
+            get(get_gateway).delete(remove_gateway).patch(patch_gateway),
+        )
+        .route(
+            "/api/v1/gateways/{id}/enrolment-token",
+            post(new_enrolment_token),
+        )
+        .route(
+            "/api/v1/gateways/{id}/clients/{subsystem}",
+            put(add_gateway_client).delete(remove_gateway_client),
+        )
+        .route(
+            "/api/v1/global-groups",
+            get(list_global_groups).post(add_global_group),
+        )
         .route("/api/v1/global-groups/{code}", delete(remove_global_group))
-        .route("/api/v1/global-groups/{code}/members/{client}", put(add_group_member).delete(remove_group_member))
+        .route(
+            "/api/v1/global-groups/{code}/members/{client}",
+            put(add_group_member).delete(remove_group_member),
+        )
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
         .route("/api/v1/certificates", post(issue_certificate))
@@ -176,75 +221,152 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 }
 
 #[utoipa::path(get, path = "/api/v1/member-classes", responses((status = 200, body = Vec<MemberClassDto>)))]
-async fn list_member_classes(State(s): State<Arc<AppState>>, h: HeaderMap) -> ApiResult<Json<Vec<MemberClassDto>>> {
+async fn list_member_classes(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+) -> ApiResult<Json<Vec<MemberClassDto>>> {
     require(&s, &h, Role::Observer).await?;
     Ok(Json(s.registry.member_classes().await?))
 }
 
 #[utoipa::path(put, path = "/api/v1/member-classes/{code}", request_body = MemberClassBody, responses((status = 204)))]
-async fn put_member_class(State(s): State<Arc<AppState>>, h: HeaderMap, Path(code): Path<String>, Json(b): Json<MemberClassBody>) -> ApiResult<StatusCode> {
+async fn put_member_class(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(code): Path<String>,
+    Json(b): Json<MemberClassBody>,
+) -> ApiResult<StatusCode> {
     let who = require(&s, &h, Role::RegistrationOfficer).await?;
-    veksel_id::validate_part("member class", 1, &code).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    veksel_id::validate_part("member class", 1, &code)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     s.registry.put_member_class(&code, &b.description).await?;
-    changed(&s, &who, "member_class.put", &code, serde_json::json!({"description": b.description})).await?;
+    changed(
+        &s,
+        &who,
+        "member_class.put",
+        &code,
+        serde_json::json!({"description": b.description}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/members", responses((status = 200, body = Vec<MemberDto>)))]
-async fn list_members(State(s): State<Arc<AppState>>, h: HeaderMap) -> ApiResult<Json<Vec<MemberDto>>> {
+async fn list_members(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+) -> ApiResult<Json<Vec<MemberDto>>> {
     require(&s, &h, Role::Observer).await?;
     Ok(Json(s.registry.members().await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/members", request_body = NewMember, responses((status = 201, body = MemberDto), (status = 409, body = ApiErrorBody)))]
-async fn add_member(State(s): State<Arc<AppState>>, h: HeaderMap, Json(b): Json<NewMember>) -> ApiResult<(StatusCode, Json<MemberDto>)> {
+async fn add_member(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Json(b): Json<NewMember>,
+) -> ApiResult<(StatusCode, Json<MemberDto>)> {
     let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let id: MemberId = parse_id(&b.id, "member id")?;
     if b.name.trim().is_empty() || b.name.len() > 255 {
         return Err(ApiError::bad_request("name must be 1 to 255 characters"));
     }
-    s.registry.add_member(&id, &b.name, s.clock.now_ms()).await?;
-    changed(&s, &who, "member.add", &id.to_string(), serde_json::json!({"name": b.name})).await?;
+    s.registry
+        .add_member(&id, &b.name, s.clock.now_ms())
+        .await?;
+    changed(
+        &s,
+        &who,
+        "member.add",
+        &id.to_string(),
+        serde_json::json!({"name": b.name}),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(s.registry.member(&id).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/members/{id}", params(("id" = String, Path, description = "INSTANCE:CLASS:CODE")), responses((status = 200, body = MemberDto), (status = 404, body = ApiErrorBody)))]
-async fn get_member(State(s): State<Arc<AppState>>, h: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<MemberDto>> {
+async fn get_member(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<MemberDto>> {
     require(&s, &h, Role::Observer).await?;
     Ok(Json(s.registry.member(&parse_id(&id, "member id")?).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/members/{id}", params(("id" = String, Path, description = "INSTANCE:CLASS:CODE")), responses((status = 204), (status = 409, body = ApiErrorBody)))]
-async fn remove_member(State(s): State<Arc<AppState>>, h: HeaderMap, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn remove_member(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let id: MemberId = parse_id(&id, "member id")?;
     s.registry.remove_member(&id).await?;
-    changed(&s, &who, "member.remove", &id.to_string(), serde_json::json!({})).await?;
+    changed(
+        &s,
+        &who,
+        "member.remove",
+        &id.to_string(),
+        serde_json::json!({}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/api/v1/members/{id}/subsystems", request_body = NewSubsystem, params(("id" = String, Path)), responses((status = 201, body = MemberDto)))]
-async fn add_subsystem(State(s): State<Arc<AppState>>, h: HeaderMap, Path(id): Path<String>, Json(b): Json<NewSubsystem>) -> ApiResult<(StatusCode, Json<MemberDto>)> {
+async fn add_subsystem(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Json(b): Json<NewSubsystem>,
+) -> ApiResult<(StatusCode, Json<MemberDto>)> {
     let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let member: MemberId = parse_id(&id, "member id")?;
-    let sub = member.subsystem(&b.code).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let sub = member
+        .subsystem(&b.code)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     s.registry.add_subsystem(&sub, &b.name).await?;
-    changed(&s, &who, "subsystem.add", &sub.to_string(), serde_json::json!({"name": b.name})).await?;
+    changed(
+        &s,
+        &who,
+        "subsystem.add",
+        &sub.to_string(),
+        serde_json::json!({"name": b.name}),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(s.registry.member(&member).await?)))
 }
 
 #[utoipa::path(delete, path = "/api/v1/members/{id}/subsystems/{code}", params(("id" = String, Path), ("code" = String, Path)), responses((status = 204)))]
-async fn remove_subsystem(State(s): State<Arc<AppState>>, h: HeaderMap, Path((id, code)): Path<(String, String)>) -> ApiResult<StatusCode> {
+async fn remove_subsystem(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path((id, code)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let member: MemberId = parse_id(&id, "member id")?;
-    let sub = member.subsystem(&code).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let sub = member
+        .subsystem(&code)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     s.registry.remove_subsystem(&sub).await?;
-    changed(&s, &who, "subsystem.remove", &sub.to_string(), serde_json::json!({})).await?;
+    changed(
+        &s,
+        &who,
+        "subsystem.remove",
+        &sub.to_string(),
+        serde_json::json!({}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/gateways", responses((status = 200, body = Vec<GatewayDto>)))]
-async fn list_gateways(State(s): State<Arc<AppState>>, h: HeaderMap) -> ApiResult<Json<Vec<GatewayDto>>> {
+async fn list_gateways(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+) -> ApiResult<Json<Vec<GatewayDto>>> {
     require(&s, &h, Role::Observer).await?;
     Ok(Json(s.registry.gateways().await?))
 }
@@ -254,9 +376,14 @@ fn check_address(address: &str) -> ApiResult<()> {
         .rsplit_once(':')
         .ok_or_else(|| ApiError::bad_request("address must be host:port"))?;
     if host.is_empty() || host.len() > 253 || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(ApiError::bad_request("address must be host:port with a port 1-65535"));
+        return Err(ApiError::bad_request(
+            "address must be host:port with a port 1-65535",
+        ));
     }
-    if !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':')) {
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
+    {
         return Err(ApiError::bad_request("address host has invalid characters"));
     }
     Ok(())
@@ -273,137 +400,291 @@ async fn issue_enrolment_token(s: &AppState, id: &GatewayId) -> ApiResult<Enrolm
 }
 
 #[utoipa::path(post, path = "/api/v1/gateways", request_body = NewGateway, responses((status = 201, body = EnrolmentToken, description = "Gateway registered; the one-time enrolment token lets it obtain its certificates")))]
-async fn add_gateway(State(s): State<Arc<AppState>>, h: HeaderMap, Json(b): Json<NewGateway>) -> ApiResult<(StatusCode, Json<EnrolmentToken>)> {
+async fn add_gateway(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Json(b): Json<NewGateway>,
+) -> ApiResult<(StatusCode, Json<EnrolmentToken>)> {
     let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let id: GatewayId = parse_id(&b.id, "gateway id")?;
     check_address(&b.address)?;
-    s.registry.add_gateway(&id, &b.address, s.clock.now_ms()).await?;
-    changed(&s, &who, "gateway.add", &id.to_string(), serde_json::json!({"address": b.address})).await?;
-    Ok((StatusCode::CREATED, Json(issue_enrolment_token(&s, &id).await?)))
+    s.registry
+        .add_gateway(&id, &b.address, s.clock.now_ms())
+        .await?;
+    changed(
+        &s,
+        &who,
+        "gateway.add",
+        &id.to_string(),
+        serde_json::json!({"address": b.address}),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(issue_enrolment_token(&s, &id).await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/gateways/{id}", params(("id" = String, Path)), responses((status = 200, body = GatewayDto)))]
-async fn get_gateway(State(s): State<Arc<AppState>>, h: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<GatewayDto>> {
+async fn get_gateway(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<GatewayDto>> {
     require(&s, &h, Role::Observer).await?;
-    Ok(Json(s.registry.gateway(&parse_id(&id, "gateway id")?).await?))
+    Ok(Json(
+        s.registry.gateway(&parse_id(&id, "gateway id")?).await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/gateways/{id}", params(("id" = String, Path)), responses((status = 204)))]
-async fn remove_gateway(State(s): State<Arc<AppState>>, h: HeaderMap, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn remove_gateway(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let id: GatewayId = parse_id(&id, "gateway id")?;
     s.registry.remove_gateway(&id).await?;
-    changed(&s, &who, "gateway.remove", &id.to_string(), serde_json::json!({})).await?;
+    changed(
+        &s,
+        &who,
+        "gateway.remove",
+        &id.to_string(),
+        serde_json::json!({}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(patch, path = "/api/v1/gateways/{id}", request_body = GatewayPatch, params(("id" = String, Path)), responses((status = 200, body = GatewayDto)))]
-async fn patch_gateway(State(s): State<Arc<AppState>>, h: HeaderMap, Path(id): Path<String>, Json(b): Json<GatewayPatch>) -> ApiResult<Json<GatewayDto>> {
+async fn patch_gateway(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Json(b): Json<GatewayPatch>,
+) -> ApiResult<Json<GatewayDto>> {
     let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let id: GatewayId = parse_id(&id, "gateway id")?;
     check_address(&b.address)?;
     s.registry.set_gateway_address(&id, &b.address).await?;
-    changed(&s, &who, "gateway.address", &id.to_string(), serde_json::json!({"address": b.address})).await?;
+    changed(
+        &s,
+        &who,
+        "gateway.address",
+        &id.to_string(),
+        serde_json::json!({"address": b.address}),
+    )
+    .await?;
     Ok(Json(s.registry.gateway(&id).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/gateways/{id}/enrolment-token", params(("id" = String, Path)), responses((status = 201, body = EnrolmentToken)))]
-async fn new_enrolment_token(State(s): State<Arc<AppState>>, h: HeaderMap, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<EnrolmentToken>)> {
+async fn new_enrolment_token(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<EnrolmentToken>)> {
     let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let id: GatewayId = parse_id(&id, "gateway id")?;
     s.registry.gateway(&id).await?;
     let token = issue_enrolment_token(&s, &id).await?;
-    s.registry.audit(s.clock.now_ms(), &who.id, "gateway.enrolment_token", &id.to_string(), "{}").await?;
+    s.registry
+        .audit(
+            s.clock.now_ms(),
+            &who.id,
+            "gateway.enrolment_token",
+            &id.to_string(),
+            "{}",
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(token)))
 }
 
 #[utoipa::path(put, path = "/api/v1/gateways/{id}/clients/{subsystem}", params(("id" = String, Path), ("subsystem" = String, Path, description = "INSTANCE:CLASS:CODE:SUBSYSTEM")), responses((status = 204)))]
-async fn add_gateway_client(State(s): State<Arc<AppState>>, h: HeaderMap, Path((id, sub)): Path<(String, String)>) -> ApiResult<StatusCode> {
+async fn add_gateway_client(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path((id, sub)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let id: GatewayId = parse_id(&id, "gateway id")?;
     let sub: SubsystemId = parse_id(&sub, "subsystem id")?;
     s.registry.add_gateway_client(&id, &sub).await?;
-    changed(&s, &who, "gateway.client.add", &id.to_string(), serde_json::json!({"subsystem": sub.to_string()})).await?;
+    changed(
+        &s,
+        &who,
+        "gateway.client.add",
+        &id.to_string(),
+        serde_json::json!({"subsystem": sub.to_string()}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(delete, path = "/api/v1/gateways/{id}/clients/{subsystem}", params(("id" = String, Path), ("subsystem" = String, Path)), responses((status = 204)))]
-async fn remove_gateway_client(State(s): State<Arc<AppState>>, h: HeaderMap, Path((id, sub)): Path<(String, String)>) -> ApiResult<StatusCode> {
+async fn remove_gateway_client(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path((id, sub)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let id: GatewayId = parse_id(&id, "gateway id")?;
     let sub: SubsystemId = parse_id(&sub, "subsystem id")?;
     s.registry.remove_gateway_client(&id, &sub).await?;
-    changed(&s, &who, "gateway.client.remove", &id.to_string(), serde_json::json!({"subsystem": sub.to_string()})).await?;
+    changed(
+        &s,
+        &who,
+        "gateway.client.remove",
+        &id.to_string(),
+        serde_json::json!({"subsystem": sub.to_string()}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/global-groups", responses((status = 200, body = Vec<GlobalGroupDto>)))]
-async fn list_global_groups(State(s): State<Arc<AppState>>, h: HeaderMap) -> ApiResult<Json<Vec<GlobalGroupDto>>> {
+async fn list_global_groups(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+) -> ApiResult<Json<Vec<GlobalGroupDto>>> {
     require(&s, &h, Role::Observer).await?;
     Ok(Json(s.registry.global_groups().await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/global-groups", request_body = NewGlobalGroup, responses((status = 201)))]
-async fn add_global_group(State(s): State<Arc<AppState>>, h: HeaderMap, Json(b): Json<NewGlobalGroup>) -> ApiResult<StatusCode> {
+async fn add_global_group(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Json(b): Json<NewGlobalGroup>,
+) -> ApiResult<StatusCode> {
     let who = require(&s, &h, Role::RegistrationOfficer).await?;
     s.registry.add_global_group(&b.code, &b.description).await?;
-    changed(&s, &who, "global_group.add", &b.code, serde_json::json!({"description": b.description})).await?;
+    changed(
+        &s,
+        &who,
+        "global_group.add",
+        &b.code,
+        serde_json::json!({"description": b.description}),
+    )
+    .await?;
     Ok(StatusCode::CREATED)
 }
 
 #[utoipa::path(delete, path = "/api/v1/global-groups/{code}", params(("code" = String, Path)), responses((status = 204)))]
-async fn remove_global_group(State(s): State<Arc<AppState>>, h: HeaderMap, Path(code): Path<String>) -> ApiResult<StatusCode> {
+async fn remove_global_group(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(code): Path<String>,
+) -> ApiResult<StatusCode> {
     let who = require(&s, &h, Role::RegistrationOfficer).await?;
     s.registry.remove_global_group(&code).await?;
-    changed(&s, &who, "global_group.remove", &code, serde_json::json!({})).await?;
+    changed(
+        &s,
+        &who,
+        "global_group.remove",
+        &code,
+        serde_json::json!({}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(put, path = "/api/v1/global-groups/{code}/members/{client}", params(("code" = String, Path), ("client" = String, Path)), responses((status = 204)))]
-async fn add_group_member(State(s): State<Arc<AppState>>, h: HeaderMap, Path((code, client)): Path<(String, String)>) -> ApiResult<StatusCode> {
+async fn add_group_member(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path((code, client)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let client: ClientId = parse_id(&client, "client id")?;
     s.registry.add_global_group_member(&code, &client).await?;
-    changed(&s, &who, "global_group.member.add", &code, serde_json::json!({"client": client.to_string()})).await?;
+    changed(
+        &s,
+        &who,
+        "global_group.member.add",
+        &code,
+        serde_json::json!({"client": client.to_string()}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(delete, path = "/api/v1/global-groups/{code}/members/{client}", params(("code" = String, Path), ("client" = String, Path)), responses((status = 204)))]
-async fn remove_group_member(State(s): State<Arc<AppState>>, h: HeaderMap, Path((code, client)): Path<(String, String)>) -> ApiResult<StatusCode> {
+async fn remove_group_member(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path((code, client)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let client: ClientId = parse_id(&client, "client id")?;
-    s.registry.remove_global_group_member(&code, &client).await?;
-    changed(&s, &who, "global_group.member.remove", &code, serde_json::json!({"client": client.to_string()})).await?;
+    s.registry
+        .remove_global_group_member(&code, &client)
+        .await?;
+    changed(
+        &s,
+        &who,
+        "global_group.member.remove",
+        &code,
+        serde_json::json!({"client": client.to_string()}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/tokens", responses((status = 200, body = Vec<TokenDto>)))]
-async fn list_tokens(State(s): State<Arc<AppState>>, h: HeaderMap) -> ApiResult<Json<Vec<TokenDto>>> {
+async fn list_tokens(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+) -> ApiResult<Json<Vec<TokenDto>>> {
     require(&s, &h, Role::Admin).await?;
     Ok(Json(tokens::list_api_tokens(s.registry.db()).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/tokens", request_body = NewToken, responses((status = 201, body = TokenCreated)))]
-async fn create_token(State(s): State<Arc<AppState>>, h: HeaderMap, Json(b): Json<NewToken>) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
+async fn create_token(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Json(b): Json<NewToken>,
+) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
     let who = require(&s, &h, Role::Admin).await?;
-    let created = tokens::create_api_token(s.registry.db(), b.role, &b.description, s.clock.now_ms()).await?;
+    let created =
+        tokens::create_api_token(s.registry.db(), b.role, &b.description, s.clock.now_ms()).await?;
     s.registry
-        .audit(s.clock.now_ms(), &who.id, "token.create", &created.id, &serde_json::json!({"role": b.role.as_str()}).to_string())
+        .audit(
+            s.clock.now_ms(),
+            &who.id,
+            "token.create",
+            &created.id,
+            &serde_json::json!({"role": b.role.as_str()}).to_string(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", params(("id" = String, Path)), responses((status = 204)))]
-async fn revoke_token(State(s): State<Arc<AppState>>, h: HeaderMap, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn revoke_token(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let who = require(&s, &h, Role::Admin).await?;
     tokens::revoke_api_token(s.registry.db(), &id, s.clock.now_ms()).await?;
-    s.registry.audit(s.clock.now_ms(), &who.id, "token.revoke", &id, "{}").await?;
+    s.registry
+        .audit(s.clock.now_ms(), &who.id, "token.revoke", &id, "{}")
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Issues one certificate and records it; gateway auth certificates are also
 /// registered on the gateway, so they appear in the next global configuration.
-async fn issue(s: &AppState, actor: &str, profile: CertProfile, subject: &str, csr_pem: &str) -> ApiResult<IssuedCert> {
+async fn issue(
+    s: &AppState,
+    actor: &str,
+    profile: CertProfile,
+    subject: &str,
+    csr_pem: &str,
+) -> ApiResult<IssuedCert> {
     if csr_pem.len() > 16 * 1024 {
         return Err(ApiError::bad_request("CSR is larger than 16 KiB"));
     }
@@ -413,7 +694,10 @@ async fn issue(s: &AppState, actor: &str, profile: CertProfile, subject: &str, c
         CertProfile::GatewayAuth => {
             let id: GatewayId = parse_id(subject, "gateway id")?;
             let gw = s.registry.gateway(&id).await?;
-            let host = gw.address.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']']).to_owned());
+            let host = gw
+                .address
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_matches(['[', ']']).to_owned());
             (
                 Profile::GatewayAuth {
                     gateway: id.clone(),
@@ -425,24 +709,40 @@ async fn issue(s: &AppState, actor: &str, profile: CertProfile, subject: &str, c
         CertProfile::MemberSigning => {
             let id: MemberId = parse_id(subject, "member id")?;
             let m = s.registry.member(&id).await?;
-            (Profile::MemberSigning { member: id, name: m.name }, None)
+            (
+                Profile::MemberSigning {
+                    member: id,
+                    name: m.name,
+                },
+                None,
+            )
         }
     };
-    let der = s
-        .ca
-        .issue_from_csr(csr_pem, &pki_profile, now, validity)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let info = CertInfo::parse(&der).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let der =
+        s.ca.issue_from_csr(csr_pem, &pki_profile, now, validity)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let info = CertInfo::parse(&der)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     let pem = certs_to_pem(std::slice::from_ref(&der));
     let kind = match profile {
         CertProfile::GatewayAuth => "gateway-auth",
         CertProfile::MemberSigning => "member-signing",
     };
     s.registry
-        .record_issued(&info.serial_hex, kind, subject, &info.sha256, info.not_after, s.clock.now_ms(), &pem)
+        .record_issued(&crate::registry::IssuedRecord {
+            serial: &info.serial_hex,
+            profile: kind,
+            subject,
+            sha256: &info.sha256,
+            not_after: info.not_after,
+            issued_at_ms: s.clock.now_ms(),
+            pem: &pem,
+        })
         .await?;
     if let Some(gw) = gateway {
-        s.registry.add_auth_cert(&gw, &info.sha256, &pem, info.not_after).await?;
+        s.registry
+            .add_auth_cert(&gw, &info.sha256, &pem, info.not_after)
+            .await?;
     }
     s.registry
         .audit(
@@ -450,7 +750,8 @@ async fn issue(s: &AppState, actor: &str, profile: CertProfile, subject: &str, c
             actor,
             "certificate.issue",
             subject,
-            &serde_json::json!({"profile": kind, "sha256": info.sha256, "serial": info.serial_hex}).to_string(),
+            &serde_json::json!({"profile": kind, "sha256": info.sha256, "serial": info.serial_hex})
+                .to_string(),
         )
         .await?;
     s.conf_changed.notify_one();
@@ -463,25 +764,48 @@ async fn issue(s: &AppState, actor: &str, profile: CertProfile, subject: &str, c
 }
 
 #[utoipa::path(post, path = "/api/v1/certificates", request_body = IssueRequest, responses((status = 201, body = IssuedCert), (status = 400, body = ApiErrorBody)))]
-async fn issue_certificate(State(s): State<Arc<AppState>>, h: HeaderMap, Json(b): Json<IssueRequest>) -> ApiResult<(StatusCode, Json<IssuedCert>)> {
+async fn issue_certificate(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Json(b): Json<IssueRequest>,
+) -> ApiResult<(StatusCode, Json<IssuedCert>)> {
     let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let issued = issue(&s, &who.id, b.profile, &b.subject, &b.csr_pem).await?;
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
 #[utoipa::path(post, path = "/enrol/v1", request_body = EnrolRequest, security(("enrolment" = [])), responses((status = 200, body = EnrolResponse), (status = 401, body = ApiErrorBody)))]
-async fn enrol(State(s): State<Arc<AppState>>, h: HeaderMap, Json(b): Json<EnrolRequest>) -> ApiResult<Json<EnrolResponse>> {
+async fn enrol(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Json(b): Json<EnrolRequest>,
+) -> ApiResult<Json<EnrolResponse>> {
     let presented = h
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "an enrolment token is required"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "an enrolment token is required",
+            )
+        })?;
     if b.signing.len() > 64 {
-        return Err(ApiError::bad_request("at most 64 signing CSRs per enrolment"));
+        return Err(ApiError::bad_request(
+            "at most 64 signing CSRs per enrolment",
+        ));
     }
-    let gateway = tokens::consume_enrolment_token(s.registry.db(), presented.trim(), s.clock.now_ms())
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the enrolment token is unknown, used or expired"))?;
+    let gateway =
+        tokens::consume_enrolment_token(s.registry.db(), presented.trim(), s.clock.now_ms())
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "the enrolment token is unknown, used or expired",
+                )
+            })?;
     let gw = s.registry.gateway(&gateway).await?;
     // A gateway may sign for its owner and for the members whose subsystems it hosts.
     let mut allowed: Vec<String> = vec![gateway.owner().to_string()];
@@ -502,12 +826,30 @@ async fn enrol(State(s): State<Arc<AppState>>, h: HeaderMap, Json(b): Json<Enrol
     }
     let actor = format!("enrolment:{gateway}");
     let auth = match &b.auth_csr_pem {
-        Some(csr) => Some(issue(&s, &actor, CertProfile::GatewayAuth, &gateway.to_string(), csr).await?),
+        Some(csr) => Some(
+            issue(
+                &s,
+                &actor,
+                CertProfile::GatewayAuth,
+                &gateway.to_string(),
+                csr,
+            )
+            .await?,
+        ),
         None => None,
     };
     let mut signing = Vec::new();
     for req in &b.signing {
-        signing.push(issue(&s, &actor, CertProfile::MemberSigning, &req.member, &req.csr_pem).await?);
+        signing.push(
+            issue(
+                &s,
+                &actor,
+                CertProfile::MemberSigning,
+                &req.member,
+                &req.csr_pem,
+            )
+            .await?,
+        );
     }
     Ok(Json(EnrolResponse {
         gateway: gateway.to_string(),
@@ -538,7 +880,11 @@ struct Limit {
 }
 
 #[utoipa::path(get, path = "/api/v1/audit-events", params(Limit), responses((status = 200, body = Vec<AuditEvent>)))]
-async fn audit_events(State(s): State<Arc<AppState>>, h: HeaderMap, Query(q): Query<Limit>) -> ApiResult<Json<Vec<AuditEvent>>> {
+async fn audit_events(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Query(q): Query<Limit>,
+) -> ApiResult<Json<Vec<AuditEvent>>> {
     require(&s, &h, Role::Observer).await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     Ok(Json(s.registry.audit_events(limit).await?))
@@ -560,7 +906,10 @@ async fn global_conf(State(s): State<Arc<AppState>>, h: HeaderMap) -> Response {
     if not_modified {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jose"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jose"),
+    );
     (StatusCode::OK, headers, p.jws.clone()).into_response()
 }
 
@@ -577,7 +926,11 @@ async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", security(()), responses((status = 200, description = "Ready"), (status = 503, description = "Not ready; the body says why")))]
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     if let Err(e) = s.registry.db().ping().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: database: {e}\n")).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: database: {e}\n"),
+        )
+            .into_response();
     }
     let p = s.published();
     let now = s.clock.now_ms();
@@ -588,13 +941,19 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
         )
             .into_response();
     }
-    (StatusCode::OK, format!("ready: configuration version {}\n", p.conf.version)).into_response()
+    (
+        StatusCode::OK,
+        format!("ready: configuration version {}\n", p.conf.version),
+    )
+        .into_response()
 }
 
 #[utoipa::path(get, path = "/metrics", security(()), responses((status = 200, description = "Prometheus text format")))]
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     let p = s.published();
-    s.metrics.conf_version.set(i64::try_from(p.conf.version).unwrap_or_default());
+    s.metrics
+        .conf_version
+        .set(i64::try_from(p.conf.version).unwrap_or_default());
     s.metrics.conf_expires.set(p.conf.expires_at_ms / 1000);
     s.metrics.members.set(p.conf.members.len() as i64);
     s.metrics.gateways.set(p.conf.gateways.len() as i64);
@@ -603,9 +962,11 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         out,
     )
         .into_response()
 }
-

@@ -85,7 +85,12 @@ pub struct AuthorityConfig {
 
 impl AuthorityConfig {
     /// Defaults for a new authority.
-    pub fn new(instance: &str, listen: SocketAddr, public_url: &str, tls_hosts: Vec<String>) -> Self {
+    pub fn new(
+        instance: &str,
+        listen: SocketAddr,
+        public_url: &str,
+        tls_hosts: Vec<String>,
+    ) -> Self {
         Self {
             instance: instance.to_owned(),
             listen,
@@ -167,7 +172,11 @@ pub fn is_initialised(dir: &Path) -> bool {
 
 /// Creates a new authority in `dir`: CA, configuration-signing key, TLS certificate,
 /// anchor, database with the default member classes, and a first admin token.
-pub async fn init(dir: &Path, config: AuthorityConfig, clock: &Clock) -> Result<InitOutcome, AuthorityError> {
+pub async fn init(
+    dir: &Path,
+    config: AuthorityConfig,
+    clock: &Clock,
+) -> Result<InitOutcome, AuthorityError> {
     std::fs::create_dir_all(dir).map_err(|e| AuthorityError::DataDir {
         path: dir.to_owned(),
         message: e.to_string(),
@@ -178,9 +187,11 @@ pub async fn init(dir: &Path, config: AuthorityConfig, clock: &Clock) -> Result<
             message: "already initialised; refusing to overwrite".into(),
         });
     }
-    veksel_id::validate_part("instance", 0, &config.instance).map_err(|e| AuthorityError::DataDir {
-        path: dir.to_owned(),
-        message: e.to_string(),
+    veksel_id::validate_part("instance", 0, &config.instance).map_err(|e| {
+        AuthorityError::DataDir {
+            path: dir.to_owned(),
+            message: e.to_string(),
+        }
     })?;
     let now = clock.now();
     let ca = CertificateAuthority::create(
@@ -226,7 +237,8 @@ pub async fn init(dir: &Path, config: AuthorityConfig, clock: &Clock) -> Result<
     write(
         dir,
         files::ANCHOR,
-        &serde_json::to_string_pretty(&anchor).map_err(|e| AuthorityError::Signing(e.to_string()))?,
+        &serde_json::to_string_pretty(&anchor)
+            .map_err(|e| AuthorityError::Signing(e.to_string()))?,
     )?;
 
     let db = open_db(dir, &config).await?;
@@ -239,15 +251,23 @@ pub async fn init(dir: &Path, config: AuthorityConfig, clock: &Clock) -> Result<
     ] {
         registry.put_member_class(code, description).await?;
     }
-    let token = tokens::create_api_token(&db, Role::Admin, "bootstrap admin token", clock.now_ms()).await?;
+    let token =
+        tokens::create_api_token(&db, Role::Admin, "bootstrap admin token", clock.now_ms()).await?;
     registry
-        .audit(clock.now_ms(), "init", "authority.init", &config.instance, "{}")
+        .audit(
+            clock.now_ms(),
+            "init",
+            "authority.init",
+            &config.instance,
+            "{}",
+        )
         .await?;
     db.close().await;
     write(
         dir,
         files::CONFIG,
-        &serde_json::to_string_pretty(&config).map_err(|e| AuthorityError::Signing(e.to_string()))?,
+        &serde_json::to_string_pretty(&config)
+            .map_err(|e| AuthorityError::Signing(e.to_string()))?,
     )?;
     Ok(InitOutcome {
         admin_token: token.token,
@@ -305,8 +325,16 @@ impl Metrics {
             "Expiry of the published global configuration, Unix seconds",
             m.conf_expires.clone(),
         );
-        m.registry.register("veksel_authority_members", "Registered members", m.members.clone());
-        m.registry.register("veksel_authority_gateways", "Registered gateways", m.gateways.clone());
+        m.registry.register(
+            "veksel_authority_members",
+            "Registered members",
+            m.members.clone(),
+        );
+        m.registry.register(
+            "veksel_authority_gateways",
+            "Registered gateways",
+            m.gateways.clone(),
+        );
         m
     }
 }
@@ -351,11 +379,16 @@ impl AppState {
             .registry
             .conf_content(self.config.settings.clone(), approved)
             .await?;
-        let content = serde_json::to_vec(&conf).map_err(|e| AuthorityError::Signing(e.to_string()))?;
-        conf.version = self.registry.conf_version_for(&veksel_pki::sha256_hex(&content)).await?;
+        let content =
+            serde_json::to_vec(&conf).map_err(|e| AuthorityError::Signing(e.to_string()))?;
+        conf.version = self
+            .registry
+            .conf_version_for(&veksel_pki::sha256_hex(&content))
+            .await?;
         let now = self.clock.now_ms();
         conf.generated_at_ms = now;
-        conf.expires_at_ms = now + i64::try_from(self.config.conf_validity_secs).unwrap_or(600) * 1000;
+        conf.expires_at_ms =
+            now + i64::try_from(self.config.conf_validity_secs).unwrap_or(600) * 1000;
         let jws = conf
             .sign(&self.conf_signer)
             .map_err(|e| AuthorityError::Signing(e.to_string()))?;
@@ -394,11 +427,18 @@ impl RunningAuthority {
 
 /// Starts an initialised authority. `listener` may be pre-bound (tests, sandbox);
 /// otherwise the configured address is bound.
-pub async fn start(dir: &Path, clock: Clock, listener: Option<tokio::net::TcpListener>) -> Result<RunningAuthority, AuthorityError> {
+pub async fn start(
+    dir: &Path,
+    clock: Clock,
+    listener: Option<tokio::net::TcpListener>,
+) -> Result<RunningAuthority, AuthorityError> {
     veksel_pki::tls::install_default_provider();
     let config = read_config(dir)?;
     let anchor = read_anchor(dir)?;
-    let ca = CertificateAuthority::from_parts(&read(dir, files::CA_CERT)?, KeyFile::load(&dir.join(files::CA_KEY))?)?;
+    let ca = CertificateAuthority::from_parts(
+        &read(dir, files::CA_CERT)?,
+        KeyFile::load(&dir.join(files::CA_KEY))?,
+    )?;
     let conf_cert = certs_from_pem(&read(dir, files::CONF_CERT)?)?;
     let conf_signer = KeyFile::load(&dir.join(files::CONF_KEY))?
         .signer(conf_cert)
@@ -446,7 +486,9 @@ pub async fn start(dir: &Path, clock: Clock, listener: Option<tokio::net::TcpLis
             .await
             .map_err(|e| AuthorityError::Server(e.to_string()))?,
     };
-    let addr = listener.local_addr().map_err(|e| AuthorityError::Server(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| AuthorityError::Server(e.to_string()))?;
     let shutdown = Shutdown::new();
     let router = api::router(state.clone());
     let server = tokio::spawn(veksel_net::serve(
@@ -470,7 +512,9 @@ pub async fn start(dir: &Path, clock: Clock, listener: Option<tokio::net::TcpLis
 /// (X-Road regenerates every 60 s with a 600 s validity).
 async fn publish_loop(state: Arc<AppState>) {
     let validity = Duration::from_secs(state.config.conf_validity_secs.max(1));
-    let period = (validity / 5).min(Duration::from_secs(60)).max(Duration::from_millis(200));
+    let period = (validity / 5)
+        .min(Duration::from_secs(60))
+        .max(Duration::from_millis(200));
     loop {
         tokio::select! {
             () = state.conf_changed.notified() => {

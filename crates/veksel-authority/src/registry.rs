@@ -8,6 +8,25 @@ use veksel_proto::conf::{self, GlobalConf};
 use veksel_store::sqlx::{self, Row};
 use veksel_store::{Db, StoreError};
 
+/// An issued certificate, as recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct IssuedRecord<'a> {
+    /// Serial number, hex.
+    pub serial: &'a str,
+    /// `gateway-auth` or `member-signing`.
+    pub profile: &'a str,
+    /// The subject's identifier.
+    pub subject: &'a str,
+    /// SHA-256 of the certificate, hex.
+    pub sha256: &'a str,
+    /// Expiry, Unix seconds.
+    pub not_after: i64,
+    /// Issue time, Unix ms.
+    pub issued_at_ms: i64,
+    /// The certificate, PEM.
+    pub pem: &'a str,
+}
+
 /// Access to the authority's registry tables.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -48,7 +67,14 @@ impl Registry {
     }
 
     /// Records a governance event. Events later feed the network ledger.
-    pub async fn audit(&self, now_ms: i64, actor: &str, action: &str, subject: &str, detail: &str) -> Result<()> {
+    pub async fn audit(
+        &self,
+        now_ms: i64,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: &str,
+    ) -> Result<()> {
         sqlx::query("INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)")
             .bind(now_ms)
             .bind(actor)
@@ -120,10 +146,11 @@ impl Registry {
                 self.instance
             )));
         }
-        let class: Option<(String,)> = sqlx::query_as("SELECT code FROM member_classes WHERE code = $1")
-            .bind(id.class())
-            .fetch_optional(self.db.pool())
-            .await?;
+        let class: Option<(String,)> =
+            sqlx::query_as("SELECT code FROM member_classes WHERE code = $1")
+                .bind(id.class())
+                .fetch_optional(self.db.pool())
+                .await?;
         if class.is_none() {
             return Err(not_found(format!("member class {}", id.class())));
         }
@@ -140,10 +167,11 @@ impl Registry {
 
     /// Removes a member and its subsystems. Refused while it owns gateways.
     pub async fn remove_member(&self, id: &MemberId) -> Result<()> {
-        let owned: Option<(String,)> = sqlx::query_as("SELECT id FROM gateways WHERE owner_id = $1 LIMIT 1")
-            .bind(id.to_string())
-            .fetch_optional(self.db.pool())
-            .await?;
+        let owned: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM gateways WHERE owner_id = $1 LIMIT 1")
+                .bind(id.to_string())
+                .fetch_optional(self.db.pool())
+                .await?;
         if let Some((gw,)) = owned {
             return Err(StoreError::Conflict(format!(
                 "member {id} still owns gateway {gw}; remove the gateway first"
@@ -173,16 +201,20 @@ impl Registry {
 
     /// All members with their subsystems.
     pub async fn members(&self) -> Result<Vec<MemberDto>> {
-        let members: Vec<(String, String)> = sqlx::query_as("SELECT id, name FROM members ORDER BY id")
-            .fetch_all(self.db.pool())
-            .await?;
+        let members: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, name FROM members ORDER BY id")
+                .fetch_all(self.db.pool())
+                .await?;
         let subs: Vec<(String, String, String)> =
             sqlx::query_as("SELECT member_id, code, name FROM subsystems ORDER BY member_id, code")
                 .fetch_all(self.db.pool())
                 .await?;
         let mut by_member: BTreeMap<String, Vec<SubsystemDto>> = BTreeMap::new();
         for (m, code, name) in subs {
-            by_member.entry(m).or_default().push(SubsystemDto { code, name });
+            by_member
+                .entry(m)
+                .or_default()
+                .push(SubsystemDto { code, name });
         }
         Ok(members
             .into_iter()
@@ -240,11 +272,12 @@ impl Registry {
     }
 
     async fn subsystem_exists(&self, id: &SubsystemId) -> Result<bool> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT code FROM subsystems WHERE member_id = $1 AND code = $2")
-            .bind(id.member().to_string())
-            .bind(id.code())
-            .fetch_optional(self.db.pool())
-            .await?;
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT code FROM subsystems WHERE member_id = $1 AND code = $2")
+                .bind(id.member().to_string())
+                .bind(id.code())
+                .fetch_optional(self.db.pool())
+                .await?;
         Ok(row.is_some())
     }
 
@@ -260,14 +293,16 @@ impl Registry {
     /// Registers a gateway of a member at an address.
     pub async fn add_gateway(&self, id: &GatewayId, address: &str, now_ms: i64) -> Result<()> {
         self.member(id.owner()).await?;
-        sqlx::query("INSERT INTO gateways (id, owner_id, address, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(id.to_string())
-            .bind(id.owner().to_string())
-            .bind(address)
-            .bind(now_ms)
-            .execute(self.db.pool())
-            .await
-            .map_err(|e| conflict_on_unique(e, &format!("gateway {id}")))?;
+        sqlx::query(
+            "INSERT INTO gateways (id, owner_id, address, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id.to_string())
+        .bind(id.owner().to_string())
+        .bind(address)
+        .bind(now_ms)
+        .execute(self.db.pool())
+        .await
+        .map_err(|e| conflict_on_unique(e, &format!("gateway {id}")))?;
         Ok(())
     }
 
@@ -288,10 +323,12 @@ impl Registry {
     pub async fn remove_gateway(&self, id: &GatewayId) -> Result<()> {
         let mut tx = self.db.pool().begin().await?;
         for table in ["gateway_clients", "gateway_auth_certs", "enrolment_tokens"] {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE gateway_id = $1")))
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE gateway_id = $1"
+            )))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
         }
         let done = sqlx::query("DELETE FROM gateways WHERE id = $1")
             .bind(id.to_string())
@@ -306,13 +343,15 @@ impl Registry {
 
     /// All gateways.
     pub async fn gateways(&self) -> Result<Vec<GatewayDto>> {
-        let gws: Vec<(String, String)> = sqlx::query_as("SELECT id, address FROM gateways ORDER BY id")
-            .fetch_all(self.db.pool())
-            .await?;
-        let certs: Vec<(String, String)> =
-            sqlx::query_as("SELECT gateway_id, sha256 FROM gateway_auth_certs ORDER BY gateway_id, sha256")
+        let gws: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, address FROM gateways ORDER BY id")
                 .fetch_all(self.db.pool())
                 .await?;
+        let certs: Vec<(String, String)> = sqlx::query_as(
+            "SELECT gateway_id, sha256 FROM gateway_auth_certs ORDER BY gateway_id, sha256",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
         let clients: Vec<(String, String)> =
             sqlx::query_as("SELECT gateway_id, subsystem_id FROM gateway_clients ORDER BY gateway_id, subsystem_id")
                 .fetch_all(self.db.pool())
@@ -346,7 +385,11 @@ impl Registry {
     }
 
     /// Registers a subsystem as hosted by a gateway.
-    pub async fn add_gateway_client(&self, gateway: &GatewayId, client: &SubsystemId) -> Result<()> {
+    pub async fn add_gateway_client(
+        &self,
+        gateway: &GatewayId,
+        client: &SubsystemId,
+    ) -> Result<()> {
         self.gateway(gateway).await?;
         if !self.subsystem_exists(client).await? {
             return Err(not_found(format!("subsystem {client}")));
@@ -361,12 +404,17 @@ impl Registry {
     }
 
     /// Removes a hosted subsystem from a gateway.
-    pub async fn remove_gateway_client(&self, gateway: &GatewayId, client: &SubsystemId) -> Result<()> {
-        let done = sqlx::query("DELETE FROM gateway_clients WHERE gateway_id = $1 AND subsystem_id = $2")
-            .bind(gateway.to_string())
-            .bind(client.to_string())
-            .execute(self.db.pool())
-            .await?;
+    pub async fn remove_gateway_client(
+        &self,
+        gateway: &GatewayId,
+        client: &SubsystemId,
+    ) -> Result<()> {
+        let done =
+            sqlx::query("DELETE FROM gateway_clients WHERE gateway_id = $1 AND subsystem_id = $2")
+                .bind(gateway.to_string())
+                .bind(client.to_string())
+                .execute(self.db.pool())
+                .await?;
         if done.rows_affected() == 0 {
             return Err(not_found(format!("{client} on {gateway}")));
         }
@@ -374,7 +422,13 @@ impl Registry {
     }
 
     /// Registers an authentication certificate of a gateway.
-    pub async fn add_auth_cert(&self, gateway: &GatewayId, sha256: &str, cert_pem: &str, not_after: i64) -> Result<()> {
+    pub async fn add_auth_cert(
+        &self,
+        gateway: &GatewayId,
+        sha256: &str,
+        cert_pem: &str,
+        not_after: i64,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO gateway_auth_certs (gateway_id, sha256, cert_pem, not_after) VALUES ($1, $2, $3, $4)
              ON CONFLICT (gateway_id, sha256) DO NOTHING",
@@ -392,7 +446,8 @@ impl Registry {
 
     /// Creates a global group.
     pub async fn add_global_group(&self, code: &str, description: &str) -> Result<()> {
-        veksel_id::validate_part("global group", 1, code).map_err(|e| StoreError::Conflict(e.to_string()))?;
+        veksel_id::validate_part("global group", 1, code)
+            .map_err(|e| StoreError::Conflict(e.to_string()))?;
         sqlx::query("INSERT INTO global_groups (code, description) VALUES ($1, $2)")
             .bind(code)
             .bind(description)
@@ -439,11 +494,13 @@ impl Registry {
 
     /// Removes a member from a global group.
     pub async fn remove_global_group_member(&self, code: &str, client: &ClientId) -> Result<()> {
-        let done = sqlx::query("DELETE FROM global_group_members WHERE group_code = $1 AND client_id = $2")
-            .bind(code)
-            .bind(client.to_string())
-            .execute(self.db.pool())
-            .await?;
+        let done = sqlx::query(
+            "DELETE FROM global_group_members WHERE group_code = $1 AND client_id = $2",
+        )
+        .bind(code)
+        .bind(client.to_string())
+        .execute(self.db.pool())
+        .await?;
         if done.rows_affected() == 0 {
             return Err(not_found(format!("{client} in {code}")));
         }
@@ -452,13 +509,15 @@ impl Registry {
 
     /// All global groups with members.
     pub async fn global_groups(&self) -> Result<Vec<GlobalGroupDto>> {
-        let groups: Vec<(String, String)> = sqlx::query_as("SELECT code, description FROM global_groups ORDER BY code")
-            .fetch_all(self.db.pool())
-            .await?;
-        let members: Vec<(String, String)> =
-            sqlx::query_as("SELECT group_code, client_id FROM global_group_members ORDER BY group_code, client_id")
+        let groups: Vec<(String, String)> =
+            sqlx::query_as("SELECT code, description FROM global_groups ORDER BY code")
                 .fetch_all(self.db.pool())
                 .await?;
+        let members: Vec<(String, String)> = sqlx::query_as(
+            "SELECT group_code, client_id FROM global_group_members ORDER BY group_code, client_id",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
         let mut of: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (g, c) in members {
             of.entry(g).or_default().push(c);
@@ -477,18 +536,18 @@ impl Registry {
     // === Issued certificates ===
 
     /// Records an issued certificate.
-    pub async fn record_issued(&self, serial: &str, profile: &str, subject: &str, sha256: &str, not_after: i64, now_ms: i64, pem: &str) -> Result<()> {
+    pub async fn record_issued(&self, cert: &IssuedRecord<'_>) -> Result<()> {
         sqlx::query(
             "INSERT INTO issued_certs (serial, profile, subject, sha256, not_after, issued_at, cert_pem)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(serial)
-        .bind(profile)
-        .bind(subject)
-        .bind(sha256)
-        .bind(not_after)
-        .bind(now_ms)
-        .bind(pem)
+        .bind(cert.serial)
+        .bind(cert.profile)
+        .bind(cert.subject)
+        .bind(cert.sha256)
+        .bind(cert.not_after)
+        .bind(cert.issued_at_ms)
+        .bind(cert.pem)
         .execute(self.db.pool())
         .await?;
         Ok(())
@@ -497,7 +556,11 @@ impl Registry {
     // === Global configuration ===
 
     /// Builds the configuration content (version and times left at zero).
-    pub async fn conf_content(&self, settings: conf::Settings, approved_cas: Vec<conf::ApprovedCa>) -> Result<GlobalConf> {
+    pub async fn conf_content(
+        &self,
+        settings: conf::Settings,
+        approved_cas: Vec<conf::ApprovedCa>,
+    ) -> Result<GlobalConf> {
         let corrupt = |e: veksel_id::IdError| StoreError::Corrupt(e.to_string());
         let member_classes = self
             .member_classes()
@@ -519,7 +582,10 @@ impl Registry {
                     subsystems: m
                         .subsystems
                         .into_iter()
-                        .map(|s| conf::Subsystem { code: s.code, name: s.name })
+                        .map(|s| conf::Subsystem {
+                            code: s.code,
+                            name: s.name,
+                        })
                         .collect(),
                 })
             })
@@ -576,9 +642,10 @@ impl Registry {
     /// version when the content changed since the last call.
     pub async fn conf_version_for(&self, content_sha256: &str) -> Result<u64> {
         let mut tx = self.db.pool().begin().await?;
-        let row: Option<(i64, String)> = sqlx::query_as("SELECT version, content_sha256 FROM conf_state WHERE id = 1")
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT version, content_sha256 FROM conf_state WHERE id = 1")
+                .fetch_optional(&mut *tx)
+                .await?;
         let version = match row {
             Some((v, h)) if h == content_sha256 => v,
             Some((v, _)) => {
@@ -590,10 +657,12 @@ impl Registry {
                 v + 1
             }
             None => {
-                sqlx::query("INSERT INTO conf_state (id, version, content_sha256) VALUES (1, 1, $1)")
-                    .bind(content_sha256)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO conf_state (id, version, content_sha256) VALUES (1, 1, $1)",
+                )
+                .bind(content_sha256)
+                .execute(&mut *tx)
+                .await?;
                 1
             }
         };

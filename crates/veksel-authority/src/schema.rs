@@ -10,9 +10,9 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: veksel_store::tokens::TOKENS_TABLE,
     },
     Migration {
-    version: 2,
-    name: "registry",
-    sql: r#"
+        version: 2,
+        name: "registry",
+        sql: r#"
 CREATE TABLE member_classes (code TEXT PRIMARY KEY, description TEXT NOT NULL);
 CREATE TABLE members (
     id TEXT PRIMARY KEY, class TEXT NOT NULL REFERENCES member_classes(code),
@@ -46,5 +46,5 @@ CREATE TABLE audit_events (
     id {{SERIAL_PK}}, at BIGINT NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL)
 "#,
-},
+    },
 ];

@@ -17,16 +17,24 @@ pub struct Principal {
 }
 
 /// Creates an API token and returns the secret (the only time it is visible).
-pub async fn create_api_token(db: &Db, role: Role, description: &str, now_ms: i64) -> Result<TokenCreated, StoreError> {
+pub async fn create_api_token(
+    db: &Db,
+    role: Role,
+    description: &str,
+    now_ms: i64,
+) -> Result<TokenCreated, StoreError> {
     let (id, token) = tokens::create(db, role.as_str(), description, now_ms).await?;
     Ok(TokenCreated { id, role, token })
 }
 
 /// Looks up a bearer token. Unknown, revoked and malformed tokens all give `None`.
 pub async fn authenticate(db: &Db, presented: &str) -> Result<Option<Principal>, StoreError> {
-    Ok(tokens::authenticate(db, presented)
-        .await?
-        .and_then(|p| Some(Principal { role: Role::parse(&p.role)?, id: p.id })))
+    Ok(tokens::authenticate(db, presented).await?.and_then(|p| {
+        Some(Principal {
+            role: Role::parse(&p.role)?,
+            id: p.id,
+        })
+    }))
 }
 
 /// Lists API tokens (never their secrets).
@@ -36,7 +44,8 @@ pub async fn list_api_tokens(db: &Db) -> Result<Vec<TokenDto>, StoreError> {
         .into_iter()
         .map(|t| {
             Ok(TokenDto {
-                role: Role::parse(&t.role).ok_or_else(|| StoreError::Corrupt(format!("role {}", t.role)))?,
+                role: Role::parse(&t.role)
+                    .ok_or_else(|| StoreError::Corrupt(format!("role {}", t.role)))?,
                 id: t.id,
                 description: t.description,
                 created_at: veksel_proto::rfc3339(t.created_at),
@@ -52,20 +61,30 @@ pub async fn revoke_api_token(db: &Db, id: &str, now_ms: i64) -> Result<(), Stor
 }
 
 /// Creates a one-time enrolment token for a gateway.
-pub async fn create_enrolment_token(db: &Db, gateway: &GatewayId, expires_at_ms: i64) -> Result<String, StoreError> {
+pub async fn create_enrolment_token(
+    db: &Db,
+    gateway: &GatewayId,
+    expires_at_ms: i64,
+) -> Result<String, StoreError> {
     let token = tokens::random_secret(ENROLMENT_TOKEN_PREFIX);
-    sqlx::query("INSERT INTO enrolment_tokens (token_sha256, gateway_id, expires_at) VALUES ($1, $2, $3)")
-        .bind(tokens::secret_digest(&token))
-        .bind(gateway.to_string())
-        .bind(expires_at_ms)
-        .execute(db.pool())
-        .await?;
+    sqlx::query(
+        "INSERT INTO enrolment_tokens (token_sha256, gateway_id, expires_at) VALUES ($1, $2, $3)",
+    )
+    .bind(tokens::secret_digest(&token))
+    .bind(gateway.to_string())
+    .bind(expires_at_ms)
+    .execute(db.pool())
+    .await?;
     Ok(token)
 }
 
 /// Consumes an enrolment token, returning the gateway it was made for. A used,
 /// expired or unknown token gives `None`.
-pub async fn consume_enrolment_token(db: &Db, presented: &str, now_ms: i64) -> Result<Option<GatewayId>, StoreError> {
+pub async fn consume_enrolment_token(
+    db: &Db,
+    presented: &str,
+    now_ms: i64,
+) -> Result<Option<GatewayId>, StoreError> {
     if !presented.starts_with(ENROLMENT_TOKEN_PREFIX) || presented.len() > 128 {
         return Ok(None);
     }
@@ -81,7 +100,10 @@ pub async fn consume_enrolment_token(db: &Db, presented: &str, now_ms: i64) -> R
     .fetch_optional(db.pool())
     .await?;
     match row {
-        Some((g,)) => g.parse().map(Some).map_err(|e| StoreError::Corrupt(format!("{e}"))),
+        Some((g,)) => g
+            .parse()
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("{e}"))),
         None => Ok(None),
     }
 }

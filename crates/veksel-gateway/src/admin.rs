@@ -45,11 +45,19 @@ impl AdminError {
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", format!("not found: {m}")),
+            StoreError::NotFound(m) => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("not found: {m}"),
+            ),
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             other => {
                 tracing::error!(error = %other, "database error");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the gateway database is unavailable")
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the gateway database is unavailable",
+                )
             }
         }
     }
@@ -68,22 +76,36 @@ type AdminResult<T> = Result<T, AdminError>;
 const ROLES: [&str; 3] = ["observer", "security-officer", "admin"];
 
 async fn require(gw: &Gateway, h: &HeaderMap, needed: &str) -> AdminResult<String> {
-    let unauthorized = || AdminError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required");
+    let unauthorized = || {
+        AdminError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required",
+        )
+    };
     let token = h
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(unauthorized)?;
-    let p = veksel_store::tokens::authenticate(&gw.db, token.trim()).await?.ok_or_else(unauthorized)?;
+    let p = veksel_store::tokens::authenticate(&gw.db, token.trim())
+        .await?
+        .ok_or_else(unauthorized)?;
     let rank = |r: &str| ROLES.iter().position(|x| *x == r);
     match (rank(&p.role), rank(needed)) {
         (Some(have), Some(need)) if have >= need => Ok(p.id),
-        _ => Err(AdminError::new(StatusCode::FORBIDDEN, "forbidden", format!("this operation needs the {needed} role"))),
+        _ => Err(AdminError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this operation needs the {needed} role"),
+        )),
     }
 }
 
 fn subsystem(raw: &str) -> AdminResult<SubsystemId> {
-    raw.replace(':', "/").parse().map_err(|e| AdminError::bad_request(format!("subsystem id: {e}")))
+    raw.replace(':', "/")
+        .parse()
+        .map_err(|e| AdminError::bad_request(format!("subsystem id: {e}")))
 }
 
 /// Builds the admin router.
@@ -91,12 +113,24 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/clients", get(list_clients))
-        .route("/api/v1/clients/{id}", get(get_client).put(put_client).delete(delete_client))
-        .route("/api/v1/clients/{id}/services/{code}", put(put_service).delete(delete_service))
+        .route(
+            "/api/v1/clients/{id}",
+            get(get_client).put(put_client).delete(delete_client),
+        )
+        .route(
+            "/api/v1/clients/{id}/services/{code}",
+            put(put_service).delete(delete_service),
+        )
         .route("/api/v1/clients/{id}/access", put(put_access))
-        .route("/api/v1/clients/{id}/local-groups/{code}", put(put_local_group).delete(delete_local_group))
+        .route(
+            "/api/v1/clients/{id}/local-groups/{code}",
+            put(put_local_group).delete(delete_local_group),
+        )
         .route("/api/v1/message-log", get(message_log))
-        .route("/api/v1/message-log/{request_id}/bodies", get(message_bodies))
+        .route(
+            "/api/v1/message-log/{request_id}/bodies",
+            get(message_bodies),
+        )
         .route("/api/v1/op-monitoring", get(op_monitoring))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
@@ -108,9 +142,29 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "veksel gateway admin API", description = "Local configuration, message log and monitoring of a veksel gateway."),
-    paths(status, list_clients, get_client, put_client, delete_client, put_service, delete_service, put_access,
-          put_local_group, delete_local_group, message_log, message_bodies, op_monitoring, healthz, readyz, metrics, openapi),
+    info(
+        title = "veksel gateway admin API",
+        description = "Local configuration, message log and monitoring of a veksel gateway."
+    ),
+    paths(
+        status,
+        list_clients,
+        get_client,
+        put_client,
+        delete_client,
+        put_service,
+        delete_service,
+        put_access,
+        put_local_group,
+        delete_local_group,
+        message_log,
+        message_bodies,
+        op_monitoring,
+        healthz,
+        readyz,
+        metrics,
+        openapi
+    )
 )]
 struct ApiDoc;
 
@@ -150,22 +204,39 @@ async fn status(State(gw): State<Arc<Gateway>>, h: HeaderMap) -> AdminResult<Jso
     Ok(Json(Status {
         gateway: gw.id().to_string(),
         conf_version: latest.as_ref().map(|c| c.conf().version),
-        conf_expires_at: latest.as_ref().map(|c| veksel_proto::rfc3339(c.conf().expires_at_ms)),
+        conf_expires_at: latest
+            .as_ref()
+            .map(|c| veksel_proto::rfc3339(c.conf().expires_at_ms)),
         conf_valid: gw.conf.current(veksel_id::Origin::ClientProxy).is_ok(),
         conf_error: gw.conf.last_error(),
         signing_members: gw.keys.signers.keys().map(ToString::to_string).collect(),
-        clients: gw.serverconf.current().clients.keys().map(ToString::to_string).collect(),
+        clients: gw
+            .serverconf
+            .current()
+            .clients
+            .keys()
+            .map(ToString::to_string)
+            .collect(),
     }))
 }
 
 #[utoipa::path(get, path = "/api/v1/clients", responses((status = 200, body = Vec<LocalClient>)))]
-async fn list_clients(State(gw): State<Arc<Gateway>>, h: HeaderMap) -> AdminResult<Json<Vec<LocalClient>>> {
+async fn list_clients(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+) -> AdminResult<Json<Vec<LocalClient>>> {
     require(&gw, &h, "observer").await?;
-    Ok(Json(gw.serverconf.current().clients.values().cloned().collect()))
+    Ok(Json(
+        gw.serverconf.current().clients.values().cloned().collect(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/clients/{id}", params(("id" = String, Path, description = "INSTANCE:CLASS:CODE:SUBSYSTEM")), responses((status = 200, body = LocalClient)))]
-async fn get_client(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path(id): Path<String>) -> AdminResult<Json<LocalClient>> {
+async fn get_client(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> AdminResult<Json<LocalClient>> {
     require(&gw, &h, "observer").await?;
     let id = subsystem(&id)?;
     gw.serverconf
@@ -174,15 +245,31 @@ async fn get_client(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path(id): Path
         .get(&id)
         .cloned()
         .map(Json)
-        .ok_or_else(|| AdminError::new(StatusCode::NOT_FOUND, "not_found", format!("local client {id}")))
+        .ok_or_else(|| {
+            AdminError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("local client {id}"),
+            )
+        })
 }
 
 #[utoipa::path(put, path = "/api/v1/clients/{id}", request_body = ClientSettings, params(("id" = String, Path)), responses((status = 204)))]
-async fn put_client(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path(id): Path<String>, Json(b): Json<ClientSettings>) -> AdminResult<StatusCode> {
+async fn put_client(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Json(b): Json<ClientSettings>,
+) -> AdminResult<StatusCode> {
     let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
-    if b.is_cert_sha256.iter().any(|c| c.len() != 64 || !c.chars().all(|x| x.is_ascii_hexdigit())) {
-        return Err(AdminError::bad_request("is_cert_sha256 entries must be 64 hex digits"));
+    if b.is_cert_sha256
+        .iter()
+        .any(|c| c.len() != 64 || !c.chars().all(|x| x.is_ascii_hexdigit()))
+    {
+        return Err(AdminError::bad_request(
+            "is_cert_sha256 entries must be 64 hex digits",
+        ));
     }
     gw.serverconf.put_client(&id, &b).await?;
     tracing::info!(actor = %who, client = %id, "local client configured");
@@ -190,7 +277,11 @@ async fn put_client(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path(id): Path
 }
 
 #[utoipa::path(delete, path = "/api/v1/clients/{id}", params(("id" = String, Path)), responses((status = 204)))]
-async fn delete_client(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path(id): Path<String>) -> AdminResult<StatusCode> {
+async fn delete_client(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> AdminResult<StatusCode> {
     let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     gw.serverconf.remove_client(&id).await?;
@@ -199,7 +290,12 @@ async fn delete_client(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path(id): P
 }
 
 #[utoipa::path(put, path = "/api/v1/clients/{id}/services/{code}", request_body = ServiceConfig, params(("id" = String, Path), ("code" = String, Path)), responses((status = 204), (status = 400, body = AdminError)))]
-async fn put_service(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path((id, code)): Path<(String, String)>, Json(b): Json<ServiceConfig>) -> AdminResult<StatusCode> {
+async fn put_service(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+    Path((id, code)): Path<(String, String)>,
+    Json(b): Json<ServiceConfig>,
+) -> AdminResult<StatusCode> {
     let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     serverconf::validate_service(&code, &b).map_err(AdminError::bad_request)?;
@@ -209,7 +305,11 @@ async fn put_service(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path((id, cod
 }
 
 #[utoipa::path(delete, path = "/api/v1/clients/{id}/services/{code}", params(("id" = String, Path), ("code" = String, Path)), responses((status = 204)))]
-async fn delete_service(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path((id, code)): Path<(String, String)>) -> AdminResult<StatusCode> {
+async fn delete_service(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+    Path((id, code)): Path<(String, String)>,
+) -> AdminResult<StatusCode> {
     let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     gw.serverconf.remove_service(&id, &code).await?;
@@ -218,14 +318,23 @@ async fn delete_service(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path((id, 
 }
 
 #[utoipa::path(put, path = "/api/v1/clients/{id}/access", request_body(content = serde_json::Value, description = "The complete list of access rules: [{subject: {type: client|global_group|local_group, id}, service_code, endpoint: {method, path}}]"), params(("id" = String, Path)), responses((status = 204)))]
-async fn put_access(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path(id): Path<String>, Json(rules): Json<Vec<AccessRule>>) -> AdminResult<StatusCode> {
+async fn put_access(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Json(rules): Json<Vec<AccessRule>>,
+) -> AdminResult<StatusCode> {
     let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     for r in &rules {
         if !r.endpoint.path.starts_with('/') {
-            return Err(AdminError::bad_request(format!("endpoint path {:?} must start with '/'", r.endpoint.path)));
+            return Err(AdminError::bad_request(format!(
+                "endpoint path {:?} must start with '/'",
+                r.endpoint.path
+            )));
         }
-        veksel_id::validate_part("service", 4, &r.service_code).map_err(|e| AdminError::bad_request(e.to_string()))?;
+        veksel_id::validate_part("service", 4, &r.service_code)
+            .map_err(|e| AdminError::bad_request(e.to_string()))?;
     }
     gw.serverconf.put_access(&id, &rules).await?;
     tracing::info!(actor = %who, client = %id, rules = rules.len(), "access rights replaced");
@@ -233,17 +342,27 @@ async fn put_access(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path(id): Path
 }
 
 #[utoipa::path(put, path = "/api/v1/clients/{id}/local-groups/{code}", request_body = LocalGroup, params(("id" = String, Path), ("code" = String, Path)), responses((status = 204)))]
-async fn put_local_group(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path((id, code)): Path<(String, String)>, Json(b): Json<LocalGroup>) -> AdminResult<StatusCode> {
+async fn put_local_group(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+    Path((id, code)): Path<(String, String)>,
+    Json(b): Json<LocalGroup>,
+) -> AdminResult<StatusCode> {
     let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
-    veksel_id::validate_part("local group", 0, &code).map_err(|e| AdminError::bad_request(e.to_string()))?;
+    veksel_id::validate_part("local group", 0, &code)
+        .map_err(|e| AdminError::bad_request(e.to_string()))?;
     gw.serverconf.put_local_group(&id, &code, &b).await?;
     tracing::info!(actor = %who, client = %id, group = %code, "local group configured");
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(delete, path = "/api/v1/clients/{id}/local-groups/{code}", params(("id" = String, Path), ("code" = String, Path)), responses((status = 204)))]
-async fn delete_local_group(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path((id, code)): Path<(String, String)>) -> AdminResult<StatusCode> {
+async fn delete_local_group(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+    Path((id, code)): Path<(String, String)>,
+) -> AdminResult<StatusCode> {
     let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     gw.serverconf.remove_local_group(&id, &code).await?;
@@ -252,7 +371,11 @@ async fn delete_local_group(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path((
 }
 
 #[utoipa::path(get, path = "/api/v1/message-log", params(LogQuery), responses((status = 200, body = Vec<LoggedMessage>)))]
-async fn message_log(State(gw): State<Arc<Gateway>>, h: HeaderMap, Query(q): Query<LogQuery>) -> AdminResult<Json<Vec<LoggedMessage>>> {
+async fn message_log(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+    Query(q): Query<LogQuery>,
+) -> AdminResult<Json<Vec<LoggedMessage>>> {
     require(&gw, &h, "observer").await?;
     Ok(Json(msglog::query_messages(&gw.db, &q).await?))
 }
@@ -267,7 +390,12 @@ struct SideQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/message-log/{request_id}/bodies", params(("request_id" = String, Path), SideQuery), responses((status = 200, description = "The stored body bytes"), (status = 404, body = AdminError)))]
-async fn message_bodies(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path(id): Path<String>, Query(q): Query<SideQuery>) -> AdminResult<Response> {
+async fn message_bodies(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<SideQuery>,
+) -> AdminResult<Response> {
     // Bodies can hold personal data: only security officers and admins read them.
     require(&gw, &h, "security-officer").await?;
     let (request, response) = msglog::message_bodies(&gw.db, &id, &q.side).await?;
@@ -276,12 +404,22 @@ async fn message_bodies(State(gw): State<Arc<Gateway>>, h: HeaderMap, Path(id): 
         "response" => response,
         _ => return Err(AdminError::bad_request("part must be request or response")),
     };
-    let body = body.ok_or_else(|| AdminError::new(StatusCode::NOT_FOUND, "not_found", "no body is stored for this record"))?;
+    let body = body.ok_or_else(|| {
+        AdminError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no body is stored for this record",
+        )
+    })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/op-monitoring", params(LogQuery), responses((status = 200, body = Vec<OpRecord>)))]
-async fn op_monitoring(State(gw): State<Arc<Gateway>>, h: HeaderMap, Query(q): Query<LogQuery>) -> AdminResult<Json<Vec<OpRecord>>> {
+async fn op_monitoring(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+    Query(q): Query<LogQuery>,
+) -> AdminResult<Json<Vec<OpRecord>>> {
     require(&gw, &h, "observer").await?;
     Ok(Json(msglog::query_monitoring(&gw.db, &q).await?))
 }
@@ -301,7 +439,12 @@ pub async fn readiness_problems(gw: &Gateway) -> Vec<String> {
         problems.push(format!("database: {e}"));
     }
     let now = gw.clock.now_secs();
-    match gw.keys.auth_chain.first().map(|c| veksel_pki::CertInfo::parse(c)) {
+    match gw
+        .keys
+        .auth_chain
+        .first()
+        .map(|c| veksel_pki::CertInfo::parse(c))
+    {
         Some(Ok(info)) if i64::try_from(now).unwrap_or(i64::MAX) >= info.not_after => {
             problems.push("the authentication certificate has expired".into());
         }
@@ -310,7 +453,10 @@ pub async fn readiness_problems(gw: &Gateway) -> Vec<String> {
     }
     for c in gw.serverconf.current().clients.keys() {
         if gw.keys.signer(c.member()).is_none() {
-            problems.push(format!("no signing key for member {} (client {c})", c.member()));
+            problems.push(format!(
+                "no signing key for member {} (client {c})",
+                c.member()
+            ));
         }
     }
     problems
@@ -322,18 +468,27 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready:\n- {}\n", problems.join("\n- "))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready:\n- {}\n", problems.join("\n- ")),
+        )
+            .into_response()
     }
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     if let Some(c) = gw.conf.latest() {
-        gw.metrics.conf_version.set(i64::try_from(c.conf().version).unwrap_or_default());
+        gw.metrics
+            .conf_version
+            .set(i64::try_from(c.conf().version).unwrap_or_default());
         gw.metrics.conf_expires.set(c.conf().expires_at_ms / 1000);
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         gw.metrics.render(),
     )
         .into_response()

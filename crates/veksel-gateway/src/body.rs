@@ -79,7 +79,10 @@ pub struct BodyEnd {
 }
 
 /// The asynchronous end step: returns trailers to emit, or an error that aborts the stream.
-pub type Finisher = Box<dyn FnOnce(BodyEnd) -> Pin<Box<dyn Future<Output = Result<Option<HeaderMap>, String>> + Send>> + Send>;
+pub type Finisher = Box<dyn FnOnce(BodyEnd) -> FinisherFuture + Send>;
+
+/// What a finisher eventually yields: trailers to emit, or an error that aborts the stream.
+pub type FinisherFuture = Pin<Box<dyn Future<Output = Result<Option<HeaderMap>, String>> + Send>>;
 
 /// Options of a [`TapBody`].
 #[derive(Debug, Clone, Copy)]
@@ -101,7 +104,7 @@ pub struct TapBody {
     held: Option<Bytes>,
     out: VecDeque<Frame<Bytes>>,
     finisher: Option<Finisher>,
-    pending: Option<Pin<Box<dyn Future<Output = Result<Option<HeaderMap>, String>> + Send>>>,
+    pending: Option<FinisherFuture>,
     capture: Option<BytesMut>,
     options: TapOptions,
     size_hint: SizeHint,
@@ -175,7 +178,10 @@ impl Body for TapBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
             if let Some(frame) = this.out.pop_front() {
@@ -218,7 +224,9 @@ impl Body for TapBody {
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => match this.take_data(data) {
-                        Ok(Some(out)) if !out.is_empty() => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                        Ok(Some(out)) if !out.is_empty() => {
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
                         Ok(_) => continue,
                         Err(e) => {
                             this.done = true;
@@ -236,7 +244,11 @@ impl Body for TapBody {
                     }
                 },
                 Poll::Ready(None) => {
-                    let digest = this.hasher.take().map(BodyHasher::finish).unwrap_or_else(|| BodyDigest::of(b""));
+                    let digest = this
+                        .hasher
+                        .take()
+                        .map(BodyHasher::finish)
+                        .unwrap_or_else(|| BodyDigest::of(b""));
                     let end = BodyEnd {
                         digest,
                         trailers: this.trailers.take(),
@@ -256,7 +268,7 @@ impl Body for TapBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.size_hint.clone()
+        self.size_hint
     }
 }
 
@@ -332,8 +344,10 @@ mod tests {
     use http_body_util::StreamBody;
 
     fn source(chunks: &[&'static [u8]], trailers: Option<HeaderMap>) -> GwBody {
-        let mut frames: Vec<Result<Frame<Bytes>, BoxError>> =
-            chunks.iter().map(|c| Ok(Frame::data(Bytes::from_static(c)))).collect();
+        let mut frames: Vec<Result<Frame<Bytes>, BoxError>> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c))))
+            .collect();
         if let Some(t) = trailers {
             frames.push(Ok(Frame::trailers(t)));
         }
@@ -363,7 +377,11 @@ mod tests {
         let body = TapBody::new(
             source(&[b"he", b"llo"], Some(t)),
             vec![Bytes::from_static(b">")],
-            TapOptions { hold_last: true, max_len: 100, capture_up_to: 100 },
+            TapOptions {
+                hold_last: true,
+                max_len: 100,
+                capture_up_to: 100,
+            },
             finisher(true, std::sync::Arc::clone(&seen)),
         );
         let collected = body.collect().await.unwrap();
@@ -382,7 +400,11 @@ mod tests {
         let mut body = TapBody::new(
             source(&[b"part1", b"part2"], None),
             vec![],
-            TapOptions { hold_last: true, max_len: 100, capture_up_to: 0 },
+            TapOptions {
+                hold_last: true,
+                max_len: 100,
+                capture_up_to: 0,
+            },
             finisher(false, seen),
         );
         let mut got = Vec::new();
@@ -405,7 +427,11 @@ mod tests {
         let body = TapBody::new(
             source(&[b"12345", b"67890"], None),
             vec![],
-            TapOptions { hold_last: false, max_len: 7, capture_up_to: 0 },
+            TapOptions {
+                hold_last: false,
+                max_len: 7,
+                capture_up_to: 0,
+            },
             finisher(true, Default::default()),
         );
         let err = body.collect().await.unwrap_err().to_string();
@@ -421,10 +447,16 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match prefetch(source(&[b"abcdef", b"ghijkl", b"mn"], None), 8).await.unwrap() {
+        match prefetch(source(&[b"abcdef", b"ghijkl", b"mn"], None), 8)
+            .await
+            .unwrap()
+        {
             Prefetched::Partial { prefix, rest } => {
                 assert_eq!(prefix.len(), 2);
-                assert_eq!(rest.collect().await.unwrap().to_bytes(), Bytes::from_static(b"mn"));
+                assert_eq!(
+                    rest.collect().await.unwrap().to_bytes(),
+                    Bytes::from_static(b"mn")
+                );
             }
             other => panic!("{other:?}"),
         }

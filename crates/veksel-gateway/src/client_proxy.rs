@@ -5,7 +5,10 @@
 
 use crate::body::{self, BodyEnd, Finisher, GwBody, Prefetched, TapBody, TapOptions};
 use crate::clients::PeerCertHash;
-use crate::exchange::{self, OpCtx, VEKSEL_CONSUMER_GATEWAY, VEKSEL_CREATED_AT, VEKSEL_SIGNATURE, error_chain, fault_response, put};
+use crate::exchange::{
+    self, OpCtx, VEKSEL_CONSUMER_GATEWAY, VEKSEL_CREATED_AT, VEKSEL_SIGNATURE, error_chain,
+    fault_response, put,
+};
 use crate::msglog::{MessageRecord, Side};
 use crate::serverconf::{LocalClient, LogMode};
 use crate::{Gateway, meta};
@@ -20,7 +23,8 @@ use veksel_id::{ClientId, Fault, FaultCode, Origin, SubsystemId};
 use veksel_net::ConnInfo;
 use veksel_proto::conf::Gateway as ConfGateway;
 use veksel_proto::descriptor::{
-    self, BodyDigest, REQUEST_CTY, REQUEST_TYPE, RESPONSE_TYPE, RequestDescriptor, ResponseDescriptor,
+    self, BodyDigest, REQUEST_CTY, REQUEST_TYPE, RESPONSE_TYPE, RequestDescriptor,
+    ResponseDescriptor,
 };
 use veksel_proto::headers::{self as xh, end_to_end};
 use veksel_proto::r1::{self, R1Target};
@@ -29,7 +33,12 @@ use veksel_proto::r1::{self, R1Target};
 pub fn service(
     gw: Arc<Gateway>,
     conn: ConnInfo,
-) -> impl hyper::service::Service<Request<Incoming>, Response = Response<GwBody>, Error = Infallible, Future = impl Future<Output = Result<Response<GwBody>, Infallible>> + Send> + Clone {
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<GwBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<GwBody>, Infallible>> + Send,
+> + Clone {
     hyper::service::service_fn(move |req: Request<Incoming>| {
         let gw = gw.clone();
         let conn = conn.clone();
@@ -101,10 +110,21 @@ fn authorize_information_system(conn: &ConnInfo, local: &LocalClient) -> Result<
     }
     let presented = conn.peer_chain.first().map(|c| veksel_pki::sha256_hex(c));
     match presented {
-        Some(h) if local.settings.is_cert_sha256.iter().any(|r| r.eq_ignore_ascii_case(&h)) => Ok(()),
+        Some(h)
+            if local
+                .settings
+                .is_cert_sha256
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(&h)) =>
+        {
+            Ok(())
+        }
         Some(h) => Err(cfault(
             FaultCode::SslAuthenticationFailed,
-            format!("TLS client certificate {h} is not registered for client {}", local.id),
+            format!(
+                "TLS client certificate {h} is not registered for client {}",
+                local.id
+            ),
         )),
         None => Err(cfault(
             FaultCode::SslAuthenticationFailed,
@@ -113,7 +133,12 @@ fn authorize_information_system(conn: &ConnInfo, local: &LocalClient) -> Result<
     }
 }
 
-fn choose_peer<'a>(hosts: &[&'a ConfGateway], wanted: Option<&veksel_id::GatewayId>, request_id: &str, provider: &SubsystemId) -> Result<&'a ConfGateway, Fault> {
+fn choose_peer<'a>(
+    hosts: &[&'a ConfGateway],
+    wanted: Option<&veksel_id::GatewayId>,
+    request_id: &str,
+    provider: &SubsystemId,
+) -> Result<&'a ConfGateway, Fault> {
     if hosts.is_empty() {
         return Err(cfault(
             FaultCode::UnknownMember,
@@ -129,7 +154,9 @@ fn choose_peer<'a>(hosts: &[&'a ConfGateway], wanted: Option<&veksel_id::Gateway
         }),
         None => {
             // Spread load over the gateways that host the provider.
-            let spread = request_id.bytes().fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(usize::from(b)));
+            let spread = request_id.bytes().fold(0usize, |a, b| {
+                a.wrapping_mul(31).wrapping_add(usize::from(b))
+            });
             Ok(hosts[spread % hosts.len()])
         }
     }
@@ -143,7 +170,12 @@ struct SignedRequest {
     captured: Option<Bytes>,
 }
 
-async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: &mut OpCtx) -> Result<Response<GwBody>, Fault> {
+async fn exchange(
+    gw: &Arc<Gateway>,
+    conn: &ConnInfo,
+    req: Request<GwBody>,
+    op: &mut OpCtx,
+) -> Result<Response<GwBody>, Fault> {
     let (parts, body) = req.into_parts();
     let target: R1Target = r1::parse_target(parts.uri.path(), parts.uri.query())?;
     xh::check_limits(&parts.headers)?;
@@ -153,7 +185,9 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
     let ClientId::Subsystem(client_sub) = &client else {
         return Err(Fault::client(
             FaultCode::InvalidClientIdentifier,
-            format!("X-Road-Client {client} names a member; veksel clients are subsystems (add the subsystem code)"),
+            format!(
+                "X-Road-Client {client} names a member; veksel clients are subsystems (add the subsystem code)"
+            ),
         ));
     };
     let xroad_id = match xh::optional_field(&parts.headers, xh::X_ROAD_ID)? {
@@ -168,14 +202,24 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
 
     let conf = gw.conf.current(Origin::ClientProxy)?;
     let serverconf = gw.serverconf.current();
-    let local = serverconf
-        .clients
-        .get(client_sub)
-        .ok_or_else(|| cfault(FaultCode::UnknownMember, format!("Client '{client}' not found on gateway {}", gw.id())))?;
-    if !conf.index.gateways_hosting(client_sub).iter().any(|g| &g.id == gw.id()) {
+    let local = serverconf.clients.get(client_sub).ok_or_else(|| {
+        cfault(
+            FaultCode::UnknownMember,
+            format!("Client '{client}' not found on gateway {}", gw.id()),
+        )
+    })?;
+    if !conf
+        .index
+        .gateways_hosting(client_sub)
+        .iter()
+        .any(|g| &g.id == gw.id())
+    {
         return Err(cfault(
             FaultCode::UnknownMember,
-            format!("client {client} is not registered to gateway {} in the global configuration", gw.id()),
+            format!(
+                "client {client} is not registered to gateway {} in the global configuration",
+                gw.id()
+            ),
         ));
     }
     authorize_information_system(conn, local)?;
@@ -189,7 +233,10 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
     let signer = gw.keys.signer(client.member()).ok_or_else(|| {
         cfault(
             FaultCode::InternalError,
-            format!("this gateway holds no signing key for member {}; enrol it with the authority", client.member()),
+            format!(
+                "this gateway holds no signing key for member {}; enrol it with the authority",
+                client.member()
+            ),
         )
     })?;
 
@@ -218,7 +265,12 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
         .method(parts.method.clone())
         .uri(&uri)
         .body(body::empty())
-        .map_err(|e| cfault(FaultCode::InternalError, format!("cannot build request to {uri}: {e}")))?;
+        .map_err(|e| {
+            cfault(
+                FaultCode::InternalError,
+                format!("cannot build request to {uri}: {e}"),
+            )
+        })?;
     {
         let h = out.headers_mut();
         xh::append_all(h, &request_template.headers)?;
@@ -241,17 +293,27 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
         }
     }
     let log_mode = local.settings.log_mode;
-    let capture = if log_mode == LogMode::Full { gw.config.max_logged_body_bytes } else { 0 };
+    let capture = if log_mode == LogMode::Full {
+        gw.config.max_logged_body_bytes
+    } else {
+        0
+    };
     let (signed_tx, signed_rx) = oneshot::channel::<SignedRequest>();
     let finisher: Finisher = Box::new(move |end: BodyEnd| {
         Box::pin(async move {
             let mut descriptor = request_template;
             descriptor.body = end.digest;
             let bytes = descriptor::canonical_bytes(&descriptor);
-            let signature = exchange::sign(signer.as_ref(), REQUEST_CTY, &bytes, Origin::ClientProxy).map_err(|f| f.message)?;
+            let signature =
+                exchange::sign(signer.as_ref(), REQUEST_CTY, &bytes, Origin::ClientProxy)
+                    .map_err(|f| f.message)?;
             let mut trailers = HeaderMap::new();
             put(&mut trailers, VEKSEL_SIGNATURE, &signature);
-            put(&mut trailers, exchange::VEKSEL_BODY_DIGEST, &descriptor.body.sha256);
+            put(
+                &mut trailers,
+                exchange::VEKSEL_BODY_DIGEST,
+                &descriptor.body.sha256,
+            );
             let _ = signed_tx.send(SignedRequest {
                 descriptor,
                 bytes,
@@ -279,28 +341,52 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
         Err(_) => {
             return Err(cfault(
                 FaultCode::Timeout,
-                format!("gateway {} did not answer within {} s", peer.id, timeout.as_secs()),
+                format!(
+                    "gateway {} did not answer within {} s",
+                    peer.id,
+                    timeout.as_secs()
+                ),
             ));
         }
         Ok(Err(e)) => {
             return Err(cfault(
                 FaultCode::NetworkError,
-                format!("cannot exchange with gateway {} at {}: {}", peer.id, peer.address, error_chain(&e)),
+                format!(
+                    "cannot exchange with gateway {} at {}: {}",
+                    peer.id,
+                    peer.address,
+                    error_chain(&e)
+                ),
             ));
         }
         Ok(Ok(r)) => r,
     };
     op.record.response_in_ts = Some(gw.clock.now_ms());
-    let presented = resp.extensions().get::<PeerCertHash>().map(|p| p.0.clone()).unwrap_or_default();
-    if !peer.auth_cert_sha256.iter().any(|h| h.eq_ignore_ascii_case(&presented)) {
+    let presented = resp
+        .extensions()
+        .get::<PeerCertHash>()
+        .map(|p| p.0.clone())
+        .unwrap_or_default();
+    if !peer
+        .auth_cert_sha256
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(&presented))
+    {
         return Err(cfault(
             FaultCode::SslAuthenticationFailed,
-            format!("the gateway at {} presented certificate {presented}, which is not registered to {}", peer.address, peer.id),
+            format!(
+                "the gateway at {} presented certificate {presented}, which is not registered to {}",
+                peer.address, peer.id
+            ),
         ));
     }
     let (rparts, rbody) = resp.into_parts();
     let rbody = body::incoming(rbody);
-    if let Some(kind) = rparts.headers.get(xh::X_ROAD_ERROR).and_then(|v| v.to_str().ok()) {
+    if let Some(kind) = rparts
+        .headers
+        .get(xh::X_ROAD_ERROR)
+        .and_then(|v| v.to_str().ok())
+    {
         return Err(provider_fault(kind, rbody).await);
     }
     let signed = match tokio::time::timeout(timeout, signed_rx).await {
@@ -313,8 +399,14 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
         }
     };
     let request_hash = descriptor::request_hash(&signed.bytes);
-    let echoed_hash = rparts.headers.get(xh::X_ROAD_REQUEST_HASH).and_then(|v| v.to_str().ok());
-    let echoed_id = rparts.headers.get(xh::X_ROAD_REQUEST_ID).and_then(|v| v.to_str().ok());
+    let echoed_hash = rparts
+        .headers
+        .get(xh::X_ROAD_REQUEST_HASH)
+        .and_then(|v| v.to_str().ok());
+    let echoed_id = rparts
+        .headers
+        .get(xh::X_ROAD_REQUEST_ID)
+        .and_then(|v| v.to_str().ok());
     if echoed_hash != Some(request_hash.as_str()) || echoed_id != Some(request_id.as_str()) {
         return Err(cfault(
             FaultCode::InconsistentResponse,
@@ -336,10 +428,19 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
         body: BodyDigest::of(b""),
     };
     let mut headers = HeaderMap::new();
-    xh::append_all(&mut headers, &response_template.headers).map_err(|f| exchange::reorigin(f, Origin::ClientProxy))?;
+    xh::append_all(&mut headers, &response_template.headers)
+        .map_err(|f| exchange::reorigin(f, Origin::ClientProxy))?;
     put(&mut headers, xh::X_ROAD_ID, &xroad_id);
-    put(&mut headers, xh::X_ROAD_CLIENT, &r1::encode_id(&client.to_string()));
-    put(&mut headers, xh::X_ROAD_SERVICE, &r1::encode_id(&target.service.to_string()));
+    put(
+        &mut headers,
+        xh::X_ROAD_CLIENT,
+        &r1::encode_id(&client.to_string()),
+    );
+    put(
+        &mut headers,
+        xh::X_ROAD_SERVICE,
+        &r1::encode_id(&target.service.to_string()),
+    );
     put(&mut headers, xh::X_ROAD_REQUEST_ID, &request_id);
     put(&mut headers, xh::X_ROAD_REQUEST_HASH, &request_hash);
     let content_length = rparts
@@ -360,9 +461,17 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
     let status = rparts.status;
     let prefetched = body::prefetch(rbody, exchange::PREFETCH_LIMIT)
         .await
-        .map_err(|e| cfault(FaultCode::NetworkError, format!("reading the response from {}: {}", peer.id, e)))?;
+        .map_err(|e| {
+            cfault(
+                FaultCode::NetworkError,
+                format!("reading the response from {}: {}", peer.id, e),
+            )
+        })?;
     let body = match prefetched {
-        Prefetched::Complete { body: bytes, trailers } => {
+        Prefetched::Complete {
+            body: bytes,
+            trailers,
+        } => {
             let end = BodyEnd {
                 digest: BodyDigest::of(&bytes),
                 trailers,
@@ -372,7 +481,9 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
             body::full(bytes)
         }
         Prefetched::Partial { prefix, rest } => {
-            let finisher: Finisher = Box::new(move |end| Box::pin(async move { finish.run(end).await.map(|()| None).map_err(|f| f.message) }));
+            let finisher: Finisher = Box::new(move |end| {
+                Box::pin(async move { finish.run(end).await.map(|()| None).map_err(|f| f.message) })
+            });
             let tap = TapBody::new(
                 rest,
                 prefix,
@@ -428,16 +539,26 @@ impl Finish {
             .get(VEKSEL_CREATED_AT)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| cfault(FaultCode::MissingSignature, "the response carries no signature time"))?;
-        if let Some(sent) = trailers.get(exchange::VEKSEL_BODY_DIGEST).and_then(|v| v.to_str().ok()) {
-            if sent != d.body.sha256 {
-                return Err(cfault(FaultCode::InvalidBodyDigest, "the response body does not match the digest the provider signed"));
-            }
+            .ok_or_else(|| {
+                cfault(
+                    FaultCode::MissingSignature,
+                    "the response carries no signature time",
+                )
+            })?;
+        if let Some(sent) = trailers
+            .get(exchange::VEKSEL_BODY_DIGEST)
+            .and_then(|v| v.to_str().ok())
+            && sent != d.body.sha256
+        {
+            return Err(cfault(
+                FaultCode::InvalidBodyDigest,
+                "the response body does not match the digest the provider signed",
+            ));
         }
         let bytes = descriptor::canonical_bytes(&d);
         let provider_member = d.service.subsystem().member().clone();
         let signature = exchange::verify_signature(
-            &self.conf.roots,
+            &self.conf,
             &provider_member,
             trailers.get(VEKSEL_SIGNATURE).and_then(|v| v.to_str().ok()),
             &bytes,
@@ -450,7 +571,14 @@ impl Finish {
             let (request_body, response_body, note) = if self.capture {
                 match (&self.signed.captured, &end.captured) {
                     (Some(q), Some(r)) => (Some(q.to_vec()), Some(r.to_vec()), None),
-                    _ => (None, None, Some(format!("a body was larger than {} bytes and was not stored", self.gw.config.max_logged_body_bytes))),
+                    _ => (
+                        None,
+                        None,
+                        Some(format!(
+                            "a body was larger than {} bytes and was not stored",
+                            self.gw.config.max_logged_body_bytes
+                        )),
+                    ),
                 }
             } else {
                 (None, None, None)
@@ -478,11 +606,12 @@ impl Finish {
                 created_at: self.signed.descriptor.created_at_ms,
                 logged_at: self.gw.clock.now_ms(),
             };
-            self.gw
-                .log
-                .log_message(record)
-                .await
-                .map_err(|e| cfault(FaultCode::DatabaseError, format!("the message log could not be written: {e}")))?;
+            self.gw.log.log_message(record).await.map_err(|e| {
+                cfault(
+                    FaultCode::DatabaseError,
+                    format!("the message log could not be written: {e}"),
+                )
+            })?;
         }
         Ok((d.status, request_size, response_size))
     }
@@ -499,7 +628,11 @@ async fn provider_fault(kind: &str, body: GwBody) -> Fault {
         .map(|b| b.message)
         .unwrap_or_else(|_| "the provider's gateway refused the request".to_owned());
     match Fault::parse_type(kind) {
-        Some((origin, code)) => Fault { origin, code, message },
+        Some((origin, code)) => Fault {
+            origin,
+            code,
+            message,
+        },
         None => Fault::server_proxy(FaultCode::InternalError, format!("{kind}: {message}")),
     }
 }

@@ -28,18 +28,28 @@ pub struct PeerStream {
 
 impl Connection for PeerStream {
     fn connected(&self) -> Connected {
-        Connected::new().negotiated_h2().extra(PeerCertHash(self.peer.clone()))
+        Connected::new()
+            .negotiated_h2()
+            .extra(PeerCertHash(self.peer.clone()))
     }
 }
 
 impl hyper::rt::Read for PeerStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: hyper::rt::ReadBufCursor<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
 impl hyper::rt::Write for PeerStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -48,7 +58,11 @@ impl hyper::rt::Write for PeerStream {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -65,7 +79,9 @@ pub struct PeerConnector {
 
 impl std::fmt::Debug for PeerConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PeerConnector").field("connect_timeout", &self.connect_timeout).finish()
+        f.debug_struct("PeerConnector")
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
     }
 }
 
@@ -83,23 +99,45 @@ impl tower::Service<http::Uri> for PeerConnector {
         let timeout = self.connect_timeout;
         Box::pin(async move {
             let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, m.to_owned());
-            let host = uri.host().ok_or_else(|| bad("peer address has no host"))?.trim_matches(['[', ']']).to_owned();
-            let port = uri.port_u16().ok_or_else(|| bad("peer address has no port"))?;
+            let host = uri
+                .host()
+                .ok_or_else(|| bad("peer address has no host"))?
+                .trim_matches(['[', ']'])
+                .to_owned();
+            let port = uri
+                .port_u16()
+                .ok_or_else(|| bad("peer address has no port"))?;
             let tcp = tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
                 .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connecting to {host}:{port} timed out")))??;
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("connecting to {host}:{port} timed out"),
+                    )
+                })??;
             let _ = tcp.set_nodelay(true);
-            let name = ServerName::try_from(host.clone()).map_err(|_| bad("peer host is not a valid server name"))?;
+            let name = ServerName::try_from(host.clone())
+                .map_err(|_| bad("peer host is not a valid server name"))?;
             let stream = tokio::time::timeout(timeout, tls.connect(name, tcp))
                 .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake with peer gateway timed out"))??;
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "TLS handshake with peer gateway timed out",
+                    )
+                })??;
             let peer = stream
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| veksel_pki::sha256_hex(c.as_ref()))
-                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::PermissionDenied, "peer presented no certificate"))?;
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        "peer presented no certificate",
+                    )
+                })?;
             Ok(PeerStream {
                 io: TokioIo::new(stream),
                 peer,

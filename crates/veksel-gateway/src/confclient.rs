@@ -8,7 +8,7 @@ use crate::GatewayError;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use veksel_id::{Fault, FaultCode, Origin};
+use veksel_id::{Fault, FaultCode, MemberId, Origin};
 use veksel_pki::tls::PeerTrust;
 use veksel_pki::verify::{Roots, Usage};
 use veksel_pki::{CertInfo, certs_from_pem, sha256_hex};
@@ -24,12 +24,48 @@ pub struct ConfState {
     pub roots: Roots,
     /// The signed document as received.
     pub jws: String,
+    /// Signing certificates already validated under this configuration.
+    signers: std::sync::Mutex<std::collections::HashMap<(String, MemberId), CertInfo>>,
 }
+
+/// Most validated signing certificates remembered per configuration version.
+const SIGNER_CACHE_LIMIT: usize = 10_000;
 
 impl ConfState {
     /// The document.
     pub fn conf(&self) -> &GlobalConf {
         self.index.conf()
+    }
+
+    /// Validates a member's signing certificate chain, remembering the result for
+    /// this configuration version: the chain check (another ECDSA verification and
+    /// path building) then runs once per certificate instead of once per message.
+    /// Expiry is still checked on every call.
+    pub fn signing_cert(
+        &self,
+        chain: &[Vec<u8>],
+        member: &MemberId,
+        now_secs: u64,
+    ) -> Result<CertInfo, veksel_pki::PkiError> {
+        let leaf = chain
+            .first()
+            .ok_or_else(|| veksel_pki::PkiError::Untrusted("empty certificate chain".into()))?;
+        let key = (sha256_hex(leaf), member.clone());
+        let now = i64::try_from(now_secs).unwrap_or(i64::MAX);
+        let cached = self.signers.lock().ok().and_then(|m| m.get(&key).cloned());
+        if let Some(info) = cached {
+            if now >= info.not_before && now < info.not_after {
+                return Ok(info);
+            }
+        }
+        let info = self.roots.verify_member_signing(chain, member, now_secs)?;
+        if let Ok(mut m) = self.signers.lock() {
+            if m.len() >= SIGNER_CACHE_LIMIT {
+                m.clear();
+            }
+            m.insert(key, info.clone());
+        }
+        Ok(info)
     }
 }
 
@@ -49,12 +85,13 @@ impl ConfClient {
     /// Sets up the client from an anchor; loads the cached copy if there is one.
     pub fn new(anchor: Anchor, cache_path: PathBuf, clock: Clock) -> Result<Self, GatewayError> {
         let conf_cert = certs_from_pem(&anchor.conf_signing_cert_pem)?;
-        let first = conf_cert
-            .first()
-            .ok_or_else(|| GatewayError::Config("anchor has no configuration-signing certificate".into()))?;
+        let first = conf_cert.first().ok_or_else(|| {
+            GatewayError::Config("anchor has no configuration-signing certificate".into())
+        })?;
         let anchor_key = CertInfo::parse(first)?.public_key;
         let tls_roots = certs_from_pem(&anchor.authority_tls_ca_pem)?;
-        let tls = veksel_pki::tls::https_client_config(&tls_roots).map_err(|e| GatewayError::Config(e.to_string()))?;
+        let tls = veksel_pki::tls::https_client_config(&tls_roots)
+            .map_err(|e| GatewayError::Config(e.to_string()))?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .timeout(Duration::from_secs(20))
@@ -97,6 +134,7 @@ impl ConfClient {
             index: ConfIndex::new(conf),
             roots,
             jws: jws.to_owned(),
+            signers: Default::default(),
         })
     }
 
@@ -144,7 +182,9 @@ impl ConfClient {
         state.conf().check_valid_at(now).map_err(|e| {
             outdated(format!(
                 "{e}; the authority has not been reachable{}",
-                self.last_error().map(|e| format!(": {e}")).unwrap_or_default()
+                self.last_error()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
             ))
         })?;
         Ok(state)
@@ -163,10 +203,9 @@ impl ConfClient {
             let etag = &sha256_hex(cur.jws.as_bytes())[..32];
             req = req.header("if-none-match", format!("\"{etag}\""));
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| GatewayError::Config(format!("downloading {}: {e}", self.anchor.conf_url)))?;
+        let resp = req.send().await.map_err(|e| {
+            GatewayError::Config(format!("downloading {}: {e}", self.anchor.conf_url))
+        })?;
         if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
             return Ok(false);
         }
@@ -182,9 +221,12 @@ impl ConfClient {
             .await
             .map_err(|e| GatewayError::Config(format!("downloading configuration: {e}")))?;
         if body.len() > 16 * 1024 * 1024 {
-            return Err(GatewayError::Config("configuration larger than 16 MiB".into()));
+            return Err(GatewayError::Config(
+                "configuration larger than 16 MiB".into(),
+            ));
         }
-        let jws = String::from_utf8(body.to_vec()).map_err(|_| GatewayError::Config("configuration is not UTF-8".into()))?;
+        let jws = String::from_utf8(body.to_vec())
+            .map_err(|_| GatewayError::Config("configuration is not UTF-8".into()))?;
         let state = self.verify(&jws)?;
         if let Some(cur) = self.latest() {
             if state.conf().version < cur.conf().version {
@@ -238,21 +280,25 @@ impl PeerTrust for ConfClient {
         match usage {
             Usage::TlsServer => {
                 let hash = sha256_hex(leaf);
-                let gateway = state
-                    .index
-                    .gateway_by_cert(&hash)
-                    .ok_or_else(|| format!("certificate {hash} is not registered to any gateway"))?;
+                let gateway = state.index.gateway_by_cert(&hash).ok_or_else(|| {
+                    format!("certificate {hash} is not registered to any gateway")
+                })?;
                 state
                     .roots
                     .verify_gateway_auth(chain, &gateway.id, usage, now_secs)
                     .map_err(|e| e.to_string())?;
             }
             Usage::TlsClient | Usage::Signing => {
-                let info = state.roots.verify(chain, Usage::TlsClient, now_secs).map_err(|e| e.to_string())?;
+                let info = state
+                    .roots
+                    .verify(chain, Usage::TlsClient, now_secs)
+                    .map_err(|e| e.to_string())?;
                 info.subject_serial_number
                     .as_deref()
                     .and_then(|s| s.parse::<veksel_id::GatewayId>().ok())
-                    .ok_or_else(|| format!("certificate {} does not name a gateway", info.sha256))?;
+                    .ok_or_else(|| {
+                        format!("certificate {} does not name a gateway", info.sha256)
+                    })?;
             }
         }
         Ok(())

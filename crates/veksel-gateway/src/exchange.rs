@@ -3,12 +3,12 @@
 
 use crate::Gateway;
 use crate::body::{self, GwBody};
+use crate::confclient::ConfState;
 use crate::msglog::{OpRecord, Side};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use std::sync::Arc;
 use veksel_id::{Fault, FaultCode, MemberId, Origin};
 use veksel_pki::CertInfo;
-use veksel_pki::verify::Roots;
 use veksel_proto::jws::{self, Signer, Unverified};
 use veksel_proto::meta::{ErrorBody, ErrorFormat};
 
@@ -36,9 +36,13 @@ pub fn fault_response(fault: &Fault, accept: Option<&str>, detail: &str) -> Resp
         detail: detail.to_owned(),
     };
     let mut resp = Response::new(body::full(body.render(format)));
-    *resp.status_mut() = StatusCode::from_u16(fault.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *resp.status_mut() =
+        StatusCode::from_u16(fault.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
     if let Ok(v) = HeaderValue::from_str(&fault.type_string()) {
         h.insert(veksel_proto::headers::X_ROAD_ERROR, v);
     }
@@ -60,7 +64,12 @@ pub fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
 }
 
 /// Signs canonical descriptor bytes; the JWS carries the signer's chain (`x5c`).
-pub fn sign(signer: &dyn Signer, cty: &str, payload: &[u8], origin: Origin) -> Result<String, Fault> {
+pub fn sign(
+    signer: &dyn Signer,
+    cty: &str,
+    payload: &[u8],
+    origin: Origin,
+) -> Result<String, Fault> {
     jws::sign_detached(signer, cty, true, payload).map_err(|e| Fault {
         origin,
         code: FaultCode::InternalError,
@@ -71,27 +80,46 @@ pub fn sign(signer: &dyn Signer, cty: &str, payload: &[u8], origin: Origin) -> R
 /// Checks a detached JWS over `payload`: the chain in `x5c` must lead to an approved
 /// CA, name `member`, be a signing certificate valid now, and its key must verify.
 pub fn verify_signature(
-    roots: &Roots,
+    conf: &ConfState,
     member: &MemberId,
     signature: Option<&str>,
     payload: &[u8],
     now_secs: u64,
     origin: Origin,
 ) -> Result<String, Fault> {
-    let fault = |code, message: String| Fault { origin, code, message };
-    let signature = signature.ok_or_else(|| fault(FaultCode::MissingSignature, "the message carries no signature".into()))?;
-    let parsed = Unverified::parse(signature, Some(payload))
-        .map_err(|e| fault(FaultCode::InvalidSignatureValue, format!("malformed signature: {e}")))?;
+    let fault = |code, message: String| Fault {
+        origin,
+        code,
+        message,
+    };
+    let signature = signature.ok_or_else(|| {
+        fault(
+            FaultCode::MissingSignature,
+            "the message carries no signature".into(),
+        )
+    })?;
+    let parsed = Unverified::parse(signature, Some(payload)).map_err(|e| {
+        fault(
+            FaultCode::InvalidSignatureValue,
+            format!("malformed signature: {e}"),
+        )
+    })?;
     let chain = parsed
         .header
         .chain_der()
         .map_err(|e| fault(FaultCode::InvalidSignatureValue, e.to_string()))?;
-    let info: CertInfo = roots
-        .verify_member_signing(&chain, member, now_secs)
-        .map_err(|e| fault(FaultCode::IncorrectCertificate, format!("signing certificate of {member}: {e}")))?;
-    parsed
-        .verify(&info.public_key)
-        .map_err(|_| fault(FaultCode::InvalidSignatureValue, format!("the signature of {member} does not verify over the message as received")))?;
+    let info: CertInfo = conf.signing_cert(&chain, member, now_secs).map_err(|e| {
+        fault(
+            FaultCode::IncorrectCertificate,
+            format!("signing certificate of {member}: {e}"),
+        )
+    })?;
+    parsed.verify(&info.public_key).map_err(|_| {
+        fault(
+            FaultCode::InvalidSignatureValue,
+            format!("the signature of {member} does not verify over the message as received"),
+        )
+    })?;
     Ok(signature.to_owned())
 }
 
@@ -144,17 +172,28 @@ impl OpCtx {
     }
 
     fn side(&self) -> &'static str {
-        if self.record.side == "provider" { "provider" } else { "consumer" }
+        if self.record.side == "provider" {
+            "provider"
+        } else {
+            "consumer"
+        }
     }
 
     /// Records a success.
-    pub fn finish_ok(mut self, gw: &Arc<Gateway>, status: u16, request_size: u64, response_size: u64) {
+    pub fn finish_ok(
+        mut self,
+        gw: &Arc<Gateway>,
+        status: u16,
+        request_size: u64,
+        response_size: u64,
+    ) {
         self.record.response_out_ts = gw.clock.now_ms();
         self.record.status_code = Some(status);
         self.record.request_size = request_size;
         self.record.response_size = response_size;
         self.record.succeeded = true;
-        gw.metrics.record(self.side(), None, self.started.elapsed().as_secs_f64());
+        gw.metrics
+            .record(self.side(), None, self.started.elapsed().as_secs_f64());
         gw.log.monitor(self.record);
     }
 
@@ -165,7 +204,11 @@ impl OpCtx {
         self.record.succeeded = false;
         let kind = fault.type_string();
         self.record.fault_message = Some(fault.message.clone());
-        gw.metrics.record(self.side(), Some(&kind), self.started.elapsed().as_secs_f64());
+        gw.metrics.record(
+            self.side(),
+            Some(&kind),
+            self.started.elapsed().as_secs_f64(),
+        );
         self.record.fault_code = Some(kind);
         gw.log.monitor(self.record);
     }

@@ -107,7 +107,12 @@ fn default_max_logged_body() -> u64 {
 
 impl GatewayConfig {
     /// Defaults for a gateway.
-    pub fn new(id: GatewayId, client_listen: SocketAddr, peer_listen: SocketAddr, admin_listen: SocketAddr) -> Self {
+    pub fn new(
+        id: GatewayId,
+        client_listen: SocketAddr,
+        peer_listen: SocketAddr,
+        admin_listen: SocketAddr,
+    ) -> Self {
         Self {
             id,
             client_listen,
@@ -184,7 +189,9 @@ impl KeyStore {
     /// Loads the keys from a data directory.
     pub fn load(dir: &Path) -> Result<Self, GatewayError> {
         let auth_path = dir.join(files::AUTH_CERT);
-        let auth_chain = certs_from_pem(&std::fs::read_to_string(&auth_path).map_err(|e| io_err(&auth_path, e))?)?;
+        let auth_chain = certs_from_pem(
+            &std::fs::read_to_string(&auth_path).map_err(|e| io_err(&auth_path, e))?,
+        )?;
         let auth_key = KeyFile::load(&dir.join(files::AUTH_KEY))?;
         let mut signers = BTreeMap::new();
         let sdir = dir.join(files::SIGNING_DIR);
@@ -194,12 +201,15 @@ impl KeyStore {
                 if path.extension().and_then(|e| e.to_str()) != Some("pem") {
                     continue;
                 }
-                let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+                let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+                    continue;
+                };
                 let member: MemberId = stem
                     .replace(':', "/")
                     .parse()
                     .map_err(|e| io_err(&path, format!("not a member id: {e}")))?;
-                let chain = certs_from_pem(&std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?)?;
+                let chain =
+                    certs_from_pem(&std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?)?;
                 let key = KeyFile::load(&path.with_extension("key"))?;
                 let signer = key.signer(chain).map_err(|e| io_err(&path, e))?;
                 signers.insert(member, Arc::new(signer));
@@ -222,11 +232,16 @@ impl KeyStore {
 pub fn init(dir: &Path, config: &GatewayConfig, anchor: &Anchor) -> Result<(), GatewayError> {
     std::fs::create_dir_all(dir.join(files::SIGNING_DIR)).map_err(|e| io_err(dir, e))?;
     if is_initialised(dir) {
-        return Err(GatewayError::Config(format!("{} is already initialised", dir.display())));
+        return Err(GatewayError::Config(format!(
+            "{} is already initialised",
+            dir.display()
+        )));
     }
-    let anchor_text = serde_json::to_string_pretty(anchor).map_err(|e| GatewayError::Config(e.to_string()))?;
+    let anchor_text =
+        serde_json::to_string_pretty(anchor).map_err(|e| GatewayError::Config(e.to_string()))?;
     std::fs::write(dir.join(files::ANCHOR), anchor_text).map_err(|e| io_err(dir, e))?;
-    let text = serde_json::to_string_pretty(config).map_err(|e| GatewayError::Config(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(config).map_err(|e| GatewayError::Config(e.to_string()))?;
     std::fs::write(dir.join(files::CONFIG), text).map_err(|e| io_err(dir, e))?;
     Ok(())
 }
@@ -260,11 +275,17 @@ pub async fn enrol(dir: &Path, token: &str, clock: &Clock) -> Result<Vec<String>
             continue;
         }
         let key = KeyFile::generate()?;
-        signing.push(serde_json::json!({"member": m.to_string(), "csr_pem": make_csr(&key, m.code())?}));
+        signing.push(
+            serde_json::json!({"member": m.to_string(), "csr_pem": make_csr(&key, m.code())?}),
+        );
         pending_keys.push((m.clone(), key));
     }
     let auth_missing = !dir.join(files::AUTH_CERT).exists();
-    let auth_key = if auth_missing { Some(KeyFile::generate()?) } else { None };
+    let auth_key = if auth_missing {
+        Some(KeyFile::generate()?)
+    } else {
+        None
+    };
     let auth_csr = match &auth_key {
         Some(k) => Some(make_csr(k, config.id.code())?),
         None => None,
@@ -282,18 +303,24 @@ pub async fn enrol(dir: &Path, token: &str, clock: &Clock) -> Result<Vec<String>
         .await
         .map_err(|e| GatewayError::Enrol(e.to_string()))?;
     let status = resp.status();
-    let answer: serde_json::Value = resp.json().await.map_err(|e| GatewayError::Enrol(e.to_string()))?;
+    let answer: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| GatewayError::Enrol(e.to_string()))?;
     if !status.is_success() {
         return Err(GatewayError::Enrol(format!(
             "the authority refused (HTTP {status}): {}",
-            answer.get("message").and_then(|m| m.as_str()).unwrap_or("no message")
+            answer
+                .get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("no message")
         )));
     }
     let mut issued = Vec::new();
     if let Some(key) = auth_key {
-        let pem = answer["auth"]["cert_pem"]
-            .as_str()
-            .ok_or_else(|| GatewayError::Enrol("answer has no authentication certificate".into()))?;
+        let pem = answer["auth"]["cert_pem"].as_str().ok_or_else(|| {
+            GatewayError::Enrol("answer has no authentication certificate".into())
+        })?;
         key.save(&dir.join(files::AUTH_KEY))?;
         std::fs::write(dir.join(files::AUTH_CERT), pem).map_err(|e| io_err(dir, e))?;
         issued.push(format!("authentication certificate for {}", config.id));
@@ -304,7 +331,9 @@ pub async fn enrol(dir: &Path, token: &str, clock: &Clock) -> Result<Vec<String>
             .iter()
             .find(|c| c["subject"].as_str() == Some(member.to_string().as_str()))
             .and_then(|c| c["cert_pem"].as_str())
-            .ok_or_else(|| GatewayError::Enrol(format!("answer has no signing certificate for {member}")))?;
+            .ok_or_else(|| {
+                GatewayError::Enrol(format!("answer has no signing certificate for {member}"))
+            })?;
         let stem = signing_stem(&member);
         key.save(&sdir.join(format!("{stem}.key")))?;
         std::fs::write(sdir.join(format!("{stem}.pem")), pem).map_err(|e| io_err(&sdir, e))?;
@@ -387,10 +416,15 @@ pub struct Listeners {
     pub admin: Option<tokio::net::TcpListener>,
 }
 
-async fn bind_or(l: Option<tokio::net::TcpListener>, addr: SocketAddr) -> Result<tokio::net::TcpListener, GatewayError> {
+async fn bind_or(
+    l: Option<tokio::net::TcpListener>,
+    addr: SocketAddr,
+) -> Result<tokio::net::TcpListener, GatewayError> {
     match l {
         Some(l) => Ok(l),
-        None => veksel_net::bind(addr).await.map_err(|e| GatewayError::Config(e.to_string())),
+        None => veksel_net::bind(addr)
+            .await
+            .map_err(|e| GatewayError::Config(e.to_string())),
     }
 }
 
@@ -409,12 +443,20 @@ pub async fn open_db(dir: &Path, config: &GatewayConfig) -> Result<Db, GatewayEr
 }
 
 /// Starts an initialised and enrolled gateway.
-pub async fn start(dir: &Path, clock: Clock, listeners: Listeners) -> Result<RunningGateway, GatewayError> {
+pub async fn start(
+    dir: &Path,
+    clock: Clock,
+    listeners: Listeners,
+) -> Result<RunningGateway, GatewayError> {
     veksel_pki::tls::install_default_provider();
     let config = read_config(dir)?;
     let anchor = read_anchor(dir)?;
     let keys = KeyStore::load(dir)?;
-    let conf = Arc::new(ConfClient::new(anchor, dir.join(files::CONF_CACHE), clock.clone())?);
+    let conf = Arc::new(ConfClient::new(
+        anchor,
+        dir.join(files::CONF_CACHE),
+        clock.clone(),
+    )?);
     if let Err(e) = conf.refresh().await {
         // Keep going on the cached copy while it is valid; exchanges fail with
         // OutdatedGlobalConf otherwise, and /readyz says why.
@@ -425,15 +467,26 @@ pub async fn start(dir: &Path, clock: Clock, listeners: Listeners) -> Result<Run
     let (log, writer_task) = msglog::LogWriter::start(db.clone());
 
     let verifier = veksel_pki::tls::GatewayPeerVerifier::new(conf.clone());
-    let client_tls = veksel_pki::tls::gateway_client_config(&keys.auth_chain, keys.auth_key.rustls_key(), verifier.clone())
-        .map_err(|e| GatewayError::Config(format!("TLS client: {e}")))?;
-    let server_tls = veksel_pki::tls::gateway_server_config(&keys.auth_chain, keys.auth_key.rustls_key(), verifier)
-        .map_err(|e| GatewayError::Config(format!("TLS server: {e}")))?;
+    let client_tls = veksel_pki::tls::gateway_client_config(
+        &keys.auth_chain,
+        keys.auth_key.rustls_key(),
+        verifier.clone(),
+    )
+    .map_err(|e| GatewayError::Config(format!("TLS client: {e}")))?;
+    let server_tls = veksel_pki::tls::gateway_server_config(
+        &keys.auth_chain,
+        keys.auth_key.rustls_key(),
+        verifier,
+    )
+    .map_err(|e| GatewayError::Config(format!("TLS server: {e}")))?;
     let mut backend_roots = Vec::new();
     for f in &config.backend_ca_files {
-        backend_roots.extend(certs_from_pem(&std::fs::read_to_string(f).map_err(|e| io_err(f, e))?)?);
+        backend_roots.extend(certs_from_pem(
+            &std::fs::read_to_string(f).map_err(|e| io_err(f, e))?,
+        )?);
     }
-    let backends = clients::backend_client(&backend_roots).map_err(|e| GatewayError::Config(format!("backend TLS: {e}")))?;
+    let backends = clients::backend_client(&backend_roots)
+        .map_err(|e| GatewayError::Config(format!("backend TLS: {e}")))?;
 
     let gateway = Arc::new(Gateway {
         peers: clients::peer_client(Arc::new(client_tls)),
@@ -451,7 +504,10 @@ pub async fn start(dir: &Path, clock: Clock, listeners: Listeners) -> Result<Run
     let client_l = bind_or(listeners.client, config.client_listen).await?;
     let peer_l = bind_or(listeners.peer, config.peer_listen).await?;
     let admin_l = bind_or(listeners.admin, config.admin_listen).await?;
-    let addr = |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| GatewayError::Config(e.to_string()));
+    let addr = |l: &tokio::net::TcpListener| {
+        l.local_addr()
+            .map_err(|e| GatewayError::Config(e.to_string()))
+    };
     let (client_addr, peer_addr, admin_addr) = (addr(&client_l)?, addr(&peer_l)?, addr(&admin_l)?);
     let shutdown = Shutdown::new();
 
@@ -503,7 +559,12 @@ pub async fn start(dir: &Path, clock: Clock, listeners: Listeners) -> Result<Run
 }
 
 /// Creates an admin API token for the gateway (stored hashed; the secret is returned once).
-pub async fn create_admin_token(dir: &Path, role: &str, description: &str, clock: &Clock) -> Result<String, GatewayError> {
+pub async fn create_admin_token(
+    dir: &Path,
+    role: &str,
+    description: &str,
+    clock: &Clock,
+) -> Result<String, GatewayError> {
     let config = read_config(dir)?;
     let db = open_db(dir, &config).await?;
     let (_, token) = veksel_store::tokens::create(&db, role, description, clock.now_ms()).await?;

@@ -12,18 +12,26 @@ use http::{HeaderValue, Method, Request, Response};
 use std::sync::Arc;
 use veksel_id::{ClientId, Fault, FaultCode, Origin};
 use veksel_proto::access::{self, Caller, Endpoint};
-use veksel_proto::meta::{ClientEntry, ClientList, EndpointEntry, ServiceEntry, ServiceList, XRoadIdentifier};
+use veksel_proto::meta::{
+    ClientEntry, ClientList, EndpointEntry, ServiceEntry, ServiceList, XRoadIdentifier,
+};
 use veksel_proto::r1::{Metaservice, single_query_param};
 
 fn json_response(value: &impl serde::Serialize) -> Response<GwBody> {
     let mut resp = Response::new(body::full(serde_json::to_vec(value).unwrap_or_default()));
-    resp.headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     resp
 }
 
 /// `GET /listClients[?xRoadInstance=…]`: every member and subsystem of the instance.
-pub fn list_clients(gw: &Arc<Gateway>, req: &Request<GwBody>, accept: Option<&str>) -> Response<GwBody> {
+pub fn list_clients(
+    gw: &Arc<Gateway>,
+    req: &Request<GwBody>,
+    accept: Option<&str>,
+) -> Response<GwBody> {
     let detail = crate::exchange::detail_id();
     if req.method() != Method::GET {
         let f = Fault::client(FaultCode::BadRequest, "listClients accepts GET only");
@@ -34,7 +42,9 @@ pub fn list_clients(gw: &Arc<Gateway>, req: &Request<GwBody>, accept: Option<&st
         Err(f) => return fault_response(&f, accept, &detail),
     };
     let instance = match single_query_param(req.uri().query(), "xRoadInstance") {
-        Ok(i) => i.filter(|i| !i.is_empty()).unwrap_or_else(|| conf.conf().instance.clone()),
+        Ok(i) => i
+            .filter(|i| !i.is_empty())
+            .unwrap_or_else(|| conf.conf().instance.clone()),
         Err(f) => return fault_response(&f, accept, &detail),
     };
     let mut member = Vec::new();
@@ -62,18 +72,28 @@ pub fn list_clients(gw: &Arc<Gateway>, req: &Request<GwBody>, accept: Option<&st
         }
     }
     let list = ClientList { member };
-    let wants_json = accept.is_some_and(|a| a.split(',').any(|t| t.trim().starts_with("application/json")));
+    let wants_json = accept.is_some_and(|a| {
+        a.split(',')
+            .any(|t| t.trim().starts_with("application/json"))
+    });
     if wants_json {
         json_response(&list)
     } else {
         let mut resp = Response::new(body::full(list.to_xml()));
-        resp.headers_mut()
-            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/xml; charset=utf-8"));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/xml; charset=utf-8"),
+        );
         resp
     }
 }
 
-fn entry(local: &LocalClient, code: &str, service_type: &str, endpoints: Vec<Endpoint>) -> ServiceEntry {
+fn entry(
+    local: &LocalClient,
+    code: &str,
+    service_type: &str,
+    endpoints: Vec<Endpoint>,
+) -> ServiceEntry {
     let m = local.id.member();
     ServiceEntry {
         object_type: "SERVICE".to_owned(),
@@ -106,7 +126,18 @@ pub fn provider_answer(
             let service = local
                 .services
                 .iter()
-                .map(|(code, s)| entry(local, code, if s.openapi.is_some() { "OPENAPI" } else { "REST" }, s.endpoints.clone()))
+                .map(|(code, s)| {
+                    entry(
+                        local,
+                        code,
+                        if s.openapi.is_some() {
+                            "OPENAPI"
+                        } else {
+                            "REST"
+                        },
+                        s.endpoints.clone(),
+                    )
+                })
                 .collect();
             Ok(json_response(&ServiceList { service }))
         }
@@ -121,7 +152,11 @@ pub fn provider_answer(
             let rules = access::rules_for(&local.access, &caller);
             let mut service = Vec::new();
             for (code, s) in &local.services {
-                let mine: Vec<&Endpoint> = rules.iter().filter(|r| &r.service_code == code).map(|r| &r.endpoint).collect();
+                let mine: Vec<&Endpoint> = rules
+                    .iter()
+                    .filter(|r| &r.service_code == code)
+                    .map(|r| &r.endpoint)
+                    .collect();
                 if mine.is_empty() {
                     continue;
                 }
@@ -134,7 +169,16 @@ pub fn provider_answer(
                 if endpoints.is_empty() {
                     endpoints = mine.into_iter().cloned().collect();
                 }
-                service.push(entry(local, code, if s.openapi.is_some() { "OPENAPI" } else { "REST" }, endpoints));
+                service.push(entry(
+                    local,
+                    code,
+                    if s.openapi.is_some() {
+                        "OPENAPI"
+                    } else {
+                        "REST"
+                    },
+                    endpoints,
+                ));
             }
             Ok(json_response(&ServiceList { service }))
         }
@@ -142,13 +186,23 @@ pub fn provider_answer(
             let code = single_query_param(query, "serviceCode")
                 .map_err(|f| crate::exchange::reorigin(f, Origin::ServerProxy))?
                 .filter(|c| !c.is_empty())
-                .ok_or_else(|| Fault::server_proxy(FaultCode::InvalidRequest, "Missing serviceCode in the query"))?;
-            let s = local
-                .services
-                .get(&code)
-                .ok_or_else(|| Fault::server_proxy(FaultCode::UnknownService, format!("Service not found: {}/{code}", local.id)))?;
+                .ok_or_else(|| {
+                    Fault::server_proxy(
+                        FaultCode::InvalidRequest,
+                        "Missing serviceCode in the query",
+                    )
+                })?;
+            let s = local.services.get(&code).ok_or_else(|| {
+                Fault::server_proxy(
+                    FaultCode::UnknownService,
+                    format!("Service not found: {}/{code}", local.id),
+                )
+            })?;
             let doc = s.openapi.as_ref().ok_or_else(|| {
-                Fault::server_proxy(FaultCode::UnknownService, format!("Service {}/{code} has no OpenAPI description", local.id))
+                Fault::server_proxy(
+                    FaultCode::UnknownService,
+                    format!("Service {}/{code} has no OpenAPI description", local.id),
+                )
             })?;
             let content_type = if serde_json::from_str::<serde_json::Value>(doc).is_ok() {
                 "application/json; charset=utf-8"
@@ -156,7 +210,10 @@ pub fn provider_answer(
                 "text/yaml; charset=utf-8"
             };
             let mut resp = Response::new(body::full(doc.clone()));
-            resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type),
+            );
             Ok(resp)
         }
     }

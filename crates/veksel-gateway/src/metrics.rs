@@ -41,7 +41,9 @@ pub struct Metrics {
 }
 
 fn latency_histogram() -> Histogram {
-    Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
 }
 
 impl Metrics {
@@ -49,14 +51,32 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let exchanges = Family::<ExchangeLabels, Counter>::default();
-        let duration = Family::<SideLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let duration = Family::<SideLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let in_flight = Gauge::default();
         let conf_version = Gauge::default();
         let conf_expires = Gauge::default();
-        registry.register("veksel_gateway_exchanges", "Exchanges by side and outcome", exchanges.clone());
-        registry.register("veksel_gateway_exchange_duration_seconds", "Exchange duration", duration.clone());
-        registry.register("veksel_gateway_in_flight", "Exchanges in progress", in_flight.clone());
-        registry.register("veksel_gateway_conf_version", "Version of the global configuration in use", conf_version.clone());
+        registry.register(
+            "veksel_gateway_exchanges",
+            "Exchanges by side and outcome",
+            exchanges.clone(),
+        );
+        registry.register(
+            "veksel_gateway_exchange_duration_seconds",
+            "Exchange duration",
+            duration.clone(),
+        );
+        registry.register(
+            "veksel_gateway_in_flight",
+            "Exchanges in progress",
+            in_flight.clone(),
+        );
+        registry.register(
+            "veksel_gateway_conf_version",
+            "Version of the global configuration in use",
+            conf_version.clone(),
+        );
         registry.register(
             "veksel_gateway_conf_expires_seconds",
             "Expiry of the global configuration in use, Unix seconds",
@@ -80,7 +100,9 @@ impl Metrics {
                 outcome: outcome.unwrap_or("ok").to_owned(),
             })
             .inc();
-        self.duration.get_or_create(&SideLabels { side }).observe(seconds);
+        self.duration
+            .get_or_create(&SideLabels { side })
+            .observe(seconds);
     }
 
     /// Renders the OpenMetrics text.

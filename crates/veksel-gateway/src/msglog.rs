@@ -158,7 +158,8 @@ impl LogWriter {
             .send(Op::Message(Box::new(record), reply))
             .await
             .map_err(|_| "message log writer has stopped".to_owned())?;
-        rx.await.map_err(|_| "message log writer has stopped".to_owned())?
+        rx.await
+            .map_err(|_| "message log writer has stopped".to_owned())?
     }
 
     /// Queues an operational-monitoring record; does not wait (monitoring must never
@@ -170,7 +171,11 @@ impl LogWriter {
     }
 
     /// Records a request id; `Ok(false)` means it was seen before (a replay).
-    pub async fn claim_request_id(&self, request_id: &str, expires_at: i64) -> Result<bool, String> {
+    pub async fn claim_request_id(
+        &self,
+        request_id: &str,
+        expires_at: i64,
+    ) -> Result<bool, String> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Op::Replay {
@@ -180,7 +185,8 @@ impl LogWriter {
             })
             .await
             .map_err(|_| "replay guard writer has stopped".to_owned())?;
-        rx.await.map_err(|_| "replay guard writer has stopped".to_owned())?
+        rx.await
+            .map_err(|_| "replay guard writer has stopped".to_owned())?
     }
 }
 
@@ -251,7 +257,10 @@ async fn write_batch(db: &Db, batch: &[Op]) -> Vec<Result<bool, String>> {
     }
 }
 
-async fn insert_message(tx: &mut sqlx::Transaction<'_, sqlx::Any>, m: &MessageRecord) -> Result<(), sqlx::Error> {
+async fn insert_message(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    m: &MessageRecord,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO message_log (request_id, side, xroad_id, client, service, method, target, status,
             consumer_gateway, provider_gateway, request_descriptor, request_signature,
@@ -285,7 +294,10 @@ async fn insert_message(tx: &mut sqlx::Transaction<'_, sqlx::Any>, m: &MessageRe
     .map(|_| ())
 }
 
-async fn insert_op(tx: &mut sqlx::Transaction<'_, sqlx::Any>, r: &OpRecord) -> Result<(), sqlx::Error> {
+async fn insert_op(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    r: &OpRecord,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO op_monitoring (request_id, side, xroad_id, client, service, method, consumer_gateway,
             provider_gateway, request_in_ts, request_out_ts, response_in_ts, response_out_ts,
@@ -393,7 +405,8 @@ pub struct LogQuery {
     pub limit: Option<i64>,
 }
 
-const FILTER: &str = "WHERE ($1 = '' OR request_id = $1) AND ($2 = '' OR client = $2) AND ($3 = '' OR service = $3)";
+const FILTER: &str =
+    "WHERE ($1 = '' OR request_id = $1) AND ($2 = '' OR client = $2) AND ($3 = '' OR service = $3)";
 
 fn bind_filter<'q>(
     query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
@@ -417,7 +430,9 @@ pub async fn query_messages(db: &Db, q: &LogQuery) -> Result<Vec<LoggedMessage>,
             body_note, request_size, response_size, created_at, logged_at
          FROM message_log {FILTER} AND logged_at >= $4 AND logged_at < $5 ORDER BY id DESC LIMIT $6"
     );
-    let rows = bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), q).fetch_all(db.pool()).await?;
+    let rows = bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), q)
+        .fetch_all(db.pool())
+        .await?;
     rows.iter()
         .map(|r| {
             Ok(LoggedMessage {
@@ -448,14 +463,18 @@ pub async fn query_messages(db: &Db, q: &LogQuery) -> Result<Vec<LoggedMessage>,
         .map_err(Into::into)
 }
 
+/// Stored request and response bodies of one record.
+pub type Bodies = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// The stored bodies of one record: `(request, response)`.
-pub async fn message_bodies(db: &Db, request_id: &str, side: &str) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), StoreError> {
-    let row: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> =
-        sqlx::query_as("SELECT request_body, response_body FROM message_log WHERE request_id = $1 AND side = $2")
-            .bind(request_id)
-            .bind(side)
-            .fetch_optional(db.pool())
-            .await?;
+pub async fn message_bodies(db: &Db, request_id: &str, side: &str) -> Result<Bodies, StoreError> {
+    let row: Option<Bodies> = sqlx::query_as(
+        "SELECT request_body, response_body FROM message_log WHERE request_id = $1 AND side = $2",
+    )
+    .bind(request_id)
+    .bind(side)
+    .fetch_optional(db.pool())
+    .await?;
     row.ok_or_else(|| StoreError::NotFound(format!("message {request_id} ({side})")))
 }
 
@@ -467,7 +486,9 @@ pub async fn query_monitoring(db: &Db, q: &LogQuery) -> Result<Vec<OpRecord>, St
             status_code, succeeded, fault_code, fault_message
          FROM op_monitoring {FILTER} AND response_out_ts >= $4 AND response_out_ts < $5 ORDER BY id DESC LIMIT $6"
     );
-    let rows = bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), q).fetch_all(db.pool()).await?;
+    let rows = bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), q)
+        .fetch_all(db.pool())
+        .await?;
     rows.iter()
         .map(|r| {
             Ok(OpRecord {
@@ -485,7 +506,9 @@ pub async fn query_monitoring(db: &Db, q: &LogQuery) -> Result<Vec<OpRecord>, St
                 response_out_ts: r.try_get(11)?,
                 request_size: u64::try_from(r.try_get::<i64, _>(12)?).unwrap_or_default(),
                 response_size: u64::try_from(r.try_get::<i64, _>(13)?).unwrap_or_default(),
-                status_code: r.try_get::<Option<i64>, _>(14)?.and_then(|s| u16::try_from(s).ok()),
+                status_code: r
+                    .try_get::<Option<i64>, _>(14)?
+                    .and_then(|s| u16::try_from(s).ok()),
                 succeeded: r.try_get::<i64, _>(15)? != 0,
                 fault_code: r.try_get(16)?,
                 fault_message: r.try_get(17)?,

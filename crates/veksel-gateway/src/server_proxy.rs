@@ -7,8 +7,8 @@
 
 use crate::body::{self, BodyEnd, Finisher, GwBody, Prefetched, TapBody, TapOptions};
 use crate::exchange::{
-    self, OpCtx, VEKSEL_BODY_DIGEST, VEKSEL_CONSUMER_GATEWAY, VEKSEL_CREATED_AT, VEKSEL_SIGNATURE, error_chain,
-    fault_response, put, required,
+    self, OpCtx, VEKSEL_BODY_DIGEST, VEKSEL_CONSUMER_GATEWAY, VEKSEL_CREATED_AT, VEKSEL_SIGNATURE,
+    error_chain, fault_response, put, required,
 };
 use crate::msglog::{MessageRecord, Side};
 use crate::serverconf::LogMode;
@@ -24,7 +24,8 @@ use veksel_id::{ClientId, Fault, FaultCode, Origin};
 use veksel_net::ConnInfo;
 use veksel_proto::access::{self, Caller};
 use veksel_proto::descriptor::{
-    self, BodyDigest, REQUEST_TYPE, RESPONSE_CTY, RESPONSE_TYPE, RequestDescriptor, ResponseDescriptor,
+    self, BodyDigest, REQUEST_TYPE, RESPONSE_CTY, RESPONSE_TYPE, RequestDescriptor,
+    ResponseDescriptor,
 };
 use veksel_proto::headers::{self as xh, end_to_end};
 use veksel_proto::r1;
@@ -33,7 +34,12 @@ use veksel_proto::r1;
 pub fn service(
     gw: Arc<Gateway>,
     conn: ConnInfo,
-) -> impl hyper::service::Service<Request<Incoming>, Response = Response<GwBody>, Error = Infallible, Future = impl Future<Output = Result<Response<GwBody>, Infallible>> + Send> + Clone {
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<GwBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<GwBody>, Infallible>> + Send,
+> + Clone {
     hyper::service::service_fn(move |req: Request<Incoming>| {
         let gw = gw.clone();
         let conn = conn.clone();
@@ -72,23 +78,39 @@ struct VerifiedRequest {
     captured: Option<Bytes>,
 }
 
-async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: &mut OpCtx) -> Result<Response<GwBody>, Fault> {
+async fn exchange(
+    gw: &Arc<Gateway>,
+    conn: &ConnInfo,
+    req: Request<GwBody>,
+    op: &mut OpCtx,
+) -> Result<Response<GwBody>, Fault> {
     let o = Origin::ServerProxy;
     let conf = gw.conf.current(o)?;
-    let leaf = conn
-        .peer_chain
-        .first()
-        .ok_or_else(|| sfault(FaultCode::SslAuthenticationFailed, "the peer presented no certificate"))?;
+    let leaf = conn.peer_chain.first().ok_or_else(|| {
+        sfault(
+            FaultCode::SslAuthenticationFailed,
+            "the peer presented no certificate",
+        )
+    })?;
     let peer_hash = veksel_pki::sha256_hex(leaf);
     let peer = conf
         .index
         .gateway_by_cert(&peer_hash)
-        .ok_or_else(|| sfault(FaultCode::SslAuthenticationFailed, format!("certificate {peer_hash} is not registered to any gateway")))?
+        .ok_or_else(|| {
+            sfault(
+                FaultCode::SslAuthenticationFailed,
+                format!("certificate {peer_hash} is not registered to any gateway"),
+            )
+        })?
         .clone();
     op.record.consumer_gateway = peer.id.to_string();
 
     let (parts, body) = req.into_parts();
-    let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     let (path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
@@ -99,29 +121,44 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
     let client = xh::client_id(&parts.headers).map_err(|f| exchange::reorigin(f, o))?;
     op.record.client = client.to_string();
     let ClientId::Subsystem(client_sub) = &client else {
-        return Err(sfault(FaultCode::InvalidClientIdentifier, "the client must be a subsystem"));
+        return Err(sfault(
+            FaultCode::InvalidClientIdentifier,
+            "the client must be a subsystem",
+        ));
     };
     let request_id = required(&parts.headers, xh::X_ROAD_REQUEST_ID, o)?.to_owned();
     if uuid::Uuid::parse_str(&request_id).is_err() {
-        return Err(sfault(FaultCode::InvalidRequest, "X-Road-Request-Id is not a UUID"));
+        return Err(sfault(
+            FaultCode::InvalidRequest,
+            "X-Road-Request-Id is not a UUID",
+        ));
     }
     op.record.request_id = request_id.clone();
     let xroad_id = xh::optional_field(&parts.headers, xh::X_ROAD_ID)
         .map_err(|f| exchange::reorigin(f, o))?
         .ok_or_else(|| sfault(FaultCode::InvalidRequest, "the message lacks X-Road-Id"))?;
     op.record.xroad_id = xroad_id.clone();
-    let field = |name| xh::optional_field(&parts.headers, name).map_err(|f| exchange::reorigin(f, o));
+    let field =
+        |name| xh::optional_field(&parts.headers, name).map_err(|f| exchange::reorigin(f, o));
     let user_id = field(xh::X_ROAD_USER_ID)?;
     let issue = field(xh::X_ROAD_ISSUE)?;
     let represented_party = field(xh::X_ROAD_REPRESENTED_PARTY)?;
     let created_at: i64 = required(&parts.headers, VEKSEL_CREATED_AT, o)?
         .parse()
-        .map_err(|_| sfault(FaultCode::InvalidRequest, "veksel-created-at is not a number"))?;
+        .map_err(|_| {
+            sfault(
+                FaultCode::InvalidRequest,
+                "veksel-created-at is not a number",
+            )
+        })?;
     let claimed_consumer = required(&parts.headers, VEKSEL_CONSUMER_GATEWAY, o)?;
     if claimed_consumer != peer.id.to_string() {
         return Err(sfault(
             FaultCode::SslAuthenticationFailed,
-            format!("the TLS peer is gateway {}, but the message claims to come from {claimed_consumer}", peer.id),
+            format!(
+                "the TLS peer is gateway {}, but the message claims to come from {claimed_consumer}",
+                peer.id
+            ),
         ));
     }
     if !peer.clients.contains(client_sub) {
@@ -148,7 +185,10 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
     }
     let fresh = gw
         .log
-        .claim_request_id(&request_id, created_at + settings.request_ttl_ms + settings.max_clock_skew_ms)
+        .claim_request_id(
+            &request_id,
+            created_at + settings.request_ttl_ms + settings.max_clock_skew_ms,
+        )
         .await
         .map_err(|e| sfault(FaultCode::DatabaseError, e))?;
     if !fresh {
@@ -163,20 +203,35 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
     let local = serverconf
         .clients
         .get(provider)
-        .filter(|_| conf.index.gateways_hosting(provider).iter().any(|g| &g.id == gw.id()))
-        .ok_or_else(|| sfault(FaultCode::UnknownMember, format!("Client '{provider}' not found on gateway {}", gw.id())))?
+        .filter(|_| {
+            conf.index
+                .gateways_hosting(provider)
+                .iter()
+                .any(|g| &g.id == gw.id())
+        })
+        .ok_or_else(|| {
+            sfault(
+                FaultCode::UnknownMember,
+                format!("Client '{provider}' not found on gateway {}", gw.id()),
+            )
+        })?
         .clone();
     let metaservice = target.metaservice();
     let service_conf = match metaservice {
         Some(_) => None,
         None => {
             let code = target.service.code();
-            let svc = local
-                .services
-                .get(code)
-                .ok_or_else(|| sfault(FaultCode::UnknownService, format!("Unknown service: {}", target.service)))?;
+            let svc = local.services.get(code).ok_or_else(|| {
+                sfault(
+                    FaultCode::UnknownService,
+                    format!("Unknown service: {}", target.service),
+                )
+            })?;
             if !svc.enabled {
-                return Err(sfault(FaultCode::ServiceDisabled, format!("Service {} is disabled", target.service)));
+                return Err(sfault(
+                    FaultCode::ServiceDisabled,
+                    format!("Service {} is disabled", target.service),
+                ));
             }
             let segments = r1::decoded_segments(&target.service_path);
             let global_groups = conf.index.global_groups_of(&client);
@@ -186,13 +241,23 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
                 global_groups: &global_groups,
                 local_groups: &local_groups,
             };
-            if !access::is_allowed(&local.access, &caller, code, parts.method.as_str(), &segments) {
+            if !access::is_allowed(
+                &local.access,
+                &caller,
+                code,
+                parts.method.as_str(),
+                &segments,
+            ) {
                 return Err(sfault(
                     FaultCode::AccessDenied,
                     format!(
                         "Request is not allowed: {client} may not call {} {} on {}",
                         parts.method,
-                        if target.service_path.is_empty() { "/" } else { &target.service_path },
+                        if target.service_path.is_empty() {
+                            "/"
+                        } else {
+                            &target.service_path
+                        },
                         target.service
                     ),
                 ));
@@ -219,21 +284,30 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
         body: BodyDigest::of(b""),
     };
     let log_mode = local.settings.log_mode;
-    let capture = if log_mode == LogMode::Full { gw.config.max_logged_body_bytes } else { 0 };
-    let roots = conf.roots.clone();
+    let capture = if log_mode == LogMode::Full {
+        gw.config.max_logged_body_bytes
+    } else {
+        0
+    };
+    let conf_for_verify = conf.clone();
     let clock = gw.clock.clone();
     let verify = move |end: BodyEnd| -> Result<VerifiedRequest, Fault> {
         let trailers = end.trailers.unwrap_or_default();
         let mut d = template;
         d.body = end.digest;
-        if let Some(sent) = trailers.get(VEKSEL_BODY_DIGEST).and_then(|v| v.to_str().ok()) {
-            if sent != d.body.sha256 {
-                return Err(sfault(FaultCode::InvalidBodyDigest, "the request body does not match the digest the client's gateway signed"));
-            }
+        if let Some(sent) = trailers
+            .get(VEKSEL_BODY_DIGEST)
+            .and_then(|v| v.to_str().ok())
+            && sent != d.body.sha256
+        {
+            return Err(sfault(
+                FaultCode::InvalidBodyDigest,
+                "the request body does not match the digest the client's gateway signed",
+            ));
         }
         let bytes = descriptor::canonical_bytes(&d);
         let signature = exchange::verify_signature(
-            &roots,
+            &conf_for_verify,
             d.client.member(),
             trailers.get(VEKSEL_SIGNATURE).and_then(|v| v.to_str().ok()),
             &bytes,
@@ -254,7 +328,10 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
         .await
         .map_err(|e| sfault(FaultCode::NetworkError, format!("reading the request: {e}")))?;
     let (backend_body, verified_now, verified_later) = match prefetched {
-        Prefetched::Complete { body: bytes, trailers } => {
+        Prefetched::Complete {
+            body: bytes,
+            trailers,
+        } => {
             let end = BodyEnd {
                 digest: BodyDigest::of(&bytes),
                 trailers,
@@ -305,18 +382,39 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
             meta::provider_answer(&conf, &local, &client, *m, target.query.as_deref())
         }
         (None, Some(svc)) => {
-            call_backend(gw, svc, &target, &parts, backend_body, &client, &xroad_id, &request_id, [&user_id, &issue, &represented_party]).await
+            call_backend(
+                gw,
+                svc,
+                &target,
+                &parts,
+                backend_body,
+                &client,
+                &xroad_id,
+                &request_id,
+                [&user_id, &issue, &represented_party],
+            )
+            .await
         }
         (None, None) => Err(sfault(FaultCode::InternalError, "no service configuration")),
     };
     let verified = match verified_now {
         Some(v) => Ok(v),
         None => match verified_later {
-            Some(rx) => match tokio::time::timeout(Duration::from_secs(gw.config.request_timeout_secs), rx).await {
-                Ok(Ok(r)) => r,
-                _ => Err(sfault(FaultCode::InvalidRequest, "the request body did not arrive completely")),
-            },
-            None => Err(sfault(FaultCode::InternalError, "request verification lost")),
+            Some(rx) => {
+                match tokio::time::timeout(Duration::from_secs(gw.config.request_timeout_secs), rx)
+                    .await
+                {
+                    Ok(Ok(r)) => r,
+                    _ => Err(sfault(
+                        FaultCode::InvalidRequest,
+                        "the request body did not arrive completely",
+                    )),
+                }
+            }
+            None => Err(sfault(
+                FaultCode::InternalError,
+                "request verification lost",
+            )),
         },
     };
     // A signature fault explains a failed backend call better than the call's own error.
@@ -337,15 +435,29 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
     }
     xh::append_all(&mut headers, &e2e).map_err(|f| exchange::reorigin(f, o))?;
     put(&mut headers, xh::X_ROAD_ID, &xroad_id);
-    put(&mut headers, xh::X_ROAD_CLIENT, &r1::encode_id(&client.to_string()));
-    put(&mut headers, xh::X_ROAD_SERVICE, &r1::encode_id(&target.service.to_string()));
+    put(
+        &mut headers,
+        xh::X_ROAD_CLIENT,
+        &r1::encode_id(&client.to_string()),
+    );
+    put(
+        &mut headers,
+        xh::X_ROAD_SERVICE,
+        &r1::encode_id(&target.service.to_string()),
+    );
     put(&mut headers, xh::X_ROAD_REQUEST_ID, &request_id);
     put(&mut headers, xh::X_ROAD_REQUEST_HASH, &request_hash);
     if let Some(len) = rparts.headers.get(http::header::CONTENT_LENGTH) {
         headers.insert(http::header::CONTENT_LENGTH, len.clone());
     }
     let signer = gw.keys.signer(provider.member()).ok_or_else(|| {
-        sfault(FaultCode::InternalError, format!("this gateway holds no signing key for member {}", provider.member()))
+        sfault(
+            FaultCode::InternalError,
+            format!(
+                "this gateway holds no signing key for member {}",
+                provider.member()
+            ),
+        )
     })?;
     let template = ResponseDescriptor {
         typ: RESPONSE_TYPE.to_owned(),
@@ -372,12 +484,19 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
             d.created_at_ms = gw.clock.now_ms();
             let bytes = descriptor::canonical_bytes(&d);
             let result: Result<String, Fault> = async {
-                let signature = exchange::sign(signer.as_ref(), RESPONSE_CTY, &bytes, Origin::ServerProxy)?;
+                let signature =
+                    exchange::sign(signer.as_ref(), RESPONSE_CTY, &bytes, Origin::ServerProxy)?;
                 if log_mode != LogMode::Off {
                     let (request_body, response_body, note) = if capture > 0 {
                         match (&verified.captured, &end.captured) {
                             (Some(q), Some(r)) => (Some(q.to_vec()), Some(r.to_vec()), None),
-                            _ => (None, None, Some(format!("a body was larger than {capture} bytes and was not stored"))),
+                            _ => (
+                                None,
+                                None,
+                                Some(format!(
+                                    "a body was larger than {capture} bytes and was not stored"
+                                )),
+                            ),
                         }
                     } else {
                         (None, None, None)
@@ -405,10 +524,12 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
                         created_at,
                         logged_at: gw.clock.now_ms(),
                     };
-                    gw.log
-                        .log_message(record)
-                        .await
-                        .map_err(|e| sfault(FaultCode::DatabaseError, format!("the message log could not be written: {e}")))?;
+                    gw.log.log_message(record).await.map_err(|e| {
+                        sfault(
+                            FaultCode::DatabaseError,
+                            format!("the message log could not be written: {e}"),
+                        )
+                    })?;
                 }
                 Ok(signature)
             }
@@ -418,7 +539,11 @@ async fn exchange(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<GwBody>, op: 
                     op2.finish_ok(&gw, d.status, verified.length, d.body.length);
                     let mut trailers = HeaderMap::new();
                     put(&mut trailers, VEKSEL_SIGNATURE, &signature);
-                    put(&mut trailers, VEKSEL_CREATED_AT, &d.created_at_ms.to_string());
+                    put(
+                        &mut trailers,
+                        VEKSEL_CREATED_AT,
+                        &d.created_at_ms.to_string(),
+                    );
                     put(&mut trailers, VEKSEL_BODY_DIGEST, &d.body.sha256);
                     Ok(Some(trailers))
                 }
@@ -468,16 +593,29 @@ async fn call_backend(
         .method(parts.method.clone())
         .uri(&uri)
         .body(body)
-        .map_err(|e| sfault(FaultCode::ServiceFailed, format!("service address {uri:?} is not valid: {e}")))?;
+        .map_err(|e| {
+            sfault(
+                FaultCode::ServiceFailed,
+                format!("service address {uri:?} is not valid: {e}"),
+            )
+        })?;
     let authority = req.uri().authority().map(|a| a.as_str().to_owned());
     {
         let h = req.headers_mut();
-        xh::append_all(h, &end_to_end(&parts.headers)).map_err(|f| exchange::reorigin(f, Origin::ServerProxy))?;
+        xh::append_all(h, &end_to_end(&parts.headers))
+            .map_err(|f| exchange::reorigin(f, Origin::ServerProxy))?;
         // The provider's information system learns who calls, as with X-Road.
         put(h, xh::X_ROAD_CLIENT, &r1::encode_id(&client.to_string()));
         put(h, xh::X_ROAD_ID, xroad_id);
         put(h, xh::X_ROAD_REQUEST_ID, request_id);
-        for (name, value) in [xh::X_ROAD_USER_ID, xh::X_ROAD_ISSUE, xh::X_ROAD_REPRESENTED_PARTY].into_iter().zip(optional) {
+        for (name, value) in [
+            xh::X_ROAD_USER_ID,
+            xh::X_ROAD_ISSUE,
+            xh::X_ROAD_REPRESENTED_PARTY,
+        ]
+        .into_iter()
+        .zip(optional)
+        {
             if let Some(v) = value {
                 put(h, name, v);
             }
@@ -485,21 +623,28 @@ async fn call_backend(
         if let Some(len) = parts.headers.get(http::header::CONTENT_LENGTH) {
             h.insert(http::header::CONTENT_LENGTH, len.clone());
         }
-        if let Some(host) = authority {
-            if let Ok(v) = HeaderValue::from_str(&host) {
-                h.insert(http::header::HOST, v);
-            }
+        if let Some(host) = authority
+            && let Ok(v) = HeaderValue::from_str(&host)
+        {
+            h.insert(http::header::HOST, v);
         }
     }
     let timeout = Duration::from_millis(svc.timeout_ms);
     match tokio::time::timeout(timeout, gw.backends.request(req)).await {
         Err(_) => Err(sfault(
             FaultCode::ServiceFailed,
-            format!("the service {} did not answer within {} ms", target.service, svc.timeout_ms),
+            format!(
+                "the service {} did not answer within {} ms",
+                target.service, svc.timeout_ms
+            ),
         )),
         Ok(Err(e)) => Err(sfault(
             FaultCode::ServiceFailed,
-            format!("cannot reach the service {} at {base}: {}", target.service, error_chain(&e)),
+            format!(
+                "cannot reach the service {} at {base}: {}",
+                target.service,
+                error_chain(&e)
+            ),
         )),
         Ok(Ok(resp)) => Ok(resp.map(body::incoming)),
     }
@@ -507,7 +652,8 @@ async fn call_backend(
 
 /// An HTTP date (RFC 9110 IMF-fixdate) for Unix milliseconds.
 fn httpdate(unix_ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix_ms / 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = time::OffsetDateTime::from_unix_timestamp(unix_ms / 1000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let fmt = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
@@ -518,6 +664,9 @@ fn httpdate(unix_ms: i64) -> String {
 mod tests {
     #[test]
     fn http_dates() {
-        assert_eq!(super::httpdate(784_111_777_000), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(
+            super::httpdate(784_111_777_000),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
     }
 }

@@ -178,10 +178,10 @@ pub fn validate_service(code: &str, s: &ServiceConfig) -> Result<(), String> {
             return Err(format!("endpoint path {:?} must start with '/'", e.path));
         }
     }
-    if let Some(doc) = &s.openapi {
-        if doc.len() > 4 * 1024 * 1024 {
-            return Err("openapi description is larger than 4 MiB".into());
-        }
+    if let Some(doc) = &s.openapi
+        && doc.len() > 4 * 1024 * 1024
+    {
+        return Err("openapi description is larger than 4 MiB".into());
     }
     Ok(())
 }
@@ -197,11 +197,19 @@ pub fn endpoints_from_openapi(doc: &str) -> Vec<Endpoint> {
         for (path, item) in paths {
             let pattern: String = path
                 .split('/')
-                .map(|seg| if seg.starts_with('{') && seg.ends_with('}') { "*" } else { seg })
+                .map(|seg| {
+                    if seg.starts_with('{') && seg.ends_with('}') {
+                        "*"
+                    } else {
+                        seg
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join("/");
             if let Some(ops) = item.as_object() {
-                for method in ["get", "put", "post", "delete", "options", "head", "patch", "trace"] {
+                for method in [
+                    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+                ] {
                     if ops.contains_key(method) {
                         out.push(Endpoint {
                             method: method.to_ascii_uppercase(),
@@ -242,9 +250,10 @@ impl ServerConfStore {
     }
 
     async fn stored_version(&self) -> Result<i64, StoreError> {
-        let row: Option<(i64,)> = sqlx::query_as("SELECT version FROM serverconf_version WHERE id = 1")
-            .fetch_optional(self.db.pool())
-            .await?;
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT version FROM serverconf_version WHERE id = 1")
+                .fetch_optional(self.db.pool())
+                .await?;
         Ok(row.map_or(0, |r| r.0))
     }
 
@@ -260,18 +269,22 @@ impl ServerConfStore {
     pub async fn reload(&self) -> Result<(), StoreError> {
         let version = self.stored_version().await?;
         let mut clients = BTreeMap::new();
-        let rows: Vec<(String, String, i64, String)> =
-            sqlx::query_as("SELECT id, log_mode, allow_loopback_http, is_cert_sha256 FROM local_clients")
-                .fetch_all(self.db.pool())
-                .await?;
+        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+            "SELECT id, log_mode, allow_loopback_http, is_cert_sha256 FROM local_clients",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
         for (id, mode, loopback, certs) in rows {
-            let sid: SubsystemId = id.parse().map_err(|e| StoreError::Corrupt(format!("client {id}: {e}")))?;
+            let sid: SubsystemId = id
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("client {id}: {e}")))?;
             clients.insert(
                 sid.clone(),
                 LocalClient {
                     id: sid,
                     settings: ClientSettings {
-                        log_mode: LogMode::parse(&mode).ok_or_else(|| StoreError::Corrupt(format!("log mode {mode}")))?,
+                        log_mode: LogMode::parse(&mode)
+                            .ok_or_else(|| StoreError::Corrupt(format!("log mode {mode}")))?,
                         allow_loopback_http: loopback != 0,
                         is_cert_sha256: parse_json(&certs, "is_cert_sha256")?,
                     },
@@ -281,7 +294,8 @@ impl ServerConfStore {
                 },
             );
         }
-        let services: Vec<(String, String, String, i64, i64, Option<String>, String)> = sqlx::query_as(
+        type ServiceRow = (String, String, String, i64, i64, Option<String>, String);
+        let services: Vec<ServiceRow> = sqlx::query_as(
             "SELECT client_id, code, base_url, timeout_ms, enabled, openapi, endpoints FROM services",
         )
         .fetch_all(self.db.pool())
@@ -300,9 +314,10 @@ impl ServerConfStore {
                 );
             }
         }
-        let access: Vec<(String, String)> = sqlx::query_as("SELECT client_id, rules FROM access_rights")
-            .fetch_all(self.db.pool())
-            .await?;
+        let access: Vec<(String, String)> =
+            sqlx::query_as("SELECT client_id, rules FROM access_rights")
+                .fetch_all(self.db.pool())
+                .await?;
         for (cid, rules) in access {
             if let Some(c) = clients.values_mut().find(|c| c.id.to_string() == cid) {
                 c.access = parse_json(&rules, "access rules")?;
@@ -377,10 +392,12 @@ impl ServerConfStore {
         self.require_client(id)?;
         let mut tx = self.db.pool().begin().await?;
         for table in ["services", "access_rights", "local_groups"] {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE client_id = $1")))
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE client_id = $1"
+            )))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
         }
         sqlx::query("DELETE FROM local_clients WHERE id = $1")
             .bind(id.to_string())
@@ -390,13 +407,18 @@ impl ServerConfStore {
     }
 
     /// Adds or replaces a service.
-    pub async fn put_service(&self, id: &SubsystemId, code: &str, s: &ServiceConfig) -> Result<(), StoreError> {
+    pub async fn put_service(
+        &self,
+        id: &SubsystemId,
+        code: &str,
+        s: &ServiceConfig,
+    ) -> Result<(), StoreError> {
         self.require_client(id)?;
         let mut s = s.clone();
-        if s.endpoints.is_empty() {
-            if let Some(doc) = &s.openapi {
-                s.endpoints = endpoints_from_openapi(doc);
-            }
+        if s.endpoints.is_empty()
+            && let Some(doc) = &s.openapi
+        {
+            s.endpoints = endpoints_from_openapi(doc);
         }
         let mut tx = self.db.pool().begin().await?;
         sqlx::query(
@@ -433,7 +455,11 @@ impl ServerConfStore {
     }
 
     /// Replaces the access rights of a hosted subsystem.
-    pub async fn put_access(&self, id: &SubsystemId, rules: &[AccessRule]) -> Result<(), StoreError> {
+    pub async fn put_access(
+        &self,
+        id: &SubsystemId,
+        rules: &[AccessRule],
+    ) -> Result<(), StoreError> {
         self.require_client(id)?;
         let mut tx = self.db.pool().begin().await?;
         sqlx::query(
@@ -448,7 +474,12 @@ impl ServerConfStore {
     }
 
     /// Adds or replaces a local group.
-    pub async fn put_local_group(&self, id: &SubsystemId, code: &str, g: &LocalGroup) -> Result<(), StoreError> {
+    pub async fn put_local_group(
+        &self,
+        id: &SubsystemId,
+        code: &str,
+        g: &LocalGroup,
+    ) -> Result<(), StoreError> {
         self.require_client(id)?;
         let mut tx = self.db.pool().begin().await?;
         sqlx::query(
@@ -487,9 +518,18 @@ mod tests {
     fn openapi_paths_become_endpoints() {
         let doc = r#"{"openapi":"3.0.0","paths":{"/persons/{id}":{"get":{},"delete":{}},"/persons":{"post":{}}}}"#;
         let eps = endpoints_from_openapi(doc);
-        assert!(eps.contains(&Endpoint { method: "GET".into(), path: "/persons/*".into() }));
-        assert!(eps.contains(&Endpoint { method: "DELETE".into(), path: "/persons/*".into() }));
-        assert!(eps.contains(&Endpoint { method: "POST".into(), path: "/persons".into() }));
+        assert!(eps.contains(&Endpoint {
+            method: "GET".into(),
+            path: "/persons/*".into()
+        }));
+        assert!(eps.contains(&Endpoint {
+            method: "DELETE".into(),
+            path: "/persons/*".into()
+        }));
+        assert!(eps.contains(&Endpoint {
+            method: "POST".into(),
+            path: "/persons".into()
+        }));
         assert!(endpoints_from_openapi("not json").is_empty());
     }
 
@@ -512,7 +552,10 @@ mod tests {
         bad.base_url = "http://h/?a=1".into();
         assert!(validate_service("x", &bad).is_err());
         let mut bad = ok;
-        bad.endpoints = vec![Endpoint { method: "GET".into(), path: "nope".into() }];
+        bad.endpoints = vec![Endpoint {
+            method: "GET".into(),
+            path: "nope".into(),
+        }];
         assert!(validate_service("x", &bad).is_err());
     }
 }

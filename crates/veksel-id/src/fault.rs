@@ -183,10 +183,7 @@ mod tests {
         let f = Fault::client(FaultCode::MissingHeaderField, "X-Road-Client");
         assert_eq!(f.type_string(), "Client.MissingHeaderField");
         assert_eq!(f.http_status(), 400);
-        assert_eq!(
-            f.to_string(),
-            "Client.MissingHeaderField: X-Road-Client"
-        );
+        assert_eq!(f.to_string(), "Client.MissingHeaderField: X-Road-Client");
     }
 
     #[test]

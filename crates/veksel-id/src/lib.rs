@@ -41,7 +41,9 @@ pub enum IdError {
         index: usize,
     },
     /// A part holds a character outside the X-Road identifier alphabet.
-    #[error("{what}: part {index} contains the character {ch:?}, which X-Road identifiers do not allow")]
+    #[error(
+        "{what}: part {index} contains the character {ch:?}, which X-Road identifiers do not allow"
+    )]
     BadCharacter {
         /// Kind of identifier being parsed.
         what: &'static str,
@@ -454,7 +456,9 @@ mod tests {
     fn allows_exactly_the_xroad_alphabet() {
         let ok = "GL/GOV/a'()+,-.=?Z9/sub";
         assert!(ok.parse::<SubsystemId>().is_ok());
-        for bad in ['_', ' ', ':', ';', '%', '\\', '&', '#', 'æ', '\u{0}', '*', '@'] {
+        for bad in [
+            '_', ' ', ':', ';', '%', '\\', '&', '#', 'æ', '\u{0}', '*', '@',
+        ] {
             let s = format!("GL/GOV/12{bad}3");
             let err = s.parse::<MemberId>().unwrap_err();
             assert_eq!(

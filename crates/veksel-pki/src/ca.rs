@@ -9,8 +9,7 @@ use crate::keys::KeyFile;
 use crate::{PkiError, certs_from_pem, pem_block};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePurpose, SanType, SerialNumber,
 };
 use std::net::IpAddr;
 use time::{Duration, OffsetDateTime};
@@ -74,7 +73,11 @@ fn random_serial() -> SerialNumber {
 }
 
 impl Profile {
-    fn params(&self, now: OffsetDateTime, validity: Duration) -> Result<CertificateParams, PkiError> {
+    fn params(
+        &self,
+        now: OffsetDateTime,
+        validity: Duration,
+    ) -> Result<CertificateParams, PkiError> {
         let mut p = CertificateParams::default();
         p.not_before = now - Duration::minutes(5);
         p.not_after = now + validity;
@@ -84,7 +87,10 @@ impl Profile {
         match self {
             Profile::GatewayAuth { gateway, hosts } => {
                 dn.push(DnType::CommonName, printable(gateway.code())?);
-                dn.push(DnType::OrganizationName, printable(&gateway.owner().to_string())?);
+                dn.push(
+                    DnType::OrganizationName,
+                    printable(&gateway.owner().to_string())?,
+                );
                 dn.push(serial_number_oid(), printable(&gateway.to_string())?);
                 p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
                 p.extended_key_usages = vec![
@@ -194,7 +200,10 @@ impl CertificateAuthority {
 pub fn make_csr(key: &KeyFile, common_name: &str) -> Result<String, PkiError> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, DnValue::Utf8String(common_name.to_owned()));
+    dn.push(
+        DnType::CommonName,
+        DnValue::Utf8String(common_name.to_owned()),
+    );
     p.distinguished_name = dn;
     let csr = p
         .serialize_request(&key.rcgen()?)
@@ -215,7 +224,10 @@ pub fn self_signed_signing_cert(
     p.not_after = now + validity;
     p.serial_number = Some(random_serial());
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, DnValue::Utf8String(common_name.to_owned()));
+    dn.push(
+        DnType::CommonName,
+        DnValue::Utf8String(common_name.to_owned()),
+    );
     p.distinguished_name = dn;
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let cert = p

@@ -40,7 +40,10 @@ impl CertInfo {
         let (rest, cert) =
             X509Certificate::from_der(der).map_err(|e| PkiError::parse("certificate", e))?;
         if !rest.is_empty() {
-            return Err(PkiError::parse("certificate", "trailing bytes after the DER"));
+            return Err(PkiError::parse(
+                "certificate",
+                "trailing bytes after the DER",
+            ));
         }
         let subject_serial_number = cert
             .subject()

@@ -140,7 +140,10 @@ mod tests {
         let path = dir.path().join("k.key");
         KeyFile::generate().unwrap().save(&path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(KeyFile::load(&path), Err(PkiError::WrongCertificate(_))));
+        assert!(matches!(
+            KeyFile::load(&path),
+            Err(PkiError::WrongCertificate(_))
+        ));
     }
 
     #[test]

@@ -8,7 +8,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, Error as TlsError, ServerConfig, SignatureScheme};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, DistinguishedName, Error as TlsError, ServerConfig,
+    SignatureScheme,
+};
 use std::sync::Arc;
 
 /// ALPN protocol for HTTP/2.
@@ -49,7 +52,13 @@ impl GatewayPeerVerifier {
         })
     }
 
-    fn check(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>], now: UnixTime, usage: Usage) -> Result<(), TlsError> {
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        usage: Usage,
+    ) -> Result<(), TlsError> {
         let mut chain = Vec::with_capacity(1 + intermediates.len());
         chain.push(end_entity.as_ref().to_vec());
         chain.extend(intermediates.iter().map(|c| c.as_ref().to_vec()));
@@ -84,7 +93,9 @@ impl ClientCertVerifier for GatewayPeerVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        Err(TlsError::General("TLS 1.2 is not allowed between gateways".into()))
+        Err(TlsError::General(
+            "TLS 1.2 is not allowed between gateways".into(),
+        ))
     }
     fn verify_tls13_signature(
         &self,
@@ -119,7 +130,9 @@ impl ServerCertVerifier for GatewayPeerVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        Err(TlsError::General("TLS 1.2 is not allowed between gateways".into()))
+        Err(TlsError::General(
+            "TLS 1.2 is not allowed between gateways".into(),
+        ))
     }
     fn verify_tls13_signature(
         &self,
@@ -135,7 +148,10 @@ impl ServerCertVerifier for GatewayPeerVerifier {
 }
 
 fn cert_chain(chain: &[Vec<u8>]) -> Vec<CertificateDer<'static>> {
-    chain.iter().map(|c| CertificateDer::from(c.clone())).collect()
+    chain
+        .iter()
+        .map(|c| CertificateDer::from(c.clone()))
+        .collect()
 }
 
 /// Server side between gateways: TLS 1.3 only, client certificate required, HTTP/2.
@@ -168,7 +184,10 @@ pub fn gateway_client_config(
 }
 
 /// An ordinary HTTPS server (the authority, a gateway's HTTPS client side).
-pub fn https_server_config(chain: &[Vec<u8>], key: PrivateKeyDer<'static>) -> Result<ServerConfig, TlsError> {
+pub fn https_server_config(
+    chain: &[Vec<u8>],
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, TlsError> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

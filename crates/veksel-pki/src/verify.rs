@@ -71,13 +71,20 @@ impl Roots {
     }
 
     /// Validates a chain (leaf first) for a usage at a time (Unix seconds).
-    pub fn verify(&self, chain: &[Vec<u8>], usage: Usage, now_secs: u64) -> Result<CertInfo, PkiError> {
+    pub fn verify(
+        &self,
+        chain: &[Vec<u8>],
+        usage: Usage,
+        now_secs: u64,
+    ) -> Result<CertInfo, PkiError> {
         let (leaf, rest) = chain
             .split_first()
             .ok_or_else(|| PkiError::Untrusted("empty certificate chain".into()))?;
         let leaf_der = CertificateDer::from(leaf.as_slice());
-        let intermediates: Vec<CertificateDer<'_>> =
-            rest.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+        let intermediates: Vec<CertificateDer<'_>> = rest
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
         let ee = EndEntityCert::try_from(&leaf_der)
             .map_err(|e| PkiError::parse("certificate", format!("{e:?}")))?;
         let eku = match usage {
@@ -191,24 +198,38 @@ mod tests {
             )
             .unwrap();
         let t = secs(now());
-        let info = roots.verify_gateway_auth(&[auth.clone()], &gw, Usage::TlsClient, t).unwrap();
+        let info = roots
+            .verify_gateway_auth(std::slice::from_ref(&auth), &gw, Usage::TlsClient, t)
+            .unwrap();
         assert_eq!(info.public_key.len(), 65);
-        roots.verify_gateway_auth(&[auth.clone()], &gw, Usage::TlsServer, t).unwrap();
-        roots.verify_member_signing(&[sign.clone()], &member, t).unwrap();
+        roots
+            .verify_gateway_auth(std::slice::from_ref(&auth), &gw, Usage::TlsServer, t)
+            .unwrap();
+        roots
+            .verify_member_signing(std::slice::from_ref(&sign), &member, t)
+            .unwrap();
 
         // An auth certificate is not a signing certificate, and vice versa.
-        assert!(roots.verify_member_signing(&[auth.clone()], &member, t).is_err());
-        assert!(roots.verify(&[sign.clone()], Usage::TlsClient, t).is_err());
+        assert!(
+            roots
+                .verify_member_signing(std::slice::from_ref(&auth), &member, t)
+                .is_err()
+        );
+        assert!(
+            roots
+                .verify(std::slice::from_ref(&sign), Usage::TlsClient, t)
+                .is_err()
+        );
         // Wrong party.
         let other: MemberId = "GL/GOV/999".parse().unwrap();
         assert!(matches!(
-            roots.verify_member_signing(&[sign.clone()], &other, t),
+            roots.verify_member_signing(std::slice::from_ref(&sign), &other, t),
             Err(PkiError::WrongCertificate(_))
         ));
         // Expired.
         let later = secs(now() + Duration::days(31));
         assert!(matches!(
-            roots.verify_member_signing(&[sign.clone()], &member, later),
+            roots.verify_member_signing(std::slice::from_ref(&sign), &member, later),
             Err(PkiError::Untrusted(_))
         ));
         // Another CA.

@@ -6,7 +6,10 @@ use veksel_pki::ca::{CertificateAuthority, Profile, make_csr, self_signed_signin
 use veksel_pki::{KeyFile, certs_to_pem};
 
 fn openssl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl").args(args).output().expect("openssl is installed");
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is installed");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -43,11 +46,29 @@ fn openssl_verifies_issued_chains_and_csrs() {
         .unwrap();
     std::fs::write(p("auth.pem"), certs_to_pem(&[auth])).unwrap();
     for purpose in ["sslclient", "sslserver"] {
-        let (ok, out) = openssl(&["verify", "-CAfile", &p("ca.pem"), "-purpose", purpose, &p("auth.pem")]);
+        let (ok, out) = openssl(&[
+            "verify",
+            "-CAfile",
+            &p("ca.pem"),
+            "-purpose",
+            purpose,
+            &p("auth.pem"),
+        ]);
         assert!(ok && out.contains("OK"), "auth cert as {purpose}: {out}");
     }
-    let (_, text) = openssl(&["x509", "-in", &p("auth.pem"), "-noout", "-subject", "-ext", "subjectAltName"]);
-    assert!(text.contains("serialNumber = GL/GOV/12345678/gw1"), "{text}");
+    let (_, text) = openssl(&[
+        "x509",
+        "-in",
+        &p("auth.pem"),
+        "-noout",
+        "-subject",
+        "-ext",
+        "subjectAltName",
+    ]);
+    assert!(
+        text.contains("serialNumber = GL/GOV/12345678/gw1"),
+        "{text}"
+    );
     assert!(text.contains("IP Address:127.0.0.1"), "{text}");
 
     let sign = ca
@@ -74,7 +95,13 @@ fn openssl_verifies_issued_chains_and_csrs() {
     assert!(!ok, "openssl accepted a chain to the wrong CA");
 
     let conf_key = KeyFile::generate().unwrap();
-    let conf_cert = self_signed_signing_cert(&conf_key, "GL configuration signing", now, Duration::days(3650)).unwrap();
+    let conf_cert = self_signed_signing_cert(
+        &conf_key,
+        "GL configuration signing",
+        now,
+        Duration::days(3650),
+    )
+    .unwrap();
     std::fs::write(p("conf.pem"), certs_to_pem(&[conf_cert])).unwrap();
     let (ok, out) = openssl(&["x509", "-in", &p("conf.pem"), "-noout", "-text"]);
     assert!(ok && out.contains("ecdsa-with-SHA256"), "{out}");

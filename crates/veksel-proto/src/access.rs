@@ -138,7 +138,9 @@ pub fn is_allowed(
     segments: &[String],
 ) -> bool {
     rules.iter().any(|r| {
-        r.service_code == service_code && caller.is(&r.subject) && r.endpoint.matches(method, segments)
+        r.service_code == service_code
+            && caller.is(&r.subject)
+            && r.endpoint.matches(method, segments)
     })
 }
 
@@ -204,10 +206,34 @@ mod tests {
             global_groups: &none,
             local_groups: &[],
         };
-        assert!(is_allowed(&rules, &caller, "persons", "GET", &segs("/persons/1")));
-        assert!(is_allowed(&rules, &caller, "persons", "get", &segs("/persons/1")));
-        assert!(!is_allowed(&rules, &caller, "persons", "DELETE", &segs("/persons/1")));
-        assert!(!is_allowed(&rules, &caller, "persons", "GET", &segs("/persons")));
+        assert!(is_allowed(
+            &rules,
+            &caller,
+            "persons",
+            "GET",
+            &segs("/persons/1")
+        ));
+        assert!(is_allowed(
+            &rules,
+            &caller,
+            "persons",
+            "get",
+            &segs("/persons/1")
+        ));
+        assert!(!is_allowed(
+            &rules,
+            &caller,
+            "persons",
+            "DELETE",
+            &segs("/persons/1")
+        ));
+        assert!(!is_allowed(
+            &rules,
+            &caller,
+            "persons",
+            "GET",
+            &segs("/persons")
+        ));
         assert!(!is_allowed(&rules, &caller, "echo", "GET", &segs("/")));
         assert!(!is_allowed(&rules, &caller, "audit", "GET", &segs("/")));
         let groups = vec![group];

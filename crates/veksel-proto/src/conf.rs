@@ -329,10 +329,10 @@ impl ConfIndex {
     /// Global groups the client belongs to (a subsystem also inherits its member's).
     pub fn global_groups_of(&self, client: &ClientId) -> Vec<GlobalGroupId> {
         let mut out = self.groups_of.get(client).cloned().unwrap_or_default();
-        if let ClientId::Subsystem(s) = client {
-            if let Some(more) = self.groups_of.get(&ClientId::Member(s.member().clone())) {
-                out.extend(more.iter().cloned());
-            }
+        if let ClientId::Subsystem(s) = client
+            && let Some(more) = self.groups_of.get(&ClientId::Member(s.member().clone()))
+        {
+            out.extend(more.iter().cloned());
         }
         out
     }
@@ -385,7 +385,10 @@ mod tests {
         let conf = GlobalConf::verify(&jws, &signer.public_key(), "GL").unwrap();
         assert_eq!(conf, sample());
         assert!(conf.check_valid_at(600_999).is_ok());
-        assert!(matches!(conf.check_valid_at(601_000), Err(ConfError::Expired { .. })));
+        assert!(matches!(
+            conf.check_valid_at(601_000),
+            Err(ConfError::Expired { .. })
+        ));
         assert!(matches!(
             GlobalConf::verify(&jws, &signer.public_key(), "EE"),
             Err(ConfError::WrongInstance { .. })
@@ -400,7 +403,10 @@ mod tests {
     #[test]
     fn index_lookups() {
         let idx = ConfIndex::new(sample());
-        assert_eq!(idx.gateway_by_cert("ab12").unwrap().address, "127.0.0.1:5500");
+        assert_eq!(
+            idx.gateway_by_cert("ab12").unwrap().address,
+            "127.0.0.1:5500"
+        );
         assert!(idx.gateway_by_cert("ffff").is_none());
         let pop: SubsystemId = "GL/GOV/1/pop".parse().unwrap();
         assert_eq!(idx.gateways_hosting(&pop).len(), 1);

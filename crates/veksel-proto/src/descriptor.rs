@@ -41,7 +41,9 @@ pub struct BodyHasher {
 
 impl std::fmt::Debug for BodyHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BodyHasher").field("length", &self.length).finish()
+        f.debug_struct("BodyHasher")
+            .field("length", &self.length)
+            .finish()
     }
 }
 
@@ -156,7 +158,8 @@ pub fn canonical_bytes<T: Serialize>(descriptor: &T) -> Vec<u8> {
 /// `X-Road-Request-Hash`: standard base64 of SHA-512 over the canonical request
 /// descriptor bytes. Anyone holding the logged descriptor can recompute it.
 pub fn request_hash(canonical_request: &[u8]) -> String {
-    STANDARD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA512, canonical_request).as_ref())
+    STANDARD
+        .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA512, canonical_request).as_ref())
 }
 
 #[cfg(test)]
@@ -190,12 +193,18 @@ mod tests {
         let back: RequestDescriptor = serde_json::from_slice(&a).unwrap();
         assert_eq!(back, req());
         let text = String::from_utf8(a).unwrap();
-        assert!(text.starts_with(r#"{"typ":"veksel-request/1","request_id":"r""#), "{text}");
+        assert!(
+            text.starts_with(r#"{"typ":"veksel-request/1","request_id":"r""#),
+            "{text}"
+        );
     }
 
     #[test]
     fn empty_body_digest_is_sha256_of_nothing() {
-        assert_eq!(BodyDigest::of(b"").sha256, "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU");
+        assert_eq!(
+            BodyDigest::of(b"").sha256,
+            "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"
+        );
         let mut h = BodyHasher::default();
         h.update(b"ab");
         h.update(b"c");

@@ -115,15 +115,25 @@ pub fn end_to_end(headers: &HeaderMap) -> Vec<(String, String)> {
 /// Writes a canonical header list back into a map.
 pub fn append_all(map: &mut HeaderMap, headers: &[(String, String)]) -> Result<(), Fault> {
     for (name, value) in headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| Fault::client(FaultCode::BadRequest, format!("invalid header name {name:?}")))?;
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            Fault::client(
+                FaultCode::BadRequest,
+                format!("invalid header name {name:?}"),
+            )
+        })?;
         let bytes: Vec<u8> = if value.is_ascii() {
             value.as_bytes().to_vec()
         } else {
-            value.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')).collect()
+            value
+                .chars()
+                .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+                .collect()
         };
         let value = HeaderValue::from_bytes(&bytes).map_err(|_| {
-            Fault::client(FaultCode::BadRequest, format!("invalid value for header {name}"))
+            Fault::client(
+                FaultCode::BadRequest,
+                format!("invalid value for header {name}"),
+            )
         })?;
         map.append(name, value);
     }
@@ -155,7 +165,10 @@ pub fn last_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a st
     match headers.get_all(name).iter().next_back() {
         None => Ok(None),
         Some(v) => v.to_str().map(|s| Some(s.trim())).map_err(|_| {
-            Fault::client(FaultCode::BadRequest, format!("header {name} is not visible ASCII"))
+            Fault::client(
+                FaultCode::BadRequest,
+                format!("header {name} is not visible ASCII"),
+            )
         }),
     }
 }
@@ -184,10 +197,16 @@ pub fn client_id(headers: &HeaderMap) -> Result<ClientId, Fault> {
         )
     })?;
     let text = decode_id_header(raw).map_err(|e| {
-        Fault::client(FaultCode::InvalidClientIdentifier, format!("X-Road-Client: {e}"))
+        Fault::client(
+            FaultCode::InvalidClientIdentifier,
+            format!("X-Road-Client: {e}"),
+        )
     })?;
     text.parse().map_err(|e| {
-        Fault::client(FaultCode::InvalidClientIdentifier, format!("X-Road-Client: {e}"))
+        Fault::client(
+            FaultCode::InvalidClientIdentifier,
+            format!("X-Road-Client: {e}"),
+        )
     })
 }
 
@@ -203,7 +222,9 @@ pub fn security_server(headers: &HeaderMap) -> Result<Option<GatewayId>, Fault> 
         )
     };
     let text = decode_id_header(raw).map_err(bad)?;
-    text.parse().map(Some).map_err(|e: veksel_id::IdError| bad(e.to_string()))
+    text.parse()
+        .map(Some)
+        .map_err(|e: veksel_id::IdError| bad(e.to_string()))
 }
 
 /// Reads an optional free-text X-Road field (`X-Road-Id`, `X-Road-UserId`,
@@ -237,7 +258,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
-            m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         m
     }
@@ -295,15 +319,23 @@ mod tests {
             "Client.MissingHeaderField"
         );
         assert_eq!(
-            client_id(&map(&[("X-Road-Client", "GL/GOV")])).unwrap_err().type_string(),
+            client_id(&map(&[("X-Road-Client", "GL/GOV")]))
+                .unwrap_err()
+                .type_string(),
             "Client.InvalidClientIdentifier"
         );
         assert_eq!(
-            client_id(&map(&[("X-Road-Client", "GL/GOV/1/a%2Fb")])).unwrap_err().type_string(),
+            client_id(&map(&[("X-Road-Client", "GL/GOV/1/a%2Fb")]))
+                .unwrap_err()
+                .type_string(),
             "Client.InvalidClientIdentifier"
         );
         // The last header wins, as r1 says.
-        let c = client_id(&map(&[("X-Road-Client", "GL/GOV/1/a"), ("X-Road-Client", "GL/GOV/2/b")])).unwrap();
+        let c = client_id(&map(&[
+            ("X-Road-Client", "GL/GOV/1/a"),
+            ("X-Road-Client", "GL/GOV/2/b"),
+        ]))
+        .unwrap();
         assert_eq!(c.to_string(), "GL/GOV/2/b");
         let c = client_id(&map(&[("X-Road-Client", "GL/GOV/1%2B1/a")])).unwrap();
         assert_eq!(c.to_string(), "GL/GOV/1+1/a");
@@ -314,7 +346,9 @@ mod tests {
         let long = "a".repeat(MAX_XROAD_FIELD_LEN + 1);
         assert!(optional_field(&map(&[("X-Road-Id", &long)]), X_ROAD_ID).is_err());
         assert_eq!(
-            optional_field(&map(&[("X-Road-Id", "abc-1")]), X_ROAD_ID).unwrap().as_deref(),
+            optional_field(&map(&[("X-Road-Id", "abc-1")]), X_ROAD_ID)
+                .unwrap()
+                .as_deref(),
             Some("abc-1")
         );
         assert_eq!(optional_field(&map(&[]), X_ROAD_ID).unwrap(), None);
@@ -326,7 +360,9 @@ mod tests {
         let g = security_server(&map(&[("X-Road-Security-Server", "GL/GOV/1/gw1")])).unwrap();
         assert_eq!(g.unwrap().to_string(), "GL/GOV/1/gw1");
         assert_eq!(
-            security_server(&map(&[("X-Road-Security-Server", "GL/GOV/1")])).unwrap_err().type_string(),
+            security_server(&map(&[("X-Road-Security-Server", "GL/GOV/1")]))
+                .unwrap_err()
+                .type_string(),
             "Client.InvalidSecurityServer"
         );
     }
@@ -335,9 +371,15 @@ mod tests {
     fn limits() {
         let mut m = HeaderMap::new();
         for i in 0..=MAX_HEADER_COUNT {
-            m.insert(HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap(), HeaderValue::from_static("v"));
+            m.insert(
+                HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
         }
-        assert_eq!(check_limits(&m).unwrap_err().type_string(), "Client.TooLarge");
+        assert_eq!(
+            check_limits(&m).unwrap_err().type_string(),
+            "Client.TooLarge"
+        );
         let big = "v".repeat(MAX_HEADER_VALUE_LEN + 1);
         assert!(check_limits(&map(&[("x-big", &big)])).is_err());
     }

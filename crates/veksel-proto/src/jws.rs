@@ -65,7 +65,11 @@ impl Header {
     pub fn chain_der(&self) -> Result<Vec<Vec<u8>>, JwsError> {
         self.x5c
             .iter()
-            .map(|c| STANDARD.decode(c).map_err(|_| JwsError::Malformed("x5c is not base64")))
+            .map(|c| {
+                STANDARD
+                    .decode(c)
+                    .map_err(|_| JwsError::Malformed("x5c is not base64"))
+            })
             .collect()
     }
 }
@@ -130,7 +134,9 @@ pub fn sign_detached(
     let (h, _, s) = (parts.next(), parts.next(), parts.next());
     match (h, s) {
         (Some(h), Some(s)) => Ok(format!("{h}..{s}")),
-        _ => Err(JwsError::Malformed("internal: compact form has no three parts")),
+        _ => Err(JwsError::Malformed(
+            "internal: compact form has no three parts",
+        )),
     }
 }
 
@@ -148,7 +154,8 @@ impl Unverified {
     /// Parses a compact JWS. For a detached JWS, pass the payload separately.
     pub fn parse(jws: &str, detached_payload: Option<&[u8]>) -> Result<Self, JwsError> {
         let mut parts = jws.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(JwsError::Malformed("expected three '.'-separated parts"));
         };
@@ -203,7 +210,9 @@ pub struct SoftwareSigner {
 impl std::fmt::Debug for SoftwareSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The key itself never appears in debug output or logs.
-        f.debug_struct("SoftwareSigner").field("chain_len", &self.chain.len()).finish()
+        f.debug_struct("SoftwareSigner")
+            .field("chain_len", &self.chain.len())
+            .finish()
     }
 }
 
@@ -263,7 +272,10 @@ mod tests {
         let jws = sign_compact(&s, "application/json", true, b"{\"a\":1}").unwrap();
         let u = Unverified::parse(&jws, None).unwrap();
         assert_eq!(u.header.x5c, vec![STANDARD.encode(b"cert")]);
-        assert_eq!(u.header.x5t_s256.as_deref(), Some(thumbprint(b"cert").as_str()));
+        assert_eq!(
+            u.header.x5t_s256.as_deref(),
+            Some(thumbprint(b"cert").as_str())
+        );
         assert_eq!(u.verify(&s.public_key()).unwrap(), b"{\"a\":1}");
     }
 
@@ -293,7 +305,13 @@ mod tests {
         assert!(Unverified::parse("!!.b.c", None).is_err());
         let s = signer();
         let jws = sign_compact(&s, "x", false, b"p").unwrap();
-        assert!(Unverified::parse(&jws, Some(b"p")).is_err(), "attached payload given twice");
-        assert_eq!(Unverified::parse(&jws, None).unwrap().verify(&[4; 10]), Err(JwsError::BadKey));
+        assert!(
+            Unverified::parse(&jws, Some(b"p")).is_err(),
+            "attached payload given twice"
+        );
+        assert_eq!(
+            Unverified::parse(&jws, None).unwrap().verify(&[4; 10]),
+            Err(JwsError::BadKey)
+        );
     }
 }

@@ -53,7 +53,8 @@ impl Clock {
     }
     /// Moves this clock (and every clone of it) by `ms`.
     pub fn advance(&self, ms: i64) {
-        self.offset_ms.fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+        self.offset_ms
+            .fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -62,7 +63,10 @@ pub fn rfc3339(unix_ms: i64) -> String {
     let nanos = i128::from(unix_ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| unix_ms.to_string())
 }
 

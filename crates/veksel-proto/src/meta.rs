@@ -98,11 +98,20 @@ impl ClientList {
                 xml_escape(&m.id.member_code)
             ));
             if let Some(sub) = &m.id.subsystem_code {
-                s.push_str(&format!("<id:subsystemCode>{}</id:subsystemCode>", xml_escape(sub)));
+                s.push_str(&format!(
+                    "<id:subsystemCode>{}</id:subsystemCode>",
+                    xml_escape(sub)
+                ));
             }
-            s.push_str(&format!("</xrd:id><xrd:name>{}</xrd:name>", xml_escape(&m.name)));
+            s.push_str(&format!(
+                "</xrd:id><xrd:name>{}</xrd:name>",
+                xml_escape(&m.name)
+            ));
             if let Some(n) = &m.subsystem_name {
-                s.push_str(&format!("<xrd:subsystemName>{}</xrd:subsystemName>", xml_escape(n)));
+                s.push_str(&format!(
+                    "<xrd:subsystemName>{}</xrd:subsystemName>",
+                    xml_escape(n)
+                ));
             }
             s.push_str("</xrd:member>");
         }
@@ -138,7 +147,12 @@ impl ErrorFormat {
     /// X-Road's rule: the first XML type named in `Accept` wins, otherwise JSON.
     pub fn from_accept(accept: Option<&str>) -> Self {
         for item in accept.unwrap_or_default().split(',') {
-            let media = item.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+            let media = item
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
             match media.as_str() {
                 "application/xml" => return Self::ApplicationXml,
                 "text/xml" | "text/*" => return Self::TextXml,
@@ -182,10 +196,22 @@ mod tests {
         use ErrorFormat::*;
         assert_eq!(ErrorFormat::from_accept(None), Json);
         assert_eq!(ErrorFormat::from_accept(Some("foobarbaz")), Json);
-        assert_eq!(ErrorFormat::from_accept(Some("application/json;charset=utf-8")), Json);
-        assert_eq!(ErrorFormat::from_accept(Some("application/xml")), ApplicationXml);
-        assert_eq!(ErrorFormat::from_accept(Some("text/xml, application/xml")), TextXml);
-        assert_eq!(ErrorFormat::from_accept(Some("application/xml; q=0.2")), ApplicationXml);
+        assert_eq!(
+            ErrorFormat::from_accept(Some("application/json;charset=utf-8")),
+            Json
+        );
+        assert_eq!(
+            ErrorFormat::from_accept(Some("application/xml")),
+            ApplicationXml
+        );
+        assert_eq!(
+            ErrorFormat::from_accept(Some("text/xml, application/xml")),
+            TextXml
+        );
+        assert_eq!(
+            ErrorFormat::from_accept(Some("application/xml; q=0.2")),
+            ApplicationXml
+        );
         assert_eq!(ErrorFormat::from_accept(Some("text/*")), TextXml);
         assert_eq!(ErrorFormat::from_accept(Some("text/xml-patch+xml")), Json);
     }
@@ -200,7 +226,10 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&e.render(ErrorFormat::Json)).unwrap();
         assert_eq!(json["type"], "Server.ServerProxy.AccessDenied");
         let xml = String::from_utf8(e.render(ErrorFormat::TextXml)).unwrap();
-        assert!(xml.contains("<message>no &lt;access&gt;</message>"), "{xml}");
+        assert!(
+            xml.contains("<message>no &lt;access&gt;</message>"),
+            "{xml}"
+        );
     }
 
     #[test]

@@ -64,7 +64,11 @@ impl R1Target {
     /// The canonical request target for this call, with each identifier part
     /// percent-encoded again, as sent between gateways.
     pub fn canonical_target(&self) -> String {
-        let mut s = format!("/r1/{}{}", encode_id(&self.service.to_string()), self.service_path);
+        let mut s = format!(
+            "/r1/{}{}",
+            encode_id(&self.service.to_string()),
+            self.service_path
+        );
         if let Some(q) = &self.query {
             s.push('?');
             s.push_str(q);
@@ -131,9 +135,9 @@ fn strict_decode(raw: &str, extra: &[u8], what: &str) -> Result<Vec<u8>, Fault> 
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or_else(|| {
-                bad_request(format!("{what}: incomplete percent-encoding"))
-            })?;
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .ok_or_else(|| bad_request(format!("{what}: incomplete percent-encoding")))?;
             if !hex.iter().all(u8::is_ascii_hexdigit) {
                 return Err(bad_request(format!("{what}: invalid percent-encoding")));
             }
@@ -243,7 +247,10 @@ pub fn parse_target(path: &str, query: Option<&str>) -> Result<R1Target, Fault> 
     if let Some(q) = query {
         check_query(q)?;
     }
-    let service: ServiceId = ids.join("/").parse().map_err(|e| bad_request(format!("{e}")))?;
+    let service: ServiceId = ids
+        .join("/")
+        .parse()
+        .map_err(|e| bad_request(format!("{e}")))?;
     Ok(R1Target {
         service,
         service_path,
@@ -274,7 +281,9 @@ pub fn single_query_param(query: Option<&str>, name: &str) -> Result<Option<Stri
                     "query parameter {name} is given more than once"
                 )));
             }
-            let v = percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned();
+            let v = percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned();
             found = Some(v);
         }
     }
@@ -291,11 +300,18 @@ mod tests {
 
     #[test]
     fn parses_service_path_and_query() {
-        let t = parse_target("/r1/GL/GOV/123/pop/persons/v1/persons/42", Some("a=1&b=%20")).unwrap();
+        let t = parse_target(
+            "/r1/GL/GOV/123/pop/persons/v1/persons/42",
+            Some("a=1&b=%20"),
+        )
+        .unwrap();
         assert_eq!(t.service.to_string(), "GL/GOV/123/pop/persons");
         assert_eq!(t.service_path, "/v1/persons/42");
         assert_eq!(t.query.as_deref(), Some("a=1&b=%20"));
-        assert_eq!(t.canonical_target(), "/r1/GL/GOV/123/pop/persons/v1/persons/42?a=1&b=%20");
+        assert_eq!(
+            t.canonical_target(),
+            "/r1/GL/GOV/123/pop/persons/v1/persons/42?a=1&b=%20"
+        );
         let t = parse_target("/r1/GL/GOV/123/pop/persons", None).unwrap();
         assert_eq!(t.service_path, "");
         let t = parse_target("/r1/GL/GOV/123/pop/persons/", None).unwrap();
@@ -311,15 +327,42 @@ mod tests {
 
     #[test]
     fn refuses_malformed_targets() {
-        assert_eq!(code(parse_target("/r2/GL/GOV/1/a/b", None)), "Client.InvalidProtocolVersion");
-        assert_eq!(code(parse_target("/r1/GL/GOV/1/a", None)), "Client.BadRequest");
-        assert_eq!(code(parse_target("/r1/GL/GOV/1//b", None)), "Client.BadRequest");
-        assert_eq!(code(parse_target("/r1/GL/GOV/1/a%2Fb/c", None)), "Client.BadRequest");
-        assert_eq!(code(parse_target("/r1/GL/GOV/1/a_b/c", None)), "Client.BadRequest");
-        assert_eq!(code(parse_target("/r1/GL/GOV/%zz/a/c", None)), "Client.BadRequest");
-        assert_eq!(code(parse_target("/r1/GL/GOV/1/a/c%", None)), "Client.BadRequest");
-        assert_eq!(code(parse_target("/r1/GL/GOV/../a/c", None)), "Client.BadRequest");
-        assert_eq!(code(parse_target("r1/GL/GOV/1/a/c", None)), "Client.BadRequest");
+        assert_eq!(
+            code(parse_target("/r2/GL/GOV/1/a/b", None)),
+            "Client.InvalidProtocolVersion"
+        );
+        assert_eq!(
+            code(parse_target("/r1/GL/GOV/1/a", None)),
+            "Client.BadRequest"
+        );
+        assert_eq!(
+            code(parse_target("/r1/GL/GOV/1//b", None)),
+            "Client.BadRequest"
+        );
+        assert_eq!(
+            code(parse_target("/r1/GL/GOV/1/a%2Fb/c", None)),
+            "Client.BadRequest"
+        );
+        assert_eq!(
+            code(parse_target("/r1/GL/GOV/1/a_b/c", None)),
+            "Client.BadRequest"
+        );
+        assert_eq!(
+            code(parse_target("/r1/GL/GOV/%zz/a/c", None)),
+            "Client.BadRequest"
+        );
+        assert_eq!(
+            code(parse_target("/r1/GL/GOV/1/a/c%", None)),
+            "Client.BadRequest"
+        );
+        assert_eq!(
+            code(parse_target("/r1/GL/GOV/../a/c", None)),
+            "Client.BadRequest"
+        );
+        assert_eq!(
+            code(parse_target("r1/GL/GOV/1/a/c", None)),
+            "Client.BadRequest"
+        );
         let long = format!("/r1/GL/GOV/1/a/c/{}", "x".repeat(MAX_TARGET_LEN));
         assert_eq!(code(parse_target(&long, None)), "Client.TooLarge");
     }
@@ -338,7 +381,10 @@ mod tests {
         ] {
             assert_eq!(code(parse_target(p, None)), "Client.BadRequest", "{p}");
         }
-        assert_eq!(code(parse_target("/r1/GL/GOV/1/a/c", Some("a=<b>"))), "Client.BadRequest");
+        assert_eq!(
+            code(parse_target("/r1/GL/GOV/1/a/c", Some("a=<b>"))),
+            "Client.BadRequest"
+        );
         assert!(parse_target("/r1/GL/GOV/1/a/c/%C3%A6%20x", Some("q=a/b?c")).is_ok());
     }
 
@@ -354,7 +400,10 @@ mod tests {
             single_query_param(Some("serviceCode=persons"), "serviceCode").unwrap(),
             Some("persons".into())
         );
-        assert_eq!(single_query_param(Some("x=1"), "serviceCode").unwrap(), None);
+        assert_eq!(
+            single_query_param(Some("x=1"), "serviceCode").unwrap(),
+            None
+        );
         assert_eq!(single_query_param(None, "serviceCode").unwrap(), None);
         assert!(single_query_param(Some("serviceCode=a&servicecode=b"), "serviceCode").is_err());
     }

@@ -14,13 +14,41 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
-const FIRST: &[&str] = &["Aputsiaq", "Naja", "Malik", "Ivalu", "Inuk", "Nivi", "Hans", "Karen", "Ole", "Sofie"];
-const LAST: &[&str] = &["Lyberth", "Kleist", "Olsen", "Petersen", "Berthelsen", "Jensen", "Motzfeldt", "Kristiansen"];
-const TOWNS: &[&str] = &["Nuuk", "Sisimiut", "Ilulissat", "Qaqortoq", "Aasiaat", "Maniitsoq", "Tasiilaq"];
-const TRADES: &[&str] = &["Fisheries", "Construction", "Tourism", "Shipping", "Retail", "Mining services"];
+const FIRST: &[&str] = &[
+    "Aputsiaq", "Naja", "Malik", "Ivalu", "Inuk", "Nivi", "Hans", "Karen", "Ole", "Sofie",
+];
+const LAST: &[&str] = &[
+    "Lyberth",
+    "Kleist",
+    "Olsen",
+    "Petersen",
+    "Berthelsen",
+    "Jensen",
+    "Motzfeldt",
+    "Kristiansen",
+];
+const TOWNS: &[&str] = &[
+    "Nuuk",
+    "Sisimiut",
+    "Ilulissat",
+    "Qaqortoq",
+    "Aasiaat",
+    "Maniitsoq",
+    "Tasiilaq",
+];
+const TRADES: &[&str] = &[
+    "Fisheries",
+    "Construction",
+    "Tourism",
+    "Shipping",
+    "Retail",
+    "Mining services",
+];
 
 fn seed(s: &str) -> usize {
-    s.bytes().fold(7usize, |a, b| a.wrapping_mul(131).wrapping_add(usize::from(b)))
+    s.bytes().fold(7usize, |a, b| {
+        a.wrapping_mul(131).wrapping_add(usize::from(b))
+    })
 }
 
 fn person(id: &str) -> serde_json::Value {
@@ -70,7 +98,11 @@ pub fn population_register() -> Router {
         .route(
             "/persons/{id}",
             get(|Path(id): Path<String>| async move {
-                if valid_id(&id) { Json(person(&id)).into_response() } else { not_found("person", &id) }
+                if valid_id(&id) {
+                    Json(person(&id)).into_response()
+                } else {
+                    not_found("person", &id)
+                }
             }),
         )
         .route(
@@ -79,7 +111,14 @@ pub fn population_register() -> Router {
                 let name = q.name.unwrap_or_default().to_lowercase();
                 let hits: Vec<_> = (100_000..100_050)
                     .map(|n| person(&n.to_string()))
-                    .filter(|p| name.is_empty() || p["family_name"].as_str().unwrap_or_default().to_lowercase().contains(&name))
+                    .filter(|p| {
+                        name.is_empty()
+                            || p["family_name"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_lowercase()
+                                .contains(&name)
+                    })
                     .take(20)
                     .collect();
                 Json(json!({"persons": hits}))
@@ -133,13 +172,22 @@ pub fn diagnostics() -> Router {
             "/status/{code}",
             any(|Path(code): Path<u16>| async move {
                 let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
-                (status, Json(json!({"error": "requested_status", "status": status.as_u16()}))).into_response()
+                (
+                    status,
+                    Json(json!({"error": "requested_status", "status": status.as_u16()})),
+                )
+                    .into_response()
             }),
         )
         .route(
             "/redirect",
             any(|| async {
-                (StatusCode::FOUND, [(header::LOCATION, "/echo")], "redirecting\n").into_response()
+                (
+                    StatusCode::FOUND,
+                    [(header::LOCATION, "/echo")],
+                    "redirecting\n",
+                )
+                    .into_response()
             }),
         )
         .route("/bytes/{n}", get(bytes))
@@ -161,12 +209,19 @@ pub const PATTERN_BLOCK_LEN: usize = 251 * 4096;
 pub fn pattern_block() -> bytes::Bytes {
     static BLOCK: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
     BLOCK
-        .get_or_init(|| (0..PATTERN_BLOCK_LEN as u64).map(pattern_byte).collect::<Vec<u8>>().into())
+        .get_or_init(|| {
+            (0..PATTERN_BLOCK_LEN as u64)
+                .map(pattern_byte)
+                .collect::<Vec<u8>>()
+                .into()
+        })
         .clone()
 }
 
 /// The pattern as a stream of `n` bytes.
-pub fn pattern_stream(n: u64) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+pub fn pattern_stream(
+    n: u64,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
     let block = pattern_block();
     futures_util::stream::unfold(0u64, move |sent| {
         let block = block.clone();
@@ -183,8 +238,10 @@ pub fn pattern_stream(n: u64) -> impl futures_util::Stream<Item = Result<bytes::
 async fn bytes(Path(n): Path<u64>) -> Response {
     let mut resp = Body::from_stream(pattern_stream(n)).into_response();
     resp.headers_mut().insert(header::CONTENT_LENGTH, n.into());
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/octet-stream"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
     resp
 }
 
@@ -198,7 +255,9 @@ async fn digest(req: Request) -> Response {
                 length += c.len() as u64;
                 ctx.update(&c);
             }
-            Err(e) => return (StatusCode::BAD_REQUEST, format!("body error: {e}\n")).into_response(),
+            Err(e) => {
+                return (StatusCode::BAD_REQUEST, format!("body error: {e}\n")).into_response();
+            }
         }
     }
     Json(json!({"length": length, "sha256": hex::encode(ctx.finish().as_ref())})).into_response()
@@ -208,7 +267,13 @@ async fn echo(req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, 1024 * 1024).await {
         Ok(b) => b,
-        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "echo takes at most 1 MiB; use /digest\n").into_response(),
+        Err(_) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "echo takes at most 1 MiB; use /digest\n",
+            )
+                .into_response();
+        }
     };
     let headers: Vec<(String, String)> = header_list(&parts.headers);
     Json(json!({
@@ -224,6 +289,11 @@ async fn echo(req: Request) -> Response {
 
 fn header_list(h: &HeaderMap) -> Vec<(String, String)> {
     h.iter()
-        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect()
 }

@@ -264,7 +264,11 @@ pub struct Sandbox {
 
 async fn listen(port: u16) -> Result<TcpListener> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    veksel_net::bind(addr).await.map_err(|e| anyhow!("{e} (is another sandbox running? use --data-dir with another directory or stop it)"))
+    veksel_net::bind(addr).await.map_err(|e| {
+        anyhow!(
+            "{e} (is another sandbox running? use --data-dir with another directory or stop it)"
+        )
+    })
 }
 
 fn port_of(l: &TcpListener) -> Result<u16> {
@@ -303,7 +307,9 @@ impl Bound {
     }
 
     fn ports(&self) -> Result<Ports> {
-        let three = |v: &[TcpListener]| -> Result<[u16; 3]> { Ok([port_of(&v[0])?, port_of(&v[1])?, port_of(&v[2])?]) };
+        let three = |v: &[TcpListener]| -> Result<[u16; 3]> {
+            Ok([port_of(&v[0])?, port_of(&v[1])?, port_of(&v[2])?])
+        };
         Ok(Ports {
             authority: port_of(&self.authority)?,
             client: three(&self.client)?,
@@ -320,21 +326,36 @@ impl Bound {
 fn api_client(anchor: &veksel_proto::conf::Anchor) -> Result<reqwest::Client> {
     let roots = veksel_pki::certs_from_pem(&anchor.authority_tls_ca_pem)?;
     let tls = veksel_pki::tls::https_client_config(&roots)?;
-    Ok(reqwest::Client::builder().use_preconfigured_tls(tls).build()?)
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()?)
 }
 
-async fn call(client: &reqwest::Client, method: reqwest::Method, url: &str, token: &str, body: Option<serde_json::Value>) -> Result<serde_json::Value> {
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
     let mut req = client.request(method.clone(), url).bearer_auth(token);
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let resp = req.send().await.with_context(|| format!("{method} {url}"))?;
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("{method} {url}"))?;
     let status = resp.status();
     let text = resp.text().await?;
     if !status.is_success() {
         bail!("{method} {url}: HTTP {status}: {text}");
     }
-    Ok(if text.is_empty() { serde_json::Value::Null } else { serde_json::from_str(&text)? })
+    Ok(if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text)?
+    })
 }
 
 fn colon(id: &str) -> String {
@@ -349,7 +370,10 @@ impl Sandbox {
             .with_context(|| format!("creating {}", options.data_dir.display()))?;
         let info_path = options.data_dir.join(SANDBOX_JSON);
         let existing: Option<SandboxInfo> = match std::fs::read_to_string(&info_path) {
-            Ok(t) => Some(serde_json::from_str(&t).with_context(|| format!("reading {}", info_path.display()))?),
+            Ok(t) => Some(
+                serde_json::from_str(&t)
+                    .with_context(|| format!("reading {}", info_path.display()))?,
+            ),
             Err(_) => None,
         };
         let ports = existing.as_ref().map_or(options.ports, |i| i.ports);
@@ -364,7 +388,11 @@ impl Sandbox {
         } = bound;
 
         let backend_shutdown = veksel_net::Shutdown::new();
-        let routers = [backends::population_register(), backends::tax_registers(), backends::diagnostics()];
+        let routers = [
+            backends::population_register(),
+            backends::tax_registers(),
+            backends::diagnostics(),
+        ];
         let mut backend_tasks = Vec::new();
         for (listener, router) in backend_listeners.into_iter().zip(routers) {
             backend_tasks.push(tokio::spawn(veksel_net::serve(
@@ -379,7 +407,10 @@ impl Sandbox {
         let authority_dir = options.data_dir.join("authority");
         let fresh = existing.is_none() || !veksel_authority::is_initialised(&authority_dir);
         let authority_url = format!("https://127.0.0.1:{}", ports.authority);
-        let mut admin_token = existing.as_ref().map(|i| i.authority_admin_token.clone()).unwrap_or_default();
+        let mut admin_token = existing
+            .as_ref()
+            .map(|i| i.authority_admin_token.clone())
+            .unwrap_or_default();
         if fresh {
             let mut config = AuthorityConfig::new(
                 INSTANCE,
@@ -395,7 +426,12 @@ impl Sandbox {
             let outcome = veksel_authority::init(&authority_dir, config, &options.clock).await?;
             admin_token = outcome.admin_token;
         }
-        let authority = veksel_authority::start(&authority_dir, options.clock.clone(), Some(authority_listener)).await?;
+        let authority = veksel_authority::start(
+            &authority_dir,
+            options.clock.clone(),
+            Some(authority_listener),
+        )
+        .await?;
         let anchor = veksel_authority::read_anchor(&authority_dir)?;
         let api = api_client(&anchor)?;
 
@@ -426,9 +462,13 @@ impl Sandbox {
                     config.database_url = Some(gateways[i].clone());
                 }
                 veksel_gateway::init(&dir, &config, &anchor)?;
-                let token = enrolment_tokens.get(i).ok_or_else(|| anyhow!("no enrolment token for {}", org.gateway_id()))?;
+                let token = enrolment_tokens
+                    .get(i)
+                    .ok_or_else(|| anyhow!("no enrolment token for {}", org.gateway_id()))?;
                 veksel_gateway::enrol(&dir, token, &options.clock).await?;
-                gw_admin_token = veksel_gateway::create_admin_token(&dir, "admin", "sandbox", &options.clock).await?;
+                gw_admin_token =
+                    veksel_gateway::create_admin_token(&dir, "admin", "sandbox", &options.clock)
+                        .await?;
             }
             let running = veksel_gateway::start(
                 &dir,
@@ -498,7 +538,9 @@ impl Sandbox {
     }
 }
 
-fn hyper_util_service(router: axum::Router) -> hyper_util::service::TowerToHyperService<axum::Router> {
+fn hyper_util_service(
+    router: axum::Router,
+) -> hyper_util::service::TowerToHyperService<axum::Router> {
     hyper_util::service::TowerToHyperService::new(router)
 }
 
@@ -511,18 +553,32 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(text.as_bytes())?;
     Ok(())
 }
 
 /// Registers members, subsystems, gateways and the global group; returns the
 /// gateways' enrolment tokens in [`ORGS`] order.
-async fn register_network(api: &reqwest::Client, url: &str, token: &str, ports: &Ports) -> Result<Vec<String>> {
+async fn register_network(
+    api: &reqwest::Client,
+    url: &str,
+    token: &str,
+    ports: &Ports,
+) -> Result<Vec<String>> {
     use reqwest::Method;
     let mut tokens = Vec::new();
     for org in ORGS {
-        call(api, Method::POST, &format!("{url}/api/v1/members"), token, Some(json!({"id": org.member(), "name": org.name}))).await?;
+        call(
+            api,
+            Method::POST,
+            &format!("{url}/api/v1/members"),
+            token,
+            Some(json!({"id": org.member(), "name": org.name})),
+        )
+        .await?;
         call(
             api,
             Method::POST,
@@ -538,13 +594,19 @@ async fn register_network(api: &reqwest::Client, url: &str, token: &str, ports: 
             Method::POST,
             &format!("{url}/api/v1/gateways"),
             token,
-            Some(json!({"id": org.gateway_id(), "address": format!("127.0.0.1:{}", ports.peer[i])})),
+            Some(
+                json!({"id": org.gateway_id(), "address": format!("127.0.0.1:{}", ports.peer[i])}),
+            ),
         )
         .await?;
         call(
             api,
             Method::PUT,
-            &format!("{url}/api/v1/gateways/{}/clients/{}", colon(&org.gateway_id()), colon(&org.subsystem_id())),
+            &format!(
+                "{url}/api/v1/gateways/{}/clients/{}",
+                colon(&org.gateway_id()),
+                colon(&org.subsystem_id())
+            ),
             token,
             None,
         )
@@ -561,14 +623,19 @@ async fn register_network(api: &reqwest::Client, url: &str, token: &str, ports: 
         Method::POST,
         &format!("{url}/api/v1/global-groups"),
         token,
-        Some(json!({"code": "sandbox-members", "description": "Every organisation of the sandbox"})),
+        Some(
+            json!({"code": "sandbox-members", "description": "Every organisation of the sandbox"}),
+        ),
     )
     .await?;
     for org in ORGS {
         call(
             api,
             Method::PUT,
-            &format!("{url}/api/v1/global-groups/sandbox-members/members/{}", colon(&org.subsystem_id())),
+            &format!(
+                "{url}/api/v1/global-groups/sandbox-members/members/{}",
+                colon(&org.subsystem_id())
+            ),
             token,
             None,
         )
@@ -600,7 +667,11 @@ async fn configure_gateways(gws: &[GatewayInfo], ports: &Ports) -> Result<()> {
         .await?;
     }
     let pop = &gws[0];
-    let pop_url = format!("{}/api/v1/clients/{}", pop.admin_url, colon(&population.subsystem_id()));
+    let pop_url = format!(
+        "{}/api/v1/clients/{}",
+        pop.admin_url,
+        colon(&population.subsystem_id())
+    );
     let persons_openapi = json!({
         "openapi": "3.0.3",
         "info": {"title": "Persons (synthetic population register)", "version": "1.0.0"},
@@ -631,15 +702,29 @@ async fn configure_gateways(gws: &[GatewayInfo], ports: &Ports) -> Result<()> {
         &format!("{pop_url}/access"),
         &pop.admin_token,
         Some(json!([
-            rule(json!({"type": "client", "id": municipality.subsystem_id()}), "persons", "GET", "/*"),
-            rule(json!({"type": "client", "id": tax.subsystem_id()}), "persons", "GET", "/**"),
+            rule(
+                json!({"type": "client", "id": municipality.subsystem_id()}),
+                "persons",
+                "GET",
+                "/*"
+            ),
+            rule(
+                json!({"type": "client", "id": tax.subsystem_id()}),
+                "persons",
+                "GET",
+                "/**"
+            ),
             rule(everyone.clone(), "echo", "*", "/**"),
         ])),
     )
     .await?;
 
     let t = &gws[1];
-    let tax_url = format!("{}/api/v1/clients/{}", t.admin_url, colon(&tax.subsystem_id()));
+    let tax_url = format!(
+        "{}/api/v1/clients/{}",
+        t.admin_url,
+        colon(&tax.subsystem_id())
+    );
     for (code, path) in [("companies", "companies"), ("incomes", "incomes")] {
         call(
             &api,
@@ -665,7 +750,12 @@ async fn configure_gateways(gws: &[GatewayInfo], ports: &Ports) -> Result<()> {
         &t.admin_token,
         Some(json!([
             rule(everyone, "companies", "GET", "/*"),
-            rule(json!({"type": "local_group", "id": "auditors"}), "incomes", "GET", "/*"),
+            rule(
+                json!({"type": "local_group", "id": "auditors"}),
+                "incomes",
+                "GET",
+                "/*"
+            ),
         ])),
     )
     .await?;
@@ -677,7 +767,8 @@ fn services_description() -> Vec<ServiceInfo> {
     vec![
         ServiceInfo {
             id: format!("{}/persons", population.subsystem_id()),
-            description: "Synthetic population register: GET /{id} (6-12 digits), GET /?name=".into(),
+            description: "Synthetic population register: GET /{id} (6-12 digits), GET /?name="
+                .into(),
             access: vec![
                 format!("{}: GET /*", municipality.subsystem_id()),
                 format!("{}: GET /**", tax.subsystem_id()),
@@ -685,8 +776,12 @@ fn services_description() -> Vec<ServiceInfo> {
         },
         ServiceInfo {
             id: format!("{}/echo", population.subsystem_id()),
-            description: "Diagnostics: echoes the request; /status/{code}, /redirect, /bytes/{n}, /digest".into(),
-            access: vec![format!("global group {INSTANCE}/sandbox-members: any method, any path")],
+            description:
+                "Diagnostics: echoes the request; /status/{code}, /redirect, /bytes/{n}, /digest"
+                    .into(),
+            access: vec![format!(
+                "global group {INSTANCE}/sandbox-members: any method, any path"
+            )],
         },
         ServiceInfo {
             id: format!("{}/companies", tax.subsystem_id()),
@@ -696,7 +791,10 @@ fn services_description() -> Vec<ServiceInfo> {
         ServiceInfo {
             id: format!("{}/incomes", tax.subsystem_id()),
             description: "Synthetic income register: GET /{id}".into(),
-            access: vec![format!("local group auditors ({}): GET /*", population.subsystem_id())],
+            access: vec![format!(
+                "local group auditors ({}): GET /*",
+                population.subsystem_id()
+            )],
         },
     ]
 }
@@ -706,32 +804,56 @@ fn examples(gws: &[GatewayInfo]) -> Vec<Example> {
     let muni = &gws[2];
     let taxgw = &gws[1];
     let r1 = |g: &GatewayInfo, client: &Org, path: &str| {
-        format!("curl -si '{}/r1/{path}' -H 'X-Road-Client: {}'", g.client_url, client.subsystem_id())
+        format!(
+            "curl -si '{}/r1/{path}' -H 'X-Road-Client: {}'",
+            g.client_url,
+            client.subsystem_id()
+        )
     };
     vec![
         Example {
             description: "The municipality looks up a person in the population register".into(),
-            curl: r1(muni, &municipality, &format!("{}/persons/0101701234", population.subsystem_id())),
+            curl: r1(
+                muni,
+                &municipality,
+                &format!("{}/persons/0101701234", population.subsystem_id()),
+            ),
             expect: "200 with the person as JSON and X-Road-* response headers".into(),
         },
         Example {
             description: "The municipality looks up a company in the business register".into(),
-            curl: r1(muni, &municipality, &format!("{}/companies/12345678", tax.subsystem_id())),
+            curl: r1(
+                muni,
+                &municipality,
+                &format!("{}/companies/12345678", tax.subsystem_id()),
+            ),
             expect: "200 with the company".into(),
         },
         Example {
             description: "The municipality tries the income register, which it may not use".into(),
-            curl: r1(muni, &municipality, &format!("{}/incomes/0101701234", tax.subsystem_id())),
+            curl: r1(
+                muni,
+                &municipality,
+                &format!("{}/incomes/0101701234", tax.subsystem_id()),
+            ),
             expect: "500 with X-Road-Error: Server.ServerProxy.AccessDenied".into(),
         },
         Example {
             description: "The municipality may look up one person but not search".into(),
-            curl: r1(muni, &municipality, &format!("{}/persons?name=olsen", population.subsystem_id())),
+            curl: r1(
+                muni,
+                &municipality,
+                &format!("{}/persons?name=olsen", population.subsystem_id()),
+            ),
             expect: "500 with X-Road-Error: Server.ServerProxy.AccessDenied".into(),
         },
         Example {
             description: "The tax agency may search".into(),
-            curl: r1(taxgw, &tax, &format!("{}/persons?name=olsen", population.subsystem_id())),
+            curl: r1(
+                taxgw,
+                &tax,
+                &format!("{}/persons?name=olsen", population.subsystem_id()),
+            ),
             expect: "200 with matching persons".into(),
         },
         Example {
@@ -742,21 +864,33 @@ fn examples(gws: &[GatewayInfo]) -> Vec<Example> {
                 population.subsystem_id(),
                 municipality.subsystem_id()
             ),
-            expect: "200 with method, path, query, headers and body as the provider saw them".into(),
+            expect: "200 with method, path, query, headers and body as the provider saw them"
+                .into(),
         },
         Example {
             description: "A provider error passes through unchanged".into(),
-            curl: r1(muni, &municipality, &format!("{}/echo/status/418", population.subsystem_id())),
+            curl: r1(
+                muni,
+                &municipality,
+                &format!("{}/echo/status/418", population.subsystem_id()),
+            ),
             expect: "418 from the provider, no X-Road-Error".into(),
         },
         Example {
             description: "Services of the population register (metaservice)".into(),
-            curl: r1(muni, &municipality, &format!("{}/listMethods", population.subsystem_id())),
+            curl: r1(
+                muni,
+                &municipality,
+                &format!("{}/listMethods", population.subsystem_id()),
+            ),
             expect: "200 with the service list".into(),
         },
         Example {
             description: "Every member and subsystem (metaservice)".into(),
-            curl: format!("curl -s '{}/listClients' -H 'Accept: application/json'", muni.client_url),
+            curl: format!(
+                "curl -s '{}/listClients' -H 'Accept: application/json'",
+                muni.client_url
+            ),
             expect: "200 with the client list".into(),
         },
         Example {

@@ -30,11 +30,16 @@ async fn message_log(net: &Net, org: usize, request_id: &str) -> Vec<Value> {
 }
 
 async fn allowed_call(b: Backend) {
-    let Some(net) = Net::start(b).await else { return };
+    let Some(net) = Net::start(b).await else {
+        return;
+    };
     let svc = service(POPULATION, "persons");
     let resp = net
         .http
-        .get(format!("{}/r1/{svc}/0101701234", net.client_url(MUNICIPALITY)))
+        .get(format!(
+            "{}/r1/{svc}/0101701234",
+            net.client_url(MUNICIPALITY)
+        ))
         .header("X-Road-Client", muni())
         .header("X-Road-Id", "case-4711-query-1")
         .header("X-Road-UserId", "GL0101701234")
@@ -51,7 +56,13 @@ async fn allowed_call(b: Backend) {
     let request_id = h["x-road-request-id"].to_str().unwrap().to_owned();
     assert!(uuid::Uuid::parse_str(&request_id).is_ok());
     let hash = h["x-road-request-hash"].to_str().unwrap().to_owned();
-    assert_eq!(base64::engine::general_purpose::STANDARD.decode(&hash).unwrap().len(), 64);
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(&hash)
+            .unwrap()
+            .len(),
+        64
+    );
     let person: Value = resp.json().await.unwrap();
     assert_eq!(person["id"], "0101701234");
     assert_eq!(person["synthetic"], true);
@@ -65,23 +76,35 @@ async fn allowed_call(b: Backend) {
         assert_eq!(r["status"], 200);
         assert_eq!(r["xroad_id"], "case-4711-query-1");
         let req_desc = r["request_descriptor"].as_str().unwrap();
-        assert_eq!(veksel_proto::descriptor::request_hash(req_desc.as_bytes()), hash);
+        assert_eq!(
+            veksel_proto::descriptor::request_hash(req_desc.as_bytes()),
+            hash
+        );
         let d: Value = serde_json::from_str(req_desc).unwrap();
         assert_eq!(d["user_id"], "GL0101701234");
         assert_eq!(d["issue"], "case 4711");
-        let resp_desc: Value = serde_json::from_str(r["response_descriptor"].as_str().unwrap()).unwrap();
+        let resp_desc: Value =
+            serde_json::from_str(r["response_descriptor"].as_str().unwrap()).unwrap();
         assert_eq!(resp_desc["request_hash"], hash.as_str());
         assert!(!r["request_signature"].as_str().unwrap().is_empty());
     }
     // The population register logs bodies (full mode); the municipality only metadata.
-    assert_eq!(message_log(&net, POPULATION, &request_id).await[0]["has_bodies"], true);
-    assert_eq!(message_log(&net, MUNICIPALITY, &request_id).await[0]["has_bodies"], false);
+    assert_eq!(
+        message_log(&net, POPULATION, &request_id).await[0]["has_bodies"],
+        true
+    );
+    assert_eq!(
+        message_log(&net, MUNICIPALITY, &request_id).await[0]["has_bodies"],
+        false
+    );
 
     // Operational monitoring has the exchange on both sides.
     let (url, token) = net.admin(MUNICIPALITY);
     let ops: Vec<Value> = net
         .http
-        .get(format!("{url}/api/v1/op-monitoring?request_id={request_id}"))
+        .get(format!(
+            "{url}/api/v1/op-monitoring?request_id={request_id}"
+        ))
         .bearer_auth(&token)
         .send()
         .await
@@ -93,7 +116,9 @@ async fn allowed_call(b: Backend) {
     let ops = if ops.is_empty() {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         net.http
-            .get(format!("{url}/api/v1/op-monitoring?request_id={request_id}"))
+            .get(format!(
+                "{url}/api/v1/op-monitoring?request_id={request_id}"
+            ))
             .bearer_auth(&token)
             .send()
             .await
@@ -107,55 +132,186 @@ async fn allowed_call(b: Backend) {
     assert_eq!(ops.len(), 1);
     assert_eq!(ops[0]["succeeded"], true);
     assert_eq!(ops[0]["status_code"], 200);
-    let metrics = net.http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("veksel_gateway_exchanges_total{side=\"consumer\",outcome=\"ok\"}"), "{metrics}");
+    let metrics = net
+        .http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("veksel_gateway_exchanges_total{side=\"consumer\",outcome=\"ok\"}"),
+        "{metrics}"
+    );
     net.stop().await;
 }
-both_backends!(allowed_call_returns_provider_data_with_xroad_headers_and_is_logged, allowed_call);
+both_backends!(
+    allowed_call_returns_provider_data_with_xroad_headers_and_is_logged,
+    allowed_call
+);
 
 async fn refusals(b: Backend) {
-    let Some(net) = Net::start(b).await else { return };
+    let Some(net) = Net::start(b).await else {
+        return;
+    };
     let m = muni();
     // Access rights: the municipality may not read incomes, nor search persons.
-    expect_fault(net.r1(MUNICIPALITY, &m, &format!("{}/0101701234", service(TAX, "incomes"))).await, 500, "Server.ServerProxy.AccessDenied").await;
-    expect_fault(net.r1(MUNICIPALITY, &m, &format!("{}?name=olsen", service(POPULATION, "persons"))).await, 500, "Server.ServerProxy.AccessDenied").await;
+    expect_fault(
+        net.r1(
+            MUNICIPALITY,
+            &m,
+            &format!("{}/0101701234", service(TAX, "incomes")),
+        )
+        .await,
+        500,
+        "Server.ServerProxy.AccessDenied",
+    )
+    .await;
+    expect_fault(
+        net.r1(
+            MUNICIPALITY,
+            &m,
+            &format!("{}?name=olsen", service(POPULATION, "persons")),
+        )
+        .await,
+        500,
+        "Server.ServerProxy.AccessDenied",
+    )
+    .await;
     let del = net
         .http
-        .delete(format!("{}/r1/{}/0101701234", net.client_url(MUNICIPALITY), service(POPULATION, "persons")))
+        .delete(format!(
+            "{}/r1/{}/0101701234",
+            net.client_url(MUNICIPALITY),
+            service(POPULATION, "persons")
+        ))
         .header("X-Road-Client", &m)
         .send()
         .await
         .unwrap();
     expect_fault(del, 500, "Server.ServerProxy.AccessDenied").await;
     // The same service is allowed to the tax agency, and to auditors for incomes.
-    let ok = net.r1(TAX, &ORGS[TAX].subsystem_id(), &format!("{}?name=olsen", service(POPULATION, "persons"))).await;
+    let ok = net
+        .r1(
+            TAX,
+            &ORGS[TAX].subsystem_id(),
+            &format!("{}?name=olsen", service(POPULATION, "persons")),
+        )
+        .await;
     assert_eq!(ok.status(), 200);
-    let ok = net.r1(POPULATION, &ORGS[POPULATION].subsystem_id(), &format!("{}/0101701234", service(TAX, "incomes"))).await;
+    let ok = net
+        .r1(
+            POPULATION,
+            &ORGS[POPULATION].subsystem_id(),
+            &format!("{}/0101701234", service(TAX, "incomes")),
+        )
+        .await;
     assert_eq!(ok.status(), 200, "local group auditors may read incomes");
 
     // Unknown service and provider.
-    expect_fault(net.r1(MUNICIPALITY, &m, &service(POPULATION, "nosuch")).await, 500, "Server.ServerProxy.UnknownService").await;
-    expect_fault(net.r1(MUNICIPALITY, &m, "DEV/GOV/10000001/nosub/persons").await, 500, "Server.ClientProxy.UnknownMember").await;
+    expect_fault(
+        net.r1(MUNICIPALITY, &m, &service(POPULATION, "nosuch"))
+            .await,
+        500,
+        "Server.ServerProxy.UnknownService",
+    )
+    .await;
+    expect_fault(
+        net.r1(MUNICIPALITY, &m, "DEV/GOV/10000001/nosub/persons")
+            .await,
+        500,
+        "Server.ClientProxy.UnknownMember",
+    )
+    .await;
     // Unknown client (not hosted on this gateway), missing and malformed clients.
-    expect_fault(net.r1(MUNICIPALITY, &ORGS[TAX].subsystem_id(), &service(TAX, "companies")).await, 500, "Server.ClientProxy.UnknownMember").await;
-    expect_fault(net.r1(MUNICIPALITY, "DEV/MUN/99999999/nobody", &service(TAX, "companies")).await, 500, "Server.ClientProxy.UnknownMember").await;
-    let missing = net.http.get(format!("{}/r1/{}/1", net.client_url(MUNICIPALITY), service(TAX, "companies"))).send().await.unwrap();
+    expect_fault(
+        net.r1(
+            MUNICIPALITY,
+            &ORGS[TAX].subsystem_id(),
+            &service(TAX, "companies"),
+        )
+        .await,
+        500,
+        "Server.ClientProxy.UnknownMember",
+    )
+    .await;
+    expect_fault(
+        net.r1(
+            MUNICIPALITY,
+            "DEV/MUN/99999999/nobody",
+            &service(TAX, "companies"),
+        )
+        .await,
+        500,
+        "Server.ClientProxy.UnknownMember",
+    )
+    .await;
+    let missing = net
+        .http
+        .get(format!(
+            "{}/r1/{}/1",
+            net.client_url(MUNICIPALITY),
+            service(TAX, "companies")
+        ))
+        .send()
+        .await
+        .unwrap();
     expect_fault(missing, 400, "Client.MissingHeaderField").await;
-    expect_fault(net.r1(MUNICIPALITY, "DEV/MUN", &service(TAX, "companies")).await, 400, "Client.InvalidClientIdentifier").await;
-    expect_fault(net.r1(MUNICIPALITY, "DEV/MUN/30000003/case_work", &service(TAX, "companies")).await, 400, "Client.InvalidClientIdentifier").await;
+    expect_fault(
+        net.r1(MUNICIPALITY, "DEV/MUN", &service(TAX, "companies"))
+            .await,
+        400,
+        "Client.InvalidClientIdentifier",
+    )
+    .await;
+    expect_fault(
+        net.r1(
+            MUNICIPALITY,
+            "DEV/MUN/30000003/case_work",
+            &service(TAX, "companies"),
+        )
+        .await,
+        400,
+        "Client.InvalidClientIdentifier",
+    )
+    .await;
     // Malformed identifiers and paths, sent raw so no client library normalises them.
     let base = net.client_url(MUNICIPALITY);
     let hdr = [("X-Road-Client", m.as_str())];
     for (target, code) in [
-        ("/r1/DEV/GOV/10000001/popu_lation/persons/1", "Client.BadRequest"),
+        (
+            "/r1/DEV/GOV/10000001/popu_lation/persons/1",
+            "Client.BadRequest",
+        ),
         ("/r1/DEV/GOV/10000001/population", "Client.BadRequest"),
-        ("/r1/DEV/GOV/10000001/population/echo/a/../../../tax/incomes", "Client.BadRequest"),
-        ("/r1/DEV/GOV/10000001/population/echo/%2e%2e/admin", "Client.BadRequest"),
-        ("/r1/DEV/GOV/10000001/population/echo/a%2Fb", "Client.BadRequest"),
-        ("/r1/DEV/GOV/10000001/pop%2Fulation/echo", "Client.BadRequest"),
-        ("/r2/DEV/GOV/10000001/population/echo", "Client.InvalidProtocolVersion"),
+        (
+            "/r1/DEV/GOV/10000001/population/echo/a/../../../tax/incomes",
+            "Client.BadRequest",
+        ),
+        (
+            "/r1/DEV/GOV/10000001/population/echo/%2e%2e/admin",
+            "Client.BadRequest",
+        ),
+        (
+            "/r1/DEV/GOV/10000001/population/echo/a%2Fb",
+            "Client.BadRequest",
+        ),
+        (
+            "/r1/DEV/GOV/10000001/pop%2Fulation/echo",
+            "Client.BadRequest",
+        ),
+        (
+            "/r2/DEV/GOV/10000001/population/echo",
+            "Client.InvalidProtocolVersion",
+        ),
     ] {
-        assert_eq!(raw_http(&base, target, &hdr).await, (400, Some(code.to_owned())), "{target}");
+        assert_eq!(
+            raw_http(&base, target, &hdr).await,
+            (400, Some(code.to_owned())),
+            "{target}"
+        );
     }
     // A named gateway that does not host the service.
     let wrong_gw = net
@@ -176,21 +332,42 @@ async fn refusals(b: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(xml.headers()["content-type"], "application/xml; charset=utf-8");
+    assert_eq!(
+        xml.headers()["content-type"],
+        "application/xml; charset=utf-8"
+    );
     let text = xml.text().await.unwrap();
-    assert!(text.contains("<type>Server.ServerProxy.AccessDenied</type>"), "{text}");
+    assert!(
+        text.contains("<type>Server.ServerProxy.AccessDenied</type>"),
+        "{text}"
+    );
 
     // Refusals are monitored as failures.
     let (url, token) = net.admin(MUNICIPALITY);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let ops: Vec<Value> = net.http.get(format!("{url}/api/v1/op-monitoring?limit=1000")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
-    assert!(ops.iter().any(|o| o["fault_code"] == "Server.ServerProxy.AccessDenied" && o["succeeded"] == false));
+    let ops: Vec<Value> = net
+        .http
+        .get(format!("{url}/api/v1/op-monitoring?limit=1000"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        ops.iter().any(
+            |o| o["fault_code"] == "Server.ServerProxy.AccessDenied" && o["succeeded"] == false
+        )
+    );
     net.stop().await;
 }
 both_backends!(refusals_have_precise_errors, refusals);
 
 async fn passthrough(b: Backend) {
-    let Some(net) = Net::start(b).await else { return };
+    let Some(net) = Net::start(b).await else {
+        return;
+    };
     let m = muni();
     let base = net.client_url(MUNICIPALITY);
     let echo = service(POPULATION, "echo");
@@ -217,25 +394,45 @@ async fn passthrough(b: Backend) {
     assert_eq!(seen["query"], "a=1&a=2&b=%20x&c");
     assert_eq!(seen["body"], "{\"q\":1}");
     let headers: Vec<(String, String)> = serde_json::from_value(seen["headers"].clone()).unwrap();
-    let get = |n: &str| headers.iter().filter(|(k, _)| k == n).map(|(_, v)| v.clone()).collect::<Vec<_>>();
+    let get = |n: &str| {
+        headers
+            .iter()
+            .filter(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(get("content-type"), vec!["application/json; charset=utf-8"]);
     assert_eq!(get("accept"), vec!["application/json"]);
     assert_eq!(get("authorization"), vec!["Bearer end-user-jwt"]);
     assert_eq!(get("x-custom"), vec!["one"]);
     assert_eq!(get("cache-control"), vec!["no-cache"]);
     assert_eq!(get("x-road-client"), vec![m.clone()]);
-    assert!(get("x-hop").is_empty(), "a header named in Connection is hop-by-hop");
-    assert!(get("user-agent").is_empty(), "User-Agent reveals the origin and is filtered");
+    assert!(
+        get("x-hop").is_empty(),
+        "a header named in Connection is hop-by-hop"
+    );
+    assert!(
+        get("user-agent").is_empty(),
+        "User-Agent reveals the origin and is filtered"
+    );
     assert!(get("veksel-signature").is_empty() && get("veksel-created-at").is_empty());
     let host = get("host");
     assert_eq!(host.len(), 1);
-    assert!(!host[0].contains(base.trim_start_matches("http://")), "the client's Host does not pass");
+    assert!(
+        !host[0].contains(base.trim_start_matches("http://")),
+        "the client's Host does not pass"
+    );
 
     // Provider statuses pass through unchanged, without X-Road-Error.
     for code in [404u16, 418, 500, 503] {
-        let r = net.r1(MUNICIPALITY, &m, &format!("{echo}/status/{code}")).await;
+        let r = net
+            .r1(MUNICIPALITY, &m, &format!("{echo}/status/{code}"))
+            .await;
         assert_eq!(r.status().as_u16(), code);
-        assert!(fault(&r).is_none(), "a provider error is not an X-Road error");
+        assert!(
+            fault(&r).is_none(),
+            "a provider error is not an X-Road error"
+        );
         assert!(r.headers().contains_key("x-road-request-id"));
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["status"], code);
@@ -246,35 +443,116 @@ async fn passthrough(b: Backend) {
     assert_eq!(r.headers()["location"], "/echo");
     net.stop().await;
 }
-both_backends!(status_redirects_query_and_headers_pass_as_r1_says, passthrough);
+both_backends!(
+    status_redirects_query_and_headers_pass_as_r1_says,
+    passthrough
+);
 
 async fn metaservices(b: Backend) {
-    let Some(net) = Net::start(b).await else { return };
+    let Some(net) = Net::start(b).await else {
+        return;
+    };
     let m = muni();
     let base = net.client_url(MUNICIPALITY);
-    let clients: Value = net.http.get(format!("{base}/listClients")).header("Accept", "application/json").send().await.unwrap().json().await.unwrap();
+    let clients: Value = net
+        .http
+        .get(format!("{base}/listClients"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let entries = clients["member"].as_array().unwrap();
     assert_eq!(entries.len(), 6, "3 members and 3 subsystems: {clients}");
-    assert!(entries.iter().any(|e| e["id"]["object_type"] == "SUBSYSTEM" && e["id"]["subsystem_code"] == "casework"));
-    let xml = net.http.get(format!("{base}/listClients")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["id"]["object_type"] == "SUBSYSTEM"
+                && e["id"]["subsystem_code"] == "casework")
+    );
+    let xml = net
+        .http
+        .get(format!("{base}/listClients"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(xml.contains("<id:subsystemCode>population</id:subsystemCode>"));
 
-    let list: Value = net.r1(MUNICIPALITY, &m, &service(POPULATION, "listMethods")).await.json().await.unwrap();
-    let codes: Vec<&str> = list["service"].as_array().unwrap().iter().map(|s| s["service_code"].as_str().unwrap()).collect();
+    let list: Value = net
+        .r1(MUNICIPALITY, &m, &service(POPULATION, "listMethods"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let codes: Vec<&str> = list["service"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["service_code"].as_str().unwrap())
+        .collect();
     assert_eq!(codes, vec!["echo", "persons"]);
-    let allowed: Value = net.r1(MUNICIPALITY, &m, &service(TAX, "allowedMethods")).await.json().await.unwrap();
-    let codes: Vec<&str> = allowed["service"].as_array().unwrap().iter().map(|s| s["service_code"].as_str().unwrap()).collect();
-    assert_eq!(codes, vec!["companies"], "the municipality may not use incomes");
-    let allowed: Value = net.r1(POPULATION, &ORGS[POPULATION].subsystem_id(), &service(TAX, "allowedMethods")).await.json().await.unwrap();
-    assert_eq!(allowed["service"].as_array().unwrap().len(), 2, "auditors may use incomes too");
+    let allowed: Value = net
+        .r1(MUNICIPALITY, &m, &service(TAX, "allowedMethods"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let codes: Vec<&str> = allowed["service"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["service_code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        vec!["companies"],
+        "the municipality may not use incomes"
+    );
+    let allowed: Value = net
+        .r1(
+            POPULATION,
+            &ORGS[POPULATION].subsystem_id(),
+            &service(TAX, "allowedMethods"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        allowed["service"].as_array().unwrap().len(),
+        2,
+        "auditors may use incomes too"
+    );
 
-    let doc = net.r1(MUNICIPALITY, &m, &format!("{}?serviceCode=persons", service(POPULATION, "getOpenAPI"))).await;
+    let doc = net
+        .r1(
+            MUNICIPALITY,
+            &m,
+            &format!("{}?serviceCode=persons", service(POPULATION, "getOpenAPI")),
+        )
+        .await;
     assert_eq!(doc.status(), 200);
     let doc: Value = doc.json().await.unwrap();
     assert!(doc["paths"]["/{id}"]["get"].is_object());
-    expect_fault(net.r1(MUNICIPALITY, &m, &service(POPULATION, "getOpenAPI")).await, 500, "Server.ServerProxy.InvalidRequest").await;
     expect_fault(
-        net.r1(MUNICIPALITY, &m, &format!("{}?serviceCode=echo", service(POPULATION, "getOpenAPI"))).await,
+        net.r1(MUNICIPALITY, &m, &service(POPULATION, "getOpenAPI"))
+            .await,
+        500,
+        "Server.ServerProxy.InvalidRequest",
+    )
+    .await;
+    expect_fault(
+        net.r1(
+            MUNICIPALITY,
+            &m,
+            &format!("{}?serviceCode=echo", service(POPULATION, "getOpenAPI")),
+        )
+        .await,
         500,
         "Server.ServerProxy.UnknownService",
     )
@@ -284,8 +562,12 @@ async fn metaservices(b: Backend) {
 both_backends!(metaservices_answer_as_xroad_does, metaservices);
 
 async fn peer_protocol(b: Backend) {
-    let Some(net) = Net::start(b).await else { return };
-    let mut peer = RawPeer::connect(&net, MUNICIPALITY, POPULATION, None).await.unwrap();
+    let Some(net) = Net::start(b).await else {
+        return;
+    };
+    let mut peer = RawPeer::connect(&net, MUNICIPALITY, POPULATION, None)
+        .await
+        .unwrap();
 
     // A correct message from the raw peer is served: the refusals below are not a
     // side effect of a broken test client.
@@ -301,16 +583,26 @@ async fn peer_protocol(b: Backend) {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert!(headers.contains_key("x-road-request-hash"));
 
-    let fault_of = |h: &http::HeaderMap| h.get("x-road-error").map(|v| v.to_str().unwrap().to_owned());
+    let fault_of = |h: &http::HeaderMap| {
+        h.get("x-road-error")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
     // Replay of the same request.
     let (status, h, _) = peer.send(replay_of).await;
-    assert_eq!((status, fault_of(&h).as_deref()), (500, Some("Server.ServerProxy.ReplayedMessage")));
+    assert_eq!(
+        (status, fault_of(&h).as_deref()),
+        (500, Some("Server.ServerProxy.ReplayedMessage"))
+    );
     // Stale and future requests.
     for shift in [-3_600_000i64, 3_600_000] {
         let mut r = peer.request(&net, "/x");
         r.descriptor.created_at_ms += shift;
         let (status, h, _) = peer.send(r).await;
-        assert_eq!((status, fault_of(&h).as_deref()), (500, Some("Server.ServerProxy.ReplayedMessage")), "shift {shift}");
+        assert_eq!(
+            (status, fault_of(&h).as_deref()),
+            (500, Some("Server.ServerProxy.ReplayedMessage")),
+            "shift {shift}"
+        );
     }
     // A signature over another message.
     let mut other = peer.request(&net, "/x");
@@ -326,35 +618,59 @@ async fn peer_protocol(b: Backend) {
     let mut r = peer.request(&net, "/x");
     r.signature = Some(other_sig);
     let (status, h, _) = peer.send(r).await;
-    assert_eq!((status, fault_of(&h).as_deref()), (500, Some("Server.ServerProxy.InvalidSignatureValue")));
+    assert_eq!(
+        (status, fault_of(&h).as_deref()),
+        (500, Some("Server.ServerProxy.InvalidSignatureValue"))
+    );
     // A body changed after signing.
     let mut r = peer.request(&net, "/x");
     r.sent_body = Some(b"raw bodY".to_vec());
     let (status, h, _) = peer.send(r).await;
-    assert_eq!((status, fault_of(&h).as_deref()), (500, Some("Server.ServerProxy.InvalidSignatureValue")));
+    assert_eq!(
+        (status, fault_of(&h).as_deref()),
+        (500, Some("Server.ServerProxy.InvalidSignatureValue"))
+    );
     // A flipped byte in the signature.
     let mut r = peer.request(&net, "/x");
-    let sig = veksel_proto::jws::sign_detached(peer.signer.as_ref(), "veksel-request+json", true, b"irrelevant").unwrap();
+    let sig = veksel_proto::jws::sign_detached(
+        peer.signer.as_ref(),
+        "veksel-request+json",
+        true,
+        b"irrelevant",
+    )
+    .unwrap();
     let mut chars: Vec<char> = sig.chars().collect();
     let last = chars.len() - 3;
     chars[last] = if chars[last] == 'A' { 'B' } else { 'A' };
     r.signature = Some(chars.into_iter().collect());
     let (status, h, _) = peer.send(r).await;
-    assert_eq!((status, fault_of(&h).as_deref()), (500, Some("Server.ServerProxy.InvalidSignatureValue")));
+    assert_eq!(
+        (status, fault_of(&h).as_deref()),
+        (500, Some("Server.ServerProxy.InvalidSignatureValue"))
+    );
     // No signature at all.
     let mut r = peer.request(&net, "/x");
     r.unsigned = true;
     let (status, h, _) = peer.send(r).await;
-    assert_eq!((status, fault_of(&h).as_deref()), (500, Some("Server.ServerProxy.MissingSignature")));
+    assert_eq!(
+        (status, fault_of(&h).as_deref()),
+        (500, Some("Server.ServerProxy.MissingSignature"))
+    );
     // A client the peer gateway does not host.
     let mut r = peer.request(&net, "/x");
     r.descriptor.client = ORGS[TAX].subsystem_id().parse().unwrap();
     let (status, h, _) = peer.send(r).await;
-    assert_eq!((status, fault_of(&h).as_deref()), (500, Some("Server.ServerProxy.SslAuthenticationFailed")));
+    assert_eq!(
+        (status, fault_of(&h).as_deref()),
+        (500, Some("Server.ServerProxy.SslAuthenticationFailed"))
+    );
 
     // Signed with another member's key: the certificate does not name the client's member.
-    let tax_keys = veksel_gateway::KeyStore::load(&net.sandbox().info.gateways[TAX].data_dir).unwrap();
-    let tax_signer = tax_keys.signer(&ORGS[TAX].member().parse().unwrap()).unwrap();
+    let tax_keys =
+        veksel_gateway::KeyStore::load(&net.sandbox().info.gateways[TAX].data_dir).unwrap();
+    let tax_signer = tax_keys
+        .signer(&ORGS[TAX].member().parse().unwrap())
+        .unwrap();
     let mut r = peer.request(&net, "/x");
     r.descriptor.body = veksel_proto::descriptor::BodyDigest::of(&r.body);
     r.signature = Some(
@@ -367,7 +683,10 @@ async fn peer_protocol(b: Backend) {
         .unwrap(),
     );
     let (status, h, _) = peer.send(r).await;
-    assert_eq!((status, fault_of(&h).as_deref()), (500, Some("Server.ServerProxy.IncorrectCertificate")));
+    assert_eq!(
+        (status, fault_of(&h).as_deref()),
+        (500, Some("Server.ServerProxy.IncorrectCertificate"))
+    );
 
     // An unregistered gateway with a certificate from the network's own CA.
     let authority_dir = net.dir.path().join("authority");
@@ -388,14 +707,33 @@ async fn peer_protocol(b: Backend) {
             time::Duration::days(1),
         )
         .unwrap();
-    let mut rogue = RawPeer::connect(&net, MUNICIPALITY, POPULATION, Some((vec![rogue_cert], rogue_key))).await.unwrap();
+    let mut rogue = RawPeer::connect(
+        &net,
+        MUNICIPALITY,
+        POPULATION,
+        Some((vec![rogue_cert], rogue_key)),
+    )
+    .await
+    .unwrap();
     let r = rogue.request(&net, "/x");
     let (status, h, body) = rogue.send(r).await;
-    assert_eq!((status, fault_of(&h).as_deref()), (500, Some("Server.ServerProxy.SslAuthenticationFailed")));
-    assert!(String::from_utf8_lossy(&body).contains("not registered"), "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        (status, fault_of(&h).as_deref()),
+        (500, Some("Server.ServerProxy.SslAuthenticationFailed"))
+    );
+    assert!(
+        String::from_utf8_lossy(&body).contains("not registered"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
 
     // A certificate from outside the network does not get past the TLS handshake.
-    let outsider_ca = veksel_pki::CertificateAuthority::create("outsider", time::OffsetDateTime::now_utc(), time::Duration::days(1)).unwrap();
+    let outsider_ca = veksel_pki::CertificateAuthority::create(
+        "outsider",
+        time::OffsetDateTime::now_utc(),
+        time::Duration::days(1),
+    )
+    .unwrap();
     let key = veksel_pki::KeyFile::generate().unwrap();
     let cert = outsider_ca
         .issue_from_csr(
@@ -408,20 +746,29 @@ async fn peer_protocol(b: Backend) {
             time::Duration::days(1),
         )
         .unwrap();
-    let refused = match RawPeer::connect(&net, MUNICIPALITY, POPULATION, Some((vec![cert], key))).await {
-        Err(e) => Some(e),
-        Ok(mut p) => {
-            let r = p.request(&net, "/x");
-            p.try_send(r).await.err()
-        }
-    };
-    assert!(refused.is_some(), "a certificate from an unknown CA must be refused");
+    let refused =
+        match RawPeer::connect(&net, MUNICIPALITY, POPULATION, Some((vec![cert], key))).await {
+            Err(e) => Some(e),
+            Ok(mut p) => {
+                let r = p.request(&net, "/x");
+                p.try_send(r).await.err()
+            }
+        };
+    assert!(
+        refused.is_some(),
+        "a certificate from an unknown CA must be refused"
+    );
     net.stop().await;
 }
-both_backends!(peer_protocol_refuses_tampering_replay_and_impostors, peer_protocol);
+both_backends!(
+    peer_protocol_refuses_tampering_replay_and_impostors,
+    peer_protocol
+);
 
 async fn expired_conf(b: Backend) {
-    let Some(net) = Net::start(b).await else { return };
+    let Some(net) = Net::start(b).await else {
+        return;
+    };
     let m = muni();
     let companies = format!("{}/12345678", service(TAX, "companies"));
     assert_eq!(net.r1(MUNICIPALITY, &m, &companies).await.status(), 200);
@@ -430,8 +777,16 @@ async fn expired_conf(b: Backend) {
     // just as stale, so no refresh can rescue it.
     let (url, _) = net.admin(MUNICIPALITY);
     net.clock.advance(11 * 60 * 1000);
-    let body = expect_fault(net.r1(MUNICIPALITY, &m, &companies).await, 500, "Server.ClientProxy.OutdatedGlobalConf").await;
-    assert!(body["message"].as_str().unwrap().contains("expired"), "{body}");
+    let body = expect_fault(
+        net.r1(MUNICIPALITY, &m, &companies).await,
+        500,
+        "Server.ClientProxy.OutdatedGlobalConf",
+    )
+    .await;
+    assert!(
+        body["message"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
     let ready = net.http.get(format!("{url}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     assert!(ready.text().await.unwrap().contains("global configuration"));
@@ -440,17 +795,35 @@ async fn expired_conf(b: Backend) {
 both_backends!(expired_global_configuration_is_refused, expired_conf);
 
 async fn authority_api(b: Backend) {
-    let Some(net) = Net::start(b).await else { return };
+    let Some(net) = Net::start(b).await else {
+        return;
+    };
     let info = &net.sandbox().info;
-    let anchor: veksel_proto::conf::Anchor = serde_json::from_str(&std::fs::read_to_string(&info.anchor_file).unwrap()).unwrap();
+    let anchor: veksel_proto::conf::Anchor =
+        serde_json::from_str(&std::fs::read_to_string(&info.anchor_file).unwrap()).unwrap();
     let roots = veksel_pki::certs_from_pem(&anchor.authority_tls_ca_pem).unwrap();
     let http = reqwest::Client::builder()
         .use_preconfigured_tls(veksel_pki::tls::https_client_config(&roots).unwrap())
         .build()
         .unwrap();
     let url = &info.authority_url;
-    assert_eq!(http.get(format!("{url}/api/v1/members")).send().await.unwrap().status(), 401);
-    assert_eq!(http.get(format!("{url}/api/v1/members")).bearer_auth("vka_wrong").send().await.unwrap().status(), 401);
+    assert_eq!(
+        http.get(format!("{url}/api/v1/members"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        http.get(format!("{url}/api/v1/members"))
+            .bearer_auth("vka_wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     let admin = &info.authority_admin_token;
     let created: Value = http
         .post(format!("{url}/api/v1/tokens"))
@@ -463,7 +836,15 @@ async fn authority_api(b: Backend) {
         .await
         .unwrap();
     let observer = created["token"].as_str().unwrap();
-    let members: Vec<Value> = http.get(format!("{url}/api/v1/members")).bearer_auth(observer).send().await.unwrap().json().await.unwrap();
+    let members: Vec<Value> = http
+        .get(format!("{url}/api/v1/members"))
+        .bearer_auth(observer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(members.len(), 3);
     let denied = http
         .post(format!("{url}/api/v1/members"))
@@ -503,30 +884,66 @@ async fn authority_api(b: Backend) {
     assert_eq!(resp.status(), 200);
     let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
     let jws = resp.text().await.unwrap();
-    let key = veksel_pki::CertInfo::parse(&veksel_pki::certs_from_pem(&anchor.conf_signing_cert_pem).unwrap()[0]).unwrap().public_key;
+    let key = veksel_pki::CertInfo::parse(
+        &veksel_pki::certs_from_pem(&anchor.conf_signing_cert_pem).unwrap()[0],
+    )
+    .unwrap()
+    .public_key;
     let conf = veksel_proto::conf::GlobalConf::verify(&jws, &key, "DEV").unwrap();
     assert_eq!(conf.gateways.len(), 3);
     assert!(conf.gateways.iter().all(|g| g.auth_cert_sha256.len() == 1));
-    assert_eq!(conf.expires_at_ms - conf.generated_at_ms, 600_000, "default validity is 10 minutes");
-    let again = http.get(&anchor.conf_url).header("If-None-Match", &etag).send().await.unwrap();
+    assert_eq!(
+        conf.expires_at_ms - conf.generated_at_ms,
+        600_000,
+        "default validity is 10 minutes"
+    );
+    let again = http
+        .get(&anchor.conf_url)
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 304);
 
-    let doc: Value = http.get(format!("{url}/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let doc: Value = http
+        .get(format!("{url}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(doc["paths"]["/api/v1/members"]["post"].is_object());
-    let events: Vec<Value> = http.get(format!("{url}/api/v1/audit-events?limit=1000")).bearer_auth(observer).send().await.unwrap().json().await.unwrap();
+    let events: Vec<Value> = http
+        .get(format!("{url}/api/v1/audit-events?limit=1000"))
+        .bearer_auth(observer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(events.iter().any(|e| e["action"] == "gateway.add"));
     assert!(events.iter().any(|e| e["action"] == "certificate.issue"));
     net.stop().await;
 }
-both_backends!(authority_api_requires_roles_and_serves_signed_configuration, authority_api);
+both_backends!(
+    authority_api_requires_roles_and_serves_signed_configuration,
+    authority_api
+);
 
 async fn restart(b: Backend) {
-    let Some(mut net) = Net::start(b).await else { return };
+    let Some(mut net) = Net::start(b).await else {
+        return;
+    };
     let m = muni();
     let companies = format!("{}/12345678", service(TAX, "companies"));
     let first = net.r1(MUNICIPALITY, &m, &companies).await;
-    let request_id = first.headers()["x-road-request-id"].to_str().unwrap().to_owned();
+    let request_id = first.headers()["x-road-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(first.status(), 200);
     let sandbox = net.sandbox.take().unwrap();
     let mut options = veksel_sandbox::SandboxOptions::new(net.dir.path().to_owned());
@@ -538,7 +955,11 @@ async fn restart(b: Backend) {
     sandbox.stop().await;
     net.sandbox = Some(veksel_sandbox::Sandbox::start(options).await.unwrap());
     assert_eq!(net.r1(MUNICIPALITY, &m, &companies).await.status(), 200);
-    assert_eq!(message_log(&net, MUNICIPALITY, &request_id).await.len(), 1, "the log survived the restart");
+    assert_eq!(
+        message_log(&net, MUNICIPALITY, &request_id).await.len(),
+        1,
+        "the log survived the restart"
+    );
     net.stop().await;
 }
 both_backends!(sandbox_restarts_on_its_own_state, restart);

@@ -35,7 +35,9 @@ fn expected_sha256(n: u64) -> String {
 }
 
 async fn one_gib(b: Backend) {
-    let Some(net) = Net::start(b).await else { return };
+    let Some(net) = Net::start(b).await else {
+        return;
+    };
     let expected = expected_sha256(GIB);
     let client = ORGS[MUNICIPALITY].subsystem_id();
     let echo = format!("{}/echo", ORGS[POPULATION].subsystem_id());
@@ -95,7 +97,10 @@ async fn one_gib(b: Backend) {
     sampler.await.unwrap();
     let grew_mib = peak.load(Ordering::Relaxed).saturating_sub(baseline) / 1024;
     eprintln!("process RSS grew by {grew_mib} MiB while moving 1 GiB each way");
-    assert!(grew_mib < 256, "memory grew by {grew_mib} MiB while moving 1 GiB each way");
+    assert!(
+        grew_mib < 256,
+        "memory grew by {grew_mib} MiB while moving 1 GiB each way"
+    );
 
     // Both directions were signed and logged on both gateways.
     let (url, token) = net.admin(POPULATION);
@@ -111,8 +116,19 @@ async fn one_gib(b: Backend) {
         .unwrap();
     assert_eq!(logged[0]["response_size"], GIB);
     assert_eq!(logged[1]["request_size"], GIB);
-    assert_eq!(logged[0]["has_bodies"], false, "bodies over the logging limit are not stored");
-    assert!(logged[0]["body_note"].as_str().unwrap().contains("not stored"));
+    assert_eq!(
+        logged[0]["has_bodies"], false,
+        "bodies over the logging limit are not stored"
+    );
+    assert!(
+        logged[0]["body_note"]
+            .as_str()
+            .unwrap()
+            .contains("not stored")
+    );
     net.stop().await;
 }
-both_backends!(a_gib_streams_through_both_gateways_with_bounded_memory, one_gib);
+both_backends!(
+    a_gib_streams_through_both_gateways_with_bounded_memory,
+    one_gib
+);

@@ -12,10 +12,17 @@ use std::process::Command;
 use veksel_sandbox::ORGS;
 
 fn openssl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl").args(args).output().expect("openssl is installed");
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is installed");
     (
         out.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
@@ -55,11 +62,31 @@ fn openssl_verifies_jws(dir: &Path, jws: &str, payload: Option<&[u8]>, cert_pem:
     let cert = dir.join("cert.pem");
     let pubkey = dir.join("pub.pem");
     std::fs::write(&input, format!("{}.{payload_b64}", parts[0])).unwrap();
-    std::fs::write(&sig, der_signature(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap())).unwrap();
+    std::fs::write(
+        &sig,
+        der_signature(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap()),
+    )
+    .unwrap();
     std::fs::write(&cert, cert_pem).unwrap();
-    let (ok, out) = openssl(&["x509", "-in", path(&cert), "-pubkey", "-noout", "-out", path(&pubkey)]);
+    let (ok, out) = openssl(&[
+        "x509",
+        "-in",
+        path(&cert),
+        "-pubkey",
+        "-noout",
+        "-out",
+        path(&pubkey),
+    ]);
     assert!(ok, "{out}");
-    let (ok, out) = openssl(&["dgst", "-sha256", "-verify", path(&pubkey), "-signature", path(&sig), path(&input)]);
+    let (ok, out) = openssl(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        path(&pubkey),
+        "-signature",
+        path(&sig),
+        path(&input),
+    ]);
     ok && out.contains("Verified OK")
 }
 
@@ -74,15 +101,31 @@ async fn openssl_accepts_certificates_and_signatures() {
     let ca = root.join("authority/ca.pem");
     let scratch = tempfile::tempdir().unwrap();
 
-    let (ok, out) = openssl(&["verify", "-CAfile", path(&ca), "-purpose", "sslserver", path(&root.join("authority/tls.pem"))]);
+    let (ok, out) = openssl(&[
+        "verify",
+        "-CAfile",
+        path(&ca),
+        "-purpose",
+        "sslserver",
+        path(&root.join("authority/tls.pem")),
+    ]);
     assert!(ok, "authority TLS certificate: {out}");
     for org in ORGS {
         let dir = root.join(org.slug);
         for purpose in ["sslclient", "sslserver"] {
-            let (ok, out) = openssl(&["verify", "-CAfile", path(&ca), "-purpose", purpose, path(&dir.join("auth.pem"))]);
+            let (ok, out) = openssl(&[
+                "verify",
+                "-CAfile",
+                path(&ca),
+                "-purpose",
+                purpose,
+                path(&dir.join("auth.pem")),
+            ]);
             assert!(ok, "{} auth certificate as {purpose}: {out}", org.slug);
         }
-        let signing = dir.join("signing").join(format!("{}.pem", org.member().replace('/', ":")));
+        let signing = dir
+            .join("signing")
+            .join(format!("{}.pem", org.member().replace('/', ":")));
         let (ok, out) = openssl(&["verify", "-CAfile", path(&ca), path(&signing)]);
         assert!(ok, "{} signing certificate: {out}", org.slug);
     }
@@ -103,7 +146,11 @@ async fn openssl_accepts_certificates_and_signatures() {
             }
         }
     }
-    assert_eq!(keys, 3 + 3 * 2, "CA, configuration-signing and TLS keys, and two keys per gateway");
+    assert_eq!(
+        keys,
+        3 + 3 * 2,
+        "CA, configuration-signing and TLS keys, and two keys per gateway"
+    );
 
     // The global configuration JWS verifies with the anchor's certificate.
     let gw = net.sandbox().gateway(MUNICIPALITY);
@@ -113,13 +160,25 @@ async fn openssl_accepts_certificates_and_signatures() {
     let mut tampered: Vec<&str> = jws.split('.').collect();
     let changed_payload = URL_SAFE_NO_PAD.encode(b"{\"version\":999}");
     tampered[1] = &changed_payload;
-    assert!(!openssl_verifies_jws(scratch.path(), &tampered.join("."), None, &conf_cert), "openssl must reject a changed payload");
+    assert!(
+        !openssl_verifies_jws(scratch.path(), &tampered.join("."), None, &conf_cert),
+        "openssl must reject a changed payload"
+    );
 
     // A logged exchange: both signatures verify over the logged descriptors with the
     // certificates they carry.
-    let resp = net.r1(MUNICIPALITY, &ORGS[MUNICIPALITY].subsystem_id(), &format!("{}/companies/12345678", ORGS[TAX].subsystem_id())).await;
+    let resp = net
+        .r1(
+            MUNICIPALITY,
+            &ORGS[MUNICIPALITY].subsystem_id(),
+            &format!("{}/companies/12345678", ORGS[TAX].subsystem_id()),
+        )
+        .await;
     assert_eq!(resp.status(), 200);
-    let request_id = resp.headers()["x-road-request-id"].to_str().unwrap().to_owned();
+    let request_id = resp.headers()["x-road-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let (url, token) = net.admin(TAX);
     let records: Vec<serde_json::Value> = net
         .http
@@ -132,18 +191,40 @@ async fn openssl_accepts_certificates_and_signatures() {
         .await
         .unwrap();
     let r = &records[0];
-    for (sig_field, desc_field) in [("request_signature", "request_descriptor"), ("response_signature", "response_descriptor")] {
+    for (sig_field, desc_field) in [
+        ("request_signature", "request_descriptor"),
+        ("response_signature", "response_descriptor"),
+    ] {
         let jws = r[sig_field].as_str().unwrap();
-        let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(jws.split('.').next().unwrap()).unwrap()).unwrap();
+        let header: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(jws.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
         let cert_der = STANDARD.decode(header["x5c"][0].as_str().unwrap()).unwrap();
         let payload = r[desc_field].as_str().unwrap().as_bytes();
-        assert!(openssl_verifies_jws(scratch.path(), jws, Some(payload), &pem(&cert_der)), "{sig_field}");
+        assert!(
+            openssl_verifies_jws(scratch.path(), jws, Some(payload), &pem(&cert_der)),
+            "{sig_field}"
+        );
         let mut changed = payload.to_vec();
         changed[10] ^= 1;
-        assert!(!openssl_verifies_jws(scratch.path(), jws, Some(&changed), &pem(&cert_der)), "{sig_field} over changed bytes");
+        assert!(
+            !openssl_verifies_jws(scratch.path(), jws, Some(&changed), &pem(&cert_der)),
+            "{sig_field} over changed bytes"
+        );
         std::fs::write(scratch.path().join("signer.pem"), pem(&cert_der)).unwrap();
-        let (ok, out) = openssl(&["verify", "-CAfile", path(&ca), path(&scratch.path().join("signer.pem"))]);
-        assert!(ok, "the signer's certificate chains to the authority CA: {out}");
+        let (ok, out) = openssl(&[
+            "verify",
+            "-CAfile",
+            path(&ca),
+            path(&scratch.path().join("signer.pem")),
+        ]);
+        assert!(
+            ok,
+            "the signer's certificate chains to the authority CA: {out}"
+        );
     }
     net.stop().await;
 }

@@ -111,7 +111,9 @@ impl Migration {
             Backend::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"),
             Backend::Postgres => ("BIGSERIAL PRIMARY KEY", "BYTEA"),
         };
-        self.sql.replace("{{SERIAL_PK}}", serial).replace("{{BLOB}}", blob)
+        self.sql
+            .replace("{{SERIAL_PK}}", serial)
+            .replace("{{BLOB}}", blob)
     }
 }
 
@@ -188,7 +190,11 @@ impl Db {
     }
 
     /// Applies the migrations not yet applied, each in its own transaction.
-    pub async fn migrate(&self, component: &str, migrations: &[Migration]) -> Result<(), StoreError> {
+    pub async fn migrate(
+        &self,
+        component: &str,
+        migrations: &[Migration],
+    ) -> Result<(), StoreError> {
         self.pool
             .execute(
                 "CREATE TABLE IF NOT EXISTS veksel_migrations (
@@ -220,14 +226,21 @@ impl Db {
                         detail: e.to_string(),
                     })?;
             }
-            sqlx::query("INSERT INTO veksel_migrations (component, version, name) VALUES ($1, $2, $3)")
-                .bind(component)
-                .bind(m.version)
-                .bind(m.name)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO veksel_migrations (component, version, name) VALUES ($1, $2, $3)",
+            )
+            .bind(component)
+            .bind(m.version)
+            .bind(m.name)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
-            tracing::info!(component, version = m.version, name = m.name, "applied migration");
+            tracing::info!(
+                component,
+                version = m.version,
+                name = m.name,
+                "applied migration"
+            );
         }
         Ok(())
     }
@@ -264,7 +277,9 @@ pub mod testing {
         match std::env::var("VEKSEL_TEST_DATABASE_URL") {
             Ok(u) if !u.is_empty() => Some(u),
             _ => {
-                eprintln!("VEKSEL_TEST_DATABASE_URL is unset: skipping the PostgreSQL variant of this test");
+                eprintln!(
+                    "VEKSEL_TEST_DATABASE_URL is unset: skipping the PostgreSQL variant of this test"
+                );
                 None
             }
         }
@@ -292,7 +307,10 @@ pub mod testing {
         pub async fn create(server_url: &str, prefix: &str) -> Result<Self, StoreError> {
             let name = format!("veksel_{prefix}_{}", uuid::Uuid::new_v4().simple());
             install_default_drivers();
-            let admin = AnyPoolOptions::new().max_connections(1).connect(server_url).await?;
+            let admin = AnyPoolOptions::new()
+                .max_connections(1)
+                .connect(server_url)
+                .await?;
             admin
                 .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                 .await?;
@@ -306,7 +324,10 @@ pub mod testing {
 
         /// Drops the database (terminating leftover connections).
         pub async fn drop_database(&self) -> Result<(), StoreError> {
-            let admin = AnyPoolOptions::new().max_connections(1).connect(&self.admin_url).await?;
+            let admin = AnyPoolOptions::new()
+                .max_connections(1)
+                .connect(&self.admin_url)
+                .await?;
             admin
                 .execute(sqlx::AssertSqlSafe(format!(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
@@ -314,7 +335,10 @@ pub mod testing {
                 )))
                 .await?;
             admin
-                .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {}", self.name)))
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {}",
+                    self.name
+                )))
                 .await?;
             admin.close().await;
             Ok(())
@@ -350,12 +374,13 @@ mod tests {
     async fn exercise(db: &Db) {
         db.migrate("test", M).await.unwrap();
         db.migrate("test", M).await.unwrap();
-        let (id,): (i64,) = sqlx::query_as("INSERT INTO t (name, data) VALUES ($1, $2) RETURNING id")
-            .bind("a")
-            .bind(vec![1u8, 2, 3])
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
+        let (id,): (i64,) =
+            sqlx::query_as("INSERT INTO t (name, data) VALUES ($1, $2) RETURNING id")
+                .bind("a")
+                .bind(vec![1u8, 2, 3])
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
         assert!(id > 0);
         let err: StoreError = sqlx::query("INSERT INTO t (name) VALUES ($1)")
             .bind("a")
@@ -376,15 +401,21 @@ mod tests {
     #[tokio::test]
     async fn sqlite_file() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open_sqlite(&dir.path().join("x.db"), &DbOptions::default()).await.unwrap();
+        let db = Db::open_sqlite(&dir.path().join("x.db"), &DbOptions::default())
+            .await
+            .unwrap();
         assert_eq!(db.backend(), Backend::Sqlite);
         exercise(&db).await;
     }
 
     #[tokio::test]
     async fn postgres() {
-        let Some(server) = testing::postgres_server_url() else { return };
-        let tdb = testing::TestDatabase::create(&server, "store").await.unwrap();
+        let Some(server) = testing::postgres_server_url() else {
+            return;
+        };
+        let tdb = testing::TestDatabase::create(&server, "store")
+            .await
+            .unwrap();
         let db = Db::connect(&tdb.url, &DbOptions::default()).await.unwrap();
         assert_eq!(db.backend(), Backend::Postgres);
         exercise(&db).await;

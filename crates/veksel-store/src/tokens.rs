@@ -56,7 +56,12 @@ pub struct TokenRow {
 }
 
 /// Creates a token and returns `(id, secret)`; the secret is never stored.
-pub async fn create(db: &Db, role: &str, description: &str, now_ms: i64) -> Result<(String, String), StoreError> {
+pub async fn create(
+    db: &Db,
+    role: &str,
+    description: &str,
+    now_ms: i64,
+) -> Result<(String, String), StoreError> {
     let token = random_secret(API_TOKEN_PREFIX);
     let mut id_bytes = [0u8; 8];
     let _ = aws_lc_rs::rand::fill(&mut id_bytes);
@@ -89,7 +94,8 @@ pub async fn authenticate(db: &Db, presented: &str) -> Result<Option<TokenPrinci
     Ok(row.and_then(|(id, stored, role)| {
         // The lookup matched on the digest; the constant-time comparison keeps the
         // final decision free of early exits on secret-derived bytes.
-        bool::from(stored.as_bytes().ct_eq(wanted.as_bytes())).then_some(TokenPrincipal { id, role })
+        bool::from(stored.as_bytes().ct_eq(wanted.as_bytes()))
+            .then_some(TokenPrincipal { id, role })
     }))
 }
 
@@ -114,11 +120,12 @@ pub async fn list(db: &Db) -> Result<Vec<TokenRow>, StoreError> {
 
 /// Revokes a token.
 pub async fn revoke(db: &Db, id: &str, now_ms: i64) -> Result<(), StoreError> {
-    let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-        .bind(now_ms)
-        .bind(id)
-        .execute(db.pool())
-        .await?;
+    let done =
+        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now_ms)
+            .bind(id)
+            .execute(db.pool())
+            .await?;
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound(format!("active token {id}")));
     }
@@ -133,12 +140,29 @@ mod tests {
     #[tokio::test]
     async fn create_authenticate_revoke() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open_sqlite(&dir.path().join("t.db"), &DbOptions::default()).await.unwrap();
-        db.migrate("t", &[Migration { version: 1, name: "tokens", sql: TOKENS_TABLE }]).await.unwrap();
+        let db = Db::open_sqlite(&dir.path().join("t.db"), &DbOptions::default())
+            .await
+            .unwrap();
+        db.migrate(
+            "t",
+            &[Migration {
+                version: 1,
+                name: "tokens",
+                sql: TOKENS_TABLE,
+            }],
+        )
+        .await
+        .unwrap();
         let (id, secret) = create(&db, "admin", "test", 1).await.unwrap();
         assert!(secret.starts_with(API_TOKEN_PREFIX));
         let p = authenticate(&db, &secret).await.unwrap().unwrap();
-        assert_eq!(p, TokenPrincipal { id: id.clone(), role: "admin".into() });
+        assert_eq!(
+            p,
+            TokenPrincipal {
+                id: id.clone(),
+                role: "admin".into()
+            }
+        );
         assert_eq!(authenticate(&db, "vka_wrong").await.unwrap(), None);
         assert_eq!(authenticate(&db, "garbage").await.unwrap(), None);
         let rows = list(&db).await.unwrap();

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use veksel_proto::Clock;
 
 #[derive(Parser)]
-#[command(name = "veksel", version, about = "Secure data exchange for the public sector (X-Road compatible)")]
+#[command(
+    name = "veksel",
+    version,
+    about = "Secure data exchange for the public sector (X-Road compatible)"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
@@ -189,7 +193,9 @@ enum GatewayCommand {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -204,7 +210,10 @@ async fn main() -> Result<()> {
     init_logging(&cli.log_format);
     let clock = Clock::system();
     match cli.command {
-        Command::Sandbox { data_dir, ephemeral_ports } => sandbox(data_dir, ephemeral_ports).await,
+        Command::Sandbox {
+            data_dir,
+            ephemeral_ports,
+        } => sandbox(data_dir, ephemeral_ports).await,
         Command::Authority { command } => authority(command, clock).await,
         Command::Gateway { command } => gateway(command, clock).await,
     }
@@ -217,21 +226,42 @@ async fn sandbox(data_dir: PathBuf, ephemeral: bool) -> Result<()> {
     }
     let sandbox = veksel_sandbox::Sandbox::start(options).await?;
     let info = &sandbox.info;
-    println!("\nveksel sandbox is running (instance {}).\n", info.instance);
-    println!("  authority      {}   (admin token in {})", info.authority_url, data_dir.join(veksel_sandbox::SANDBOX_JSON).display());
+    println!(
+        "\nveksel sandbox is running (instance {}).\n",
+        info.instance
+    );
+    println!(
+        "  authority      {}   (admin token in {})",
+        info.authority_url,
+        data_dir.join(veksel_sandbox::SANDBOX_JSON).display()
+    );
     for g in &info.gateways {
-        println!("  {:<14} client side {}   admin {}   hosts {}", short(&g.owner), g.client_url, g.admin_url, g.subsystem);
+        println!(
+            "  {:<14} client side {}   admin {}   hosts {}",
+            short(&g.owner),
+            g.client_url,
+            g.admin_url,
+            g.subsystem
+        );
     }
     println!("\nTry:\n");
     for e in &info.examples {
         println!("# {}  ->  {}", e.description, e.expect);
         println!("{}\n", e.curl);
     }
-    println!("The network is described in {}. Press Ctrl-C to stop.", data_dir.join(veksel_sandbox::SANDBOX_JSON).display());
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    println!(
+        "The network is described in {}. Press Ctrl-C to stop.",
+        data_dir.join(veksel_sandbox::SANDBOX_JSON).display()
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     println!("\nstopping...");
     sandbox.stop().await;
-    println!("stopped; state kept in {} for the next run", data_dir.display());
+    println!(
+        "stopped; state kept in {} for the next run",
+        data_dir.display()
+    );
     Ok(())
 }
 
@@ -255,13 +285,27 @@ async fn wait_for_signal() -> Result<()> {
 
 async fn authority(command: AuthorityCommand, clock: Clock) -> Result<()> {
     match command {
-        AuthorityCommand::Init { data_dir, instance, public_url, listen, tls_hosts, database_url } => {
-            let mut config = veksel_authority::AuthorityConfig::new(&instance, listen, &public_url, tls_hosts);
+        AuthorityCommand::Init {
+            data_dir,
+            instance,
+            public_url,
+            listen,
+            tls_hosts,
+            database_url,
+        } => {
+            let mut config =
+                veksel_authority::AuthorityConfig::new(&instance, listen, &public_url, tls_hosts);
             config.database_url = database_url;
             let outcome = veksel_authority::init(&data_dir, config, &clock).await?;
             println!("authority created in {}", data_dir.display());
-            println!("anchor for gateways: {}", data_dir.join(veksel_authority::files::ANCHOR).display());
-            println!("admin token (shown once, keep it secret):\n{}", outcome.admin_token);
+            println!(
+                "anchor for gateways: {}",
+                data_dir.join(veksel_authority::files::ANCHOR).display()
+            );
+            println!(
+                "admin token (shown once, keep it secret):\n{}",
+                outcome.admin_token
+            );
             Ok(())
         }
         AuthorityCommand::Serve { data_dir } => {
@@ -277,22 +321,32 @@ async fn authority(command: AuthorityCommand, clock: Clock) -> Result<()> {
 fn http_client(ca: Option<&PathBuf>) -> Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder();
     if let Some(ca) = ca {
-        let pem = std::fs::read_to_string(ca).with_context(|| format!("reading {}", ca.display()))?;
+        let pem =
+            std::fs::read_to_string(ca).with_context(|| format!("reading {}", ca.display()))?;
         let roots = veksel_pki::certs_from_pem(&pem)?;
         builder = builder.use_preconfigured_tls(veksel_pki::tls::https_client_config(&roots)?);
     }
     Ok(builder.build()?)
 }
 
-async fn api_call(api: &ApiArgs, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<serde_json::Value> {
+async fn api_call(
+    api: &ApiArgs,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
     let client = http_client(api.ca.as_ref())?;
-    let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).context("HTTP method")?;
+    let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .context("HTTP method")?;
     let url = format!("{}{}", api.url.trim_end_matches('/'), path);
     let mut req = client.request(method.clone(), &url).bearer_auth(&api.token);
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let resp = req.send().await.with_context(|| format!("{method} {url}"))?;
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("{method} {url}"))?;
     let status = resp.status();
     let text = resp.text().await?;
     if !status.is_success() {
@@ -313,37 +367,112 @@ fn colon(id: &str) -> String {
 }
 
 fn parse_body(body: Option<String>) -> Result<Option<serde_json::Value>> {
-    body.map(|b| serde_json::from_str(&b).context("body must be JSON")).transpose()
+    body.map(|b| serde_json::from_str(&b).context("body must be JSON"))
+        .transpose()
 }
 
 async fn authority_api(cmd: ApiCommand) -> Result<()> {
     use serde_json::json;
     let v = match cmd {
-        ApiCommand::AddMember { api, id, name } => api_call(&api, "POST", "/api/v1/members", Some(json!({"id": id, "name": name}))).await?,
-        ApiCommand::AddSubsystem { api, member, code, name } => {
-            api_call(&api, "POST", &format!("/api/v1/members/{}/subsystems", colon(&member)), Some(json!({"code": code, "name": name}))).await?
+        ApiCommand::AddMember { api, id, name } => {
+            api_call(
+                &api,
+                "POST",
+                "/api/v1/members",
+                Some(json!({"id": id, "name": name})),
+            )
+            .await?
         }
-        ApiCommand::AddGateway { api, id, address } => api_call(&api, "POST", "/api/v1/gateways", Some(json!({"id": id, "address": address}))).await?,
-        ApiCommand::AddGatewayClient { api, gateway, subsystem } => {
-            api_call(&api, "PUT", &format!("/api/v1/gateways/{}/clients/{}", colon(&gateway), colon(&subsystem)), None).await?
+        ApiCommand::AddSubsystem {
+            api,
+            member,
+            code,
+            name,
+        } => {
+            api_call(
+                &api,
+                "POST",
+                &format!("/api/v1/members/{}/subsystems", colon(&member)),
+                Some(json!({"code": code, "name": name})),
+            )
+            .await?
         }
-        ApiCommand::CreateToken { api, role, description } => {
-            api_call(&api, "POST", "/api/v1/tokens", Some(json!({"role": role, "description": description}))).await?
+        ApiCommand::AddGateway { api, id, address } => {
+            api_call(
+                &api,
+                "POST",
+                "/api/v1/gateways",
+                Some(json!({"id": id, "address": address})),
+            )
+            .await?
         }
-        ApiCommand::Call { api, method, path, body } => api_call(&api, &method, &path, parse_body(body)?).await?,
+        ApiCommand::AddGatewayClient {
+            api,
+            gateway,
+            subsystem,
+        } => {
+            api_call(
+                &api,
+                "PUT",
+                &format!(
+                    "/api/v1/gateways/{}/clients/{}",
+                    colon(&gateway),
+                    colon(&subsystem)
+                ),
+                None,
+            )
+            .await?
+        }
+        ApiCommand::CreateToken {
+            api,
+            role,
+            description,
+        } => {
+            api_call(
+                &api,
+                "POST",
+                "/api/v1/tokens",
+                Some(json!({"role": role, "description": description})),
+            )
+            .await?
+        }
+        ApiCommand::Call {
+            api,
+            method,
+            path,
+            body,
+        } => api_call(&api, &method, &path, parse_body(body)?).await?,
     };
     print(&v)
 }
 
 async fn gateway(command: GatewayCommand, clock: Clock) -> Result<()> {
     match command {
-        GatewayCommand::Init { data_dir, anchor, id, client_listen, peer_listen, admin_listen, database_url } => {
-            let text = std::fs::read_to_string(&anchor).with_context(|| format!("reading {}", anchor.display()))?;
-            let anchor: veksel_proto::conf::Anchor = serde_json::from_str(&text).context("the anchor file is not valid")?;
-            let mut config = veksel_gateway::GatewayConfig::new(id.parse()?, client_listen, peer_listen, admin_listen);
+        GatewayCommand::Init {
+            data_dir,
+            anchor,
+            id,
+            client_listen,
+            peer_listen,
+            admin_listen,
+            database_url,
+        } => {
+            let text = std::fs::read_to_string(&anchor)
+                .with_context(|| format!("reading {}", anchor.display()))?;
+            let anchor: veksel_proto::conf::Anchor =
+                serde_json::from_str(&text).context("the anchor file is not valid")?;
+            let mut config = veksel_gateway::GatewayConfig::new(
+                id.parse()?,
+                client_listen,
+                peer_listen,
+                admin_listen,
+            );
             config.database_url = database_url;
             veksel_gateway::init(&data_dir, &config, &anchor)?;
-            println!("gateway {id} initialised in {}; next: veksel gateway enrol", data_dir.display());
+            println!(
+                "gateway {id} initialised in {}; next: veksel gateway enrol",
+                data_dir.display()
+            );
             Ok(())
         }
         GatewayCommand::Enrol { data_dir, token } => {
@@ -356,20 +485,32 @@ async fn gateway(command: GatewayCommand, clock: Clock) -> Result<()> {
             }
             Ok(())
         }
-        GatewayCommand::CreateToken { data_dir, role, description } => {
+        GatewayCommand::CreateToken {
+            data_dir,
+            role,
+            description,
+        } => {
             if !["admin", "security-officer", "observer"].contains(&role.as_str()) {
                 bail!("role must be admin, security-officer or observer");
             }
-            let token = veksel_gateway::create_admin_token(&data_dir, &role, &description, &clock).await?;
+            let token =
+                veksel_gateway::create_admin_token(&data_dir, &role, &description, &clock).await?;
             println!("{token}");
             Ok(())
         }
         GatewayCommand::Serve { data_dir } => {
-            let running = veksel_gateway::start(&data_dir, clock, veksel_gateway::Listeners::default()).await?;
+            let running =
+                veksel_gateway::start(&data_dir, clock, veksel_gateway::Listeners::default())
+                    .await?;
             wait_for_signal().await?;
             running.stop().await;
             Ok(())
         }
-        GatewayCommand::Call { api, method, path, body } => print(&api_call(&api, &method, &path, parse_body(body)?).await?),
+        GatewayCommand::Call {
+            api,
+            method,
+            path,
+            body,
+        } => print(&api_call(&api, &method, &path, parse_body(body)?).await?),
     }
 }

@@ -45,7 +45,10 @@ impl Net {
     }
 
     /// Starts a network with adjusted options.
-    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut SandboxOptions)) -> Option<Self> {
+    pub async fn start_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut SandboxOptions),
+    ) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let mut dbs = Vec::new();
         let databases = match backend {
@@ -74,7 +77,10 @@ impl Net {
             sandbox: Some(sandbox),
             dir,
             clock,
-            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
             dbs,
         })
     }
@@ -117,7 +123,9 @@ impl Net {
 
 /// The X-Road fault type of a response, if it has one.
 pub fn fault(resp: &reqwest::Response) -> Option<String> {
-    resp.headers().get("x-road-error").map(|v| v.to_str().unwrap().to_owned())
+    resp.headers()
+        .get("x-road-error")
+        .map(|v| v.to_str().unwrap().to_owned())
 }
 
 /// Asserts a fault: status, `X-Road-Error`, and the body's `type`.
@@ -127,17 +135,26 @@ pub async fn expect_fault(resp: reqwest::Response, status: u16, kind: &str) -> s
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["type"], kind, "{body}");
     assert!(!body["message"].as_str().unwrap().is_empty());
-    assert_eq!(body["detail"].as_str().unwrap().len(), 36, "detail is a UUID");
+    assert_eq!(
+        body["detail"].as_str().unwrap().len(),
+        36,
+        "detail is a UUID"
+    );
     body
 }
 
 /// Sends a hand-written HTTP/1.1 request (for targets an HTTP client library would
 /// normalise) and returns the status and the `X-Road-Error` header.
-pub async fn raw_http(base_url: &str, request_line_target: &str, headers: &[(&str, &str)]) -> (u16, Option<String>) {
+pub async fn raw_http(
+    base_url: &str,
+    request_line_target: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Option<String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = base_url.trim_start_matches("http://");
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut req = format!("GET {request_line_target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req =
+        format!("GET {request_line_target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -146,18 +163,30 @@ pub async fn raw_http(base_url: &str, request_line_target: &str, headers: &[(&st
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
     let text = String::from_utf8_lossy(&out);
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let error = text
         .lines()
         .find(|l| l.to_ascii_lowercase().starts_with("x-road-error:"))
-        .map(|l| l.split_once(':').map(|x| x.1).unwrap_or_default().trim().to_owned());
+        .map(|l| {
+            l.split_once(':')
+                .map(|x| x.1)
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        });
     (status, error)
 }
 
 /// A peer that speaks the gateway-to-gateway protocol with the municipality
 /// gateway's own keys.
 pub struct RawPeer {
-    send: hyper::client::conn::http2::SendRequest<http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>>,
+    send: hyper::client::conn::http2::SendRequest<
+        http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>,
+    >,
     pub signer: Arc<veksel_proto::jws::SoftwareSigner>,
     pub address: String,
 }
@@ -177,7 +206,12 @@ pub struct RawRequest {
 impl RawPeer {
     /// Connects to the population gateway as the municipality gateway would, with
     /// `keys_dir`'s keys (or other keys for impostor tests).
-    pub async fn connect(net: &Net, from_org: usize, to_org: usize, auth_override: Option<(Vec<Vec<u8>>, veksel_pki::KeyFile)>) -> Result<Self, String> {
+    pub async fn connect(
+        net: &Net,
+        from_org: usize,
+        to_org: usize,
+        auth_override: Option<(Vec<Vec<u8>>, veksel_pki::KeyFile)>,
+    ) -> Result<Self, String> {
         let from = &net.sandbox().info.gateways[from_org];
         let keys = veksel_gateway::KeyStore::load(&from.data_dir).unwrap();
         let member: veksel_id::MemberId = ORGS[from_org].member().parse().unwrap();
@@ -186,28 +220,41 @@ impl RawPeer {
             Some((c, k)) => (c, k.rustls_key()),
             None => (keys.auth_chain.clone(), keys.auth_key.rustls_key()),
         };
-        let verifier = veksel_pki::tls::GatewayPeerVerifier::new(net.sandbox().gateway(from_org).conf.clone());
+        let verifier =
+            veksel_pki::tls::GatewayPeerVerifier::new(net.sandbox().gateway(from_org).conf.clone());
         let tls = veksel_pki::tls::gateway_client_config(&chain, key, verifier).unwrap();
         let address = net.sandbox().info.gateways[to_org].peer_address.clone();
-        let tcp = tokio::net::TcpStream::connect(&address).await.map_err(|e| e.to_string())?;
+        let tcp = tokio::net::TcpStream::connect(&address)
+            .await
+            .map_err(|e| e.to_string())?;
         let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
         let stream = connector
-            .connect(rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(), tcp)
+            .connect(
+                rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+                tcp,
+            )
             .await
             .map_err(|e| format!("TLS: {e}"))?;
-        let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("h2: {e}"))?;
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("h2: {e}"))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Self { send, signer, address })
+        Ok(Self {
+            send,
+            signer,
+            address,
+        })
     }
 
     /// A correct request from the municipality to a population service.
     pub fn request(&self, net: &Net, service_path: &str) -> RawRequest {
         let client: veksel_id::ClientId = ORGS[MUNICIPALITY].subsystem_id().parse().unwrap();
-        let service: veksel_id::ServiceId = format!("{}/echo", ORGS[POPULATION].subsystem_id()).parse().unwrap();
+        let service: veksel_id::ServiceId = format!("{}/echo", ORGS[POPULATION].subsystem_id())
+            .parse()
+            .unwrap();
         RawRequest {
             descriptor: RequestDescriptor {
                 typ: REQUEST_TYPE.into(),
@@ -244,7 +291,10 @@ impl RawPeer {
         let bytes = descriptor::canonical_bytes(&r.descriptor);
         let signature = match r.signature.take() {
             Some(s) => s,
-            None => veksel_proto::jws::sign_detached(self.signer.as_ref(), REQUEST_CTY, true, &bytes).unwrap(),
+            None => {
+                veksel_proto::jws::sign_detached(self.signer.as_ref(), REQUEST_CTY, true, &bytes)
+                    .unwrap()
+            }
         };
         let d = &r.descriptor;
         let mut req = Request::builder()
@@ -260,18 +310,31 @@ impl RawPeer {
         }
         let mut trailers = HeaderMap::new();
         if !r.unsigned {
-            trailers.insert("veksel-signature", HeaderValue::from_str(&signature).unwrap());
+            trailers.insert(
+                "veksel-signature",
+                HeaderValue::from_str(&signature).unwrap(),
+            );
         }
         let body = r.sent_body.unwrap_or(r.body);
-        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> =
-            vec![Ok(Frame::data(Bytes::from(body))), Ok(Frame::trailers(trailers))];
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+            Ok(Frame::data(Bytes::from(body))),
+            Ok(Frame::trailers(trailers)),
+        ];
         let req = req
             .body(StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync())
             .unwrap();
         self.send.ready().await.map_err(|e| e.to_string())?;
-        let resp: Response<hyper::body::Incoming> = self.send.send_request(req).await.map_err(|e| e.to_string())?;
+        let resp: Response<hyper::body::Incoming> = self
+            .send
+            .send_request(req)
+            .await
+            .map_err(|e| e.to_string())?;
         let (parts, body) = resp.into_parts();
-        let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let bytes = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
         Ok((parts.status.as_u16(), parts.headers, bytes))
     }
 }
