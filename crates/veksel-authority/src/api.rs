@@ -11,100 +11,27 @@ use axum::{Json, Router};
 use std::sync::Arc;
 use time::Duration;
 use utoipa::OpenApi;
+use veksel_admin::{ApiError, ApiErrorBody, ApiResult};
 use veksel_id::{ClientId, GatewayId, MemberId, SubsystemId};
 use veksel_pki::ca::Profile;
 use veksel_pki::{CertInfo, certs_to_pem};
-use veksel_store::StoreError;
-
-/// An API error with a stable code.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-    fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid bearer token is required (Authorization: Bearer vka_…)",
-        )
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound(m) => Self::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("not found: {m}"),
-            ),
-            StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
-            other => {
-                tracing::error!(error = %other, "database error");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the registry database is unavailable",
-                )
-            }
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ApiErrorBody {
-            code: self.code.to_owned(),
-            message: self.message,
-        };
-        (self.status, Json(body)).into_response()
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
-
-fn parse_id<T: std::str::FromStr<Err = veksel_id::IdError>>(raw: &str, what: &str) -> ApiResult<T> {
-    // Path parameters use ':' between parts (as X-Road's admin APIs do), bodies use '/'.
-    raw.replace(':', "/")
-        .parse()
-        .map_err(|e: veksel_id::IdError| ApiError::bad_request(format!("{what}: {e}")))
-}
 
 async fn require(
     state: &AppState,
     headers: &HeaderMap,
     role: Role,
 ) -> ApiResult<tokens::Principal> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(ApiError::unauthorized)?;
-    let principal = tokens::authenticate(state.registry.db(), presented.trim())
-        .await?
-        .ok_or_else(ApiError::unauthorized)?;
-    if !principal.role.allows(role) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("this operation needs the {} role", role.as_str()),
-        ));
-    }
-    Ok(principal)
+    let p = veksel_admin::authenticate(state.registry.db(), headers, role.as_str(), |have| {
+        Role::parse(have).is_some_and(|r| r.allows(role))
+    })
+    .await?;
+    let role = Role::parse(&p.role)
+        .ok_or_else(|| ApiError::internal(format!("token {} has an unknown role", p.id)))?;
+    Ok(tokens::Principal { id: p.id, role })
+}
+
+fn parse_id<T: std::str::FromStr<Err = veksel_id::IdError>>(raw: &str, what: &str) -> ApiResult<T> {
+    veksel_admin::path_id(raw, what)
 }
 
 async fn changed(
@@ -721,8 +648,7 @@ async fn issue(
     let der =
         s.ca.issue_from_csr(csr_pem, &pki_profile, now, validity)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let info = CertInfo::parse(&der)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let info = CertInfo::parse(&der).map_err(|e| ApiError::internal(e.to_string()))?;
     let pem = certs_to_pem(std::slice::from_ref(&der));
     let kind = match profile {
         CertProfile::GatewayAuth => "gateway-auth",
@@ -784,13 +710,7 @@ async fn enrol(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "an enrolment token is required",
-            )
-        })?;
+        .ok_or_else(|| ApiError::unauthorized("an enrolment token is required"))?;
     if b.signing.len() > 64 {
         return Err(ApiError::bad_request(
             "at most 64 signing CSRs per enrolment",
@@ -800,11 +720,7 @@ async fn enrol(
         tokens::consume_enrolment_token(s.registry.db(), presented.trim(), s.clock.now_ms())
             .await?
             .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "the enrolment token is unknown, used or expired",
-                )
+                ApiError::unauthorized("the enrolment token is unknown, used or expired")
             })?;
     let gw = s.registry.gateway(&gateway).await?;
     // A gateway may sign for its owner and for the members whose subsystems it hosts.
@@ -817,11 +733,9 @@ async fn enrol(
     for req in &b.signing {
         let member = req.member.replace(':', "/");
         if !allowed.contains(&member) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("gateway {gateway} hosts no subsystem of member {member}"),
-            ));
+            return Err(ApiError::forbidden(format!(
+                "gateway {gateway} hosts no subsystem of member {member}"
+            )));
         }
     }
     let actor = format!("enrolment:{gateway}");
@@ -961,12 +875,5 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     if prometheus_client::encoding::text::encode(&mut out, &s.metrics.registry).is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    veksel_admin::metrics_response(out)
 }

@@ -281,17 +281,6 @@ pub struct EnrolResponse {
     pub ca_pem: String,
 }
 
-/// An error from the API.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ApiErrorBody {
-    /// Stable code: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
-    /// `conflict`, `unavailable`, `internal`.
-    pub code: String,
-    /// What went wrong.
-    pub message: String,
-}
-
 /// Summary of the current global configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

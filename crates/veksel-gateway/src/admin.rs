@@ -14,98 +14,27 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::{OpenApi, ToSchema};
+use veksel_admin::{ApiError, ApiErrorBody, ApiResult};
 use veksel_id::SubsystemId;
 use veksel_proto::access::AccessRule;
-use veksel_store::StoreError;
-
-/// An admin API error.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AdminError {
-    /// Stable code.
-    pub code: String,
-    /// Message.
-    pub message: String,
-    #[serde(skip)]
-    status: u16,
-}
-
-impl AdminError {
-    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self {
-            code: code.to_owned(),
-            message: message.into(),
-            status: status.as_u16(),
-        }
-    }
-    fn bad_request(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", m)
-    }
-}
-
-impl From<StoreError> for AdminError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound(m) => Self::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("not found: {m}"),
-            ),
-            StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
-            other => {
-                tracing::error!(error = %other, "database error");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the gateway database is unavailable",
-                )
-            }
-        }
-    }
-}
-
-impl IntoResponse for AdminError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self)).into_response()
-    }
-}
-
-type AdminResult<T> = Result<T, AdminError>;
 
 /// Roles of gateway admin tokens, weakest first.
 const ROLES: [&str; 3] = ["observer", "security-officer", "admin"];
 
-async fn require(gw: &Gateway, h: &HeaderMap, needed: &str) -> AdminResult<String> {
-    let unauthorized = || {
-        AdminError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid bearer token is required",
-        )
-    };
-    let token = h
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(unauthorized)?;
-    let p = veksel_store::tokens::authenticate(&gw.db, token.trim())
-        .await?
-        .ok_or_else(unauthorized)?;
+async fn require(gw: &Gateway, h: &HeaderMap, needed: &str) -> ApiResult<String> {
     let rank = |r: &str| ROLES.iter().position(|x| *x == r);
-    match (rank(&p.role), rank(needed)) {
-        (Some(have), Some(need)) if have >= need => Ok(p.id),
-        _ => Err(AdminError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("this operation needs the {needed} role"),
-        )),
-    }
+    let p = veksel_admin::authenticate(
+        &gw.db,
+        h,
+        needed,
+        |have| matches!((rank(have), rank(needed)), (Some(a), Some(b)) if a >= b),
+    )
+    .await?;
+    Ok(p.id)
 }
 
-fn subsystem(raw: &str) -> AdminResult<SubsystemId> {
-    raw.replace(':', "/")
-        .parse()
-        .map_err(|e| AdminError::bad_request(format!("subsystem id: {e}")))
+fn subsystem(raw: &str) -> ApiResult<SubsystemId> {
+    veksel_admin::path_id(raw, "subsystem id")
 }
 
 /// Builds the admin router.
@@ -198,7 +127,7 @@ pub struct Status {
 }
 
 #[utoipa::path(get, path = "/api/v1/status", responses((status = 200, body = Status)))]
-async fn status(State(gw): State<Arc<Gateway>>, h: HeaderMap) -> AdminResult<Json<Status>> {
+async fn status(State(gw): State<Arc<Gateway>>, h: HeaderMap) -> ApiResult<Json<Status>> {
     require(&gw, &h, "observer").await?;
     let latest = gw.conf.latest();
     Ok(Json(Status {
@@ -224,7 +153,7 @@ async fn status(State(gw): State<Arc<Gateway>>, h: HeaderMap) -> AdminResult<Jso
 async fn list_clients(
     State(gw): State<Arc<Gateway>>,
     h: HeaderMap,
-) -> AdminResult<Json<Vec<LocalClient>>> {
+) -> ApiResult<Json<Vec<LocalClient>>> {
     require(&gw, &h, "observer").await?;
     Ok(Json(
         gw.serverconf.current().clients.values().cloned().collect(),
@@ -236,7 +165,7 @@ async fn get_client(
     State(gw): State<Arc<Gateway>>,
     h: HeaderMap,
     Path(id): Path<String>,
-) -> AdminResult<Json<LocalClient>> {
+) -> ApiResult<Json<LocalClient>> {
     require(&gw, &h, "observer").await?;
     let id = subsystem(&id)?;
     gw.serverconf
@@ -245,13 +174,7 @@ async fn get_client(
         .get(&id)
         .cloned()
         .map(Json)
-        .ok_or_else(|| {
-            AdminError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("local client {id}"),
-            )
-        })
+        .ok_or_else(|| ApiError::not_found(format!("local client {id}")))
 }
 
 #[utoipa::path(put, path = "/api/v1/clients/{id}", request_body = ClientSettings, params(("id" = String, Path)), responses((status = 204)))]
@@ -260,14 +183,14 @@ async fn put_client(
     h: HeaderMap,
     Path(id): Path<String>,
     Json(b): Json<ClientSettings>,
-) -> AdminResult<StatusCode> {
+) -> ApiResult<StatusCode> {
     let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     if b.is_cert_sha256
         .iter()
         .any(|c| c.len() != 64 || !c.chars().all(|x| x.is_ascii_hexdigit()))
     {
-        return Err(AdminError::bad_request(
+        return Err(ApiError::bad_request(
             "is_cert_sha256 entries must be 64 hex digits",
         ));
     }
@@ -281,7 +204,7 @@ async fn delete_client(
     State(gw): State<Arc<Gateway>>,
     h: HeaderMap,
     Path(id): Path<String>,
-) -> AdminResult<StatusCode> {
+) -> ApiResult<StatusCode> {
     let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     gw.serverconf.remove_client(&id).await?;
@@ -289,16 +212,16 @@ async fn delete_client(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(put, path = "/api/v1/clients/{id}/services/{code}", request_body = ServiceConfig, params(("id" = String, Path), ("code" = String, Path)), responses((status = 204), (status = 400, body = AdminError)))]
+#[utoipa::path(put, path = "/api/v1/clients/{id}/services/{code}", request_body = ServiceConfig, params(("id" = String, Path), ("code" = String, Path)), responses((status = 204), (status = 400, body = ApiErrorBody)))]
 async fn put_service(
     State(gw): State<Arc<Gateway>>,
     h: HeaderMap,
     Path((id, code)): Path<(String, String)>,
     Json(b): Json<ServiceConfig>,
-) -> AdminResult<StatusCode> {
+) -> ApiResult<StatusCode> {
     let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
-    serverconf::validate_service(&code, &b).map_err(AdminError::bad_request)?;
+    serverconf::validate_service(&code, &b).map_err(ApiError::bad_request)?;
     gw.serverconf.put_service(&id, &code, &b).await?;
     tracing::info!(actor = %who, client = %id, service = %code, "service configured");
     Ok(StatusCode::NO_CONTENT)
@@ -309,7 +232,7 @@ async fn delete_service(
     State(gw): State<Arc<Gateway>>,
     h: HeaderMap,
     Path((id, code)): Path<(String, String)>,
-) -> AdminResult<StatusCode> {
+) -> ApiResult<StatusCode> {
     let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     gw.serverconf.remove_service(&id, &code).await?;
@@ -323,18 +246,18 @@ async fn put_access(
     h: HeaderMap,
     Path(id): Path<String>,
     Json(rules): Json<Vec<AccessRule>>,
-) -> AdminResult<StatusCode> {
+) -> ApiResult<StatusCode> {
     let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     for r in &rules {
         if !r.endpoint.path.starts_with('/') {
-            return Err(AdminError::bad_request(format!(
+            return Err(ApiError::bad_request(format!(
                 "endpoint path {:?} must start with '/'",
                 r.endpoint.path
             )));
         }
         veksel_id::validate_part("service", 4, &r.service_code)
-            .map_err(|e| AdminError::bad_request(e.to_string()))?;
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     gw.serverconf.put_access(&id, &rules).await?;
     tracing::info!(actor = %who, client = %id, rules = rules.len(), "access rights replaced");
@@ -347,11 +270,11 @@ async fn put_local_group(
     h: HeaderMap,
     Path((id, code)): Path<(String, String)>,
     Json(b): Json<LocalGroup>,
-) -> AdminResult<StatusCode> {
+) -> ApiResult<StatusCode> {
     let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     veksel_id::validate_part("local group", 0, &code)
-        .map_err(|e| AdminError::bad_request(e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     gw.serverconf.put_local_group(&id, &code, &b).await?;
     tracing::info!(actor = %who, client = %id, group = %code, "local group configured");
     Ok(StatusCode::NO_CONTENT)
@@ -362,7 +285,7 @@ async fn delete_local_group(
     State(gw): State<Arc<Gateway>>,
     h: HeaderMap,
     Path((id, code)): Path<(String, String)>,
-) -> AdminResult<StatusCode> {
+) -> ApiResult<StatusCode> {
     let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     gw.serverconf.remove_local_group(&id, &code).await?;
@@ -375,7 +298,7 @@ async fn message_log(
     State(gw): State<Arc<Gateway>>,
     h: HeaderMap,
     Query(q): Query<LogQuery>,
-) -> AdminResult<Json<Vec<LoggedMessage>>> {
+) -> ApiResult<Json<Vec<LoggedMessage>>> {
     require(&gw, &h, "observer").await?;
     Ok(Json(msglog::query_messages(&gw.db, &q).await?))
 }
@@ -389,28 +312,22 @@ struct SideQuery {
     part: String,
 }
 
-#[utoipa::path(get, path = "/api/v1/message-log/{request_id}/bodies", params(("request_id" = String, Path), SideQuery), responses((status = 200, description = "The stored body bytes"), (status = 404, body = AdminError)))]
+#[utoipa::path(get, path = "/api/v1/message-log/{request_id}/bodies", params(("request_id" = String, Path), SideQuery), responses((status = 200, description = "The stored body bytes"), (status = 404, body = ApiErrorBody)))]
 async fn message_bodies(
     State(gw): State<Arc<Gateway>>,
     h: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<SideQuery>,
-) -> AdminResult<Response> {
+) -> ApiResult<Response> {
     // Bodies can hold personal data: only security officers and admins read them.
     require(&gw, &h, "security-officer").await?;
     let (request, response) = msglog::message_bodies(&gw.db, &id, &q.side).await?;
     let body = match q.part.as_str() {
         "request" => request,
         "response" => response,
-        _ => return Err(AdminError::bad_request("part must be request or response")),
+        _ => return Err(ApiError::bad_request("part must be request or response")),
     };
-    let body = body.ok_or_else(|| {
-        AdminError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no body is stored for this record",
-        )
-    })?;
+    let body = body.ok_or_else(|| ApiError::not_found("no body is stored for this record"))?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
 
@@ -419,7 +336,7 @@ async fn op_monitoring(
     State(gw): State<Arc<Gateway>>,
     h: HeaderMap,
     Query(q): Query<LogQuery>,
-) -> AdminResult<Json<Vec<OpRecord>>> {
+) -> ApiResult<Json<Vec<OpRecord>>> {
     require(&gw, &h, "observer").await?;
     Ok(Json(msglog::query_monitoring(&gw.db, &q).await?))
 }
@@ -484,12 +401,5 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
             .set(i64::try_from(c.conf().version).unwrap_or_default());
         gw.metrics.conf_expires.set(c.conf().expires_at_ms / 1000);
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        gw.metrics.render(),
-    )
-        .into_response()
+    veksel_admin::metrics_response(gw.metrics.render())
 }

@@ -14,8 +14,6 @@ use crate::serverconf::{LocalClient, LogMode};
 use crate::{Gateway, meta};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
-use hyper::body::Incoming;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -30,22 +28,8 @@ use veksel_proto::headers::{self as xh, end_to_end};
 use veksel_proto::r1::{self, R1Target};
 
 /// The hyper service for one client-side connection.
-pub fn service(
-    gw: Arc<Gateway>,
-    conn: ConnInfo,
-) -> impl hyper::service::Service<
-    Request<Incoming>,
-    Response = Response<GwBody>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<Response<GwBody>, Infallible>> + Send,
-> + Clone {
-    hyper::service::service_fn(move |req: Request<Incoming>| {
-        let gw = gw.clone();
-        let conn = conn.clone();
-        let fut: std::pin::Pin<Box<dyn Future<Output = Response<GwBody>> + Send>> =
-            Box::pin(handle(gw, conn, req.map(body::incoming)));
-        async move { Ok::<_, Infallible>(fut.await) }
-    })
+pub fn service(gw: Arc<Gateway>, conn: ConnInfo) -> exchange::ConnService {
+    exchange::ConnService::new(gw, conn, |gw, conn, req| Box::pin(handle(gw, conn, req)))
 }
 
 /// Handles one request from an information system.

@@ -53,10 +53,11 @@ impl ConfState {
         let key = (sha256_hex(leaf), member.clone());
         let now = i64::try_from(now_secs).unwrap_or(i64::MAX);
         let cached = self.signers.lock().ok().and_then(|m| m.get(&key).cloned());
-        if let Some(info) = cached {
-            if now >= info.not_before && now < info.not_after {
-                return Ok(info);
-            }
+        if let Some(info) = cached
+            && now >= info.not_before
+            && now < info.not_after
+        {
+            return Ok(info);
         }
         let info = self.roots.verify_member_signing(chain, member, now_secs)?;
         if let Ok(mut m) = self.signers.lock() {

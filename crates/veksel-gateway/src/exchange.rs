@@ -5,9 +5,12 @@ use crate::Gateway;
 use crate::body::{self, GwBody};
 use crate::confclient::ConfState;
 use crate::msglog::{OpRecord, Side};
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use veksel_id::{Fault, FaultCode, MemberId, Origin};
+use veksel_net::ConnInfo;
 use veksel_pki::CertInfo;
 use veksel_proto::jws::{self, Signer, Unverified};
 use veksel_proto::meta::{ErrorBody, ErrorFormat};
@@ -25,6 +28,51 @@ pub const VEKSEL_BODY_DIGEST: &str = "veksel-body-digest";
 /// so a bad signature on an ordinary message gets a proper error response. Larger
 /// bodies stream, holding back their last frame until verification succeeds.
 pub const PREFETCH_LIMIT: usize = 256 * 1024;
+
+/// A request handler of one side of the gateway.
+pub type Handler = fn(
+    Arc<Gateway>,
+    ConnInfo,
+    Request<GwBody>,
+) -> Pin<Box<dyn Future<Output = Response<GwBody>> + Send>>;
+
+/// The hyper service of one connection: every request goes to the side's handler with
+/// the gateway and what is known about the connection.
+#[derive(Clone)]
+pub struct ConnService {
+    gw: Arc<Gateway>,
+    conn: ConnInfo,
+    handler: Handler,
+}
+
+impl std::fmt::Debug for ConnService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnService")
+            .field("remote", &self.conn.remote)
+            .finish()
+    }
+}
+
+impl ConnService {
+    /// A service for one connection.
+    pub fn new(gw: Arc<Gateway>, conn: ConnInfo, handler: Handler) -> Self {
+        Self { gw, conn, handler }
+    }
+}
+
+impl hyper::service::Service<Request<hyper::body::Incoming>> for ConnService {
+    type Response = Response<GwBody>;
+    type Error = std::convert::Infallible;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Response<GwBody>, std::convert::Infallible>> + Send>>;
+
+    fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
+        // Boxing the handler's future here, where its type is concrete, keeps the
+        // compiler's Send check away from a higher-ranked lifetime it cannot prove.
+        let fut = (self.handler)(self.gw.clone(), self.conn.clone(), req.map(body::incoming));
+        Box::pin(async move { Ok(fut.await) })
+    }
+}
 
 /// Renders a fault as X-Road does: status 400 or 500, `X-Road-Error`, and a
 /// `{type, message, detail}` body in JSON or XML following `Accept`.

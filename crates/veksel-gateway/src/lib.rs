@@ -67,6 +67,10 @@ pub struct GatewayConfig {
     pub id: GatewayId,
     /// Client side (r1) for information systems; plain HTTP.
     pub client_listen: SocketAddr,
+    /// Client side over HTTPS, for information systems that authenticate with a TLS
+    /// client certificate (registered per subsystem). Off when absent.
+    #[serde(default)]
+    pub client_tls_listen: Option<SocketAddr>,
     /// Gateway-to-gateway side; mutual TLS. Must match the registered address's port.
     pub peer_listen: SocketAddr,
     /// Admin API, metrics and health; plain HTTP, keep it on loopback.
@@ -116,6 +120,7 @@ impl GatewayConfig {
         Self {
             id,
             client_listen,
+            client_tls_listen: None,
             peer_listen,
             admin_listen,
             database_url: None,
@@ -381,6 +386,8 @@ pub struct RunningGateway {
     pub gateway: Arc<Gateway>,
     /// Address of the client side.
     pub client_addr: SocketAddr,
+    /// Address of the HTTPS client side, when configured.
+    pub client_tls_addr: Option<SocketAddr>,
     /// Address of the gateway-to-gateway side.
     pub peer_addr: SocketAddr,
     /// Address of the admin API.
@@ -410,6 +417,8 @@ impl RunningGateway {
 pub struct Listeners {
     /// Client side.
     pub client: Option<tokio::net::TcpListener>,
+    /// HTTPS client side.
+    pub client_tls: Option<tokio::net::TcpListener>,
     /// Gateway-to-gateway side.
     pub peer: Option<tokio::net::TcpListener>,
     /// Admin API.
@@ -467,7 +476,7 @@ pub async fn start(
     let (log, writer_task) = msglog::LogWriter::start(db.clone());
 
     let verifier = veksel_pki::tls::GatewayPeerVerifier::new(conf.clone());
-    let client_tls = veksel_pki::tls::gateway_client_config(
+    let peer_client_tls = veksel_pki::tls::gateway_client_config(
         &keys.auth_chain,
         keys.auth_key.rustls_key(),
         verifier.clone(),
@@ -489,7 +498,7 @@ pub async fn start(
         .map_err(|e| GatewayError::Config(format!("backend TLS: {e}")))?;
 
     let gateway = Arc::new(Gateway {
-        peers: clients::peer_client(Arc::new(client_tls)),
+        peers: clients::peer_client(Arc::new(peer_client_tls)),
         backends,
         metrics: metrics::Metrics::new(),
         config: config.clone(),
@@ -527,6 +536,29 @@ pub async fn start(
         ServerLimits::default(),
         shutdown.clone(),
     ));
+    let mut tasks = Vec::new();
+    let mut client_tls_addr = None;
+    if let Some(addr) = config.client_tls_listen {
+        let tls = veksel_pki::tls::information_system_server_config(
+            &gateway.keys.auth_chain,
+            gateway.keys.auth_key.rustls_key(),
+        )
+        .map_err(|e| GatewayError::Config(format!("client-side TLS: {e}")))?;
+        let listener = bind_or(listeners.client_tls, addr).await?;
+        client_tls_addr = Some(
+            listener
+                .local_addr()
+                .map_err(|e| GatewayError::Config(e.to_string()))?,
+        );
+        let g = gateway.clone();
+        tasks.push(tokio::spawn(veksel_net::serve(
+            listener,
+            Some(Arc::new(tls)),
+            move |conn| client_proxy::service(g.clone(), conn),
+            ServerLimits::default(),
+            shutdown.clone(),
+        )));
+    }
     let router = admin::router(gateway.clone());
     let admin_task = tokio::spawn(veksel_net::serve(
         admin_l,
@@ -553,7 +585,11 @@ pub async fn start(
         peer_addr,
         admin_addr,
         shutdown,
-        tasks: vec![client_task, peer_task, admin_task],
+        client_tls_addr,
+        tasks: {
+            tasks.extend([client_task, peer_task, admin_task]);
+            tasks
+        },
         background: vec![poll_task, janitor, reload, writer_task],
     })
 }

@@ -7,7 +7,7 @@ use crate::Gateway;
 use crate::body::{self, GwBody};
 use crate::confclient::ConfState;
 use crate::exchange::fault_response;
-use crate::serverconf::LocalClient;
+use crate::serverconf::{LocalClient, ServiceConfig};
 use http::{HeaderValue, Method, Request, Response};
 use std::sync::Arc;
 use veksel_id::{ClientId, Fault, FaultCode, Origin};
@@ -91,10 +91,15 @@ pub fn list_clients(
 fn entry(
     local: &LocalClient,
     code: &str,
-    service_type: &str,
+    service: &ServiceConfig,
     endpoints: Vec<Endpoint>,
 ) -> ServiceEntry {
     let m = local.id.member();
+    let service_type = if service.openapi.is_some() {
+        "OPENAPI"
+    } else {
+        "REST"
+    };
     ServiceEntry {
         object_type: "SERVICE".to_owned(),
         xroad_instance: m.instance().to_owned(),
@@ -126,18 +131,7 @@ pub fn provider_answer(
             let service = local
                 .services
                 .iter()
-                .map(|(code, s)| {
-                    entry(
-                        local,
-                        code,
-                        if s.openapi.is_some() {
-                            "OPENAPI"
-                        } else {
-                            "REST"
-                        },
-                        s.endpoints.clone(),
-                    )
-                })
+                .map(|(code, s)| entry(local, code, s, s.endpoints.clone()))
                 .collect();
             Ok(json_response(&ServiceList { service }))
         }
@@ -169,16 +163,7 @@ pub fn provider_answer(
                 if endpoints.is_empty() {
                     endpoints = mine.into_iter().cloned().collect();
                 }
-                service.push(entry(
-                    local,
-                    code,
-                    if s.openapi.is_some() {
-                        "OPENAPI"
-                    } else {
-                        "REST"
-                    },
-                    endpoints,
-                ));
+                service.push(entry(local, code, s, endpoints));
             }
             Ok(json_response(&ServiceList { service }))
         }

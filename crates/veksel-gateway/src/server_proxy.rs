@@ -15,8 +15,6 @@ use crate::serverconf::LogMode;
 use crate::{Gateway, meta};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
-use hyper::body::Incoming;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -31,22 +29,8 @@ use veksel_proto::headers::{self as xh, end_to_end};
 use veksel_proto::r1;
 
 /// The hyper service for one gateway-to-gateway connection.
-pub fn service(
-    gw: Arc<Gateway>,
-    conn: ConnInfo,
-) -> impl hyper::service::Service<
-    Request<Incoming>,
-    Response = Response<GwBody>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<Response<GwBody>, Infallible>> + Send,
-> + Clone {
-    hyper::service::service_fn(move |req: Request<Incoming>| {
-        let gw = gw.clone();
-        let conn = conn.clone();
-        let fut: std::pin::Pin<Box<dyn Future<Output = Response<GwBody>> + Send>> =
-            Box::pin(handle(gw, conn, req.map(body::incoming)));
-        async move { Ok::<_, Infallible>(fut.await) }
-    })
+pub fn service(gw: Arc<Gateway>, conn: ConnInfo) -> exchange::ConnService {
+    exchange::ConnService::new(gw, conn, |gw, conn, req| Box::pin(handle(gw, conn, req)))
 }
 
 fn sfault(code: FaultCode, message: impl Into<String>) -> Fault {

@@ -29,6 +29,38 @@ pub fn install_default_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
+/// The handshake-signature methods every verifier here shares; `tls12` says whether
+/// TLS 1.2 peers are accepted at all.
+macro_rules! handshake_signatures {
+    ($tls12:expr) => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, TlsError> {
+            if $tls12 {
+                rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+            } else {
+                Err(TlsError::General(
+                    "TLS 1.2 is not allowed between gateways".into(),
+                ))
+            }
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, TlsError> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.algs.supported_schemes()
+        }
+    };
+}
+
 /// Decides whether a TLS peer's certificate chain is acceptable right now. The
 /// gateway implements this over its current global configuration.
 pub trait PeerTrust: Send + Sync + std::fmt::Debug {
@@ -87,27 +119,7 @@ impl ClientCertVerifier for GatewayPeerVerifier {
         self.check(end_entity, intermediates, now, Usage::TlsClient)
             .map(|()| ClientCertVerified::assertion())
     }
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        Err(TlsError::General(
-            "TLS 1.2 is not allowed between gateways".into(),
-        ))
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
+    handshake_signatures!(false);
 }
 
 impl ServerCertVerifier for GatewayPeerVerifier {
@@ -124,27 +136,54 @@ impl ServerCertVerifier for GatewayPeerVerifier {
         self.check(end_entity, intermediates, now, Usage::TlsServer)
             .map(|()| ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(
+    handshake_signatures!(false);
+}
+
+/// Asks information systems for a client certificate without judging it: the gateway
+/// matches the certificate's hash against the subsystems it may act as, per request,
+/// so a wrong certificate gets a precise X-Road fault instead of a TLS alert. The
+/// handshake signature is still verified, proving possession of the key.
+#[derive(Debug)]
+pub struct InformationSystemVerifier {
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for InformationSystemVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+    fn verify_client_cert(
         &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        Err(TlsError::General(
-            "TLS 1.2 is not allowed between gateways".into(),
-        ))
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, TlsError> {
+        Ok(ClientCertVerified::assertion())
     }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
+    handshake_signatures!(true);
+}
+
+/// The HTTPS client side of a gateway: TLS 1.2 or 1.3 (information systems may be
+/// old), optional client certificates checked per request.
+pub fn information_system_server_config(
+    chain: &[Vec<u8>],
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, TlsError> {
+    let verifier = Arc::new(InformationSystemVerifier {
+        algs: provider().signature_verification_algorithms,
+    });
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(cert_chain(chain), key)?;
+    cfg.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+    Ok(cfg)
 }
 
 fn cert_chain(chain: &[Vec<u8>]) -> Vec<CertificateDer<'static>> {

@@ -477,6 +477,7 @@ impl Sandbox {
                     client: Some(c),
                     peer: Some(p),
                     admin: Some(a),
+                    client_tls: None,
                 },
             )
             .await?;

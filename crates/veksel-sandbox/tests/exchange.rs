@@ -16,19 +16,6 @@ fn service(org: usize, code: &str) -> String {
     format!("{}/{code}", ORGS[org].subsystem_id())
 }
 
-async fn message_log(net: &Net, org: usize, request_id: &str) -> Vec<Value> {
-    let (url, token) = net.admin(org);
-    let resp = net
-        .http
-        .get(format!("{url}/api/v1/message-log?request_id={request_id}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
-}
-
 async fn allowed_call(b: Backend) {
     let Some(net) = Net::start(b).await else {
         return;
@@ -69,7 +56,7 @@ async fn allowed_call(b: Backend) {
 
     // Both gateways logged the exchange with both signed descriptors, bound together.
     for (org, side) in [(MUNICIPALITY, "consumer"), (POPULATION, "provider")] {
-        let records = message_log(&net, org, &request_id).await;
+        let records = message_log(&net, org, &format!("request_id={request_id}")).await;
         assert_eq!(records.len(), 1, "{side}: {records:?}");
         let r = &records[0];
         assert_eq!(r["side"], side);
@@ -90,11 +77,11 @@ async fn allowed_call(b: Backend) {
     }
     // The population register logs bodies (full mode); the municipality only metadata.
     assert_eq!(
-        message_log(&net, POPULATION, &request_id).await[0]["has_bodies"],
+        message_log(&net, POPULATION, &format!("request_id={request_id}")).await[0]["has_bodies"],
         true
     );
     assert_eq!(
-        message_log(&net, MUNICIPALITY, &request_id).await[0]["has_bodies"],
+        message_log(&net, MUNICIPALITY, &format!("request_id={request_id}")).await[0]["has_bodies"],
         false
     );
 
@@ -956,10 +943,138 @@ async fn restart(b: Backend) {
     net.sandbox = Some(veksel_sandbox::Sandbox::start(options).await.unwrap());
     assert_eq!(net.r1(MUNICIPALITY, &m, &companies).await.status(), 200);
     assert_eq!(
-        message_log(&net, MUNICIPALITY, &request_id).await.len(),
+        message_log(&net, MUNICIPALITY, &format!("request_id={request_id}"))
+            .await
+            .len(),
         1,
         "the log survived the restart"
     );
     net.stop().await;
 }
 both_backends!(sandbox_restarts_on_its_own_state, restart);
+
+fn https_client(ca_pem: &str, identity: Option<(&[u8], &veksel_pki::KeyFile)>) -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in veksel_pki::certs_from_pem(ca_pem).unwrap() {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(c))
+            .unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(veksel_pki::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let tls = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![rustls::pki_types::CertificateDer::from(cert.to_vec())],
+                key.rustls_key(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .unwrap()
+}
+
+async fn information_systems(b: Backend) {
+    let Some(mut net) = Net::start(b).await else {
+        return;
+    };
+    // Give the municipality's gateway an HTTPS client side and restart the network.
+    let gw_dir = net.sandbox().info.gateways[MUNICIPALITY].data_dir.clone();
+    let sandbox = net.sandbox.take().unwrap();
+    sandbox.stop().await;
+    let config_path = gw_dir.join("gateway.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["client_tls_listen"] = Value::String("127.0.0.1:0".into());
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    net.sandbox = Some(
+        veksel_sandbox::Sandbox::start(veksel_sandbox::SandboxOptions::new(
+            net.dir.path().to_owned(),
+        ))
+        .await
+        .unwrap(),
+    );
+    let tls_addr = net.sandbox().gateways[MUNICIPALITY]
+        .client_tls_addr
+        .unwrap();
+
+    // The casework system authenticates with its own certificate, registered by hash;
+    // plain HTTP is no longer allowed for it.
+    let is_key = veksel_pki::KeyFile::generate().unwrap();
+    let is_cert = veksel_pki::ca::self_signed_signing_cert(
+        &is_key,
+        "casework system",
+        time::OffsetDateTime::now_utc(),
+        time::Duration::days(30),
+    )
+    .unwrap();
+    let (url, token) = net.admin(MUNICIPALITY);
+    let put = net
+        .http
+        .put(format!("{url}/api/v1/clients/{}", muni().replace('/', ":")))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"log_mode": "metadata", "allow_loopback_http": false, "is_cert_sha256": [veksel_pki::sha256_hex(&is_cert)]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 204);
+
+    let path = format!("r1/{}/12345678", service(TAX, "companies"));
+    let plain = net
+        .r1(
+            MUNICIPALITY,
+            &muni(),
+            &format!("{}/12345678", service(TAX, "companies")),
+        )
+        .await;
+    expect_fault(plain, 500, "Server.ClientProxy.SslAuthenticationFailed").await;
+
+    let ca = std::fs::read_to_string(net.dir.path().join("authority/ca.pem")).unwrap();
+    let with_cert = https_client(&ca, Some((&is_cert, &is_key)));
+    let ok = with_cert
+        .get(format!("https://{tls_addr}/{path}"))
+        .header("X-Road-Client", muni())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let body: Value = ok.json().await.unwrap();
+    assert_eq!(body["id"], "12345678");
+
+    let anonymous = https_client(&ca, None)
+        .get(format!("https://{tls_addr}/{path}"))
+        .header("X-Road-Client", muni())
+        .send()
+        .await
+        .unwrap();
+    expect_fault(anonymous, 500, "Server.ClientProxy.SslAuthenticationFailed").await;
+    let other_key = veksel_pki::KeyFile::generate().unwrap();
+    let other_cert = veksel_pki::ca::self_signed_signing_cert(
+        &other_key,
+        "impostor",
+        time::OffsetDateTime::now_utc(),
+        time::Duration::days(30),
+    )
+    .unwrap();
+    let impostor = https_client(&ca, Some((&other_cert, &other_key)))
+        .get(format!("https://{tls_addr}/{path}"))
+        .header("X-Road-Client", muni())
+        .send()
+        .await
+        .unwrap();
+    let body = expect_fault(impostor, 500, "Server.ClientProxy.SslAuthenticationFailed").await;
+    assert!(
+        body["message"].as_str().unwrap().contains("not registered"),
+        "{body}"
+    );
+    net.stop().await;
+}
+both_backends!(
+    information_systems_authenticate_by_loopback_or_client_certificate,
+    information_systems
+);

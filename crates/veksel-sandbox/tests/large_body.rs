@@ -103,17 +103,7 @@ async fn one_gib(b: Backend) {
     );
 
     // Both directions were signed and logged on both gateways.
-    let (url, token) = net.admin(POPULATION);
-    let logged: Vec<serde_json::Value> = net
-        .http
-        .get(format!("{url}/api/v1/message-log?limit=2"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let logged = message_log(&net, POPULATION, "limit=2").await;
     assert_eq!(logged[0]["response_size"], GIB);
     assert_eq!(logged[1]["request_size"], GIB);
     assert_eq!(

@@ -179,17 +179,7 @@ async fn openssl_accepts_certificates_and_signatures() {
         .to_str()
         .unwrap()
         .to_owned();
-    let (url, token) = net.admin(TAX);
-    let records: Vec<serde_json::Value> = net
-        .http
-        .get(format!("{url}/api/v1/message-log?request_id={request_id}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let records = message_log(&net, TAX, &format!("request_id={request_id}")).await;
     let r = &records[0];
     for (sig_field, desc_field) in [
         ("request_signature", "request_descriptor"),

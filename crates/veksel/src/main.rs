@@ -352,6 +352,9 @@ async fn api_call(
     if !status.is_success() {
         bail!("{method} {url}: HTTP {status}: {text}");
     }
+    if text.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
     Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
 }
 

@@ -121,6 +121,20 @@ impl Net {
     }
 }
 
+/// Reads a gateway's message log through its admin API (`query` like `limit=2`).
+pub async fn message_log(net: &Net, org: usize, query: &str) -> Vec<serde_json::Value> {
+    let (url, token) = net.admin(org);
+    let resp = net
+        .http
+        .get(format!("{url}/api/v1/message-log?{query}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
 /// The X-Road fault type of a response, if it has one.
 pub fn fault(resp: &reqwest::Response) -> Option<String> {
     resp.headers()
