@@ -378,8 +378,8 @@ mod tests {
             Err(NoteError::Unverified),
             "same name, other key ID: ignored"
         );
-        assert!(open_note("no signatures\n", &[v_log.clone()]).is_err());
-        assert!(open_note(&format!("{text}\n— x AAAA\n"), &[v_log.clone()]).is_err());
+        assert!(open_note("no signatures\n", std::slice::from_ref(&v_log)).is_err());
+        assert!(open_note(&format!("{text}\n— x AAAA\n"), std::slice::from_ref(&v_log)).is_err());
         assert!(sign_note("no newline", &[&log]).is_err());
     }
 
