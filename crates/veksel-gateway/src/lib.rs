@@ -20,6 +20,7 @@ pub mod client_proxy;
 pub mod clients;
 pub mod confclient;
 pub mod exchange;
+pub mod merklelog;
 pub mod meta;
 pub mod metrics;
 pub mod msglog;
@@ -592,6 +593,17 @@ pub async fn start(
         },
         background: vec![poll_task, janitor, reload, writer_task],
     })
+}
+
+/// Verifies a gateway's whole message log (see [`merklelog::verify`]).
+pub async fn verify_log(
+    dir: &Path,
+) -> Result<Result<merklelog::VerifyReport, merklelog::LogVerifyError>, GatewayError> {
+    let config = read_config(dir)?;
+    let db = open_db(dir, &config).await?;
+    let result = merklelog::verify(&db).await;
+    db.close().await;
+    Ok(result)
 }
 
 /// Creates an admin API token for the gateway (stored hashed; the secret is returned once).

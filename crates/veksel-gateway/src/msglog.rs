@@ -4,10 +4,12 @@
 //! released, but many exchanges share one commit (and one fsync when commits wait for
 //! the disk).
 
+use crate::merklelog::{self, LeafRecord};
 use serde::Serialize;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use utoipa::ToSchema;
+use veksel_merkle::Frontier;
 use veksel_store::sqlx::{self, Row};
 use veksel_store::{Db, StoreError};
 
@@ -230,9 +232,26 @@ async fn write_batch(db: &Db, batch: &[Op]) -> Vec<Result<bool, String>> {
         Err(e) => return fail_all(&e),
     };
     let mut results = Vec::with_capacity(n);
+    // Loaded at the first message of the batch: each message becomes the next leaf.
+    let mut frontier: Option<Frontier> = None;
+    let mut last_logged = 0;
     for op in batch {
         let r = match op {
-            Op::Message(m, _) => insert_message(&mut tx, m).await.map(|()| true),
+            Op::Message(m, _) => {
+                if frontier.is_none() {
+                    match merklelog::load_frontier(&mut tx, db.backend()).await {
+                        Ok(f) => frontier = Some(f),
+                        Err(e) => return fail_all(&e),
+                    }
+                }
+                let Some(f) = frontier.as_mut() else { return fail_all(&"no log frontier") };
+                let leaf = LeafRecord::from_message(i64::try_from(f.size()).unwrap_or(i64::MAX), m);
+                let hash = leaf.hash();
+                last_logged = last_logged.max(m.logged_at);
+                let r = insert_message(&mut tx, &leaf, m, &hash).await.map(|()| true);
+                f.push(hash);
+                r
+            }
             Op::Monitor(r) => insert_op(&mut tx, r).await.map(|()| true),
             Op::Replay { request_id, expires_at, .. } => sqlx::query(
                 "INSERT INTO replay_guard (request_id, expires_at) VALUES ($1, $2) ON CONFLICT (request_id) DO NOTHING",
@@ -251,6 +270,11 @@ async fn write_batch(db: &Db, batch: &[Op]) -> Vec<Result<bool, String>> {
             }
         }
     }
+    if let Some(f) = &frontier
+        && let Err(e) = merklelog::store_head(&mut tx, f, last_logged).await
+    {
+        return fail_all(&e);
+    }
     match tx.commit().await {
         Ok(()) => results,
         Err(e) => fail_all(&e),
@@ -259,36 +283,40 @@ async fn write_batch(db: &Db, batch: &[Op]) -> Vec<Result<bool, String>> {
 
 async fn insert_message(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    leaf: &LeafRecord,
     m: &MessageRecord,
+    hash: &veksel_merkle::Hash,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO message_log (request_id, side, xroad_id, client, service, method, target, status,
             consumer_gateway, provider_gateway, request_descriptor, request_signature,
             response_descriptor, response_signature, request_body, response_body, body_note,
-            request_size, response_size, created_at, logged_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+            request_size, response_size, created_at, logged_at, seq, leaf_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
     )
-    .bind(&m.request_id)
-    .bind(m.side.as_str())
-    .bind(&m.xroad_id)
-    .bind(&m.client)
-    .bind(&m.service)
-    .bind(&m.method)
-    .bind(&m.target)
-    .bind(i64::from(m.status))
-    .bind(&m.consumer_gateway)
-    .bind(&m.provider_gateway)
-    .bind(String::from_utf8_lossy(&m.request_descriptor).into_owned())
-    .bind(&m.request_signature)
-    .bind(String::from_utf8_lossy(&m.response_descriptor).into_owned())
-    .bind(&m.response_signature)
+    .bind(&leaf.request_id)
+    .bind(&leaf.side)
+    .bind(&leaf.xroad_id)
+    .bind(&leaf.client)
+    .bind(&leaf.service)
+    .bind(&leaf.method)
+    .bind(&leaf.target)
+    .bind(leaf.status)
+    .bind(&leaf.consumer_gateway)
+    .bind(&leaf.provider_gateway)
+    .bind(&leaf.request_descriptor)
+    .bind(&leaf.request_signature)
+    .bind(&leaf.response_descriptor)
+    .bind(&leaf.response_signature)
     .bind(m.request_body.clone())
     .bind(m.response_body.clone())
-    .bind(m.body_note.clone())
-    .bind(i64::try_from(m.request_size).unwrap_or(i64::MAX))
-    .bind(i64::try_from(m.response_size).unwrap_or(i64::MAX))
-    .bind(m.created_at)
-    .bind(m.logged_at)
+    .bind(leaf.body_note.clone())
+    .bind(leaf.request_size)
+    .bind(leaf.response_size)
+    .bind(leaf.created_at)
+    .bind(leaf.logged_at)
+    .bind(leaf.seq)
+    .bind(hash.to_vec())
     .execute(&mut **tx)
     .await
     .map(|_| ())

@@ -62,4 +62,17 @@ CREATE TABLE replay_guard (request_id TEXT PRIMARY KEY, expires_at BIGINT NOT NU
 CREATE INDEX replay_guard_expiry ON replay_guard (expires_at)
 "#,
     },
+    Migration {
+        version: 4,
+        name: "message log as a Merkle log",
+        sql: r#"
+ALTER TABLE message_log ADD COLUMN seq BIGINT;
+ALTER TABLE message_log ADD COLUMN leaf_hash {{BLOB}};
+CREATE UNIQUE INDEX message_log_seq ON message_log (seq);
+CREATE TABLE log_head (
+    id BIGINT PRIMARY KEY, size BIGINT NOT NULL, root {{BLOB}} NOT NULL, peaks {{BLOB}} NOT NULL,
+    updated_at BIGINT NOT NULL);
+CREATE TABLE log_roots (size BIGINT PRIMARY KEY, root {{BLOB}} NOT NULL, at BIGINT NOT NULL)
+"#,
+    },
 ];

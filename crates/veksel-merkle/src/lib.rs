@@ -345,6 +345,16 @@ impl Frontier {
         Ok(Self { size, peaks })
     }
 
+    /// Rebuilds a frontier from stored peaks; `None` if they do not fit `size`.
+    pub fn from_peaks(size: u64, peaks: Vec<Hash>) -> Option<Self> {
+        (peaks.len() == size.count_ones() as usize).then_some(Self { size, peaks })
+    }
+
+    /// The roots of the perfect subtrees, largest (leftmost) first.
+    pub fn peaks(&self) -> &[Hash] {
+        &self.peaks
+    }
+
     /// Number of leaves.
     pub fn size(&self) -> u64 {
         self.size
@@ -511,9 +521,14 @@ mod tests {
         let all = leaves(300);
         let mut f = Frontier::new();
         assert_eq!(f.root(), empty_root());
+        assert!(Frontier::from_peaks(3, vec![[0; 32]]).is_none());
         for (i, l) in all.iter().enumerate() {
             f.push(*l);
             assert_eq!(f.root(), root(&all, i as u64 + 1).unwrap());
+            assert_eq!(
+                Frontier::from_peaks(f.size(), f.peaks().to_vec()).as_ref(),
+                Some(&f)
+            );
         }
     }
 }

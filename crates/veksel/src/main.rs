@@ -42,6 +42,21 @@ enum Command {
         #[command(subcommand)]
         command: GatewayCommand,
     },
+    /// The message log of a gateway.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Check the whole message log: positions, leaf hashes, signatures, stored roots.
+    /// Names the first modified, removed, inserted or moved record; exits 1 if any.
+    Verify {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -216,6 +231,9 @@ async fn main() -> Result<()> {
         } => sandbox(data_dir, ephemeral_ports).await,
         Command::Authority { command } => authority(command, clock).await,
         Command::Gateway { command } => gateway(command, clock).await,
+        Command::Log {
+            command: LogCommand::Verify { data_dir },
+        } => verify_log(&data_dir).await,
     }
 }
 
@@ -231,17 +249,15 @@ async fn sandbox(data_dir: PathBuf, ephemeral: bool) -> Result<()> {
         info.instance
     );
     println!(
-        "  authority      {}   (admin token in {})",
+        "  {:<28} {}   (admin token in {})",
+        "Authority",
         info.authority_url,
         data_dir.join(veksel_sandbox::SANDBOX_JSON).display()
     );
     for g in &info.gateways {
         println!(
-            "  {:<14} client side {}   admin {}   hosts {}",
-            short(&g.owner),
-            g.client_url,
-            g.admin_url,
-            g.subsystem
+            "  {:<28} client side {}   admin {}   hosts {}",
+            g.owner, g.client_url, g.admin_url, g.subsystem
         );
     }
     println!("\nTry:\n");
@@ -265,8 +281,29 @@ async fn sandbox(data_dir: PathBuf, ephemeral: bool) -> Result<()> {
     Ok(())
 }
 
-fn short(name: &str) -> String {
-    name.split_whitespace().last().unwrap_or(name).to_owned()
+async fn verify_log(data_dir: &std::path::Path) -> Result<()> {
+    use base64::Engine;
+    match veksel_gateway::verify_log(data_dir).await? {
+        Ok(report) => {
+            println!(
+                "ok: {} records, root {}, {} stored roots checked",
+                report.records,
+                base64::engine::general_purpose::STANDARD.encode(report.root),
+                report.roots_checked
+            );
+            if report.uncovered > 0 {
+                println!(
+                    "note: {} older records predate the Merkle log and are not covered",
+                    report.uncovered
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("FAILED: {e}");
+            std::process::exit(1);
+        }
+    }
 }
 
 async fn wait_for_signal() -> Result<()> {
