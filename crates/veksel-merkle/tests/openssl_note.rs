@@ -33,7 +33,9 @@ fn openssl_verifies_checkpoint_signatures() {
     let blob = STANDARD.decode(b64).unwrap();
     let (key_id, sig) = blob.split_at(4);
     let vkey = signer.verifier_key();
-    let public = &STANDARD.decode(vkey.splitn(3, '+').nth(2).unwrap()).unwrap()[1..];
+    let public = &STANDARD
+        .decode(vkey.splitn(3, '+').nth(2).unwrap())
+        .unwrap()[1..];
 
     // Key ID = SHA-256(name || 0x0A || 0x01 || key)[:4], computed with openssl.
     let mut id_input = b"authority.example/ledger\n\x01".to_vec();
