@@ -46,6 +46,13 @@ pub fn full(bytes: impl Into<Bytes>) -> GwBody {
         .boxed_unsync()
 }
 
+/// A body of known bytes followed by trailers.
+pub fn with_trailers(bytes: Bytes, trailers: HeaderMap) -> GwBody {
+    let frames: Vec<Result<Frame<Bytes>, BoxError>> =
+        vec![Ok(Frame::data(bytes)), Ok(Frame::trailers(trailers))];
+    http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+}
+
 /// An empty body.
 pub fn empty() -> GwBody {
     http_body_util::Empty::<Bytes>::new()

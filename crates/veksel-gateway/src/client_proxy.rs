@@ -163,6 +163,15 @@ async fn exchange(
     let (parts, body) = req.into_parts();
     let target: R1Target = r1::parse_target(parts.uri.path(), parts.uri.query())?;
     xh::check_limits(&parts.headers)?;
+    if parts.headers.contains_key(http::header::CONTENT_LENGTH)
+        && parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        // RFC 9112 §6.3: such a message may be an attempt at request smuggling.
+        return Err(Fault::client(
+            FaultCode::BadRequest,
+            "a request with both Content-Length and Transfer-Encoding is refused (ambiguous framing)",
+        ));
+    }
     op.record.service = target.service.to_string();
     let client = xh::client_id(&parts.headers)?;
     op.record.client = client.to_string();

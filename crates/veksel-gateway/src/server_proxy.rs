@@ -456,103 +456,166 @@ async fn exchange(
         created_at_ms: 0,
         body: BodyDigest::of(b""),
     };
-    let gw2 = gw.clone();
-    let op2 = op.clone();
-    let method = parts.method.as_str().to_owned();
-    let canonical_target = target.canonical_target();
-    let finisher: Finisher = Box::new(move |end: BodyEnd| {
-        Box::pin(async move {
-            let gw = gw2;
-            let mut d = template;
-            d.body = end.digest;
-            d.created_at_ms = gw.clock.now_ms();
-            let bytes = descriptor::canonical_bytes(&d);
-            let result: Result<String, Fault> = async {
-                let signature =
-                    exchange::sign(signer.as_ref(), RESPONSE_CTY, &bytes, Origin::ServerProxy)?;
-                if log_mode != LogMode::Off {
-                    let (request_body, response_body, note) = if capture > 0 {
-                        match (&verified.captured, &end.captured) {
-                            (Some(q), Some(r)) => (Some(q.to_vec()), Some(r.to_vec()), None),
-                            _ => (
-                                None,
-                                None,
-                                Some(format!(
-                                    "a body was larger than {capture} bytes and was not stored"
-                                )),
-                            ),
-                        }
-                    } else {
-                        (None, None, None)
-                    };
-                    let record = MessageRecord {
-                        request_id: d.request_id.clone(),
-                        side: Side::Provider,
-                        xroad_id: d.xroad_id.clone(),
-                        client: d.client.to_string(),
-                        service: d.service.to_string(),
-                        method,
-                        target: canonical_target,
-                        status: d.status,
-                        consumer_gateway: peer.id.to_string(),
-                        provider_gateway: gw.id().to_string(),
-                        request_descriptor: verified.bytes.clone(),
-                        request_signature: verified.signature.clone(),
-                        response_descriptor: bytes.clone(),
-                        response_signature: signature.clone(),
-                        request_body,
-                        response_body,
-                        body_note: note,
-                        request_size: verified.length,
-                        response_size: d.body.length,
-                        created_at,
-                        logged_at: gw.clock.now_ms(),
-                    };
-                    gw.log.log_message(record).await.map_err(|e| {
-                        sfault(
-                            FaultCode::DatabaseError,
-                            format!("the message log could not be written: {e}"),
-                        )
-                    })?;
-                }
-                Ok(signature)
+    let finish = ProviderFinish {
+        gw: gw.clone(),
+        op: op.clone(),
+        template,
+        signer,
+        log_mode,
+        capture,
+        verified,
+        consumer_gateway: peer.id.to_string(),
+        method: parts.method.as_str().to_owned(),
+        target: target.canonical_target(),
+        created_at,
+    };
+    // Small responses are signed and logged before anything is sent, so a failure
+    // (the message log cannot be written) becomes a proper fault response; large ones
+    // stream and are signed and logged at their end, before the trailers leave.
+    let prefetched = body::prefetch(rbody, exchange::PREFETCH_LIMIT)
+        .await
+        .map_err(|e| {
+            sfault(
+                FaultCode::ServiceFailed,
+                format!("reading the response of {}: {e}", target.service),
+            )
+        })?;
+    let body = match prefetched {
+        Prefetched::Complete { body: bytes, .. } => {
+            let end = BodyEnd {
+                digest: BodyDigest::of(&bytes),
+                trailers: None,
+                captured: (capture > 0 && bytes.len() as u64 <= capture).then(|| bytes.clone()),
+            };
+            match finish.run(end).await {
+                Ok(trailers) => body::with_trailers(bytes, trailers),
+                Err(f) => return Ok(fault_response(&f, None, &exchange::detail_id())),
             }
-            .await;
-            match result {
-                Ok(signature) => {
-                    op2.finish_ok(&gw, d.status, verified.length, d.body.length);
-                    let mut trailers = HeaderMap::new();
-                    put(&mut trailers, VEKSEL_SIGNATURE, &signature);
-                    put(
-                        &mut trailers,
-                        VEKSEL_CREATED_AT,
-                        &d.created_at_ms.to_string(),
-                    );
-                    put(&mut trailers, VEKSEL_BODY_DIGEST, &d.body.sha256);
-                    Ok(Some(trailers))
-                }
-                Err(f) => {
-                    tracing::error!(fault = %f.type_string(), message = %f.message, "response withheld");
-                    op2.finish_fault(&gw, &f);
-                    Err(f.message)
-                }
-            }
-        })
-    });
-    let tap = TapBody::new(
-        rbody,
-        Vec::new(),
-        TapOptions {
-            hold_last: false,
-            max_len: gw.config.max_body_bytes,
-            capture_up_to: capture,
-        },
-        finisher,
-    );
-    let mut resp = Response::new(tap.boxed());
+        }
+        Prefetched::Partial { prefix, rest } => {
+            let finisher: Finisher = Box::new(move |end| {
+                Box::pin(async move { finish.run(end).await.map(Some).map_err(|f| f.message) })
+            });
+            TapBody::new(
+                rest,
+                prefix,
+                TapOptions {
+                    hold_last: false,
+                    max_len: gw.config.max_body_bytes,
+                    capture_up_to: capture,
+                },
+                finisher,
+            )
+            .boxed()
+        }
+    };
+    let mut resp = Response::new(body);
     *resp.status_mut() = rparts.status;
     *resp.headers_mut() = headers;
     Ok(resp)
+}
+
+/// Signs the response at its end, writes the provider's message-log record, records
+/// monitoring, and returns the trailers to send.
+struct ProviderFinish {
+    gw: Arc<Gateway>,
+    op: OpCtx,
+    template: ResponseDescriptor,
+    signer: Arc<veksel_proto::jws::SoftwareSigner>,
+    log_mode: LogMode,
+    capture: u64,
+    verified: VerifiedRequest,
+    consumer_gateway: String,
+    method: String,
+    target: String,
+    created_at: i64,
+}
+
+impl ProviderFinish {
+    async fn run(self, end: BodyEnd) -> Result<HeaderMap, Fault> {
+        let gw = self.gw.clone();
+        let mut d = self.template.clone();
+        d.body = end.digest.clone();
+        d.created_at_ms = gw.clock.now_ms();
+        match self.sign_and_log(&d, end).await {
+            Ok(signature) => {
+                self.op
+                    .finish_ok(&gw, d.status, self.verified.length, d.body.length);
+                let mut trailers = HeaderMap::new();
+                put(&mut trailers, VEKSEL_SIGNATURE, &signature);
+                put(
+                    &mut trailers,
+                    VEKSEL_CREATED_AT,
+                    &d.created_at_ms.to_string(),
+                );
+                put(&mut trailers, VEKSEL_BODY_DIGEST, &d.body.sha256);
+                Ok(trailers)
+            }
+            Err(f) => {
+                tracing::error!(fault = %f.type_string(), message = %f.message, "response withheld");
+                self.op.finish_fault(&gw, &f);
+                Err(f)
+            }
+        }
+    }
+
+    async fn sign_and_log(&self, d: &ResponseDescriptor, end: BodyEnd) -> Result<String, Fault> {
+        let bytes = descriptor::canonical_bytes(d);
+        let signature = exchange::sign(
+            self.signer.as_ref(),
+            RESPONSE_CTY,
+            &bytes,
+            Origin::ServerProxy,
+        )?;
+        if self.log_mode == LogMode::Off {
+            return Ok(signature);
+        }
+        let (request_body, response_body, note) = if self.capture > 0 {
+            match (&self.verified.captured, &end.captured) {
+                (Some(q), Some(r)) => (Some(q.to_vec()), Some(r.to_vec()), None),
+                _ => (
+                    None,
+                    None,
+                    Some(format!(
+                        "a body was larger than {} bytes and was not stored",
+                        self.capture
+                    )),
+                ),
+            }
+        } else {
+            (None, None, None)
+        };
+        let record = MessageRecord {
+            request_id: d.request_id.clone(),
+            side: Side::Provider,
+            xroad_id: d.xroad_id.clone(),
+            client: d.client.to_string(),
+            service: d.service.to_string(),
+            method: self.method.clone(),
+            target: self.target.clone(),
+            status: d.status,
+            consumer_gateway: self.consumer_gateway.clone(),
+            provider_gateway: self.gw.id().to_string(),
+            request_descriptor: self.verified.bytes.clone(),
+            request_signature: self.verified.signature.clone(),
+            response_descriptor: bytes,
+            response_signature: signature.clone(),
+            request_body,
+            response_body,
+            body_note: note,
+            request_size: self.verified.length,
+            response_size: d.body.length,
+            created_at: self.created_at,
+            logged_at: self.gw.clock.now_ms(),
+        };
+        self.gw.log.log_message(record).await.map_err(|e| {
+            sfault(
+                FaultCode::DatabaseError,
+                format!("the message log could not be written: {e}"),
+            )
+        })?;
+        Ok(signature)
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -164,6 +164,7 @@ pub fn tax_registers() -> Router {
 /// - `/status/{code}` answers with that status and a JSON error body,
 /// - `/redirect` answers `302 Found` to `/echo`,
 /// - `/bytes/{n}` streams `n` bytes of a repeating pattern,
+/// - `/sleep/{ms}` answers after `ms` milliseconds (at most a minute),
 /// - `/digest` consumes the body and returns its length and SHA-256,
 /// - anything else echoes method, path, query, headers and body as JSON.
 pub fn diagnostics() -> Router {
@@ -191,6 +192,13 @@ pub fn diagnostics() -> Router {
             }),
         )
         .route("/bytes/{n}", get(bytes))
+        .route(
+            "/sleep/{ms}",
+            any(|Path(ms): Path<u64>| async move {
+                tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
+                Json(json!({"slept_ms": ms.min(60_000)}))
+            }),
+        )
         .route("/digest", any(digest))
         .fallback(echo)
 }

@@ -254,10 +254,11 @@ pub const SANDBOX_JSON: &str = "sandbox.json";
 pub struct Sandbox {
     /// The description.
     pub info: SandboxInfo,
-    /// The authority.
-    pub authority: RunningAuthority,
-    /// The gateways, in [`ORGS`] order.
-    pub gateways: Vec<RunningGateway>,
+    /// The authority (absent after [`Sandbox::stop_authority`]).
+    pub authority: Option<RunningAuthority>,
+    clock: Clock,
+    /// The gateways, in [`ORGS`] order (`None` while stopped).
+    pub gateways: Vec<Option<RunningGateway>>,
     backends: Vec<tokio::task::JoinHandle<()>>,
     backend_shutdown: veksel_net::Shutdown,
 }
@@ -514,8 +515,9 @@ impl Sandbox {
         write_private(&info_path, &serde_json::to_string_pretty(&info)?)?;
         Ok(Self {
             info,
-            authority,
-            gateways,
+            authority: Some(authority),
+            clock: options.clock.clone(),
+            gateways: gateways.into_iter().map(Some).collect(),
             backends: backend_tasks,
             backend_shutdown,
         })
@@ -523,19 +525,59 @@ impl Sandbox {
 
     /// Stops every node cleanly.
     pub async fn stop(self) {
-        for g in self.gateways {
+        for g in self.gateways.into_iter().flatten() {
             g.stop().await;
         }
-        self.authority.stop().await;
+        if let Some(a) = self.authority {
+            a.stop().await;
+        }
         self.backend_shutdown.trigger();
         for b in self.backends {
             let _ = b.await;
         }
     }
 
-    /// The running gateway of an organisation (index in [`ORGS`]).
-    pub fn gateway(&self, i: usize) -> &Arc<veksel_gateway::Gateway> {
-        &self.gateways[i].gateway
+    /// Stops the authority only; the gateways go on with their cached configuration.
+    pub async fn stop_authority(&mut self) {
+        if let Some(a) = self.authority.take() {
+            a.stop().await;
+        }
+    }
+
+    /// Stops one gateway (index in [`ORGS`]); [`Sandbox::start_gateway`] brings it back.
+    pub async fn stop_gateway(&mut self, i: usize) {
+        if let Some(g) = self.gateways.get_mut(i).and_then(Option::take) {
+            g.stop().await;
+        }
+    }
+
+    /// Starts a gateway stopped with [`Sandbox::stop_gateway`] on its old ports.
+    pub async fn start_gateway(&mut self, i: usize) -> Result<()> {
+        let p = self.info.ports;
+        let running = veksel_gateway::start(
+            &self.info.gateways[i].data_dir,
+            self.clock.clone(),
+            Listeners {
+                client: Some(listen(p.client[i]).await?),
+                peer: Some(listen(p.peer[i]).await?),
+                admin: Some(listen(p.admin[i]).await?),
+                client_tls: None,
+            },
+        )
+        .await?;
+        running.gateway.conf.refresh().await?;
+        if let Some(slot) = self.gateways.get_mut(i) {
+            *slot = Some(running);
+        }
+        Ok(())
+    }
+
+    /// The running gateway of an organisation (index in [`ORGS`]), if it runs.
+    pub fn gateway(&self, i: usize) -> Option<&Arc<veksel_gateway::Gateway>> {
+        self.gateways
+            .get(i)
+            .and_then(Option::as_ref)
+            .map(|g| &g.gateway)
     }
 }
 

@@ -1000,6 +1000,8 @@ async fn information_systems(b: Backend) {
         .unwrap(),
     );
     let tls_addr = net.sandbox().gateways[MUNICIPALITY]
+        .as_ref()
+        .unwrap()
         .client_tls_addr
         .unwrap();
 

@@ -153,7 +153,7 @@ async fn openssl_accepts_certificates_and_signatures() {
     );
 
     // The global configuration JWS verifies with the anchor's certificate.
-    let gw = net.sandbox().gateway(MUNICIPALITY);
+    let gw = net.sandbox().gateway(MUNICIPALITY).unwrap();
     let jws = gw.conf.latest().unwrap().jws.clone();
     let conf_cert = std::fs::read_to_string(root.join("authority/conf-signing.pem")).unwrap();
     assert!(openssl_verifies_jws(scratch.path(), &jws, None, &conf_cert));

@@ -195,6 +195,19 @@ pub async fn raw_http(
     (status, error)
 }
 
+/// Sends raw bytes to a listener and returns what comes back before the server closes
+/// the connection (or 5 s pass).
+pub async fn raw_bytes(addr: &str, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let _ = s.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A peer that speaks the gateway-to-gateway protocol with the municipality
 /// gateway's own keys.
 pub struct RawPeer {
@@ -234,8 +247,9 @@ impl RawPeer {
             Some((c, k)) => (c, k.rustls_key()),
             None => (keys.auth_chain.clone(), keys.auth_key.rustls_key()),
         };
-        let verifier =
-            veksel_pki::tls::GatewayPeerVerifier::new(net.sandbox().gateway(from_org).conf.clone());
+        let verifier = veksel_pki::tls::GatewayPeerVerifier::new(
+            net.sandbox().gateway(from_org).unwrap().conf.clone(),
+        );
         let tls = veksel_pki::tls::gateway_client_config(&chain, key, verifier).unwrap();
         let address = net.sandbox().info.gateways[to_org].peer_address.clone();
         let tcp = tokio::net::TcpStream::connect(&address)
