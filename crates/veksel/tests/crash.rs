@@ -1,0 +1,187 @@
+//! Crash consistency: under load, the whole sandbox process is killed with SIGKILL at
+//! random moments and restarted. Every response a client received must have its
+//! message-log records on both gateways afterwards, every log must verify, and the
+//! network must serve again after each restart.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const MUNI: &str = "DEV/MUN/30000003/casework";
+
+fn spawn(dir: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_veksel"))
+        .args(["sandbox", "--ephemeral-ports", "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("veksel starts")
+}
+
+async fn wait_ready(http: &reqwest::Client, dir: &Path) -> serde_json::Value {
+    for _ in 0..300 {
+        if let Ok(text) = std::fs::read_to_string(dir.join("sandbox.json")) {
+            if let Ok(info) = serde_json::from_str::<serde_json::Value>(&text) {
+                let url = format!(
+                    "{}/readyz",
+                    info["gateways"][2]["admin_url"]
+                        .as_str()
+                        .unwrap_or_default()
+                );
+                if http.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
+                    return info;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the sandbox did not become ready");
+}
+
+/// A little pseudo-randomness without a dependency: the clock's nanoseconds.
+fn jitter(max_ms: u64) -> u64 {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    n % max_ms
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_logged_exchange() {
+    veksel_pki::tls::install_default_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut child = spawn(dir.path());
+    let mut info = wait_ready(&http, dir.path()).await;
+    let received: Arc<Mutex<BTreeSet<(String, String)>>> = Default::default();
+
+    for round in 0..4 {
+        let client_url = info["gateways"][2]["client_url"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for w in 0..8 {
+            let (http, received, stop, client_url) = (
+                http.clone(),
+                received.clone(),
+                stop.clone(),
+                client_url.clone(),
+            );
+            workers.push(tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 10_000 {
+                    i += 1;
+                    let (provider, path) = if (i + w) % 2 == 0 {
+                        (
+                            "DEV/GOV/10000002/tax",
+                            "DEV/GOV/10000002/tax/companies/12345678",
+                        )
+                    } else {
+                        (
+                            "DEV/GOV/10000001/population",
+                            "DEV/GOV/10000001/population/persons/0101701234",
+                        )
+                    };
+                    let Ok(resp) = http
+                        .get(format!("{client_url}/r1/{path}"))
+                        .header("X-Road-Client", MUNI)
+                        .send()
+                        .await
+                    else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    if resp.status() != 200 {
+                        continue;
+                    }
+                    let id = resp.headers()["x-road-request-id"]
+                        .to_str()
+                        .unwrap()
+                        .to_owned();
+                    // Only a response whose body arrived whole counts as received.
+                    if resp.bytes().await.is_ok() {
+                        received.lock().unwrap().insert((id, provider.to_owned()));
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300 + jitter(900))).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in workers {
+            w.await.unwrap();
+        }
+        child = spawn(dir.path());
+        info = wait_ready(&http, dir.path()).await;
+        let resp = http
+            .get(format!(
+                "{}/r1/DEV/GOV/10000002/tax/companies/1234567{round}",
+                info["gateways"][2]["client_url"].as_str().unwrap()
+            ))
+            .header("X-Road-Client", MUNI)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "serving again after restart {round}");
+    }
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    child.wait().unwrap();
+
+    let received = received.lock().unwrap().clone();
+    eprintln!("{} exchanges received across 4 SIGKILLs", received.len());
+    assert!(
+        received.len() > 20,
+        "the load produced exchanges ({})",
+        received.len()
+    );
+    for (slug, side) in [
+        ("municipality", "consumer"),
+        ("population", "provider"),
+        ("tax", "provider"),
+    ] {
+        let gw_dir = dir.path().join(slug);
+        let report = veksel_gateway::verify_log(&gw_dir)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{slug}: {e}"));
+        assert!(report.records > 0, "{slug}");
+        let config = veksel_gateway::read_config(&gw_dir).unwrap();
+        let db = veksel_gateway::open_db(&gw_dir, &config).await.unwrap();
+        let rows: Vec<(String,)> =
+            veksel_store::sqlx::query_as("SELECT request_id FROM message_log WHERE side = $1")
+                .bind(side)
+                .fetch_all(db.pool())
+                .await
+                .unwrap();
+        let logged: BTreeSet<String> = rows.into_iter().map(|r| r.0).collect();
+        for (id, provider) in &received {
+            let concerned = slug == "municipality"
+                || provider.contains(if slug == "tax" {
+                    "10000002"
+                } else {
+                    "10000001"
+                });
+            if concerned {
+                assert!(
+                    logged.contains(id),
+                    "{slug} has no {side} record of received exchange {id}"
+                );
+            }
+        }
+        db.close().await;
+    }
+}
