@@ -24,17 +24,17 @@ fn spawn(dir: &Path) -> Child {
 
 async fn wait_ready(http: &reqwest::Client, dir: &Path) -> serde_json::Value {
     for _ in 0..300 {
-        if let Ok(text) = std::fs::read_to_string(dir.join("sandbox.json")) {
-            if let Ok(info) = serde_json::from_str::<serde_json::Value>(&text) {
-                let url = format!(
-                    "{}/readyz",
-                    info["gateways"][2]["admin_url"]
-                        .as_str()
-                        .unwrap_or_default()
-                );
-                if http.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
-                    return info;
-                }
+        if let Ok(text) = std::fs::read_to_string(dir.join("sandbox.json"))
+            && let Ok(info) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            let url = format!(
+                "{}/readyz",
+                info["gateways"][2]["admin_url"]
+                    .as_str()
+                    .unwrap_or_default()
+            );
+            if http.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
+                return info;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -81,7 +81,7 @@ async fn kill_9_under_load_loses_no_logged_exchange() {
                 let mut i = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 10_000 {
                     i += 1;
-                    let (provider, path) = if (i + w) % 2 == 0 {
+                    let (provider, path) = if (i + w).is_multiple_of(2) {
                         (
                             "DEV/GOV/10000002/tax",
                             "DEV/GOV/10000002/tax/companies/12345678",
