@@ -34,6 +34,12 @@ pub enum Profile {
         /// Its legal name.
         name: String,
     },
+    /// A time-stamping authority's certificate: critical extended key usage
+    /// timeStamping only, as RFC 3161 and OpenSSL require.
+    TimeStamping {
+        /// Display name.
+        name: String,
+    },
     /// A TLS server certificate, e.g. for the authority's HTTPS endpoints.
     TlsServer {
         /// Host names or IP addresses.
@@ -107,6 +113,14 @@ impl Profile {
                     KeyUsagePurpose::DigitalSignature,
                     KeyUsagePurpose::ContentCommitment,
                 ];
+            }
+            Profile::TimeStamping { name } => {
+                dn.push(DnType::CommonName, DnValue::Utf8String(name.clone()));
+                p.key_usages = vec![
+                    KeyUsagePurpose::DigitalSignature,
+                    KeyUsagePurpose::ContentCommitment,
+                ];
+                p.custom_extensions = vec![crate::tsa::time_stamping_eku_extension()];
             }
             Profile::TlsServer { hosts } => {
                 let cn = hosts.first().cloned().unwrap_or_else(|| "veksel".into());

@@ -12,6 +12,7 @@ pub mod ca;
 pub mod cert;
 pub mod keys;
 pub mod tls;
+pub mod tsa;
 pub mod verify;
 
 pub use ca::{CertificateAuthority, Profile};

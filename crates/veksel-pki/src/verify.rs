@@ -113,6 +113,37 @@ impl Roots {
         Ok(info)
     }
 
+    /// Validates a chain for an arbitrary extended key usage (DER of the OID content)
+    /// at a time, e.g. timeStamping for TSA certificates at the stamped time.
+    pub fn verify_for_eku(
+        &self,
+        chain: &[Vec<u8>],
+        eku: &'static [u8],
+        at_secs: u64,
+    ) -> Result<CertInfo, PkiError> {
+        let (leaf, rest) = chain
+            .split_first()
+            .ok_or_else(|| PkiError::Untrusted("empty certificate chain".into()))?;
+        let leaf_der = CertificateDer::from(leaf.as_slice());
+        let intermediates: Vec<CertificateDer<'_>> = rest
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        let ee = EndEntityCert::try_from(&leaf_der)
+            .map_err(|e| PkiError::parse("certificate", format!("{e:?}")))?;
+        ee.verify_for_usage(
+            ALGS,
+            &self.anchors,
+            &intermediates,
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(at_secs)),
+            KeyUsage::required(eku),
+            None,
+            None,
+        )
+        .map_err(|e| PkiError::Untrusted(format!("{e:?}")))?;
+        CertInfo::parse(leaf)
+    }
+
     /// Validates a member's signing certificate chain and that it names the member.
     pub fn verify_member_signing(
         &self,
