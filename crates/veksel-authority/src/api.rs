@@ -98,6 +98,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/configuration", get(conf_status))
         .route("/api/v1/audit-events", get(audit_events))
         .route("/enrol/v1", post(enrol))
+        .route("/tsa/v1", post(time_stamp))
         .route("/conf/v1/global", get(global_conf))
         .route("/conf/v1/anchor", get(anchor))
         .route("/openapi.json", get(openapi))
@@ -116,7 +117,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         add_subsystem, remove_subsystem, list_gateways, add_gateway, get_gateway, remove_gateway,
         patch_gateway, new_enrolment_token, add_gateway_client, remove_gateway_client,
         list_global_groups, add_global_group, remove_global_group, add_group_member, remove_group_member,
-        list_tokens, create_token, revoke_token, issue_certificate, conf_status, audit_events, enrol,
+        list_tokens, create_token, revoke_token, issue_certificate, conf_status, audit_events, enrol, time_stamp,
         global_conf, anchor, healthz, readyz, metrics
     ),
     modifiers(&BearerAuth),
@@ -771,6 +772,29 @@ async fn enrol(
         signing,
         ca_pem: s.ca.cert_pem(),
     }))
+}
+
+#[utoipa::path(post, path = "/tsa/v1", security(()), request_body(content = Vec<u8>, content_type = "application/timestamp-query", description = "RFC 3161 TimeStampReq (DER)"), responses((status = 200, description = "RFC 3161 TimeStampResp (DER): a token, or a rejection", content_type = "application/timestamp-reply")))]
+async fn time_stamp(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
+        != Some("application/timestamp-query")
+    {
+        return ApiError::bad_request("Content-Type must be application/timestamp-query")
+            .into_response();
+    }
+    let mut serial = [0u8; 16];
+    // A random 128-bit serial is unique without coordination between authority nodes.
+    let _ = aws_lc_rs::rand::fill(&mut serial);
+    let reply = s.tsa.respond(&body, s.clock.now_secs(), &serial);
+    (
+        [(header::CONTENT_TYPE, "application/timestamp-reply")],
+        reply,
+    )
+        .into_response()
 }
 
 #[utoipa::path(get, path = "/api/v1/configuration", responses((status = 200, body = ConfStatus)))]

@@ -29,7 +29,7 @@ use veksel_net::{ServerLimits, Shutdown};
 use veksel_pki::ca::{CertificateAuthority, Profile, make_csr, self_signed_signing_cert};
 use veksel_pki::{KeyFile, certs_from_pem, certs_to_pem};
 use veksel_proto::Clock;
-use veksel_proto::conf::{Anchor, ApprovedCa, GlobalConf, Settings};
+use veksel_proto::conf::{Anchor, ApprovedCa, ApprovedTsa, GlobalConf, Settings};
 use veksel_proto::jws::SoftwareSigner;
 use veksel_store::{Db, DbOptions};
 
@@ -81,6 +81,13 @@ pub struct AuthorityConfig {
     pub enrolment_token_ttl_secs: u64,
     /// Validity of issued certificates, days.
     pub cert_validity_days: i64,
+    /// Policy OID of the time-stamping service (set your own registered OID).
+    #[serde(default = "default_tsa_policy")]
+    pub tsa_policy_oid: String,
+}
+
+fn default_tsa_policy() -> String {
+    veksel_pki::tsa::VEKSEL_TSA_POLICY.to_owned()
 }
 
 impl AuthorityConfig {
@@ -101,6 +108,7 @@ impl AuthorityConfig {
             settings: Settings::default(),
             enrolment_token_ttl_secs: 24 * 3600,
             cert_validity_days: 365,
+            tsa_policy_oid: default_tsa_policy(),
         }
     }
 }
@@ -123,6 +131,10 @@ pub mod files {
     pub const TLS_CERT: &str = "tls.pem";
     /// The anchor to hand to gateways.
     pub const ANCHOR: &str = "anchor.json";
+    /// Time-stamping key.
+    pub const TSA_KEY: &str = "tsa.key";
+    /// Time-stamping certificate.
+    pub const TSA_CERT: &str = "tsa.pem";
     /// SQLite database.
     pub const DB: &str = "authority.db";
 }
@@ -291,6 +303,41 @@ pub fn read_config(dir: &Path) -> Result<AuthorityConfig, AuthorityError> {
     })
 }
 
+/// The time-stamping authority's key and certificate, made on first start (also for
+/// authorities initialised before time-stamping existed).
+fn load_or_create_tsa(
+    dir: &Path,
+    ca: &CertificateAuthority,
+    config: &AuthorityConfig,
+    clock: &Clock,
+) -> Result<veksel_pki::tsa::TimeStampAuthority, AuthorityError> {
+    if !dir.join(files::TSA_CERT).exists() {
+        let key = KeyFile::generate()?;
+        let cert = ca.issue_from_csr(
+            &make_csr(&key, "tsa")?,
+            &Profile::TimeStamping {
+                name: format!("{} veksel time-stamping authority", config.instance),
+            },
+            clock.now(),
+            time::Duration::days(10 * 365),
+        )?;
+        key.save(&dir.join(files::TSA_KEY))?;
+        write(dir, files::TSA_CERT, &certs_to_pem(&[cert]))?;
+    }
+    let cert = certs_from_pem(&read(dir, files::TSA_CERT)?)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| AuthorityError::DataDir {
+            path: dir.join(files::TSA_CERT),
+            message: "no certificate".into(),
+        })?;
+    Ok(veksel_pki::tsa::TimeStampAuthority::new(
+        KeyFile::load(&dir.join(files::TSA_KEY))?,
+        cert,
+        &config.tsa_policy_oid,
+    )?)
+}
+
 /// The currently published configuration.
 #[derive(Debug)]
 pub struct Published {
@@ -348,6 +395,8 @@ pub struct AppState {
     pub ca: CertificateAuthority,
     /// Signs the global configuration.
     pub conf_signer: SoftwareSigner,
+    /// The time-stamping authority.
+    pub tsa: veksel_pki::tsa::TimeStampAuthority,
     /// Time source.
     pub clock: Clock,
     /// Configuration.
@@ -375,9 +424,14 @@ impl AppState {
             name: format!("{} veksel CA", self.config.instance),
             cert_pem: self.ca.cert_pem(),
         }];
+        let tsas = vec![ApprovedTsa {
+            name: format!("{} veksel TSA", self.config.instance),
+            url: format!("{}/tsa/v1", self.config.public_url),
+            cert_pem: certs_to_pem(&[self.tsa.cert_der().to_vec()]),
+        }];
         let mut conf = self
             .registry
-            .conf_content(self.config.settings.clone(), approved)
+            .conf_content(self.config.settings.clone(), approved, tsas)
             .await?;
         let content =
             serde_json::to_vec(&conf).map_err(|e| AuthorityError::Signing(e.to_string()))?;
@@ -443,6 +497,7 @@ pub async fn start(
     let conf_signer = KeyFile::load(&dir.join(files::CONF_KEY))?
         .signer(conf_cert)
         .map_err(|e| AuthorityError::Signing(e.to_string()))?;
+    let tsa = load_or_create_tsa(dir, &ca, &config, &clock)?;
     let tls_chain = certs_from_pem(&read(dir, files::TLS_CERT)?)?;
     let tls_key = KeyFile::load(&dir.join(files::TLS_KEY))?;
     let tls = veksel_pki::tls::https_server_config(&tls_chain, tls_key.rustls_key())
@@ -461,6 +516,7 @@ pub async fn start(
             members: vec![],
             gateways: vec![],
             approved_cas: vec![],
+            approved_tsas: vec![],
             global_groups: vec![],
         },
         jws: String::new(),
@@ -470,6 +526,7 @@ pub async fn start(
         registry,
         ca,
         conf_signer,
+        tsa,
         clock,
         config: config.clone(),
         anchor,

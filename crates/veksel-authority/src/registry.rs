@@ -560,6 +560,7 @@ impl Registry {
         &self,
         settings: conf::Settings,
         approved_cas: Vec<conf::ApprovedCa>,
+        approved_tsas: Vec<conf::ApprovedTsa>,
     ) -> Result<GlobalConf> {
         let corrupt = |e: veksel_id::IdError| StoreError::Corrupt(e.to_string());
         let member_classes = self
@@ -634,6 +635,7 @@ impl Registry {
             members,
             gateways,
             approved_cas,
+            approved_tsas,
             global_groups,
         })
     }

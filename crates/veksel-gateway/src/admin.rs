@@ -124,6 +124,8 @@ pub struct Status {
     pub signing_members: Vec<String>,
     /// Hosted subsystems configured locally.
     pub clients: Vec<String>,
+    /// Time-stamping of the message log.
+    pub stamping: crate::stamper::StampStatus,
 }
 
 #[utoipa::path(get, path = "/api/v1/status", responses((status = 200, body = Status)))]
@@ -146,6 +148,7 @@ async fn status(State(gw): State<Arc<Gateway>>, h: HeaderMap) -> ApiResult<Json<
             .keys()
             .map(ToString::to_string)
             .collect(),
+        stamping: gw.stamper.status(),
     }))
 }
 
@@ -368,6 +371,20 @@ pub async fn readiness_problems(gw: &Gateway) -> Vec<String> {
         Some(Ok(_)) => {}
         _ => problems.push("no readable authentication certificate".into()),
     }
+    let limit_ms = i64::try_from(gw.config.stamp_failure_limit_secs)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000);
+    if let Some(ms) = gw.stamper.failing_for_ms(gw.clock.now_ms())
+        && ms > limit_ms
+        && gw.config.stamp_failure_mode == crate::stamper::StampFailureMode::FailClosed
+    {
+        problems.push(format!(
+            "time-stamping has failed for {} s (limit {} s); exchanges are refused: {}",
+            ms / 1000,
+            gw.config.stamp_failure_limit_secs,
+            gw.stamper.status().last_error.unwrap_or_default()
+        ));
+    }
     for c in gw.serverconf.current().clients.keys() {
         if gw.keys.signer(c.member()).is_none() {
             problems.push(format!(
@@ -379,11 +396,33 @@ pub async fn readiness_problems(gw: &Gateway) -> Vec<String> {
     problems
 }
 
+/// Conditions that do not stop the gateway but need an operator.
+pub fn readiness_warnings(gw: &Gateway) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(ms) = gw.stamper.failing_for_ms(gw.clock.now_ms()) {
+        warnings.push(format!(
+            "time-stamping of the message log has failed for {} s: {}",
+            ms / 1000,
+            gw.stamper.status().last_error.unwrap_or_default()
+        ));
+    }
+    warnings
+}
+
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "Ready"), (status = 503, description = "Not ready; the body lists why")))]
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     let problems = readiness_problems(&gw).await;
     if problems.is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
+        let warnings = readiness_warnings(&gw);
+        if warnings.is_empty() {
+            (StatusCode::OK, "ready\n").into_response()
+        } else {
+            (
+                StatusCode::OK,
+                format!("ready, with warnings:\n- {}\n", warnings.join("\n- ")),
+            )
+                .into_response()
+        }
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -401,5 +440,12 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
             .set(i64::try_from(c.conf().version).unwrap_or_default());
         gw.metrics.conf_expires.set(c.conf().expires_at_ms / 1000);
     }
+    let stamping = gw.stamper.status();
+    gw.metrics
+        .stamped_records
+        .set(i64::try_from(stamping.stamped_size).unwrap_or(i64::MAX));
+    gw.metrics
+        .stamping_failing
+        .set(gw.stamper.failing_for_ms(gw.clock.now_ms()).unwrap_or(0) / 1000);
     veksel_admin::metrics_response(gw.metrics.render())
 }

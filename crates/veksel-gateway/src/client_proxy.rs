@@ -194,6 +194,7 @@ async fn exchange(
     let wanted_gateway = xh::security_server(&parts.headers)?;
 
     let conf = gw.conf.current(Origin::ClientProxy)?;
+    gw.stamper.check(gw, Origin::ClientProxy)?;
     let serverconf = gw.serverconf.current();
     let local = serverconf.clients.get(client_sub).ok_or_else(|| {
         cfault(

@@ -27,6 +27,7 @@ pub mod msglog;
 pub mod schema;
 pub mod server_proxy;
 pub mod serverconf;
+pub mod stamper;
 
 use confclient::ConfClient;
 use serde::{Deserialize, Serialize};
@@ -95,6 +96,23 @@ pub struct GatewayConfig {
     /// PEM files of CAs that providers' HTTPS information systems chain to.
     #[serde(default)]
     pub backend_ca_files: Vec<PathBuf>,
+    /// How often the message log is time-stamped, seconds.
+    #[serde(default = "default_stamp_interval")]
+    pub stamp_interval_secs: u64,
+    /// How long time-stamping may fail before `stamp_failure_mode` applies, seconds
+    /// (X-Road's default: 4 hours).
+    #[serde(default = "default_stamp_failure_limit")]
+    pub stamp_failure_limit_secs: u64,
+    /// What to do beyond the limit.
+    #[serde(default)]
+    pub stamp_failure_mode: stamper::StampFailureMode,
+}
+
+fn default_stamp_interval() -> u64 {
+    60
+}
+fn default_stamp_failure_limit() -> u64 {
+    4 * 3600
 }
 
 fn default_true() -> bool {
@@ -130,6 +148,9 @@ impl GatewayConfig {
             max_body_bytes: default_max_body(),
             max_logged_body_bytes: default_max_logged_body(),
             backend_ca_files: Vec::new(),
+            stamp_interval_secs: default_stamp_interval(),
+            stamp_failure_limit_secs: default_stamp_failure_limit(),
+            stamp_failure_mode: stamper::StampFailureMode::default(),
         }
     }
 }
@@ -371,6 +392,8 @@ pub struct Gateway {
     pub backends: clients::BackendClient,
     /// Metrics.
     pub metrics: metrics::Metrics,
+    /// Time-stamping state.
+    pub stamper: stamper::Stamper,
 }
 
 impl Gateway {
@@ -502,6 +525,7 @@ pub async fn start(
         peers: clients::peer_client(Arc::new(peer_client_tls)),
         backends,
         metrics: metrics::Metrics::new(),
+        stamper: stamper::Stamper::default(),
         config: config.clone(),
         clock: clock.clone(),
         conf: conf.clone(),
@@ -569,6 +593,7 @@ pub async fn start(
         shutdown.clone(),
     ));
     let poll_task = tokio::spawn(conf.clone().poll_loop());
+    let stamp_task = tokio::spawn(stamper::stamp_loop(gateway.clone()));
     let janitor = tokio::spawn(msglog::replay_guard_janitor(db.clone(), clock.clone()));
     let sc = serverconf.clone();
     let reload = tokio::spawn(async move {
@@ -591,7 +616,7 @@ pub async fn start(
             tasks.extend([client_task, peer_task, admin_task]);
             tasks
         },
-        background: vec![poll_task, janitor, reload, writer_task],
+        background: vec![poll_task, stamp_task, janitor, reload, writer_task],
     })
 }
 
@@ -601,7 +626,16 @@ pub async fn verify_log(
 ) -> Result<Result<merklelog::VerifyReport, merklelog::LogVerifyError>, GatewayError> {
     let config = read_config(dir)?;
     let db = open_db(dir, &config).await?;
-    let result = merklelog::verify(&db).await;
+    // Time stamps are checked against the CAs of the cached global configuration.
+    let roots = ConfClient::new(
+        read_anchor(dir)?,
+        dir.join(files::CONF_CACHE),
+        Clock::system(),
+    )
+    .ok()
+    .and_then(|c| c.latest())
+    .map(|s| s.roots.clone());
+    let result = merklelog::verify(&db, &stamper::origin(&config.id), roots.as_ref()).await;
     db.close().await;
     Ok(result)
 }

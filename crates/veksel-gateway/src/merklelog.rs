@@ -195,6 +195,8 @@ pub struct VerifyReport {
     pub root: Hash,
     /// Stored batch roots that were checked.
     pub roots_checked: u64,
+    /// Time stamps that were checked.
+    pub stamps_checked: u64,
     /// Records written before the log became a Merkle log (not covered).
     pub uncovered: u64,
 }
@@ -228,6 +230,14 @@ pub enum LogVerifyError {
         /// The size of the stored root.
         size: i64,
     },
+    /// A time stamp does not fit the log or does not verify.
+    #[error("time stamp at size {size}: {reason}")]
+    Stamp {
+        /// The size the stamp claims to cover.
+        size: i64,
+        /// What is wrong.
+        reason: String,
+    },
     /// The database could not be read.
     #[error("reading the log: {0}")]
     Store(String),
@@ -239,13 +249,27 @@ fn store_err(e: impl std::fmt::Display) -> LogVerifyError {
 
 /// Checks the whole message log: positions, leaf hashes, stored bodies, every stored
 /// batch root and the head. Returns the first problem, in log order.
-pub async fn verify(db: &Db) -> Result<VerifyReport, LogVerifyError> {
+///
+/// Each time stamp must cover exactly the recomputed root at its size (for the
+/// checkpoint with `origin`) and verify against `cas` (the approved CAs).
+pub async fn verify(
+    db: &Db,
+    origin: &str,
+    cas: Option<&veksel_pki::verify::Roots>,
+) -> Result<VerifyReport, LogVerifyError> {
     let roots: Vec<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT size, root FROM log_roots ORDER BY size")
             .fetch_all(db.pool())
             .await
             .map_err(store_err)?;
     let mut roots = roots.into_iter().peekable();
+    let stamps: Vec<(i64, Vec<u8>, Vec<u8>)> =
+        sqlx::query_as("SELECT size, root, token FROM log_stamps ORDER BY size")
+            .fetch_all(db.pool())
+            .await
+            .map_err(store_err)?;
+    let mut stamps = stamps.into_iter().peekable();
+    let mut stamps_checked = 0;
     let mut roots_checked = 0;
     let mut frontier = Frontier::new();
     let mut after: i64 = -1;
@@ -329,8 +353,34 @@ pub async fn verify(db: &Db) -> Result<VerifyReport, LogVerifyError> {
                     roots_checked += 1;
                 }
             }
+            while let Some((stamp_size, _, _)) = stamps.peek() {
+                if *stamp_size > size {
+                    break;
+                }
+                if let Some((stamp_size, stamped_root, token)) = stamps.next() {
+                    check_stamp(
+                        stamp_size,
+                        size,
+                        &stamped_root,
+                        &token,
+                        &frontier,
+                        origin,
+                        cas,
+                    )?;
+                    stamps_checked += 1;
+                }
+            }
             after = seq;
         }
+    }
+    if let Some((size, _, _)) = stamps.next() {
+        return Err(LogVerifyError::Stamp {
+            size,
+            reason: format!(
+                "a time stamp covers {size} records, but the log has only {}",
+                frontier.size()
+            ),
+        });
     }
     if let Some((size, _)) = roots.next() {
         return Err(LogVerifyError::Position {
@@ -362,8 +412,40 @@ pub async fn verify(db: &Db) -> Result<VerifyReport, LogVerifyError> {
         records: frontier.size(),
         root: frontier.root(),
         roots_checked,
+        stamps_checked,
         uncovered: u64::try_from(uncovered).unwrap_or_default(),
     })
+}
+
+fn check_stamp(
+    stamp_size: i64,
+    size: i64,
+    stamped_root: &[u8],
+    token: &[u8],
+    frontier: &Frontier,
+    origin: &str,
+    cas: Option<&veksel_pki::verify::Roots>,
+) -> Result<(), LogVerifyError> {
+    let bad = |reason: String| LogVerifyError::Stamp {
+        size: stamp_size,
+        reason,
+    };
+    if stamp_size != size {
+        return Err(bad("the stamp's size is not a position in the log".into()));
+    }
+    let root = frontier.root();
+    if stamped_root != root {
+        return Err(LogVerifyError::Root { size });
+    }
+    let cas = cas.ok_or_else(|| {
+        bad(
+            "no approved CAs to check the time stamp against (no cached global configuration)"
+                .into(),
+        )
+    })?;
+    let hash = crate::stamper::stamped_hash(origin, u64::try_from(size).unwrap_or_default(), &root);
+    veksel_pki::tsa::verify_token(token, &hash, cas, &[]).map_err(|e| bad(e.to_string()))?;
+    Ok(())
 }
 
 /// The signed descriptors must verify with the keys in their own `x5c` certificates,

@@ -38,6 +38,10 @@ pub struct Metrics {
     pub conf_version: Gauge,
     /// Expiry of the global configuration in use, Unix seconds.
     pub conf_expires: Gauge,
+    /// Records covered by the newest time stamp.
+    pub stamped_records: Gauge,
+    /// Seconds time-stamping has been failing (0 when it works).
+    pub stamping_failing: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -82,7 +86,21 @@ impl Metrics {
             "Expiry of the global configuration in use, Unix seconds",
             conf_expires.clone(),
         );
+        let stamped_records = Gauge::default();
+        let stamping_failing = Gauge::default();
+        registry.register(
+            "veksel_gateway_stamped_records",
+            "Records covered by the newest time stamp",
+            stamped_records.clone(),
+        );
+        registry.register(
+            "veksel_gateway_stamping_failing_seconds",
+            "Seconds time-stamping has been failing, 0 when it works",
+            stamping_failing.clone(),
+        );
         Self {
+            stamped_records,
+            stamping_failing,
             registry,
             exchanges,
             duration,

@@ -75,4 +75,13 @@ CREATE TABLE log_head (
 CREATE TABLE log_roots (size BIGINT PRIMARY KEY, root {{BLOB}} NOT NULL, at BIGINT NOT NULL)
 "#,
     },
+    Migration {
+        version: 5,
+        name: "time stamps of the message log",
+        sql: r#"
+CREATE TABLE log_stamps (
+    size BIGINT PRIMARY KEY, root {{BLOB}} NOT NULL, token {{BLOB}} NOT NULL, tsa TEXT NOT NULL,
+    gen_time BIGINT NOT NULL, stamped_at BIGINT NOT NULL)
+"#,
+    },
 ];

@@ -70,6 +70,7 @@ async fn exchange(
 ) -> Result<Response<GwBody>, Fault> {
     let o = Origin::ServerProxy;
     let conf = gw.conf.current(o)?;
+    gw.stamper.check(gw, Origin::ServerProxy)?;
     let leaf = conn.peer_chain.first().ok_or_else(|| {
         sfault(
             FaultCode::SslAuthenticationFailed,

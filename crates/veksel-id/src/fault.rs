@@ -91,6 +91,9 @@ fault_codes! {
     InconsistentResponse,
     /// The provider's information system could not be reached, failed or timed out.
     ServiceFailed,
+    /// No time-stamping authority has answered for longer than allowed, and the
+    /// gateway is configured to fail closed.
+    TimestampingFailed,
     /// A configured time limit was exceeded.
     Timeout,
     /// A configured size limit was exceeded.

@@ -95,6 +95,18 @@ pub struct ApprovedCa {
     pub cert_pem: String,
 }
 
+/// A time-stamping authority whose tokens gateways accept and use, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovedTsa {
+    /// Display name.
+    pub name: String,
+    /// URL taking RFC 3161 requests (`application/timestamp-query`).
+    pub url: String,
+    /// The TSA's certificate, PEM (it must chain to an approved CA).
+    pub cert_pem: String,
+}
+
 /// A global group: a named set of clients defined by the authority.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +143,9 @@ pub struct GlobalConf {
     pub gateways: Vec<Gateway>,
     /// Approved certificate authorities.
     pub approved_cas: Vec<ApprovedCa>,
+    /// Approved time-stamping authorities, in order of preference.
+    #[serde(default)]
+    pub approved_tsas: Vec<ApprovedTsa>,
     /// Global groups.
     pub global_groups: Vec<GlobalGroup>,
 }
@@ -370,6 +385,7 @@ mod tests {
                 clients: vec!["GL/GOV/1/pop".parse().unwrap()],
             }],
             approved_cas: vec![],
+            approved_tsas: vec![],
             global_groups: vec![GlobalGroup {
                 id: "GL/all".parse().unwrap(),
                 description: "All".into(),

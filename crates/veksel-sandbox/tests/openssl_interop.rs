@@ -148,8 +148,8 @@ async fn openssl_accepts_certificates_and_signatures() {
     }
     assert_eq!(
         keys,
-        3 + 3 * 2,
-        "CA, configuration-signing and TLS keys, and two keys per gateway"
+        4 + 3 * 2,
+        "CA, configuration-signing, TLS and TSA keys, and two keys per gateway"
     );
 
     // The global configuration JWS verifies with the anchor's certificate.

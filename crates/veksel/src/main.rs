@@ -286,10 +286,11 @@ async fn verify_log(data_dir: &std::path::Path) -> Result<()> {
     match veksel_gateway::verify_log(data_dir).await? {
         Ok(report) => {
             println!(
-                "ok: {} records, root {}, {} stored roots checked",
+                "ok: {} records, root {}, {} stored roots and {} time stamps checked",
                 report.records,
                 base64::engine::general_purpose::STANDARD.encode(report.root),
-                report.roots_checked
+                report.roots_checked,
+                report.stamps_checked
             );
             if report.uncovered > 0 {
                 println!(
