@@ -94,7 +94,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
-        .route("/api/v1/certificates", post(issue_certificate))
+        .route(
+            "/api/v1/certificates",
+            post(issue_certificate).get(list_certificates),
+        )
+        .route(
+            "/api/v1/certificates/{serial}/revoke",
+            post(revoke_certificate),
+        )
         .route("/api/v1/configuration", get(conf_status))
         .route("/api/v1/audit-events", get(audit_events))
         .route("/enrol/v1", post(enrol))
@@ -117,7 +124,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         add_subsystem, remove_subsystem, list_gateways, add_gateway, get_gateway, remove_gateway,
         patch_gateway, new_enrolment_token, add_gateway_client, remove_gateway_client,
         list_global_groups, add_global_group, remove_global_group, add_group_member, remove_group_member,
-        list_tokens, create_token, revoke_token, issue_certificate, conf_status, audit_events, enrol, time_stamp,
+        list_tokens, create_token, revoke_token, issue_certificate, list_certificates, revoke_certificate, conf_status, audit_events, enrol, time_stamp,
         global_conf, anchor, healthz, readyz, metrics
     ),
     modifiers(&BearerAuth),
@@ -699,6 +706,53 @@ async fn issue_certificate(
     let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let issued = issue(&s, &who.id, b.profile, &b.subject, &b.csr_pem).await?;
     Ok((StatusCode::CREATED, Json(issued)))
+}
+
+/// Query of `GET /api/v1/certificates`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+struct SubjectQuery {
+    /// Only certificates of this gateway or member (`/`-separated).
+    subject: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/certificates", params(SubjectQuery), responses((status = 200, body = Vec<IssuedDto>)))]
+async fn list_certificates(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Query(q): Query<SubjectQuery>,
+) -> ApiResult<Json<Vec<IssuedDto>>> {
+    require(&s, &h, Role::Observer).await?;
+    Ok(Json(s.registry.issued(q.subject.as_deref()).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/certificates/{serial}/revoke", params(("serial" = String, Path, description = "serial number, hex")), request_body = RevokeRequest, responses((status = 204), (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+async fn revoke_certificate(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(serial): Path<String>,
+    Json(b): Json<RevokeRequest>,
+) -> ApiResult<StatusCode> {
+    let who = require(&s, &h, Role::RegistrationOfficer).await?;
+    if b.reason.len() > 200 {
+        return Err(ApiError::bad_request(
+            "reason is longer than 200 characters",
+        ));
+    }
+    let serial = serial.to_ascii_lowercase();
+    let sha256 = s
+        .registry
+        .revoke(&serial, &b.reason, s.clock.now_ms())
+        .await?;
+    // Publishing at once is what bounds how long the network keeps trusting it.
+    changed(
+        &s,
+        &who,
+        "certificate.revoke",
+        &serial,
+        serde_json::json!({"sha256": sha256, "reason": b.reason}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/enrol/v1", request_body = EnrolRequest, security(("enrolment" = [])), responses((status = 200, body = EnrolResponse), (status = 401, body = ApiErrorBody)))]

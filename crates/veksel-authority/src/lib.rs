@@ -431,7 +431,12 @@ impl AppState {
         }];
         let mut conf = self
             .registry
-            .conf_content(self.config.settings.clone(), approved, tsas)
+            .conf_content(
+                self.config.settings.clone(),
+                approved,
+                tsas,
+                i64::try_from(self.clock.now_secs()).unwrap_or(i64::MAX),
+            )
             .await?;
         let content =
             serde_json::to_vec(&conf).map_err(|e| AuthorityError::Signing(e.to_string()))?;
@@ -517,6 +522,7 @@ pub async fn start(
             gateways: vec![],
             approved_cas: vec![],
             approved_tsas: vec![],
+            revoked_cert_sha256: vec![],
             global_groups: vec![],
         },
         jws: String::new(),

@@ -314,3 +314,33 @@ pub struct AuditEvent {
     /// Details, JSON.
     pub detail: String,
 }
+
+/// An issued certificate as listed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssuedDto {
+    /// Serial number, hex.
+    pub serial: String,
+    /// `gateway-auth` or `member-signing`.
+    pub profile: String,
+    /// Gateway or member id.
+    pub subject: String,
+    /// SHA-256 of the certificate, hex.
+    pub sha256: String,
+    /// Expiry, RFC 3339.
+    pub not_after: String,
+    /// Issue time, RFC 3339.
+    pub issued_at: String,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<String>,
+    /// Why it was revoked.
+    pub revocation_reason: Option<String>,
+}
+
+/// Body of `POST /api/v1/certificates/{serial}/revoke`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// Why (free text, kept in the audit trail), e.g. `keyCompromise`.
+    pub reason: String,
+}

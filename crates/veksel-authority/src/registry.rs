@@ -553,6 +553,79 @@ impl Registry {
         Ok(())
     }
 
+    /// Revokes an issued certificate by serial (hex) and returns its SHA-256.
+    pub async fn revoke(&self, serial_hex: &str, reason: &str, now_ms: i64) -> Result<String> {
+        let row: Option<(String, Option<i64>)> =
+            sqlx::query_as("SELECT sha256, revoked_at FROM issued_certs WHERE serial = $1")
+                .bind(serial_hex)
+                .fetch_optional(self.db.pool())
+                .await?;
+        let (sha256, revoked) =
+            row.ok_or_else(|| not_found(format!("certificate with serial {serial_hex}")))?;
+        if revoked.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "certificate {serial_hex} is already revoked"
+            )));
+        }
+        sqlx::query(
+            "UPDATE issued_certs SET revoked_at = $1, revocation_reason = $2 WHERE serial = $3",
+        )
+        .bind(now_ms)
+        .bind(reason)
+        .bind(serial_hex)
+        .execute(self.db.pool())
+        .await?;
+        Ok(sha256)
+    }
+
+    /// Issued certificates, newest first, optionally of one subject.
+    pub async fn issued(&self, subject: Option<&str>) -> Result<Vec<IssuedDto>> {
+        let rows = sqlx::query(
+            "SELECT serial, profile, subject, sha256, not_after, issued_at, revoked_at, revocation_reason
+             FROM issued_certs WHERE ($1 = '' OR subject = $1) ORDER BY issued_at DESC",
+        )
+        .bind(subject.unwrap_or_default())
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(IssuedDto {
+                    serial: r.try_get(0)?,
+                    profile: r.try_get(1)?,
+                    subject: r.try_get(2)?,
+                    sha256: r.try_get(3)?,
+                    not_after: veksel_proto::rfc3339(r.try_get::<i64, _>(4)? * 1000),
+                    issued_at: veksel_proto::rfc3339(r.try_get(5)?),
+                    revoked_at: r.try_get::<Option<i64>, _>(6)?.map(veksel_proto::rfc3339),
+                    revocation_reason: r.try_get(7)?,
+                })
+            })
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Revocation state of a certificate by serial (hex): `None` if unknown, else
+    /// `Some(revoked_at_ms)`.
+    pub async fn revocation(&self, serial_hex: &str) -> Result<Option<Option<i64>>> {
+        let row: Option<(Option<i64>,)> =
+            sqlx::query_as("SELECT revoked_at FROM issued_certs WHERE serial = $1")
+                .bind(serial_hex)
+                .fetch_optional(self.db.pool())
+                .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    /// SHA-256 of revoked certificates that have not expired at `now_secs`.
+    pub async fn revoked_unexpired(&self, now_secs: i64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT sha256 FROM issued_certs WHERE revoked_at IS NOT NULL AND not_after > $1 ORDER BY sha256",
+        )
+        .bind(now_secs)
+        .fetch_all(self.db.pool())
+        .await?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
     // === Global configuration ===
 
     /// Builds the configuration content (version and times left at zero).
@@ -561,6 +634,7 @@ impl Registry {
         settings: conf::Settings,
         approved_cas: Vec<conf::ApprovedCa>,
         approved_tsas: Vec<conf::ApprovedTsa>,
+        now_secs: i64,
     ) -> Result<GlobalConf> {
         let corrupt = |e: veksel_id::IdError| StoreError::Corrupt(e.to_string());
         let member_classes = self
@@ -591,6 +665,7 @@ impl Registry {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let revoked = self.revoked_unexpired(now_secs).await?;
         let gateways = self
             .gateways()
             .await?
@@ -599,7 +674,11 @@ impl Registry {
                 Ok(conf::Gateway {
                     id: g.id.parse().map_err(corrupt)?,
                     address: g.address,
-                    auth_cert_sha256: g.auth_cert_sha256,
+                    auth_cert_sha256: g
+                        .auth_cert_sha256
+                        .into_iter()
+                        .filter(|h| !revoked.contains(h))
+                        .collect(),
                     clients: g
                         .clients
                         .iter()
@@ -636,6 +715,7 @@ impl Registry {
             gateways,
             approved_cas,
             approved_tsas,
+            revoked_cert_sha256: revoked,
             global_groups,
         })
     }

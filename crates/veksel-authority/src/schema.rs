@@ -47,4 +47,13 @@ CREATE TABLE audit_events (
     action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL)
 "#,
     },
+    Migration {
+        version: 3,
+        name: "revocation",
+        sql: r#"
+ALTER TABLE issued_certs ADD COLUMN revoked_at BIGINT;
+ALTER TABLE issued_certs ADD COLUMN revocation_reason TEXT;
+CREATE INDEX issued_certs_sha256 ON issued_certs (sha256)
+"#,
+    },
 ];

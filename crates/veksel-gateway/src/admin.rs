@@ -17,6 +17,7 @@ use utoipa::{OpenApi, ToSchema};
 use veksel_admin::{ApiError, ApiErrorBody, ApiResult};
 use veksel_id::SubsystemId;
 use veksel_proto::access::AccessRule;
+use veksel_proto::jws::Signer as _;
 
 /// Roles of gateway admin tokens, weakest first.
 const ROLES: [&str; 3] = ["observer", "security-officer", "admin"];
@@ -384,6 +385,22 @@ pub async fn readiness_problems(gw: &Gateway) -> Vec<String> {
             gw.config.stamp_failure_limit_secs,
             gw.stamper.status().last_error.unwrap_or_default()
         ));
+    }
+    if let Some(conf) = gw.conf.latest() {
+        let own = gw.keys.auth_chain.iter().take(1).chain(
+            gw.keys
+                .signers
+                .values()
+                .filter_map(|s| s.cert_chain().first()),
+        );
+        for cert in own {
+            let hash = veksel_pki::sha256_hex(cert);
+            if conf.index.is_revoked(&hash) {
+                problems.push(format!(
+                    "this gateway's certificate {hash} has been revoked; enrol again"
+                ));
+            }
+        }
     }
     for c in gw.serverconf.current().clients.keys() {
         if gw.keys.signer(c.member()).is_none() {

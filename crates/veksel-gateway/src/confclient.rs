@@ -51,6 +51,14 @@ impl ConfState {
             .first()
             .ok_or_else(|| veksel_pki::PkiError::Untrusted("empty certificate chain".into()))?;
         let key = (sha256_hex(leaf), member.clone());
+        // Checked before the cache, so a revocation takes effect with the
+        // configuration that announces it.
+        if self.index.is_revoked(&key.0) {
+            return Err(veksel_pki::PkiError::Untrusted(format!(
+                "certificate {} has been revoked",
+                key.0
+            )));
+        }
         let now = i64::try_from(now_secs).unwrap_or(i64::MAX);
         let cached = self.signers.lock().ok().and_then(|m| m.get(&key).cloned());
         if let Some(info) = cached
@@ -290,6 +298,10 @@ impl PeerTrust for ConfClient {
                     .map_err(|e| e.to_string())?;
             }
             Usage::TlsClient | Usage::Signing => {
+                let hash = sha256_hex(leaf);
+                if state.index.is_revoked(&hash) {
+                    return Err(format!("certificate {hash} has been revoked"));
+                }
                 let info = state
                     .roots
                     .verify(chain, Usage::TlsClient, now_secs)

@@ -82,9 +82,14 @@ async fn exchange(
         .index
         .gateway_by_cert(&peer_hash)
         .ok_or_else(|| {
+            let why = if conf.index.is_revoked(&peer_hash) {
+                "has been revoked"
+            } else {
+                "is not registered to any gateway"
+            };
             sfault(
                 FaultCode::SslAuthenticationFailed,
-                format!("certificate {peer_hash} is not registered to any gateway"),
+                format!("certificate {peer_hash} {why}"),
             )
         })?
         .clone();

@@ -146,6 +146,9 @@ pub struct GlobalConf {
     /// Approved time-stamping authorities, in order of preference.
     #[serde(default)]
     pub approved_tsas: Vec<ApprovedTsa>,
+    /// Lower-case hex SHA-256 of revoked certificates that have not yet expired.
+    #[serde(default)]
+    pub revoked_cert_sha256: Vec<String>,
     /// Global groups.
     pub global_groups: Vec<GlobalGroup>,
 }
@@ -258,6 +261,7 @@ pub struct ConfIndex {
     hosts: BTreeMap<SubsystemId, Vec<usize>>,
     members: BTreeMap<MemberId, usize>,
     subsystems: BTreeSet<SubsystemId>,
+    revoked: BTreeSet<String>,
     groups_of: BTreeMap<ClientId, Vec<GlobalGroupId>>,
 }
 
@@ -292,6 +296,11 @@ impl ConfIndex {
                 groups_of.entry(m.clone()).or_default().push(g.id.clone());
             }
         }
+        let revoked = conf
+            .revoked_cert_sha256
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
         Self {
             conf,
             gateway_by_cert,
@@ -299,8 +308,14 @@ impl ConfIndex {
             hosts,
             members,
             subsystems,
+            revoked,
             groups_of,
         }
+    }
+
+    /// True if the certificate with this SHA-256 has been revoked.
+    pub fn is_revoked(&self, sha256_hex: &str) -> bool {
+        self.revoked.contains(&sha256_hex.to_ascii_lowercase())
     }
 
     /// The configuration itself.
@@ -309,7 +324,11 @@ impl ConfIndex {
     }
 
     /// The gateway whose registered authentication certificate has this SHA-256.
+    /// A revoked certificate identifies no gateway.
     pub fn gateway_by_cert(&self, sha256_hex: &str) -> Option<&Gateway> {
+        if self.is_revoked(sha256_hex) {
+            return None;
+        }
         self.gateway_by_cert
             .get(&sha256_hex.to_ascii_lowercase())
             .map(|i| &self.conf.gateways[*i])
@@ -386,6 +405,7 @@ mod tests {
             }],
             approved_cas: vec![],
             approved_tsas: vec![],
+            revoked_cert_sha256: vec![],
             global_groups: vec![GlobalGroup {
                 id: "GL/all".parse().unwrap(),
                 description: "All".into(),
