@@ -106,6 +106,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/audit-events", get(audit_events))
         .route("/enrol/v1", post(enrol))
         .route("/tsa/v1", post(time_stamp))
+        .route("/ocsp/v1", post(ocsp_post))
+        .route("/ocsp/v1/{request}", get(ocsp_get))
         .route("/conf/v1/global", get(global_conf))
         .route("/conf/v1/anchor", get(anchor))
         .route("/openapi.json", get(openapi))
@@ -124,7 +126,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         add_subsystem, remove_subsystem, list_gateways, add_gateway, get_gateway, remove_gateway,
         patch_gateway, new_enrolment_token, add_gateway_client, remove_gateway_client,
         list_global_groups, add_global_group, remove_global_group, add_group_member, remove_group_member,
-        list_tokens, create_token, revoke_token, issue_certificate, list_certificates, revoke_certificate, conf_status, audit_events, enrol, time_stamp,
+        list_tokens, create_token, revoke_token, issue_certificate, list_certificates, revoke_certificate, conf_status, audit_events, enrol, time_stamp, ocsp_post, ocsp_get,
         global_conf, anchor, healthz, readyz, metrics
     ),
     modifiers(&BearerAuth),
@@ -849,6 +851,49 @@ async fn time_stamp(
         reply,
     )
         .into_response()
+}
+
+async fn ocsp_answer(s: &AppState, request: &[u8]) -> Response {
+    let responder =
+        match veksel_pki::ocsp::Responder::new(&s.ca, s.config.settings.ocsp_freshness_secs) {
+            Ok(r) => r,
+            Err(e) => return ApiError::internal(e.to_string()).into_response(),
+        };
+    let mut known = std::collections::BTreeMap::new();
+    for serial in veksel_pki::ocsp::Responder::serials(request).unwrap_or_default() {
+        match s.registry.revocation(&serial).await {
+            Ok(state) => {
+                known.insert(serial, state);
+            }
+            // An unreadable registry must not produce a "good" answer.
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+    }
+    let reply = responder.respond(request, s.clock.now_secs(), |serial| {
+        match known.get(serial) {
+            Some(Some(Some(at_ms))) => {
+                veksel_pki::ocsp::Status::Revoked(u64::try_from(*at_ms / 1000).unwrap_or_default())
+            }
+            Some(Some(None)) => veksel_pki::ocsp::Status::Good,
+            _ => veksel_pki::ocsp::Status::Unknown,
+        }
+    });
+    ([(header::CONTENT_TYPE, "application/ocsp-response")], reply).into_response()
+}
+
+#[utoipa::path(post, path = "/ocsp/v1", security(()), request_body(content = Vec<u8>, content_type = "application/ocsp-request", description = "RFC 6960 OCSPRequest (DER)"), responses((status = 200, description = "RFC 6960 OCSPResponse (DER), signed by the CA", content_type = "application/ocsp-response")))]
+async fn ocsp_post(State(s): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    ocsp_answer(&s, &body).await
+}
+
+#[utoipa::path(get, path = "/ocsp/v1/{request}", security(()), params(("request" = String, Path, description = "base64 of the DER OCSPRequest (RFC 6960 Appendix A.1)")), responses((status = 200, description = "RFC 6960 OCSPResponse (DER)", content_type = "application/ocsp-response")))]
+async fn ocsp_get(State(s): State<Arc<AppState>>, Path(encoded): Path<String>) -> Response {
+    use base64::Engine;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded.trim()))
+        .unwrap_or_default();
+    ocsp_answer(&s, &decoded).await
 }
 
 #[utoipa::path(get, path = "/api/v1/configuration", responses((status = 200, body = ConfStatus)))]

@@ -11,6 +11,7 @@
 pub mod ca;
 pub mod cert;
 pub mod keys;
+pub mod ocsp;
 pub mod tls;
 pub mod tsa;
 pub mod verify;

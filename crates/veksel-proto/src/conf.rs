@@ -27,6 +27,13 @@ pub struct Settings {
     pub max_clock_skew_ms: i64,
     /// How long a signed request stays acceptable after it was created, milliseconds.
     pub request_ttl_ms: i64,
+    /// Oldest acceptable OCSP response, seconds (X-Road's ocspFreshnessSeconds).
+    #[serde(default = "default_ocsp_freshness")]
+    pub ocsp_freshness_secs: u64,
+}
+
+fn default_ocsp_freshness() -> u64 {
+    3600
 }
 
 impl Default for Settings {
@@ -35,6 +42,7 @@ impl Default for Settings {
             refresh_interval_secs: 30,
             max_clock_skew_ms: 30_000,
             request_ttl_ms: 300_000,
+            ocsp_freshness_secs: default_ocsp_freshness(),
         }
     }
 }

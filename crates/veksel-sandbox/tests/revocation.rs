@@ -57,6 +57,27 @@ async fn revoke(net: &Net, subject: &str, profile: &str) {
     assert_eq!(again.status(), 409);
 }
 
+/// Asks the authority's OCSP responder with `openssl ocsp -url` about a certificate.
+fn openssl_ocsp(net: &Net, cert: &std::path::Path) -> String {
+    let info = &net.sandbox().info;
+    let out = std::process::Command::new("openssl")
+        .args(["ocsp", "-issuer"])
+        .arg(&info.authority_ca_file)
+        .arg("-cert")
+        .arg(cert)
+        .arg("-url")
+        .arg(format!("{}/ocsp/v1", info.authority_url))
+        .arg("-CAfile")
+        .arg(&info.authority_ca_file)
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Calls until the answer carries `fault`, for at most 60 s; returns the body.
 async fn refused_within_a_minute(
     net: &Net,
@@ -90,6 +111,18 @@ async fn revocation(b: Backend) {
     let companies = format!("{}/companies/12345678", ORGS[TAX].subsystem_id());
     assert_eq!(net.r1(MUNICIPALITY, &muni, &persons).await.status(), 200);
     assert_eq!(net.r1(MUNICIPALITY, &muni, &companies).await.status(), 200);
+    let signing_cert = net.sandbox().info.gateways[MUNICIPALITY]
+        .data_dir
+        .join("signing")
+        .join(format!(
+            "{}.pem",
+            ORGS[MUNICIPALITY].member().replace('/', ":")
+        ));
+    let before = openssl_ocsp(&net, &signing_cert);
+    assert!(
+        before.contains("Response verify OK") && before.contains(": good"),
+        "{before}"
+    );
 
     // The tax agency's authentication certificate: nobody talks to that gateway.
     revoke(&net, &ORGS[TAX].gateway_id(), "gateway-auth").await;
@@ -119,6 +152,11 @@ async fn revocation(b: Backend) {
     assert!(
         body["message"].as_str().unwrap().contains("revoked"),
         "{body}"
+    );
+    let after = openssl_ocsp(&net, &signing_cert);
+    assert!(
+        after.contains("Response verify OK") && after.contains(": revoked"),
+        "{after}"
     );
 
     // Both affected gateways say why they cannot serve.
