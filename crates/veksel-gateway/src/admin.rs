@@ -61,6 +61,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             "/api/v1/message-log/{request_id}/bodies",
             get(message_bodies),
         )
+        .route(
+            "/api/v1/message-log/{request_id}/evidence",
+            get(evidence_bundle),
+        )
         .route("/api/v1/op-monitoring", get(op_monitoring))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
@@ -89,6 +93,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         delete_local_group,
         message_log,
         message_bodies,
+        evidence_bundle,
         op_monitoring,
         healthz,
         readyz,
@@ -333,6 +338,41 @@ async fn message_bodies(
     };
     let body = body.ok_or_else(|| ApiError::not_found("no body is stored for this record"))?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
+}
+
+/// Which side's record to export.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct EvidenceQuery {
+    /// `consumer` or `provider`.
+    side: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/message-log/{request_id}/evidence", params(("request_id" = String, Path), EvidenceQuery), responses((status = 200, description = "Evidence bundle (veksel-evidence/1)"), (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody, description = "Not yet time-stamped")))]
+async fn evidence_bundle(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<EvidenceQuery>,
+) -> ApiResult<Json<crate::evidence::Bundle>> {
+    // Descriptors carry end-user identifiers (X-Road-UserId): security officers only.
+    require(&gw, &h, "security-officer").await?;
+    let conf = gw
+        .conf
+        .latest()
+        .ok_or_else(|| ApiError::internal("no global configuration"))?;
+    match crate::evidence::export(&gw.db, gw.id(), &id, &q.side, &conf.jws).await {
+        Ok(b) => Ok(Json(b)),
+        Err(crate::evidence::ExportError::NotFound { .. }) => Err(ApiError::not_found(format!(
+            "no {} record of request {id}",
+            q.side
+        ))),
+        Err(e @ crate::evidence::ExportError::NotStamped { .. }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            e.to_string(),
+        )),
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/op-monitoring", params(LogQuery), responses((status = 200, body = Vec<OpRecord>)))]

@@ -19,6 +19,7 @@ pub mod body;
 pub mod client_proxy;
 pub mod clients;
 pub mod confclient;
+pub mod evidence;
 pub mod exchange;
 pub mod merklelog;
 pub mod meta;
@@ -638,6 +639,21 @@ pub async fn verify_log(
     let result = merklelog::verify(&db, &stamper::origin(&config.id), roots.as_ref()).await;
     db.close().await;
     Ok(result)
+}
+
+/// Exports the evidence bundle of one exchange from a gateway's data directory.
+pub async fn export_evidence(
+    dir: &Path,
+    request_id: &str,
+    side: &str,
+) -> Result<evidence::Bundle, GatewayError> {
+    let config = read_config(dir)?;
+    let db = open_db(dir, &config).await?;
+    let conf = std::fs::read_to_string(dir.join(files::CONF_CACHE))
+        .map_err(|e| GatewayError::Config(format!("no cached global configuration: {e}")))?;
+    let result = evidence::export(&db, &config.id, request_id, side, &conf).await;
+    db.close().await;
+    result.map_err(|e| GatewayError::Config(e.to_string()))
 }
 
 /// Creates an admin API token for the gateway (stored hashed; the secret is returned once).

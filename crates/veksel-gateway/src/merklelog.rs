@@ -14,6 +14,7 @@ use veksel_store::{Backend, Db, StoreError};
 
 /// The canonical content of one leaf. Field order is the serialisation order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LeafRecord {
     /// Format version.
     pub v: u32,
@@ -186,6 +187,45 @@ pub async fn store_head(
     Ok(())
 }
 
+/// The columns [`leaf_from_row`] reads, in its order.
+pub const LEAF_COLUMNS: &str = "seq, request_id, side, xroad_id, client, service, method, target, status, consumer_gateway,
+    provider_gateway, request_descriptor, request_signature, response_descriptor, response_signature,
+    request_body, response_body, body_note, request_size, response_size, created_at, logged_at, leaf_hash";
+
+/// A record as stored, with the leaf hash stored beside it.
+pub fn leaf_from_row(
+    row: &sqlx::any::AnyRow,
+) -> Result<(LeafRecord, Option<Vec<u8>>), sqlx::Error> {
+    let request_body: Option<Vec<u8>> = row.try_get(15)?;
+    let response_body: Option<Vec<u8>> = row.try_get(16)?;
+    let leaf = LeafRecord {
+        v: 1,
+        seq: row.try_get(0)?,
+        request_id: row.try_get(1)?,
+        side: row.try_get(2)?,
+        xroad_id: row.try_get(3)?,
+        client: row.try_get(4)?,
+        service: row.try_get(5)?,
+        method: row.try_get(6)?,
+        target: row.try_get(7)?,
+        status: row.try_get(8)?,
+        consumer_gateway: row.try_get(9)?,
+        provider_gateway: row.try_get(10)?,
+        request_descriptor: row.try_get(11)?,
+        request_signature: row.try_get(12)?,
+        response_descriptor: row.try_get(13)?,
+        response_signature: row.try_get(14)?,
+        request_body_sha256: request_body.as_deref().map(sha256_hex),
+        response_body_sha256: response_body.as_deref().map(sha256_hex),
+        body_note: row.try_get(17)?,
+        request_size: row.try_get(18)?,
+        response_size: row.try_get(19)?,
+        created_at: row.try_get(20)?,
+        logged_at: row.try_get(21)?,
+    };
+    Ok((leaf, row.try_get(22)?))
+}
+
 /// The outcome of a successful verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -275,12 +315,9 @@ pub async fn verify(
     let mut after: i64 = -1;
     const PAGE: i64 = 500;
     loop {
-        let rows = sqlx::query(
-            "SELECT seq, request_id, side, xroad_id, client, service, method, target, status, consumer_gateway,
-                provider_gateway, request_descriptor, request_signature, response_descriptor, response_signature,
-                request_body, response_body, body_note, request_size, response_size, created_at, logged_at, leaf_hash
-             FROM message_log WHERE seq IS NOT NULL AND seq > $1 ORDER BY seq LIMIT $2",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {LEAF_COLUMNS} FROM message_log WHERE seq IS NOT NULL AND seq > $1 ORDER BY seq LIMIT $2"
+        )))
         .bind(after)
         .bind(PAGE)
         .fetch_all(db.pool())
@@ -300,34 +337,7 @@ pub async fn verify(
                     ),
                 });
             }
-            let request_body: Option<Vec<u8>> = row.try_get(15).map_err(store_err)?;
-            let response_body: Option<Vec<u8>> = row.try_get(16).map_err(store_err)?;
-            let leaf = LeafRecord {
-                v: 1,
-                seq,
-                request_id: row.try_get(1).map_err(store_err)?,
-                side: row.try_get(2).map_err(store_err)?,
-                xroad_id: row.try_get(3).map_err(store_err)?,
-                client: row.try_get(4).map_err(store_err)?,
-                service: row.try_get(5).map_err(store_err)?,
-                method: row.try_get(6).map_err(store_err)?,
-                target: row.try_get(7).map_err(store_err)?,
-                status: row.try_get(8).map_err(store_err)?,
-                consumer_gateway: row.try_get(9).map_err(store_err)?,
-                provider_gateway: row.try_get(10).map_err(store_err)?,
-                request_descriptor: row.try_get(11).map_err(store_err)?,
-                request_signature: row.try_get(12).map_err(store_err)?,
-                response_descriptor: row.try_get(13).map_err(store_err)?,
-                response_signature: row.try_get(14).map_err(store_err)?,
-                request_body_sha256: request_body.as_deref().map(sha256_hex),
-                response_body_sha256: response_body.as_deref().map(sha256_hex),
-                body_note: row.try_get(17).map_err(store_err)?,
-                request_size: row.try_get(18).map_err(store_err)?,
-                response_size: row.try_get(19).map_err(store_err)?,
-                created_at: row.try_get(20).map_err(store_err)?,
-                logged_at: row.try_get(21).map_err(store_err)?,
-            };
-            let stored: Option<Vec<u8>> = row.try_get(22).map_err(store_err)?;
+            let (leaf, stored) = leaf_from_row(row).map_err(store_err)?;
             let bad = |reason: String| LogVerifyError::Record {
                 seq,
                 request_id: leaf.request_id.clone(),
@@ -450,7 +460,7 @@ fn check_stamp(
 
 /// The signed descriptors must verify with the keys in their own `x5c` certificates,
 /// and the stored columns must agree with what was signed.
-fn check_signed_content(leaf: &LeafRecord) -> Result<(), String> {
+pub fn check_signed_content(leaf: &LeafRecord) -> Result<(), String> {
     for (what, descriptor, signature) in [
         ("request", &leaf.request_descriptor, &leaf.request_signature),
         (

@@ -378,7 +378,26 @@ pub fn verify_token(
     if ci.content_type != ID_SIGNED_DATA {
         return Err(bad("not SignedData"));
     }
+    // Only canonical DER is accepted, so no byte of a token can change unnoticed.
+    if ci.to_der().map_err(der_err("token"))? != token_der {
+        return Err(bad("not in canonical DER"));
+    }
     let sd: SignedData = ci.content.decode_as().map_err(der_err("SignedData"))?;
+    // The envelope fields are not signed; accept exactly what this profile produces.
+    let only_sha256 = sd.digest_algorithms.len() == 1
+        && sd
+            .digest_algorithms
+            .iter()
+            .all(|a| a.oid == ID_SHA256 && a.parameters.is_none());
+    if sd.version != CmsVersion::V3
+        || !only_sha256
+        || sd.crls.is_some()
+        || sd.signer_infos.0.len() != 1
+    {
+        return Err(bad(
+            "the SignedData envelope is not the expected profile (v3, SHA-256, one signer)",
+        ));
+    }
     if sd.encap_content_info.econtent_type != ID_CT_TST_INFO {
         return Err(bad("content is not TSTInfo"));
     }
@@ -403,6 +422,17 @@ pub fn verify_token(
         .iter()
         .next()
         .ok_or_else(|| bad("no signer"))?;
+    if signer.version != CmsVersion::V1
+        || signer.digest_alg.oid != ID_SHA256
+        || signer.digest_alg.parameters.is_some()
+        || signer.signature_algorithm.oid != ID_ECDSA_SHA256
+        || signer.signature_algorithm.parameters.is_some()
+        || signer.unsigned_attrs.is_some()
+    {
+        return Err(bad(
+            "the signer is not the expected profile (SHA-256, ECDSA, no unsigned attributes)",
+        ));
+    }
     let mut candidates: Vec<Vec<u8>> = extra_certs.to_vec();
     if let Some(set) = &sd.certificates {
         for c in set.0.iter() {

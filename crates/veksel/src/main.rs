@@ -47,6 +47,37 @@ enum Command {
         #[command(subcommand)]
         command: LogCommand,
     },
+    /// Evidence bundles: one exchange with everything needed to prove it offline.
+    Evidence {
+        #[command(subcommand)]
+        command: EvidenceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvidenceCommand {
+    /// Export the bundle of one exchange from a gateway's data directory.
+    Export {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// X-Road-Request-Id of the exchange.
+        #[arg(long)]
+        request_id: String,
+        /// Which gateway's record: consumer or provider.
+        #[arg(long, default_value = "consumer", value_parser = ["consumer", "provider"])]
+        side: String,
+        /// Where to write the bundle (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a bundle offline with the network's anchor; explains any failure.
+    Verify {
+        /// The bundle.
+        bundle: PathBuf,
+        /// The anchor of the network.
+        #[arg(long)]
+        anchor: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -231,6 +262,7 @@ async fn main() -> Result<()> {
         } => sandbox(data_dir, ephemeral_ports).await,
         Command::Authority { command } => authority(command, clock).await,
         Command::Gateway { command } => gateway(command, clock).await,
+        Command::Evidence { command } => evidence(command).await,
         Command::Log {
             command: LogCommand::Verify { data_dir },
         } => verify_log(&data_dir).await,
@@ -279,6 +311,60 @@ async fn sandbox(data_dir: PathBuf, ephemeral: bool) -> Result<()> {
         data_dir.display()
     );
     Ok(())
+}
+
+async fn evidence(command: EvidenceCommand) -> Result<()> {
+    match command {
+        EvidenceCommand::Export {
+            data_dir,
+            request_id,
+            side,
+            out,
+        } => {
+            let bundle = veksel_gateway::export_evidence(&data_dir, &request_id, &side).await?;
+            std::fs::write(&out, serde_json::to_string_pretty(&bundle)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "evidence of request {request_id} ({side}) written to {}",
+                out.display()
+            );
+            Ok(())
+        }
+        EvidenceCommand::Verify { bundle, anchor } => {
+            let bundle: veksel_gateway::evidence::Bundle = serde_json::from_str(
+                &std::fs::read_to_string(&bundle)
+                    .with_context(|| format!("reading {}", bundle.display()))?,
+            )
+            .context("the bundle is not a veksel evidence bundle")?;
+            let anchor: veksel_proto::conf::Anchor = serde_json::from_str(
+                &std::fs::read_to_string(&anchor)
+                    .with_context(|| format!("reading {}", anchor.display()))?,
+            )
+            .context("the anchor file is not valid")?;
+            match veksel_gateway::evidence::verify(&bundle, &anchor) {
+                Ok(p) => {
+                    println!(
+                        "ok: request {} from {} to {} (status {}) is record {} of {} in the log of {}, which existed by {} (time stamp)",
+                        p.request_id,
+                        p.client,
+                        p.service,
+                        p.status,
+                        p.position,
+                        p.tree_size,
+                        bundle.gateway,
+                        veksel_proto::rfc3339(
+                            i64::try_from(p.existed_by).unwrap_or_default() * 1000
+                        )
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("FAILED: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
 }
 
 async fn verify_log(data_dir: &std::path::Path) -> Result<()> {
