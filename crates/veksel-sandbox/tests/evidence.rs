@@ -12,7 +12,9 @@ use veksel_sandbox::ORGS;
 const PYTHON_INCLUSION: &str = r#"
 import base64, hashlib, json, sys
 b = json.load(open(sys.argv[1]))
-leaf = hashlib.sha256(b"\x00" + open(sys.argv[2], "rb").read()).digest()
+data = json.dumps(b["record"], separators=(",", ":"), ensure_ascii=False).encode()
+assert data == open(sys.argv[2], "rb").read(), "the documented canonical form"
+leaf = hashlib.sha256(b"\x00" + data).digest()
 fn, sn, r = b["record"]["seq"], b["tree_size"] - 1, leaf
 for p in [base64.b64decode(h) for h in b["inclusion_proof"]]:
     if sn == 0: sys.exit("too long")
