@@ -423,6 +423,7 @@ impl AppState {
         let approved = vec![ApprovedCa {
             name: format!("{} veksel CA", self.config.instance),
             cert_pem: self.ca.cert_pem(),
+            ocsp_url: Some(format!("{}/ocsp/v1", self.config.public_url)),
         }];
         let tsas = vec![ApprovedTsa {
             name: format!("{} veksel TSA", self.config.instance),

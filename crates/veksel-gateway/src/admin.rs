@@ -439,6 +439,13 @@ pub async fn readiness_problems(gw: &Gateway) -> Vec<String> {
                 problems.push(format!(
                     "this gateway's certificate {hash} has been revoked; enrol again"
                 ));
+            } else if let Err(e) = crate::ocsp::check(
+                &conf,
+                gw.ocsp.for_cert(cert).as_deref().map(String::as_str),
+                cert,
+                gw.clock.now_secs(),
+            ) {
+                problems.push(format!("peers will refuse this gateway: {e}"));
             }
         }
     }
@@ -462,6 +469,9 @@ pub fn readiness_warnings(gw: &Gateway) -> Vec<String> {
             ms / 1000,
             gw.stamper.status().last_error.unwrap_or_default()
         ));
+    }
+    if let Some(e) = gw.ocsp.last_error() {
+        warnings.push(format!("the last OCSP refresh failed: {e}"));
     }
     warnings
 }

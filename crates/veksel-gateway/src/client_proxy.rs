@@ -282,6 +282,8 @@ async fn exchange(
         }
         put(h, VEKSEL_CREATED_AT, &created_at.to_string());
         put(h, VEKSEL_CONSUMER_GATEWAY, &gw.id().to_string());
+        exchange::staple_auth(gw, h);
+        exchange::staple_signing(gw, h, signer.as_ref());
         if let Some(len) = parts.headers.get(http::header::CONTENT_LENGTH) {
             h.insert(http::header::CONTENT_LENGTH, len.clone());
         }
@@ -356,10 +358,10 @@ async fn exchange(
         Ok(Ok(r)) => r,
     };
     op.record.response_in_ts = Some(gw.clock.now_ms());
-    let presented = resp
+    let (presented, presented_der) = resp
         .extensions()
         .get::<PeerCertHash>()
-        .map(|p| p.0.clone())
+        .map(|p| (p.0.clone(), p.1.clone()))
         .unwrap_or_default();
     if !peer
         .auth_cert_sha256
@@ -375,6 +377,21 @@ async fn exchange(
         ));
     }
     let (rparts, rbody) = resp.into_parts();
+    crate::ocsp::check(
+        &conf,
+        rparts
+            .headers
+            .get(crate::ocsp::VEKSEL_OCSP_AUTH)
+            .and_then(|v| v.to_str().ok()),
+        &presented_der,
+        gw.clock.now_secs(),
+    )
+    .map_err(|e| {
+        cfault(
+            FaultCode::SslAuthenticationFailed,
+            format!("the gateway at {}: {e}", peer.address),
+        )
+    })?;
     let rbody = body::incoming(rbody);
     if let Some(kind) = rparts
         .headers
@@ -451,6 +468,7 @@ async fn exchange(
         signed,
         log_mode,
         capture: capture > 0,
+        signing_staple: exchange::header_text(&rparts.headers, crate::ocsp::VEKSEL_OCSP_SIGNING),
     };
     let status = rparts.status;
     let prefetched = body::prefetch(rbody, exchange::PREFETCH_LIMIT)
@@ -510,6 +528,8 @@ struct Finish {
     signed: SignedRequest,
     log_mode: LogMode,
     capture: bool,
+    /// The provider's OCSP response for its signing certificate, checked with the signature.
+    signing_staple: Option<String>,
 }
 
 impl Finish {
@@ -556,6 +576,7 @@ impl Finish {
             &provider_member,
             trailers.get(VEKSEL_SIGNATURE).and_then(|v| v.to_str().ok()),
             &bytes,
+            self.signing_staple.as_deref(),
             self.gw.clock.now_secs(),
             Origin::ClientProxy,
         )?;

@@ -17,20 +17,21 @@ use tokio_rustls::client::TlsStream;
 /// SHA-256 (hex) of the certificate the peer presented on the connection a response
 /// came over; put into response extensions by [`PeerConnector`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerCertHash(pub String);
+pub struct PeerCertHash(pub String, pub Arc<[u8]>);
 
 /// A TLS connection to a peer gateway that remembers the peer's certificate.
 #[derive(Debug)]
 pub struct PeerStream {
     io: TokioIo<TlsStream<TcpStream>>,
     peer: String,
+    peer_der: Arc<[u8]>,
 }
 
 impl Connection for PeerStream {
     fn connected(&self) -> Connected {
         Connected::new()
             .negotiated_h2()
-            .extra(PeerCertHash(self.peer.clone()))
+            .extra(PeerCertHash(self.peer.clone(), self.peer_der.clone()))
     }
 }
 
@@ -126,12 +127,12 @@ impl tower::Service<http::Uri> for PeerConnector {
                         "TLS handshake with peer gateway timed out",
                     )
                 })??;
-            let peer = stream
+            let peer_der: Arc<[u8]> = stream
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .map(|c| veksel_pki::sha256_hex(c.as_ref()))
+                .map(|c| Arc::from(c.as_ref()))
                 .ok_or_else(|| {
                     std::io::Error::new(
                         std::io::ErrorKind::PermissionDenied,
@@ -140,7 +141,8 @@ impl tower::Service<http::Uri> for PeerConnector {
                 })?;
             Ok(PeerStream {
                 io: TokioIo::new(stream),
-                peer,
+                peer: veksel_pki::sha256_hex(&peer_der),
+                peer_der,
             })
         })
     }

@@ -26,6 +26,9 @@ pub struct ConfState {
     pub jws: String,
     /// Signing certificates already validated under this configuration.
     signers: std::sync::Mutex<std::collections::HashMap<(String, MemberId), CertInfo>>,
+    /// OCSP responses already verified, by (response hash, certificate hash).
+    ocsp_checked:
+        std::sync::Mutex<std::collections::HashMap<(String, String), veksel_pki::ocsp::Checked>>,
 }
 
 /// Most validated signing certificates remembered per configuration version.
@@ -35,6 +38,14 @@ impl ConfState {
     /// The document.
     pub fn conf(&self) -> &GlobalConf {
         self.index.conf()
+    }
+
+    /// Verified OCSP responses (see [`crate::ocsp::check`]).
+    pub fn ocsp_cache(
+        &self,
+    ) -> &std::sync::Mutex<std::collections::HashMap<(String, String), veksel_pki::ocsp::Checked>>
+    {
+        &self.ocsp_checked
     }
 
     /// Validates a member's signing certificate chain, remembering the result for
@@ -135,6 +146,30 @@ impl ConfClient {
         &self.http
     }
 
+    /// POSTs a small DER request (OCSP, time-stamp) to a trust service and returns the
+    /// answer, refusing answers over `max_bytes`; the whole call is bounded to 10 s.
+    pub async fn post_der(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        max_bytes: usize,
+    ) -> Result<bytes::Bytes, String> {
+        let resp = self
+            .http
+            .post(url)
+            .header("content-type", content_type)
+            .body(body)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {}", resp.status()));
+        }
+        read_limited(resp, max_bytes).await
+    }
+
     fn verify(&self, jws: &str) -> Result<ConfState, GatewayError> {
         let conf = GlobalConf::verify(jws, &self.anchor_key, &self.anchor.instance)
             .map_err(|e| GatewayError::Config(e.to_string()))?;
@@ -144,6 +179,7 @@ impl ConfClient {
             roots,
             jws: jws.to_owned(),
             signers: Default::default(),
+            ocsp_checked: Default::default(),
         })
     }
 
@@ -225,15 +261,9 @@ impl ConfClient {
                 resp.status()
             )));
         }
-        let body = resp
-            .bytes()
+        let body = read_limited(resp, 16 * 1024 * 1024)
             .await
             .map_err(|e| GatewayError::Config(format!("downloading configuration: {e}")))?;
-        if body.len() > 16 * 1024 * 1024 {
-            return Err(GatewayError::Config(
-                "configuration larger than 16 MiB".into(),
-            ));
-        }
         let jws = String::from_utf8(body.to_vec())
             .map_err(|_| GatewayError::Config("configuration is not UTF-8".into()))?;
         let state = self.verify(&jws)?;
@@ -316,4 +346,19 @@ impl PeerTrust for ConfClient {
         }
         Ok(())
     }
+}
+
+/// Reads a response body, stopping as soon as it exceeds `max_bytes`.
+async fn read_limited(
+    mut resp: reqwest::Response,
+    max_bytes: usize,
+) -> Result<bytes::Bytes, String> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if out.len() + chunk.len() > max_bytes {
+            return Err(format!("the answer is larger than {max_bytes} bytes"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
 }

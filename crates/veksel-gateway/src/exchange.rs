@@ -132,6 +132,7 @@ pub fn verify_signature(
     member: &MemberId,
     signature: Option<&str>,
     payload: &[u8],
+    ocsp_staple: Option<&str>,
     now_secs: u64,
     origin: Origin,
 ) -> Result<String, Fault> {
@@ -162,6 +163,14 @@ pub fn verify_signature(
             format!("signing certificate of {member}: {e}"),
         )
     })?;
+    if let Some(leaf) = chain.first() {
+        crate::ocsp::check(conf, ocsp_staple, leaf, now_secs).map_err(|e| {
+            fault(
+                FaultCode::IncorrectCertificate,
+                format!("signing certificate of {member}: {e}"),
+            )
+        })?;
+    }
     parsed.verify(&info.public_key).map_err(|_| {
         fault(
             FaultCode::InvalidSignatureValue,
@@ -169,6 +178,33 @@ pub fn verify_signature(
         )
     })?;
     Ok(signature.to_owned())
+}
+
+/// Adds this gateway's OCSP response for `signer`'s certificate to outgoing headers.
+pub fn staple_signing(gw: &Gateway, headers: &mut HeaderMap, signer: &dyn Signer) {
+    if let Some(sign) = signer
+        .cert_chain()
+        .first()
+        .and_then(|c| gw.ocsp.for_cert(c))
+    {
+        put(headers, crate::ocsp::VEKSEL_OCSP_SIGNING, &sign);
+    }
+}
+
+/// Adds this gateway's OCSP response for its TLS certificate to outgoing headers:
+/// requests, responses and fault responses all carry it.
+pub fn staple_auth(gw: &Gateway, headers: &mut HeaderMap) {
+    if let Some(auth) = gw.keys.auth_chain.first().and_then(|c| gw.ocsp.for_cert(c)) {
+        put(headers, crate::ocsp::VEKSEL_OCSP_AUTH, &auth);
+    }
+}
+
+/// A header's value as owned text.
+pub fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// Reads a required header as text.

@@ -25,6 +25,7 @@ pub mod merklelog;
 pub mod meta;
 pub mod metrics;
 pub mod msglog;
+pub mod ocsp;
 pub mod schema;
 pub mod server_proxy;
 pub mod serverconf;
@@ -395,6 +396,8 @@ pub struct Gateway {
     pub metrics: metrics::Metrics,
     /// Time-stamping state.
     pub stamper: stamper::Stamper,
+    /// This gateway's OCSP responses.
+    pub ocsp: ocsp::Staples,
 }
 
 impl Gateway {
@@ -527,6 +530,7 @@ pub async fn start(
         backends,
         metrics: metrics::Metrics::new(),
         stamper: stamper::Stamper::default(),
+        ocsp: ocsp::Staples::default(),
         config: config.clone(),
         clock: clock.clone(),
         conf: conf.clone(),
@@ -536,6 +540,10 @@ pub async fn start(
         db: db.clone(),
     });
 
+    // Peers accept this gateway only with fresh OCSP responses: get them first.
+    if let Err(e) = ocsp::refresh(&gateway).await {
+        tracing::warn!(error = %e, "initial OCSP refresh failed");
+    }
     let client_l = bind_or(listeners.client, config.client_listen).await?;
     let peer_l = bind_or(listeners.peer, config.peer_listen).await?;
     let admin_l = bind_or(listeners.admin, config.admin_listen).await?;
@@ -595,6 +603,7 @@ pub async fn start(
     ));
     let poll_task = tokio::spawn(conf.clone().poll_loop());
     let stamp_task = tokio::spawn(stamper::stamp_loop(gateway.clone()));
+    let ocsp_task = tokio::spawn(ocsp::refresh_loop(gateway.clone()));
     let janitor = tokio::spawn(msglog::replay_guard_janitor(db.clone(), clock.clone()));
     let sc = serverconf.clone();
     let reload = tokio::spawn(async move {
@@ -617,7 +626,14 @@ pub async fn start(
             tasks.extend([client_task, peer_task, admin_task]);
             tasks
         },
-        background: vec![poll_task, stamp_task, janitor, reload, writer_task],
+        background: vec![
+            poll_task,
+            stamp_task,
+            ocsp_task,
+            janitor,
+            reload,
+            writer_task,
+        ],
     })
 }
 

@@ -41,7 +41,7 @@ fn sfault(code: FaultCode, message: impl Into<String>) -> Fault {
 pub async fn handle(gw: Arc<Gateway>, conn: ConnInfo, req: Request<GwBody>) -> Response<GwBody> {
     let mut op = OpCtx::start(Side::Provider, gw.clock.now_ms(), req.method().as_str());
     op.record.provider_gateway = gw.id().to_string();
-    match exchange(&gw, &conn, req, &mut op).await {
+    let mut resp = match exchange(&gw, &conn, req, &mut op).await {
         Ok(resp) => resp,
         Err(fault) => {
             let detail = exchange::detail_id();
@@ -50,7 +50,9 @@ pub async fn handle(gw: Arc<Gateway>, conn: ConnInfo, req: Request<GwBody>) -> R
             op.finish_fault(&gw, &fault);
             resp
         }
-    }
+    };
+    exchange::staple_auth(&gw, resp.headers_mut());
+    resp
 }
 
 /// Result of verifying the request: canonical bytes and signature.
@@ -94,6 +96,15 @@ async fn exchange(
         })?
         .clone();
     op.record.consumer_gateway = peer.id.to_string();
+    crate::ocsp::check(
+        &conf,
+        req.headers()
+            .get(crate::ocsp::VEKSEL_OCSP_AUTH)
+            .and_then(|v| v.to_str().ok()),
+        leaf,
+        gw.clock.now_secs(),
+    )
+    .map_err(|e| sfault(FaultCode::SslAuthenticationFailed, e))?;
 
     let (parts, body) = req.into_parts();
     let path_and_query = parts
@@ -281,6 +292,7 @@ async fn exchange(
     };
     let conf_for_verify = conf.clone();
     let clock = gw.clock.clone();
+    let signing_staple = exchange::header_text(&parts.headers, crate::ocsp::VEKSEL_OCSP_SIGNING);
     let verify = move |end: BodyEnd| -> Result<VerifiedRequest, Fault> {
         let trailers = end.trailers.unwrap_or_default();
         let mut d = template;
@@ -301,6 +313,7 @@ async fn exchange(
             d.client.member(),
             trailers.get(VEKSEL_SIGNATURE).and_then(|v| v.to_str().ok()),
             &bytes,
+            signing_staple.as_deref(),
             clock.now_secs(),
             Origin::ServerProxy,
         )?;
@@ -449,6 +462,7 @@ async fn exchange(
             ),
         )
     })?;
+    exchange::staple_signing(gw, &mut headers, signer.as_ref());
     let template = ResponseDescriptor {
         typ: RESPONSE_TYPE.to_owned(),
         request_id: request_id.clone(),

@@ -190,20 +190,10 @@ async fn request_token(
     let _ = aws_lc_rs::rand::fill(&mut nonce);
     let req = veksel_pki::tsa::request(hash, Some(u64::from_be_bytes(nonce)), true)
         .map_err(|e| e.to_string())?;
-    let resp = gw
+    let body = gw
         .conf
-        .http()
-        .post(&tsa.url)
-        .header("content-type", "application/timestamp-query")
-        .body(req)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !resp.status().is_success() {
-        return Err(format!("HTTP {}", resp.status()));
-    }
-    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+        .post_der(&tsa.url, "application/timestamp-query", req, 64 * 1024)
+        .await?;
     let token = veksel_pki::tsa::token_from_response(&body).map_err(|e| e.to_string())?;
     let tsa_certs = veksel_pki::certs_from_pem(&tsa.cert_pem).map_err(|e| e.to_string())?;
     let stamp = veksel_pki::tsa::verify_token(&token, hash, &conf.roots, &tsa_certs)

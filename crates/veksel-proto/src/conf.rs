@@ -101,6 +101,10 @@ pub struct ApprovedCa {
     pub name: String,
     /// The CA certificate, PEM.
     pub cert_pem: String,
+    /// Its OCSP responder. When set, gateways must staple a fresh OCSP response for
+    /// every certificate of this CA they present.
+    #[serde(default)]
+    pub ocsp_url: Option<String>,
 }
 
 /// A time-stamping authority whose tokens gateways accept and use, in order.

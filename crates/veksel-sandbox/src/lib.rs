@@ -163,6 +163,8 @@ pub struct SandboxOptions {
     pub clock: Clock,
     /// Message-log commits wait for the disk.
     pub sync_commit: bool,
+    /// Oldest OCSP response gateways accept from each other, seconds.
+    pub ocsp_freshness_secs: u64,
 }
 
 impl SandboxOptions {
@@ -176,6 +178,7 @@ impl SandboxOptions {
             conf_refresh_secs: 30,
             clock: Clock::system(),
             sync_commit: true,
+            ocsp_freshness_secs: veksel_proto::conf::Settings::default().ocsp_freshness_secs,
         }
     }
 }
@@ -256,6 +259,7 @@ pub struct Sandbox {
     pub info: SandboxInfo,
     /// The authority (absent after [`Sandbox::stop_authority`]).
     pub authority: Option<RunningAuthority>,
+    authority_dir: PathBuf,
     clock: Clock,
     /// The gateways, in [`ORGS`] order (`None` while stopped).
     pub gateways: Vec<Option<RunningGateway>>,
@@ -421,6 +425,7 @@ impl Sandbox {
             );
             config.conf_validity_secs = options.conf_validity_secs;
             config.settings.refresh_interval_secs = options.conf_refresh_secs;
+            config.settings.ocsp_freshness_secs = options.ocsp_freshness_secs;
             if let Databases::Postgres { authority, .. } = &options.databases {
                 config.database_url = Some(authority.clone());
             }
@@ -516,6 +521,7 @@ impl Sandbox {
         Ok(Self {
             info,
             authority: Some(authority),
+            authority_dir,
             clock: options.clock.clone(),
             gateways: gateways.into_iter().map(Some).collect(),
             backends: backend_tasks,
@@ -542,6 +548,18 @@ impl Sandbox {
         if let Some(a) = self.authority.take() {
             a.stop().await;
         }
+    }
+
+    /// Starts the authority again after [`Sandbox::stop_authority`], on its old port.
+    pub async fn start_authority(&mut self) -> Result<()> {
+        if self.authority.is_none() {
+            let listener = listen(self.info.ports.authority).await?;
+            self.authority = Some(
+                veksel_authority::start(&self.authority_dir, self.clock.clone(), Some(listener))
+                    .await?,
+            );
+        }
+        Ok(())
     }
 
     /// Stops one gateway (index in [`ORGS`]); [`Sandbox::start_gateway`] brings it back.

@@ -565,10 +565,20 @@ async fn peer_protocol(b: Backend) {
         sent_body: None,
         signature: None,
         unsigned: false,
+        auth_staple: good.auth_staple.clone(),
+        signing_staple: good.signing_staple.clone(),
     };
+    assert!(
+        good.auth_staple.is_some() && good.signing_staple.is_some(),
+        "the municipality gateway holds OCSP responses for both its certificates"
+    );
     let (status, headers, body) = peer.send(good).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert!(headers.contains_key("x-road-request-hash"));
+    assert!(
+        headers.contains_key("veksel-ocsp-auth") && headers.contains_key("veksel-ocsp-signing"),
+        "the provider staples OCSP responses for both its certificates: {headers:?}"
+    );
 
     let fault_of = |h: &http::HeaderMap| {
         h.get("x-road-error")
@@ -579,6 +589,10 @@ async fn peer_protocol(b: Backend) {
     assert_eq!(
         (status, fault_of(&h).as_deref()),
         (500, Some("Server.ServerProxy.ReplayedMessage"))
+    );
+    assert!(
+        h.contains_key("veksel-ocsp-auth"),
+        "fault responses carry the provider's OCSP response too"
     );
     // Stale and future requests.
     for shift in [-3_600_000i64, 3_600_000] {
@@ -651,6 +665,42 @@ async fn peer_protocol(b: Backend) {
         (status, fault_of(&h).as_deref()),
         (500, Some("Server.ServerProxy.SslAuthenticationFailed"))
     );
+
+    // OCSP: the TLS certificate needs a fresh response from its CA, for that certificate.
+    let signing_staple = peer.staples.1.clone();
+    let garbage = Some("bm90IGFuIE9DU1AgcmVzcG9uc2U=".to_owned());
+    for (what, staple, expect) in [
+        ("missing", None, "no OCSP response"),
+        ("another certificate's", signing_staple.clone(), "OCSP"),
+        ("garbage", garbage.clone(), "OCSP"),
+    ] {
+        let mut r = peer.request(&net, "/x");
+        r.auth_staple = staple;
+        let (status, h, body) = peer.send(r).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(
+            (status, fault_of(&h).as_deref()),
+            (500, Some("Server.ServerProxy.SslAuthenticationFailed")),
+            "{what} authentication staple: {body}"
+        );
+        assert!(body.contains(expect), "{what}: {body}");
+    }
+    // …and so does the signing certificate.
+    for (what, staple) in [
+        ("missing", None),
+        ("another certificate's", peer.staples.0.clone()),
+        ("garbage", garbage),
+    ] {
+        let mut r = peer.request(&net, "/x");
+        r.signing_staple = staple;
+        let (status, h, body) = peer.send(r).await;
+        assert_eq!(
+            (status, fault_of(&h).as_deref()),
+            (500, Some("Server.ServerProxy.IncorrectCertificate")),
+            "{what} signing staple: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
 
     // Signed with another member's key: the certificate does not name the client's member.
     let tax_keys =

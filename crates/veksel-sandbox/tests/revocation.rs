@@ -184,3 +184,57 @@ both_backends!(
     revoked_certificates_are_refused_network_wide_within_a_minute,
     revocation
 );
+
+async fn stale_ocsp(b: Backend) {
+    let Some(mut net) = Net::start_with(b, |o| o.ocsp_freshness_secs = 60).await else {
+        return;
+    };
+    let muni = ORGS[MUNICIPALITY].subsystem_id();
+    let persons = format!("{}/persons/0101701234", ORGS[POPULATION].subsystem_id());
+    assert_eq!(net.r1(MUNICIPALITY, &muni, &persons).await.status(), 200);
+
+    // Without the responder, the gateways' OCSP responses age past the limit and
+    // peers stop accepting them, although configuration and certificates are valid.
+    net.sandbox.as_mut().unwrap().stop_authority().await;
+    net.clock.advance(120_000);
+    let body = expect_fault(
+        net.r1(MUNICIPALITY, &muni, &persons).await,
+        500,
+        "Server.ClientProxy.SslAuthenticationFailed",
+    )
+    .await;
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("OCSP response") && message.contains("more than the 60 s allowed"),
+        "{body}"
+    );
+    let (url, _) = net.admin(MUNICIPALITY);
+    let r = net.http.get(format!("{url}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("peers will refuse this gateway"), "{text}");
+
+    // With the responder back, the refresh loop fetches fresh responses and
+    // exchanges resume by themselves.
+    net.sandbox
+        .as_mut()
+        .unwrap()
+        .start_authority()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let r = net.r1(MUNICIPALITY, &muni, &persons).await;
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no recovery after 60 s: {}",
+            r.text().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    net.stop().await;
+}
+both_backends!(stale_ocsp_responses_are_refused_until_refreshed, stale_ocsp);

@@ -38,6 +38,34 @@ pub struct Net {
     dbs: Vec<TestDatabase>,
 }
 
+/// Ports for one network, below the kernel's ephemeral range. Ports the kernel picks
+/// for port 0 come from the same range as the local ports of outgoing connections, so
+/// a test that restarts a node could find its freed port taken by a connection; these
+/// cannot be. Each test process takes ports from its own block.
+fn unshared_ports() -> Ports {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const BLOCK: u16 = 400;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 10_000 + u16::try_from(std::process::id() % 48).unwrap() * BLOCK;
+    let take = || {
+        (0..BLOCK)
+            .map(|_| base + NEXT.fetch_add(1, Ordering::Relaxed) % BLOCK)
+            .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+            .expect("a free port in this process's block")
+    };
+    let mut ports = Ports::ephemeral();
+    ports.authority = take();
+    for i in 0..3 {
+        ports.client[i] = take();
+        ports.peer[i] = take();
+        ports.admin[i] = take();
+    }
+    ports.population_backend = take();
+    ports.tax_backend = take();
+    ports.diagnostics_backend = take();
+    ports
+}
+
 impl Net {
     /// Starts a network, or returns `None` for PostgreSQL when no server is configured.
     pub async fn start(backend: Backend) -> Option<Self> {
@@ -66,7 +94,7 @@ impl Net {
         };
         let clock = Clock::system();
         let mut options = SandboxOptions::new(dir.path().to_owned());
-        options.ports = Ports::ephemeral();
+        options.ports = unshared_ports();
         options.databases = databases;
         options.clock = clock.clone();
         // Tests do not need power-loss durability; crash durability stays.
@@ -216,6 +244,8 @@ pub struct RawPeer {
     >,
     pub signer: Arc<veksel_proto::jws::SoftwareSigner>,
     pub address: String,
+    /// The municipality gateway's current OCSP responses (authentication, signing).
+    pub staples: (Option<String>, Option<String>),
 }
 
 /// What a raw request should look like; tests change fields to break it.
@@ -228,6 +258,9 @@ pub struct RawRequest {
     pub signature: Option<String>,
     /// Leaves the signature out.
     pub unsigned: bool,
+    /// OCSP responses sent for the TLS and the signing certificate.
+    pub auth_staple: Option<String>,
+    pub signing_staple: Option<String>,
 }
 
 impl RawPeer {
@@ -243,6 +276,16 @@ impl RawPeer {
         let keys = veksel_gateway::KeyStore::load(&from.data_dir).unwrap();
         let member: veksel_id::MemberId = ORGS[from_org].member().parse().unwrap();
         let signer = keys.signer(&member).unwrap();
+        use veksel_proto::jws::Signer as _;
+        let from_gw = net.sandbox().gateway(from_org).unwrap();
+        let staple = |cert: Option<&Vec<u8>>| {
+            cert.and_then(|c| from_gw.ocsp.for_cert(c))
+                .map(|s| s.as_str().to_owned())
+        };
+        let staples = (
+            staple(keys.auth_chain.first()),
+            staple(signer.cert_chain().first()),
+        );
         let (chain, key) = match auth_override {
             Some((c, k)) => (c, k.rustls_key()),
             None => (keys.auth_chain.clone(), keys.auth_key.rustls_key()),
@@ -274,6 +317,7 @@ impl RawPeer {
             send,
             signer,
             address,
+            staples,
         })
     }
 
@@ -305,6 +349,8 @@ impl RawPeer {
             sent_body: None,
             signature: None,
             unsigned: false,
+            auth_staple: self.staples.0.clone(),
+            signing_staple: self.staples.1.clone(),
         }
     }
 
@@ -335,6 +381,14 @@ impl RawPeer {
             .header("veksel-consumer-gateway", d.consumer_gateway.to_string());
         for (k, v) in &d.headers {
             req = req.header(k.as_str(), v.as_str());
+        }
+        for (name, staple) in [
+            ("veksel-ocsp-auth", &r.auth_staple),
+            ("veksel-ocsp-signing", &r.signing_staple),
+        ] {
+            if let Some(s) = staple {
+                req = req.header(name, s.as_str());
+            }
         }
         let mut trailers = HeaderMap::new();
         if !r.unsigned {
