@@ -27,9 +27,15 @@ pub struct ConfState {
     /// Signing certificates already validated under this configuration.
     signers: std::sync::Mutex<std::collections::HashMap<(String, MemberId), CertInfo>>,
     /// OCSP responses already verified, by (response hash, certificate hash).
-    ocsp_checked:
-        std::sync::Mutex<std::collections::HashMap<(String, String), veksel_pki::ocsp::Checked>>,
+    ocsp_checked: std::sync::Mutex<OcspCache>,
+    /// The approved CAs' subject names (DER) and certificates, in configuration order.
+    ca_certs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Which approved CA issued the certificates seen under this configuration.
+    issuers: std::sync::Mutex<std::collections::HashMap<String, Option<usize>>>,
 }
+
+/// Verified OCSP responses, by (response hash, certificate hash).
+pub type OcspCache = std::collections::HashMap<(String, String), veksel_pki::ocsp::Checked>;
 
 /// Most validated signing certificates remembered per configuration version.
 const SIGNER_CACHE_LIMIT: usize = 10_000;
@@ -41,11 +47,47 @@ impl ConfState {
     }
 
     /// Verified OCSP responses (see [`crate::ocsp::check`]).
-    pub fn ocsp_cache(
-        &self,
-    ) -> &std::sync::Mutex<std::collections::HashMap<(String, String), veksel_pki::ocsp::Checked>>
-    {
+    pub fn ocsp_cache(&self) -> &std::sync::Mutex<OcspCache> {
         &self.ocsp_checked
+    }
+
+    /// The approved CA that issued a certificate (matched by issuer name), with its
+    /// certificate DER. Remembered per certificate: this runs for every message.
+    pub fn issuing_ca(
+        &self,
+        cert_der: &[u8],
+        cert_hash: &str,
+    ) -> Option<(&veksel_proto::conf::ApprovedCa, &[u8])> {
+        let cached = self
+            .issuers
+            .lock()
+            .ok()
+            .and_then(|m| m.get(cert_hash).copied());
+        let index = match cached {
+            Some(i) => i,
+            None => {
+                use x509_parser::prelude::FromDer;
+                let index = x509_parser::certificate::X509Certificate::from_der(cert_der)
+                    .ok()
+                    .and_then(|(_, cert)| {
+                        let issuer = cert.issuer().as_raw();
+                        self.ca_certs
+                            .iter()
+                            .position(|(subject, _)| subject == issuer)
+                    });
+                if let Ok(mut m) = self.issuers.lock() {
+                    if m.len() >= SIGNER_CACHE_LIMIT {
+                        m.clear();
+                    }
+                    m.insert(cert_hash.to_owned(), index);
+                }
+                index
+            }
+        }?;
+        Some((
+            self.conf().approved_cas.get(index)?,
+            self.ca_certs.get(index)?.1.as_slice(),
+        ))
     }
 
     /// Validates a member's signing certificate chain, remembering the result for
@@ -174,12 +216,31 @@ impl ConfClient {
         let conf = GlobalConf::verify(jws, &self.anchor_key, &self.anchor.instance)
             .map_err(|e| GatewayError::Config(e.to_string()))?;
         let roots = Roots::from_pems(conf.approved_cas.iter().map(|c| c.cert_pem.as_str()))?;
+        let mut ca_certs = Vec::with_capacity(conf.approved_cas.len());
+        for ca in &conf.approved_cas {
+            use x509_parser::prelude::FromDer;
+            let der = certs_from_pem(&ca.cert_pem)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    GatewayError::Config(format!("approved CA {} has no certificate", ca.name))
+                })?;
+            let subject = x509_parser::certificate::X509Certificate::from_der(&der)
+                .map_err(|e| GatewayError::Config(format!("approved CA {}: {e}", ca.name)))?
+                .1
+                .subject()
+                .as_raw()
+                .to_vec();
+            ca_certs.push((subject, der));
+        }
         Ok(ConfState {
             index: ConfIndex::new(conf),
             roots,
             jws: jws.to_owned(),
             signers: Default::default(),
             ocsp_checked: Default::default(),
+            ca_certs,
+            issuers: Default::default(),
         })
     }
 

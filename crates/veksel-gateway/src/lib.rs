@@ -510,12 +510,10 @@ pub async fn start(
         verifier.clone(),
     )
     .map_err(|e| GatewayError::Config(format!("TLS client: {e}")))?;
-    let server_tls = veksel_pki::tls::gateway_server_config(
-        &keys.auth_chain,
-        keys.auth_key.rustls_key(),
-        verifier,
-    )
-    .map_err(|e| GatewayError::Config(format!("TLS server: {e}")))?;
+    let peer_cert = veksel_pki::tls::StapledCert::new(&keys.auth_chain, keys.auth_key.rustls_key())
+        .map_err(|e| GatewayError::Config(format!("TLS server: {e}")))?;
+    let server_tls = veksel_pki::tls::gateway_server_config(peer_cert.clone(), verifier)
+        .map_err(|e| GatewayError::Config(format!("TLS server: {e}")))?;
     let mut backend_roots = Vec::new();
     for f in &config.backend_ca_files {
         backend_roots.extend(certs_from_pem(
@@ -530,7 +528,7 @@ pub async fn start(
         backends,
         metrics: metrics::Metrics::new(),
         stamper: stamper::Stamper::default(),
-        ocsp: ocsp::Staples::default(),
+        ocsp: ocsp::Staples::new(peer_cert),
         config: config.clone(),
         clock: clock.clone(),
         conf: conf.clone(),

@@ -126,25 +126,58 @@ fn frontier_from_row(size: i64, peaks: &[u8]) -> Result<Frontier, StoreError> {
         .ok_or_else(|| StoreError::Corrupt("log frontier does not fit the log size".into()))
 }
 
-/// Reads the current frontier inside a write transaction; on PostgreSQL the head row
-/// is locked, so nodes sharing the database append one batch at a time.
+/// What the message-log writer remembers of the head it last committed, so that a
+/// batch costs one statement for the head instead of four. With SQLite the writer is
+/// the only one appending, so its own frontier is current; with PostgreSQL several
+/// nodes may append, so the head is still read under a row lock every batch.
+#[derive(Debug, Default)]
+pub struct HeadCache {
+    frontier: Option<Frontier>,
+    head_row_exists: bool,
+    last_root_at: Option<i64>,
+}
+
+impl HeadCache {
+    /// Remembers the head of a committed batch.
+    pub fn committed(&mut self, frontier: Frontier, last_root_at: Option<i64>) {
+        self.frontier = Some(frontier);
+        self.head_row_exists = true;
+        self.last_root_at = last_root_at;
+    }
+
+    /// Forgets everything after a failed batch: the next one reads the database.
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// The current frontier inside a write transaction; on PostgreSQL the head row is
+/// locked, so nodes sharing the database append one batch at a time.
 pub async fn load_frontier(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: Backend,
+    cache: &HeadCache,
 ) -> Result<Frontier, StoreError> {
+    if backend == Backend::Sqlite
+        && let Some(f) = &cache.frontier
+    {
+        return Ok(f.clone());
+    }
     let sql = match backend {
         Backend::Postgres => "SELECT size, peaks FROM log_head WHERE id = 1 FOR UPDATE",
         Backend::Sqlite => "SELECT size, peaks FROM log_head WHERE id = 1",
     };
     // The head row exists before anyone locks it, so two nodes starting an empty log
     // cannot both begin at position 0.
-    sqlx::query(
-        "INSERT INTO log_head (id, size, root, peaks, updated_at) VALUES (1, 0, $1, $2, 0) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(veksel_merkle::empty_root().to_vec())
-    .bind(Vec::<u8>::new())
-    .execute(&mut **tx)
-    .await?;
+    if !cache.head_row_exists {
+        sqlx::query(
+            "INSERT INTO log_head (id, size, root, peaks, updated_at) VALUES (1, 0, $1, $2, 0) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(veksel_merkle::empty_root().to_vec())
+        .bind(Vec::<u8>::new())
+        .execute(&mut **tx)
+        .await?;
+    }
     let (size, peaks): (i64, Vec<u8>) = sqlx::query_as(sql).fetch_one(&mut **tx).await?;
     frontier_from_row(size, &peaks)
 }
@@ -153,12 +186,13 @@ pub async fn load_frontier(
 const ROOT_INTERVAL_MS: i64 = 1000;
 
 /// Stores the head, and the root of this batch if the last kept root is older than
-/// [`ROOT_INTERVAL_MS`].
+/// [`ROOT_INTERVAL_MS`]. Returns when the last root was kept.
 pub async fn store_head(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     f: &Frontier,
     now_ms: i64,
-) -> Result<(), StoreError> {
+    cache: &HeadCache,
+) -> Result<Option<i64>, StoreError> {
     let size = i64::try_from(f.size()).unwrap_or(i64::MAX);
     let root = f.root().to_vec();
     sqlx::query(
@@ -172,19 +206,23 @@ pub async fn store_head(
     .bind(now_ms)
     .execute(&mut **tx)
     .await?;
-    let last: Option<(i64,)> =
-        sqlx::query_as("SELECT at FROM log_roots ORDER BY size DESC LIMIT 1")
+    let last = match cache.last_root_at {
+        Some(at) => Some(at),
+        None => sqlx::query_as::<_, (i64,)>("SELECT at FROM log_roots ORDER BY size DESC LIMIT 1")
             .fetch_optional(&mut **tx)
-            .await?;
-    if last.is_none_or(|(at,)| now_ms - at >= ROOT_INTERVAL_MS) {
+            .await?
+            .map(|(at,)| at),
+    };
+    if last.is_none_or(|at| now_ms - at >= ROOT_INTERVAL_MS) {
         sqlx::query("INSERT INTO log_roots (size, root, at) VALUES ($1, $2, $3) ON CONFLICT (size) DO NOTHING")
             .bind(size)
             .bind(root)
             .bind(now_ms)
             .execute(&mut **tx)
             .await?;
+        return Ok(Some(now_ms));
     }
-    Ok(())
+    Ok(last)
 }
 
 /// The columns [`leaf_from_row`] reads, in its order.

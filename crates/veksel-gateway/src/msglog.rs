@@ -194,6 +194,7 @@ impl LogWriter {
 
 async fn write_loop(db: Db, mut rx: mpsc::Receiver<Op>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut head = merklelog::HeadCache::default();
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -202,7 +203,7 @@ async fn write_loop(db: Db, mut rx: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        let outcome = write_batch(&db, &batch).await;
+        let outcome = write_batch(&db, &batch, &mut head).await;
         for (op, result) in batch.drain(..).zip(outcome) {
             match op {
                 Op::Message(_, reply) => {
@@ -224,14 +225,35 @@ async fn write_loop(db: Db, mut rx: mpsc::Receiver<Op>) {
 /// Writes a batch in one transaction and returns one result per operation. If the
 /// commit fails, every operation in the batch fails: nothing is acknowledged that
 /// is not stored.
-async fn write_batch(db: &Db, batch: &[Op]) -> Vec<Result<bool, String>> {
-    let n = batch.len();
-    let fail_all = |e: &dyn std::fmt::Display| vec![Err(format!("message log database: {e}")); n];
-    let mut tx = match db.pool().begin().await {
-        Ok(tx) => tx,
-        Err(e) => return fail_all(&e),
-    };
-    let mut results = Vec::with_capacity(n);
+async fn write_batch(
+    db: &Db,
+    batch: &[Op],
+    head: &mut merklelog::HeadCache,
+) -> Vec<Result<bool, String>> {
+    match try_write_batch(db, batch, head).await {
+        Ok((results, Some((frontier, root_at)))) => {
+            head.committed(frontier, root_at);
+            results
+        }
+        Ok((results, None)) => results,
+        Err(e) => {
+            // The transaction rolled back: the frontier it advanced is not the head.
+            head.reset();
+            vec![Err(format!("message log database: {e}")); batch.len()]
+        }
+    }
+}
+
+/// One result per operation, and the new head if messages were appended.
+type BatchOutcome = (Vec<Result<bool, String>>, Option<(Frontier, Option<i64>)>);
+
+async fn try_write_batch(
+    db: &Db,
+    batch: &[Op],
+    head: &merklelog::HeadCache,
+) -> Result<BatchOutcome, String> {
+    let mut tx = db.pool().begin().await.map_err(|e| e.to_string())?;
+    let mut results = Vec::with_capacity(batch.len());
     // Loaded at the first message of the batch: each message becomes the next leaf.
     let mut frontier: Option<Frontier> = None;
     let mut last_logged = 0;
@@ -239,12 +261,15 @@ async fn write_batch(db: &Db, batch: &[Op]) -> Vec<Result<bool, String>> {
         let r = match op {
             Op::Message(m, _) => {
                 if frontier.is_none() {
-                    match merklelog::load_frontier(&mut tx, db.backend()).await {
-                        Ok(f) => frontier = Some(f),
-                        Err(e) => return fail_all(&e),
-                    }
+                    frontier = Some(
+                        merklelog::load_frontier(&mut tx, db.backend(), head)
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    );
                 }
-                let Some(f) = frontier.as_mut() else { return fail_all(&"no log frontier") };
+                let Some(f) = frontier.as_mut() else {
+                    return Err("no log frontier".into());
+                };
                 let leaf = LeafRecord::from_message(i64::try_from(f.size()).unwrap_or(i64::MAX), m);
                 let hash = leaf.hash();
                 last_logged = last_logged.max(m.logged_at);
@@ -262,23 +287,20 @@ async fn write_batch(db: &Db, batch: &[Op]) -> Vec<Result<bool, String>> {
             .await
             .map(|d| d.rows_affected() == 1),
         };
-        match r {
-            Ok(v) => results.push(Ok(v)),
-            Err(e) => {
-                // A failed statement poisons a PostgreSQL transaction; fail the batch.
-                return fail_all(&e);
-            }
+        // A failed statement poisons a PostgreSQL transaction; fail the batch.
+        results.push(Ok(r.map_err(|e| e.to_string())?));
+    }
+    let new_head = match frontier {
+        Some(f) => {
+            let root_at = merklelog::store_head(&mut tx, &f, last_logged, head)
+                .await
+                .map_err(|e| e.to_string())?;
+            Some((f, root_at))
         }
-    }
-    if let Some(f) = &frontier
-        && let Err(e) = merklelog::store_head(&mut tx, f, last_logged).await
-    {
-        return fail_all(&e);
-    }
-    match tx.commit().await {
-        Ok(()) => results,
-        Err(e) => fail_all(&e),
-    }
+        None => None,
+    };
+    tx.commit().await.map_err(|e| e.to_string())?;
+    Ok((results, new_head))
 }
 
 async fn insert_message(

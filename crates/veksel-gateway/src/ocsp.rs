@@ -17,8 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use veksel_pki::ocsp::{self, Status};
-use veksel_proto::conf::ApprovedCa;
-use x509_parser::prelude::FromDer;
+use veksel_pki::tls::StapledCert;
 
 /// Header with the OCSP response for the sender's TLS (authentication) certificate.
 pub const VEKSEL_OCSP_AUTH: &str = "veksel-ocsp-auth";
@@ -29,13 +28,25 @@ pub const VEKSEL_OCSP_SIGNING: &str = "veksel-ocsp-signing";
 const MAX_STAPLE_BYTES: usize = 16 * 1024;
 
 /// This gateway's current OCSP responses, by certificate SHA-256.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Staples {
     map: Mutex<HashMap<String, Arc<String>>>,
     last_error: Mutex<Option<String>>,
+    /// The gateway-to-gateway server certificate, which also staples its response in
+    /// the TLS handshake for standard TLS tooling.
+    tls_cert: Arc<StapledCert>,
 }
 
 impl Staples {
+    /// No responses yet; `tls_cert` is the peer listener's certificate.
+    pub fn new(tls_cert: Arc<StapledCert>) -> Self {
+        Self {
+            map: Mutex::default(),
+            last_error: Mutex::default(),
+            tls_cert,
+        }
+    }
+
     /// The base64 response to send with a certificate, if there is one.
     pub fn for_cert(&self, cert_der: &[u8]) -> Option<Arc<String>> {
         let key = veksel_pki::sha256_hex(cert_der);
@@ -54,20 +65,6 @@ impl Staples {
     }
 }
 
-/// The approved CA that issued `cert_der` (by issuer name), if any.
-fn issuer<'c>(conf: &'c ConfState, cert_der: &[u8]) -> Option<(&'c ApprovedCa, Vec<u8>)> {
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der).ok()?;
-    let issuer_raw = cert.issuer().as_raw().to_vec();
-    conf.conf().approved_cas.iter().find_map(|ca| {
-        let der = veksel_pki::certs_from_pem(&ca.cert_pem)
-            .ok()?
-            .into_iter()
-            .next()?;
-        let (_, c) = x509_parser::certificate::X509Certificate::from_der(&der).ok()?;
-        (c.subject().as_raw() == issuer_raw.as_slice()).then(|| (ca, der.clone()))
-    })
-}
-
 /// Fetches fresh responses for this gateway's own certificates.
 pub async fn refresh(gw: &Gateway) -> Result<(), String> {
     let conf = gw
@@ -81,11 +78,9 @@ pub async fn refresh(gw: &Gateway) -> Result<(), String> {
     }
     let mut errors = Vec::new();
     for cert in own {
-        let Some((ca, ca_der)) = issuer(&conf, &cert) else {
-            errors.push(format!(
-                "certificate {} is not from an approved CA",
-                veksel_pki::sha256_hex(&cert)
-            ));
+        let hash = veksel_pki::sha256_hex(&cert);
+        let Some((ca, ca_der)) = conf.issuing_ca(&cert, &hash) else {
+            errors.push(format!("certificate {hash} is not from an approved CA"));
             continue;
         };
         let Some(url) = &ca.ocsp_url else { continue };
@@ -93,12 +88,17 @@ pub async fn refresh(gw: &Gateway) -> Result<(), String> {
             gw,
             url,
             &cert,
-            &ca_der,
+            ca_der,
             conf.conf().settings.ocsp_freshness_secs,
         )
         .await
         {
-            Ok(b64) => gw.ocsp.set(&cert, b64),
+            Ok(der) => {
+                if gw.keys.auth_chain.first() == Some(&cert) {
+                    gw.ocsp.tls_cert.set_ocsp(der.clone());
+                }
+                gw.ocsp.set(&cert, STANDARD.encode(&der));
+            }
             Err(e) => errors.push(format!("{}: {e}", veksel_pki::sha256_hex(&cert))),
         }
     }
@@ -119,7 +119,7 @@ async fn fetch(
     cert: &[u8],
     ca: &[u8],
     freshness: u64,
-) -> Result<String, String> {
+) -> Result<Vec<u8>, String> {
     let req = ocsp::request(cert, ca).map_err(|e| e.to_string())?;
     let body = gw
         .conf
@@ -128,7 +128,7 @@ async fn fetch(
     let checked = ocsp::verify_response(&body, cert, ca, gw.clock.now_secs(), freshness)
         .map_err(|e| e.to_string())?;
     match checked.status {
-        Status::Good => Ok(STANDARD.encode(&body)),
+        Status::Good => Ok(body.to_vec()),
         Status::Revoked(_) => Err("the certificate has been revoked".into()),
         Status::Unknown => Err("the responder does not know the certificate".into()),
     }
@@ -164,7 +164,8 @@ pub fn check(
     now_secs: u64,
 ) -> Result<(), String> {
     let hash = veksel_pki::sha256_hex(cert_der);
-    let (ca, ca_der) = issuer(conf, cert_der)
+    let (ca, ca_der) = conf
+        .issuing_ca(cert_der, &hash)
         .ok_or_else(|| format!("certificate {hash} is not from an approved CA"))?;
     if ca.ocsp_url.is_none() {
         return Ok(());
@@ -187,7 +188,7 @@ pub fn check(
             let der = STANDARD
                 .decode(staple)
                 .map_err(|_| "the OCSP response is not base64".to_owned())?;
-            let c = ocsp::verify_response(&der, cert_der, &ca_der, now_secs, freshness)
+            let c = ocsp::verify_response(&der, cert_der, ca_der, now_secs, freshness)
                 .map_err(|e| format!("certificate {hash}: {e}"))?;
             if let Ok(mut m) = conf.ocsp_cache().lock() {
                 if m.len() > 10_000 {

@@ -8,6 +8,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{
     ClientConfig, DigitallySignedStruct, DistinguishedName, Error as TlsError, ServerConfig,
     SignatureScheme,
@@ -193,16 +195,56 @@ fn cert_chain(chain: &[Vec<u8>]) -> Vec<CertificateDer<'static>> {
         .collect()
 }
 
-/// Server side between gateways: TLS 1.3 only, client certificate required, HTTP/2.
+/// A server certificate whose stapled OCSP response (RFC 6066 `status_request`,
+/// carried in the TLS 1.3 Certificate message) can be replaced while serving.
+#[derive(Debug)]
+pub struct StapledCert {
+    current: std::sync::RwLock<Arc<CertifiedKey>>,
+}
+
+impl StapledCert {
+    /// The certificate chain and its key, with no OCSP response yet.
+    pub fn new(chain: &[Vec<u8>], key: PrivateKeyDer<'static>) -> Result<Arc<Self>, TlsError> {
+        let signing_key = provider().key_provider.load_private_key(key)?;
+        Ok(Arc::new(Self {
+            current: std::sync::RwLock::new(Arc::new(CertifiedKey::new(
+                cert_chain(chain),
+                signing_key,
+            ))),
+        }))
+    }
+
+    /// Staples `ocsp_der` to every handshake from now on.
+    pub fn set_ocsp(&self, ocsp_der: Vec<u8>) {
+        if let Ok(mut current) = self.current.write() {
+            let mut next = CertifiedKey::clone(&current);
+            next.ocsp = Some(ocsp_der);
+            *current = Arc::new(next);
+        }
+    }
+
+    /// The OCSP response stapled now, if any.
+    pub fn ocsp(&self) -> Option<Vec<u8>> {
+        self.current.read().ok().and_then(|c| c.ocsp.clone())
+    }
+}
+
+impl ResolvesServerCert for StapledCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|c| Arc::clone(&c))
+    }
+}
+
+/// Server side between gateways: TLS 1.3 only, client certificate required, HTTP/2,
+/// the certificate's current OCSP response stapled.
 pub fn gateway_server_config(
-    chain: &[Vec<u8>],
-    key: PrivateKeyDer<'static>,
+    cert: Arc<StapledCert>,
     verifier: Arc<GatewayPeerVerifier>,
 ) -> Result<ServerConfig, TlsError> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(cert_chain(chain), key)?;
+        .with_cert_resolver(cert);
     cfg.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(cfg)
 }

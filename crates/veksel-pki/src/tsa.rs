@@ -37,6 +37,8 @@ const ID_SIGNING_CERTIFICATE_V2: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.47");
 /// SHA-256.
 const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
+const ID_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
+const ID_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.3");
 /// ecdsa-with-SHA256.
 const ID_ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 
@@ -178,9 +180,15 @@ impl TimeStampAuthority {
             return Err(Refusal::BadRequest);
         }
         let req = TimeStampReq::from_der(request_der).map_err(|_| Refusal::BadRequest)?;
-        if req.message_imprint.hash_algorithm.oid != ID_SHA256
-            || req.message_imprint.hashed_message.as_bytes().len() != 32
-        {
+        // The TSA only echoes the imprint, so any SHA-2 size is as safe to stamp as
+        // SHA-256; outside clients (rfc3161-client defaults to SHA-512) need them.
+        let expected_len = match req.message_imprint.hash_algorithm.oid {
+            ID_SHA256 => 32,
+            ID_SHA384 => 48,
+            ID_SHA512 => 64,
+            _ => return Err(Refusal::BadAlgorithm),
+        };
+        if req.message_imprint.hashed_message.as_bytes().len() != expected_len {
             return Err(Refusal::BadAlgorithm);
         }
         if req.req_policy.is_some_and(|p| p != self.policy) {

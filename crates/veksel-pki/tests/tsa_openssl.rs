@@ -167,3 +167,124 @@ fn openssl_verifies_time_stamp_tokens() {
     assert!(tsa::token_from_response(&reply).is_err());
     assert!(tsa::token_from_response(&authority.respond(b"garbage", 0, &[1])).is_err());
 }
+
+/// A Python with rfc3161-client (Trail of Bits' independent RFC 3161 verifier, on
+/// PyPI): the system one if it has the package, otherwise a virtualenv made once in
+/// the target directory.
+fn python_with_rfc3161_client() -> std::path::PathBuf {
+    let has = |python: &std::path::Path| {
+        Command::new(python)
+            .args(["-c", "import rfc3161_client"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let system = std::path::PathBuf::from("python3");
+    if has(&system) {
+        return system;
+    }
+    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-rfc3161-client");
+    let python = venv.join("bin").join("python3");
+    if !has(&python) {
+        let out = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .output()
+            .expect("python3 is installed");
+        assert!(out.status.success(), "python3 -m venv: {out:?}");
+        let out = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "rfc3161-client==1.0.9"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "installing rfc3161-client from PyPI failed (needs network once): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    python
+}
+
+const RFC3161_CLIENT_SCRIPT: &str = r#"
+import sys
+from cryptography import x509
+from rfc3161_client import HashAlgorithm, TimestampRequestBuilder, VerifierBuilder
+from rfc3161_client import decode_timestamp_response
+from rfc3161_client.tsp import TimeStampRequest
+
+step, d = sys.argv[1], sys.argv[2]
+data = open(f"{d}/data", "rb").read()
+if step == "request":
+    alg = {"sha256": HashAlgorithm.SHA256, "sha512": HashAlgorithm.SHA512}[sys.argv[3]]
+    req = TimestampRequestBuilder().data(data).hash_algorithm(alg).nonce(nonce=True).cert_request(cert_request=True).build()
+    open(f"{d}/py.tsq", "wb").write(req.as_bytes())
+else:
+    from rfc3161_client import _rust
+    req = _rust.parse_timestamp_request(open(f"{d}/py.tsq", "rb").read())
+    resp = decode_timestamp_response(open(f"{d}/py.tsr", "rb").read())
+    root = x509.load_pem_x509_certificate(open(f"{d}/ca.pem", "rb").read())
+    tsa = x509.load_pem_x509_certificate(open(f"{d}/tsa.pem", "rb").read())
+    verifier = VerifierBuilder.from_request(req).tsa_certificate(tsa).add_root_certificate(root).build()
+    try:
+        verifier.verify_message(resp, data)
+    except Exception as e:
+        print(f"REFUSED {type(e).__name__}: {e}")
+        sys.exit(1)
+    print("VERIFIED", resp.tst_info.gen_time.isoformat())
+"#;
+
+#[test]
+fn rfc3161_client_verifies_time_stamp_tokens() {
+    let python = python_with_rfc3161_client();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let now = OffsetDateTime::now_utc();
+    let ca = CertificateAuthority::create("veksel test CA", now, Duration::days(3650)).unwrap();
+    std::fs::write(p("ca.pem"), ca.cert_pem()).unwrap();
+    let key = KeyFile::generate().unwrap();
+    let cert = ca
+        .issue_from_csr(
+            &make_csr(&key, "tsa").unwrap(),
+            &Profile::TimeStamping {
+                name: "veksel test TSA".into(),
+            },
+            now,
+            Duration::days(365),
+        )
+        .unwrap();
+    std::fs::write(p("tsa.pem"), certs_to_pem(std::slice::from_ref(&cert))).unwrap();
+    let authority = TimeStampAuthority::new(key, cert, tsa::VEKSEL_TSA_POLICY).unwrap();
+    std::fs::write(p("script.py"), RFC3161_CLIENT_SCRIPT).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(&python)
+            .arg(p("script.py"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let d = dir.path().to_str().unwrap();
+    for alg in ["sha256", "sha512"] {
+        std::fs::write(p("data"), b"the Merkle root of a message log").unwrap();
+        let (ok, out) = run(&["request", d, alg]);
+        assert!(ok, "{out}");
+        let reply = authority.respond(
+            &std::fs::read(p("py.tsq")).unwrap(),
+            now.unix_timestamp() as u64,
+            &[0x07, 0x11],
+        );
+        std::fs::write(p("py.tsr"), &reply).unwrap();
+        let (ok, out) = run(&["verify", d]);
+        assert!(ok && out.contains("VERIFIED"), "{alg}: {out}");
+        // The same token over other data is refused by the independent verifier.
+        std::fs::write(p("data"), b"another root").unwrap();
+        let (ok, out) = run(&["verify", d]);
+        assert!(!ok && out.contains("REFUSED"), "{alg}: {out}");
+    }
+}

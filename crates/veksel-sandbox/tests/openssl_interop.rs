@@ -1,6 +1,7 @@
 //! Independent tools accept what the network produces: `openssl verify` the issued
 //! certificates, `openssl dgst` the ES256 JWS of the global configuration and of the
-//! message log. Keys on disk are private to their owner.
+//! message log, `openssl s_client -status` the TLS handshake with its stapled OCSP
+//! response. Keys on disk are private to their owner.
 
 mod common;
 
@@ -215,6 +216,35 @@ async fn openssl_accepts_certificates_and_signatures() {
             ok,
             "the signer's certificate chains to the authority CA: {out}"
         );
+    }
+
+    // The gateway-to-gateway listener staples its OCSP response in the TLS 1.3
+    // handshake (status_request), as `openssl s_client -status` shows.
+    let muni_dir = root.join(ORGS[MUNICIPALITY].slug);
+    let (ok, out) = openssl(&[
+        "s_client",
+        "-connect",
+        &net.sandbox().info.gateways[TAX].peer_address,
+        "-tls1_3",
+        "-status",
+        "-CAfile",
+        path(&ca),
+        "-verify_return_error",
+        "-cert",
+        path(&muni_dir.join("auth.pem")),
+        "-key",
+        path(&muni_dir.join("auth.key")),
+        "-alpn",
+        "h2",
+    ]);
+    assert!(ok, "{out}");
+    for expected in [
+        "OCSP Response Status: successful",
+        "Cert Status: good",
+        "Verify return code: 0 (ok)",
+        "TLSv1.3",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
     net.stop().await;
 }
