@@ -29,13 +29,13 @@ fn sha256(data: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-#[test]
-fn openssl_verifies_time_stamp_tokens() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = |n: &str| dir.path().join(n).display().to_string();
-    let now = OffsetDateTime::now_utc();
+/// A CA and a TSA certificate it issued, written to `ca.pem` and `tsa.pem` in `dir`.
+fn test_tsa(
+    dir: &std::path::Path,
+    now: OffsetDateTime,
+) -> (CertificateAuthority, KeyFile, Vec<u8>) {
     let ca = CertificateAuthority::create("veksel test CA", now, Duration::days(3650)).unwrap();
-    std::fs::write(p("ca.pem"), ca.cert_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).unwrap();
     let key = KeyFile::generate().unwrap();
     let cert = ca
         .issue_from_csr(
@@ -47,7 +47,20 @@ fn openssl_verifies_time_stamp_tokens() {
             Duration::days(365),
         )
         .unwrap();
-    std::fs::write(p("tsa.pem"), certs_to_pem(std::slice::from_ref(&cert))).unwrap();
+    std::fs::write(
+        dir.join("tsa.pem"),
+        certs_to_pem(std::slice::from_ref(&cert)),
+    )
+    .unwrap();
+    (ca, key, cert)
+}
+
+#[test]
+fn openssl_verifies_time_stamp_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let now = OffsetDateTime::now_utc();
+    let (ca, key, cert) = test_tsa(dir.path(), now);
     let (ok, out) = openssl(&[
         "x509",
         "-in",
@@ -238,20 +251,7 @@ fn rfc3161_client_verifies_time_stamp_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
     let now = OffsetDateTime::now_utc();
-    let ca = CertificateAuthority::create("veksel test CA", now, Duration::days(3650)).unwrap();
-    std::fs::write(p("ca.pem"), ca.cert_pem()).unwrap();
-    let key = KeyFile::generate().unwrap();
-    let cert = ca
-        .issue_from_csr(
-            &make_csr(&key, "tsa").unwrap(),
-            &Profile::TimeStamping {
-                name: "veksel test TSA".into(),
-            },
-            now,
-            Duration::days(365),
-        )
-        .unwrap();
-    std::fs::write(p("tsa.pem"), certs_to_pem(std::slice::from_ref(&cert))).unwrap();
+    let (ca, key, cert) = test_tsa(dir.path(), now);
     let authority = TimeStampAuthority::new(key, cert, tsa::VEKSEL_TSA_POLICY).unwrap();
     std::fs::write(p("script.py"), RFC3161_CLIENT_SCRIPT).unwrap();
     let run = |args: &[&str]| {
