@@ -251,7 +251,7 @@ fn rfc3161_client_verifies_time_stamp_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
     let now = OffsetDateTime::now_utc();
-    let (ca, key, cert) = test_tsa(dir.path(), now);
+    let (_ca, key, cert) = test_tsa(dir.path(), now);
     let authority = TimeStampAuthority::new(key, cert, tsa::VEKSEL_TSA_POLICY).unwrap();
     std::fs::write(p("script.py"), RFC3161_CLIENT_SCRIPT).unwrap();
     let run = |args: &[&str]| {
