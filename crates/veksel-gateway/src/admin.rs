@@ -360,7 +360,7 @@ async fn evidence_bundle(
         .conf
         .latest()
         .ok_or_else(|| ApiError::internal("no global configuration"))?;
-    match crate::evidence::export(&gw.db, gw.id(), &id, &q.side, &conf.jws).await {
+    match crate::evidence::export(&gw.db, &gw.archive_dir, gw.id(), &id, &q.side, &conf.jws).await {
         Ok(b) => Ok(Json(b)),
         Err(crate::evidence::ExportError::NotFound { .. }) => Err(ApiError::not_found(format!(
             "no {} record of request {id}",
@@ -472,6 +472,9 @@ pub fn readiness_warnings(gw: &Gateway) -> Vec<String> {
     }
     if let Some(e) = gw.ocsp.last_error() {
         warnings.push(format!("the last OCSP refresh failed: {e}"));
+    }
+    if let Some(e) = gw.archive_error.lock().ok().and_then(|e| e.clone()) {
+        warnings.push(format!("the last message-log archiving round failed: {e}"));
     }
     warnings
 }

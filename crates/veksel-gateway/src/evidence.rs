@@ -85,23 +85,40 @@ fn b64(h: &[u8]) -> String {
 /// Exports the bundle of one exchange from a gateway's database.
 pub async fn export(
     db: &Db,
+    archive_dir: &std::path::Path,
     gateway: &veksel_id::GatewayId,
     request_id: &str,
     side: &str,
     conf_jws: &str,
 ) -> Result<Bundle, ExportError> {
+    let not_found = || ExportError::NotFound {
+        request_id: request_id.to_owned(),
+        side: side.to_owned(),
+    };
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {LEAF_COLUMNS} FROM message_log WHERE request_id = $1 AND side = $2 AND seq IS NOT NULL"
     )))
     .bind(request_id)
     .bind(side)
     .fetch_optional(db.pool())
-    .await?
-    .ok_or_else(|| ExportError::NotFound {
-        request_id: request_id.to_owned(),
-        side: side.to_owned(),
-    })?;
-    let (record, _) = merklelog::leaf_from_row(&row)?;
+    .await?;
+    let record = match row {
+        Some(row) => merklelog::leaf_from_row(&row)?.0,
+        None => {
+            // Archived: the database still knows its position; the file has the record.
+            let seq: (i64,) =
+                sqlx::query_as("SELECT seq FROM log_leaves WHERE request_id = $1 AND side = $2")
+                    .bind(request_id)
+                    .bind(side)
+                    .fetch_optional(db.pool())
+                    .await?
+                    .ok_or_else(not_found)?;
+            crate::archive::find_record(db, archive_dir, seq.0)
+                .await
+                .map_err(|e| ExportError::Corrupt(e.to_string()))?
+                .ok_or_else(not_found)?
+        }
+    };
     let stamp: Option<(i64, Vec<u8>, Vec<u8>)> = sqlx::query_as(
         "SELECT size, root, token FROM log_stamps WHERE size > $1 ORDER BY size LIMIT 1",
     )
@@ -111,7 +128,9 @@ pub async fn export(
     let (size, root, token) = stamp.ok_or(ExportError::NotStamped { seq: record.seq })?;
     // The proof needs the leaf hashes up to the stamped size; they are read in order.
     let rows = sqlx::query(
-        "SELECT leaf_hash FROM message_log WHERE seq IS NOT NULL AND seq < $1 ORDER BY seq",
+        "SELECT leaf_hash FROM (SELECT seq, leaf_hash FROM log_leaves WHERE seq < $1
+           UNION ALL SELECT seq, leaf_hash FROM message_log WHERE seq IS NOT NULL AND seq < $1) AS t
+         ORDER BY seq",
     )
     .bind(size)
     .fetch_all(db.pool())
@@ -159,6 +178,22 @@ pub async fn export(
     })
 }
 
+/// A signed global configuration checked against the network's anchor (its signature,
+/// not its validity period: evidence outlives configurations), with its approved CAs.
+pub fn network_conf(jws: &str, anchor: &Anchor) -> Result<(GlobalConf, Roots), String> {
+    let conf_cert = veksel_pki::certs_from_pem(&anchor.conf_signing_cert_pem)
+        .map_err(|e| format!("anchor: {e}"))?;
+    let conf_key =
+        veksel_pki::CertInfo::parse(conf_cert.first().ok_or("anchor has no certificate")?)
+            .map_err(|e| format!("anchor: {e}"))?
+            .public_key;
+    let conf = GlobalConf::verify(jws, &conf_key, &anchor.instance)
+        .map_err(|e| format!("global configuration: {e}"))?;
+    let roots = Roots::from_pems(conf.approved_cas.iter().map(|c| c.cert_pem.as_str()))
+        .map_err(|e| format!("approved CAs: {e}"))?;
+    Ok((conf, roots))
+}
+
 /// What a bundle proves, once verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proven {
@@ -197,16 +232,8 @@ pub fn verify(bundle: &Bundle, anchor: &Anchor) -> Result<Proven, String> {
         return Err(format!("unknown bundle format {:?}", bundle.format));
     }
     // 1. The configuration is the network's: signed with the anchor's key.
-    let conf_cert = veksel_pki::certs_from_pem(&anchor.conf_signing_cert_pem)
-        .map_err(|e| format!("anchor: {e}"))?;
-    let conf_key =
-        veksel_pki::CertInfo::parse(conf_cert.first().ok_or("anchor has no certificate")?)
-            .map_err(|e| format!("anchor: {e}"))?
-            .public_key;
-    let conf = GlobalConf::verify(&bundle.global_configuration, &conf_key, &anchor.instance)
-        .map_err(|e| format!("step 1, global configuration: {e}"))?;
-    let roots = Roots::from_pems(conf.approved_cas.iter().map(|c| c.cert_pem.as_str()))
-        .map_err(|e| format!("step 1, approved CAs: {e}"))?;
+    let (conf, roots) =
+        network_conf(&bundle.global_configuration, anchor).map_err(|e| format!("step 1, {e}"))?;
 
     // 2. The record is a leaf of the stamped tree.
     let record = &bundle.record;

@@ -15,6 +15,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
+pub mod archive;
 pub mod body;
 pub mod client_proxy;
 pub mod clients;
@@ -108,6 +109,36 @@ pub struct GatewayConfig {
     /// What to do beyond the limit.
     #[serde(default)]
     pub stamp_failure_mode: stamper::StampFailureMode,
+    /// Message-log records older than this move from the database into archive files,
+    /// seconds (X-Road keeps 30 days); 0 keeps every record in the database.
+    #[serde(default = "default_archive_after")]
+    pub archive_after_secs: u64,
+    /// Where archive files go; `archive` in the data directory when absent.
+    #[serde(default)]
+    pub archive_dir: Option<PathBuf>,
+    /// How often the archiver looks for old records, seconds.
+    #[serde(default = "default_archive_interval")]
+    pub archive_interval_secs: u64,
+    /// Most records per archive file.
+    #[serde(default = "default_archive_max_records")]
+    pub archive_max_records: u64,
+    /// Operational-monitoring records are deleted after this many seconds (X-Road
+    /// keeps 7 days); 0 keeps them.
+    #[serde(default = "default_op_monitoring_keep")]
+    pub op_monitoring_keep_secs: u64,
+}
+
+fn default_archive_after() -> u64 {
+    30 * 86_400
+}
+fn default_archive_interval() -> u64 {
+    3600
+}
+fn default_archive_max_records() -> u64 {
+    100_000
+}
+fn default_op_monitoring_keep() -> u64 {
+    7 * 86_400
 }
 
 fn default_stamp_interval() -> u64 {
@@ -153,7 +184,19 @@ impl GatewayConfig {
             stamp_interval_secs: default_stamp_interval(),
             stamp_failure_limit_secs: default_stamp_failure_limit(),
             stamp_failure_mode: stamper::StampFailureMode::default(),
+            archive_after_secs: default_archive_after(),
+            archive_dir: None,
+            archive_interval_secs: default_archive_interval(),
+            archive_max_records: default_archive_max_records(),
+            op_monitoring_keep_secs: default_op_monitoring_keep(),
         }
+    }
+
+    /// The archive directory for a gateway in `data_dir`.
+    pub fn archive_dir(&self, data_dir: &Path) -> PathBuf {
+        self.archive_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("archive"))
     }
 }
 
@@ -398,6 +441,10 @@ pub struct Gateway {
     pub stamper: stamper::Stamper,
     /// This gateway's OCSP responses.
     pub ocsp: ocsp::Staples,
+    /// Where message-log archives go.
+    pub archive_dir: PathBuf,
+    /// The last archiving error, if the last round failed.
+    pub archive_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Gateway {
@@ -529,6 +576,8 @@ pub async fn start(
         metrics: metrics::Metrics::new(),
         stamper: stamper::Stamper::default(),
         ocsp: ocsp::Staples::new(peer_cert),
+        archive_dir: config.archive_dir(dir),
+        archive_error: std::sync::Mutex::new(None),
         config: config.clone(),
         clock: clock.clone(),
         conf: conf.clone(),
@@ -602,6 +651,7 @@ pub async fn start(
     let poll_task = tokio::spawn(conf.clone().poll_loop());
     let stamp_task = tokio::spawn(stamper::stamp_loop(gateway.clone()));
     let ocsp_task = tokio::spawn(ocsp::refresh_loop(gateway.clone()));
+    let archive_task = tokio::spawn(archive::archive_loop(gateway.clone()));
     let janitor = tokio::spawn(msglog::replay_guard_janitor(db.clone(), clock.clone()));
     let sc = serverconf.clone();
     let reload = tokio::spawn(async move {
@@ -628,6 +678,7 @@ pub async fn start(
             poll_task,
             stamp_task,
             ocsp_task,
+            archive_task,
             janitor,
             reload,
             writer_task,
@@ -650,9 +701,41 @@ pub async fn verify_log(
     .ok()
     .and_then(|c| c.latest())
     .map(|s| s.roots.clone());
-    let result = merklelog::verify(&db, &stamper::origin(&config.id), roots.as_ref()).await;
+    let result = merklelog::verify(
+        &db,
+        &config.archive_dir(dir),
+        &stamper::origin(&config.id),
+        roots.as_ref(),
+    )
+    .await;
     db.close().await;
     Ok(result)
+}
+
+/// A gateway's configuration, database and cached signed global configuration, for
+/// commands that work on its data directory.
+async fn open_offline(dir: &Path) -> Result<(GatewayConfig, Db, String), GatewayError> {
+    let config = read_config(dir)?;
+    let conf = std::fs::read_to_string(dir.join(files::CONF_CACHE))
+        .map_err(|e| GatewayError::Config(format!("no cached global configuration: {e}")))?;
+    let db = open_db(dir, &config).await?;
+    Ok((config, db, conf))
+}
+
+/// Runs one retention round on a gateway's data directory (the gateway may be running:
+/// archiving does not touch the log head).
+pub async fn archive_log(dir: &Path) -> Result<Vec<archive::Archived>, GatewayError> {
+    let (config, db, conf) = open_offline(dir).await?;
+    let result = archive::round(
+        &db,
+        &config.archive_dir(dir),
+        &config,
+        &conf,
+        Clock::system().now_ms(),
+    )
+    .await;
+    db.close().await;
+    result.map_err(|e| GatewayError::Config(e.to_string()))
 }
 
 /// Exports the evidence bundle of one exchange from a gateway's data directory.
@@ -661,11 +744,16 @@ pub async fn export_evidence(
     request_id: &str,
     side: &str,
 ) -> Result<evidence::Bundle, GatewayError> {
-    let config = read_config(dir)?;
-    let db = open_db(dir, &config).await?;
-    let conf = std::fs::read_to_string(dir.join(files::CONF_CACHE))
-        .map_err(|e| GatewayError::Config(format!("no cached global configuration: {e}")))?;
-    let result = evidence::export(&db, &config.id, request_id, side, &conf).await;
+    let (config, db, conf) = open_offline(dir).await?;
+    let result = evidence::export(
+        &db,
+        &config.archive_dir(dir),
+        &config.id,
+        request_id,
+        side,
+        &conf,
+    )
+    .await;
     db.close().await;
     result.map_err(|e| GatewayError::Config(e.to_string()))
 }

@@ -109,11 +109,11 @@ impl LeafRecord {
     }
 }
 
-fn encode_peaks(f: &Frontier) -> Vec<u8> {
+pub(crate) fn encode_peaks(f: &Frontier) -> Vec<u8> {
     f.peaks().iter().flat_map(|p| p.iter().copied()).collect()
 }
 
-fn frontier_from_row(size: i64, peaks: &[u8]) -> Result<Frontier, StoreError> {
+pub(crate) fn frontier_from_row(size: i64, peaks: &[u8]) -> Result<Frontier, StoreError> {
     let size = u64::try_from(size).map_err(|_| StoreError::Corrupt("negative log size".into()))?;
     let hashes: Vec<Hash> = peaks
         .chunks(32)
@@ -269,6 +269,8 @@ pub fn leaf_from_row(
 pub struct VerifyReport {
     /// Records checked.
     pub records: u64,
+    /// Of them, records in archive files.
+    pub archived: u64,
     /// Root of the whole log.
     pub root: Hash,
     /// Stored batch roots that were checked.
@@ -319,19 +321,177 @@ pub enum LogVerifyError {
     /// The database could not be read.
     #[error("reading the log: {0}")]
     Store(String),
+    /// An archive file is missing, changed, out of its chain or malformed.
+    #[error("archive {file}: {reason}")]
+    Archive {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
-fn store_err(e: impl std::fmt::Display) -> LogVerifyError {
+/// A storage error while verifying.
+pub(crate) fn store_err(e: impl std::fmt::Display) -> LogVerifyError {
     LogVerifyError::Store(e.to_string())
 }
 
-/// Checks the whole message log: positions, leaf hashes, stored bodies, every stored
-/// batch root and the head. Returns the first problem, in log order.
+/// A time stamp as kept: log size, stamped root, token.
+pub type KeptStamp = (i64, Vec<u8>, Vec<u8>);
+
+/// Recomputes the log leaf by leaf and checks every kept root and time stamp when the
+/// recomputed tree reaches its size: over the database, over archive files, or both
+/// in turn.
+#[derive(Debug)]
+pub struct Checker<'a> {
+    frontier: Frontier,
+    roots: std::iter::Peekable<std::vec::IntoIter<(i64, Vec<u8>)>>,
+    stamps: std::iter::Peekable<std::vec::IntoIter<KeptStamp>>,
+    origin: &'a str,
+    cas: Option<&'a veksel_pki::verify::Roots>,
+    roots_checked: u64,
+    stamps_checked: u64,
+}
+
+impl<'a> Checker<'a> {
+    /// Starts at `start` (empty for a whole log) with the kept roots `(size, root)` and
+    /// stamps `(size, root, token)` in size order; those at or below the start are
+    /// outside what is checked and skipped.
+    pub fn new(
+        start: Frontier,
+        roots: Vec<(i64, Vec<u8>)>,
+        stamps: Vec<KeptStamp>,
+        origin: &'a str,
+        cas: Option<&'a veksel_pki::verify::Roots>,
+    ) -> Self {
+        let first = i64::try_from(start.size()).unwrap_or(i64::MAX);
+        let mut roots = roots.into_iter().peekable();
+        while roots.next_if(|(size, _)| *size <= first).is_some() {}
+        let mut stamps = stamps.into_iter().peekable();
+        while stamps.next_if(|(size, _, _)| *size <= first).is_some() {}
+        Self {
+            frontier: start,
+            roots,
+            stamps,
+            origin,
+            cas,
+            roots_checked: 0,
+            stamps_checked: 0,
+        }
+    }
+
+    /// The tree recomputed so far.
+    pub fn frontier(&self) -> &Frontier {
+        &self.frontier
+    }
+
+    /// Adds the next record, whose leaf hash was stored as `stored`; it must match.
+    pub fn push_stored(
+        &mut self,
+        leaf: &LeafRecord,
+        stored: Option<&[u8]>,
+    ) -> Result<(), LogVerifyError> {
+        self.push_inner(leaf, Some(stored))
+    }
+
+    /// Adds the next record, with no stored leaf hash to compare (archive files alone:
+    /// a changed record then shows as a root or stamp that no longer matches).
+    pub fn push(&mut self, leaf: &LeafRecord) -> Result<(), LogVerifyError> {
+        self.push_inner(leaf, None)
+    }
+
+    fn push_inner(
+        &mut self,
+        leaf: &LeafRecord,
+        stored: Option<Option<&[u8]>>,
+    ) -> Result<(), LogVerifyError> {
+        let expected = i64::try_from(self.frontier.size()).unwrap_or(i64::MAX);
+        if leaf.seq != expected {
+            return Err(LogVerifyError::Position {
+                seq: expected,
+                reason: format!(
+                    "the next record found is at position {}: records are missing or out of order",
+                    leaf.seq
+                ),
+            });
+        }
+        let bad = |reason: String| LogVerifyError::Record {
+            seq: leaf.seq,
+            request_id: leaf.request_id.clone(),
+            reason,
+        };
+        let hash = leaf.hash();
+        if let Some(stored) = stored
+            && stored != Some(&hash[..])
+        {
+            return Err(bad(
+                "its content does not match its leaf hash (modified, or moved from another position)"
+                    .into(),
+            ));
+        }
+        check_signed_content(leaf).map_err(bad)?;
+        self.frontier.push(hash);
+        let size = i64::try_from(self.frontier.size()).unwrap_or(i64::MAX);
+        while let Some((root_size, root)) = self.roots.next_if(|(s, _)| *s <= size) {
+            if root_size != size {
+                return Err(LogVerifyError::Position {
+                    seq: root_size,
+                    reason: "a kept root's size is not a position the log passed".into(),
+                });
+            }
+            if root != self.frontier.root() {
+                return Err(LogVerifyError::Root { size });
+            }
+            self.roots_checked += 1;
+        }
+        while let Some((stamp_size, stamped_root, token)) =
+            self.stamps.next_if(|(s, _, _)| *s <= size)
+        {
+            check_stamp(
+                stamp_size,
+                size,
+                &stamped_root,
+                &token,
+                &self.frontier,
+                self.origin,
+                self.cas,
+            )?;
+            self.stamps_checked += 1;
+        }
+        Ok(())
+    }
+
+    /// Ends the check: no kept root or stamp may lie beyond the recomputed tree.
+    /// Returns the tree, and how many roots and stamps were checked.
+    pub fn finish(mut self) -> Result<(Frontier, u64, u64), LogVerifyError> {
+        if let Some((size, _, _)) = self.stamps.next() {
+            return Err(LogVerifyError::Stamp {
+                size,
+                reason: format!(
+                    "a time stamp covers {size} records, but the log has only {}",
+                    self.frontier.size()
+                ),
+            });
+        }
+        if let Some((size, _)) = self.roots.next() {
+            return Err(LogVerifyError::Position {
+                seq: i64::try_from(self.frontier.size()).unwrap_or(i64::MAX),
+                reason: format!("the log once had {size} records; the last ones are missing"),
+            });
+        }
+        Ok((self.frontier, self.roots_checked, self.stamps_checked))
+    }
+}
+
+/// Checks the whole message log — the archive files first, then the database:
+/// positions, leaf hashes, stored bodies, every stored batch root, time stamp and the
+/// head. Returns the first problem, in log order.
 ///
 /// Each time stamp must cover exactly the recomputed root at its size (for the
 /// checkpoint with `origin`) and verify against `cas` (the approved CAs).
 pub async fn verify(
     db: &Db,
+    archive_dir: &std::path::Path,
     origin: &str,
     cas: Option<&veksel_pki::verify::Roots>,
 ) -> Result<VerifyReport, LogVerifyError> {
@@ -340,17 +500,14 @@ pub async fn verify(
             .fetch_all(db.pool())
             .await
             .map_err(store_err)?;
-    let mut roots = roots.into_iter().peekable();
     let stamps: Vec<(i64, Vec<u8>, Vec<u8>)> =
         sqlx::query_as("SELECT size, root, token FROM log_stamps ORDER BY size")
             .fetch_all(db.pool())
             .await
             .map_err(store_err)?;
-    let mut stamps = stamps.into_iter().peekable();
-    let mut stamps_checked = 0;
-    let mut roots_checked = 0;
-    let mut frontier = Frontier::new();
-    let mut after: i64 = -1;
+    let mut checker = Checker::new(Frontier::new(), roots, stamps, origin, cas);
+    let archived = crate::archive::verify_listed(db, archive_dir, &mut checker).await?;
+    let mut after: i64 = i64::try_from(checker.frontier().size()).unwrap_or(i64::MAX) - 1;
     const PAGE: i64 = 500;
     loop {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -365,77 +522,12 @@ pub async fn verify(
             break;
         }
         for row in &rows {
-            let seq: i64 = row.try_get(0).map_err(store_err)?;
-            let expected = i64::try_from(frontier.size()).unwrap_or(i64::MAX);
-            if seq != expected {
-                return Err(LogVerifyError::Position {
-                    seq: expected,
-                    reason: format!(
-                        "the next record found is at position {seq}: records are missing"
-                    ),
-                });
-            }
             let (leaf, stored) = leaf_from_row(row).map_err(store_err)?;
-            let bad = |reason: String| LogVerifyError::Record {
-                seq,
-                request_id: leaf.request_id.clone(),
-                reason,
-            };
-            let hash = leaf.hash();
-            if stored.as_deref() != Some(&hash[..]) {
-                return Err(bad("its content does not match its leaf hash (modified, or moved from another position)".into()));
-            }
-            check_signed_content(&leaf).map_err(bad)?;
-            frontier.push(hash);
-            let size = i64::try_from(frontier.size()).unwrap_or(i64::MAX);
-            while let Some((root_size, _)) = roots.peek() {
-                if *root_size > size {
-                    break;
-                }
-                if let Some((root_size, root)) = roots.next()
-                    && root_size == size
-                {
-                    if root != frontier.root() {
-                        return Err(LogVerifyError::Root { size });
-                    }
-                    roots_checked += 1;
-                }
-            }
-            while let Some((stamp_size, _, _)) = stamps.peek() {
-                if *stamp_size > size {
-                    break;
-                }
-                if let Some((stamp_size, stamped_root, token)) = stamps.next() {
-                    check_stamp(
-                        stamp_size,
-                        size,
-                        &stamped_root,
-                        &token,
-                        &frontier,
-                        origin,
-                        cas,
-                    )?;
-                    stamps_checked += 1;
-                }
-            }
-            after = seq;
+            checker.push_stored(&leaf, stored.as_deref())?;
+            after = leaf.seq;
         }
     }
-    if let Some((size, _, _)) = stamps.next() {
-        return Err(LogVerifyError::Stamp {
-            size,
-            reason: format!(
-                "a time stamp covers {size} records, but the log has only {}",
-                frontier.size()
-            ),
-        });
-    }
-    if let Some((size, _)) = roots.next() {
-        return Err(LogVerifyError::Position {
-            seq: i64::try_from(frontier.size()).unwrap_or(i64::MAX),
-            reason: format!("the log once had {size} records; the last ones are missing"),
-        });
-    }
+    let (frontier, roots_checked, stamps_checked) = checker.finish()?;
     let head: Option<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT size, root FROM log_head WHERE id = 1")
             .fetch_optional(db.pool())
@@ -458,6 +550,7 @@ pub async fn verify(
         .map_err(store_err)?;
     Ok(VerifyReport {
         records: frontier.size(),
+        archived,
         root: frontier.root(),
         roots_checked,
         stamps_checked,

@@ -84,4 +84,16 @@ CREATE TABLE log_stamps (
     gen_time BIGINT NOT NULL, stamped_at BIGINT NOT NULL)
 "#,
     },
+    Migration {
+        version: 6,
+        name: "message-log archives",
+        sql: r#"
+CREATE TABLE log_archives (
+    first_seq BIGINT PRIMARY KEY, next_seq BIGINT NOT NULL, file TEXT NOT NULL,
+    sha256 TEXT NOT NULL, end_peaks {{BLOB}} NOT NULL, created_at BIGINT NOT NULL);
+CREATE TABLE log_leaves (
+    seq BIGINT PRIMARY KEY, leaf_hash {{BLOB}} NOT NULL, request_id TEXT NOT NULL, side TEXT NOT NULL);
+CREATE INDEX log_leaves_request ON log_leaves (request_id, side)
+"#,
+    },
 ];

@@ -8,6 +8,9 @@ use veksel_gateway::merklelog::{self, LeafRecord, LogVerifyError};
 use veksel_sandbox::ORGS;
 use veksel_store::sqlx::{self, Row};
 
+/// These logs have no archive files.
+const NO_ARCHIVES: &str = "/nonexistent/veksel-archives";
+
 async fn run(db: &veksel_store::Db, sql: &str) {
     for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
         sqlx::query(sqlx::AssertSqlSafe(stmt.to_owned()))
@@ -24,7 +27,9 @@ async fn restore(db: &veksel_store::Db) {
     )
     .await;
     assert!(
-        merklelog::verify(db, "x", None).await.is_ok(),
+        merklelog::verify(db, NO_ARCHIVES.as_ref(), "x", None)
+            .await
+            .is_ok(),
         "restored log verifies again"
     );
 }
@@ -49,7 +54,9 @@ async fn tamper_detection(b: Backend) {
     let config = veksel_gateway::read_config(&dir).unwrap();
     let db = veksel_gateway::open_db(&dir, &config).await.unwrap();
 
-    let report = merklelog::verify(&db, "x", None).await.unwrap();
+    let report = merklelog::verify(&db, NO_ARCHIVES.as_ref(), "x", None)
+        .await
+        .unwrap();
     assert_eq!(report.records, n);
     assert!(report.roots_checked >= 1);
     assert_eq!(report.uncovered, 0);
@@ -63,7 +70,7 @@ async fn tamper_detection(b: Backend) {
     // A modified field.
     run(&db, "UPDATE message_log SET status = 201 WHERE seq = 3").await;
     assert!(matches!(
-        merklelog::verify(&db, "x", None).await,
+        merklelog::verify(&db, NO_ARCHIVES.as_ref(), "x", None).await,
         Err(LogVerifyError::Record { seq: 3, .. })
     ));
     restore(&db).await;
@@ -83,7 +90,9 @@ async fn tamper_detection(b: Backend) {
         .execute(db.pool())
         .await
         .unwrap();
-    let err = merklelog::verify(&db, "x", None).await.unwrap_err();
+    let err = merklelog::verify(&db, NO_ARCHIVES.as_ref(), "x", None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, LogVerifyError::Root { .. }), "{err}");
     assert_eq!(leaf.request_id, request_id);
     restore(&db).await;
@@ -101,7 +110,9 @@ async fn tamper_detection(b: Backend) {
     .execute(db.pool())
     .await
     .unwrap();
-    let err = merklelog::verify(&db, "x", None).await.unwrap_err();
+    let err = merklelog::verify(&db, NO_ARCHIVES.as_ref(), "x", None)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, LogVerifyError::Record { seq: 6, reason, .. } if reason.contains("signature")),
         "{err}"
@@ -111,7 +122,7 @@ async fn tamper_detection(b: Backend) {
     // A removed record.
     run(&db, "DELETE FROM message_log WHERE seq = 5").await;
     assert!(matches!(
-        merklelog::verify(&db, "x", None).await,
+        merklelog::verify(&db, NO_ARCHIVES.as_ref(), "x", None).await,
         Err(LogVerifyError::Position { seq: 5, .. })
     ));
     restore(&db).await;
@@ -119,7 +130,7 @@ async fn tamper_detection(b: Backend) {
     // Two records swapped.
     run(&db, "UPDATE message_log SET seq = -1 WHERE seq = 2; UPDATE message_log SET seq = 2 WHERE seq = 7; UPDATE message_log SET seq = 7 WHERE seq = -1").await;
     assert!(matches!(
-        merklelog::verify(&db, "x", None).await,
+        merklelog::verify(&db, NO_ARCHIVES.as_ref(), "x", None).await,
         Err(LogVerifyError::Record { seq: 2, .. })
     ));
     restore(&db).await;
@@ -143,7 +154,7 @@ async fn tamper_detection(b: Backend) {
     .await
     .unwrap();
     assert!(matches!(
-        merklelog::verify(&db, "x", None).await,
+        merklelog::verify(&db, NO_ARCHIVES.as_ref(), "x", None).await,
         Err(LogVerifyError::Record { seq: 3, .. })
     ));
     restore(&db).await;
@@ -154,7 +165,9 @@ async fn tamper_detection(b: Backend) {
         &format!("DELETE FROM message_log WHERE seq = {}", n - 1),
     )
     .await;
-    let err = merklelog::verify(&db, "x", None).await.unwrap_err();
+    let err = merklelog::verify(&db, NO_ARCHIVES.as_ref(), "x", None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, LogVerifyError::Position { .. }), "{err}");
     restore(&db).await;
 

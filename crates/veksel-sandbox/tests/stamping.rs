@@ -92,6 +92,7 @@ async fn stamps_verify(b: Backend) {
     let config = veksel_gateway::read_config(&dir).unwrap();
     let db = veksel_gateway::open_db(&dir, &config).await.unwrap();
     let origin = stamper::origin(&config.id);
+    let gw_archive_dir = config.archive_dir(&dir);
     let roots = gw.conf.latest().unwrap().roots.clone();
     sqlx::query("UPDATE log_stamps SET root = $1 WHERE size = $2")
         .bind(vec![0u8; 32])
@@ -100,7 +101,7 @@ async fn stamps_verify(b: Backend) {
         .await
         .unwrap();
     assert!(matches!(
-        merklelog::verify(&db, &origin, Some(&roots)).await,
+        merklelog::verify(&db, &gw_archive_dir, &origin, Some(&roots)).await,
         Err(LogVerifyError::Root { .. })
     ));
     sqlx::query("UPDATE log_stamps SET root = $1 WHERE size = $2")
@@ -118,7 +119,7 @@ async fn stamps_verify(b: Backend) {
         .execute(db.pool())
         .await
         .unwrap();
-    let err = merklelog::verify(&db, &origin, Some(&roots))
+    let err = merklelog::verify(&db, &gw_archive_dir, &origin, Some(&roots))
         .await
         .unwrap_err();
     assert!(matches!(err, LogVerifyError::Stamp { .. }), "{err}");
@@ -128,7 +129,11 @@ async fn stamps_verify(b: Backend) {
         .execute(db.pool())
         .await
         .unwrap();
-    assert!(merklelog::verify(&db, &origin, Some(&roots)).await.is_ok());
+    assert!(
+        merklelog::verify(&db, &gw_archive_dir, &origin, Some(&roots))
+            .await
+            .is_ok()
+    );
     db.close().await;
     net.stop().await;
 }

@@ -82,9 +82,28 @@ enum EvidenceCommand {
 
 #[derive(Subcommand)]
 enum LogCommand {
-    /// Check the whole message log: positions, leaf hashes, signatures, stored roots.
-    /// Names the first modified, removed, inserted or moved record; exits 1 if any.
+    /// Check the whole message log — archive files, then the database: positions, leaf
+    /// hashes, signatures, stored roots and time stamps. Names the first modified,
+    /// removed, inserted or moved record or file; exits 1 if any.
     Verify {
+        /// A gateway's data directory.
+        #[arg(
+            long,
+            required_unless_present = "archive_dir",
+            conflicts_with = "archive_dir"
+        )]
+        data_dir: Option<PathBuf>,
+        /// A directory of archive files alone (copied off a gateway), checked with the
+        /// network's anchor.
+        #[arg(long, requires = "anchor")]
+        archive_dir: Option<PathBuf>,
+        /// The anchor of the network (with --archive-dir).
+        #[arg(long)]
+        anchor: Option<PathBuf>,
+    },
+    /// Move records older than the gateway's `archive_after_secs` into archive files
+    /// now (the gateway also does this every `archive_interval_secs`).
+    Archive {
         #[arg(long)]
         data_dir: PathBuf,
     },
@@ -264,8 +283,40 @@ async fn main() -> Result<()> {
         Command::Gateway { command } => gateway(command, clock).await,
         Command::Evidence { command } => evidence(command).await,
         Command::Log {
-            command: LogCommand::Verify { data_dir },
+            command:
+                LogCommand::Verify {
+                    data_dir: Some(data_dir),
+                    ..
+                },
         } => verify_log(&data_dir).await,
+        Command::Log {
+            command:
+                LogCommand::Verify {
+                    archive_dir: Some(dir),
+                    anchor: Some(anchor),
+                    ..
+                },
+        } => verify_archives(&dir, &anchor),
+        Command::Log {
+            command: LogCommand::Verify { .. },
+        } => anyhow::bail!("give --data-dir, or --archive-dir with --anchor"),
+        Command::Log {
+            command: LogCommand::Archive { data_dir },
+        } => {
+            let written = veksel_gateway::archive_log(&data_dir).await?;
+            for a in &written {
+                println!(
+                    "archived positions {}..{} into {} (sha256 {})",
+                    a.first_seq, a.next_seq, a.file, a.sha256
+                );
+            }
+            if written.is_empty() {
+                println!(
+                    "nothing to archive: no time-stamped records older than the retention age"
+                );
+            }
+            Ok(())
+        }
     }
 }
 
@@ -367,13 +418,46 @@ async fn evidence(command: EvidenceCommand) -> Result<()> {
     }
 }
 
+fn verify_archives(dir: &std::path::Path, anchor: &std::path::Path) -> Result<()> {
+    let anchor: veksel_proto::conf::Anchor = serde_json::from_str(
+        &std::fs::read_to_string(anchor)
+            .with_context(|| format!("reading {}", anchor.display()))?,
+    )
+    .with_context(|| format!("parsing {}", anchor.display()))?;
+    match veksel_gateway::archive::verify_dir(dir, &anchor) {
+        Ok(r) => {
+            println!(
+                "ok: {} files, positions {}..{} ({} records), {} stored roots and {} time stamps checked",
+                r.files.len(),
+                r.first_seq,
+                r.next_seq,
+                r.records,
+                r.roots_checked,
+                r.stamps_checked
+            );
+            if r.first_seq > 0 {
+                println!(
+                    "note: the first file starts at position {}; the files before it are not here",
+                    r.first_seq
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("FAILED: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 async fn verify_log(data_dir: &std::path::Path) -> Result<()> {
     use base64::Engine;
     match veksel_gateway::verify_log(data_dir).await? {
         Ok(report) => {
             println!(
-                "ok: {} records, root {}, {} stored roots and {} time stamps checked",
+                "ok: {} records ({} in archive files), root {}, {} stored roots and {} time stamps checked",
                 report.records,
+                report.archived,
                 base64::engine::general_purpose::STANDARD.encode(report.root),
                 report.roots_checked,
                 report.stamps_checked

@@ -4,43 +4,12 @@
 //! network must serve again after each restart.
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const MUNI: &str = "DEV/MUN/30000003/casework";
-
-fn spawn(dir: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_veksel"))
-        .args(["sandbox", "--ephemeral-ports", "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("veksel starts")
-}
-
-async fn wait_ready(http: &reqwest::Client, dir: &Path) -> serde_json::Value {
-    for _ in 0..300 {
-        if let Ok(text) = std::fs::read_to_string(dir.join("sandbox.json"))
-            && let Ok(info) = serde_json::from_str::<serde_json::Value>(&text)
-        {
-            let url = format!(
-                "{}/readyz",
-                info["gateways"][2]["admin_url"]
-                    .as_str()
-                    .unwrap_or_default()
-            );
-            if http.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
-                return info;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the sandbox did not become ready");
-}
+mod common;
+use common::{MUNI, spawn, wait_ready};
 
 /// A little pseudo-randomness without a dependency: the clock's nanoseconds.
 fn jitter(max_ms: u64) -> u64 {
