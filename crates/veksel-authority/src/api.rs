@@ -105,6 +105,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/configuration", get(conf_status))
         .route("/api/v1/audit-events", get(audit_events))
         .route("/enrol/v1", post(enrol))
+        .route("/renew/v1", post(renew))
         .route("/tsa/v1", post(time_stamp))
         .route("/ocsp/v1", post(ocsp_post))
         .route("/ocsp/v1/{request}", get(ocsp_get))
@@ -126,7 +127,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         add_subsystem, remove_subsystem, list_gateways, add_gateway, get_gateway, remove_gateway,
         patch_gateway, new_enrolment_token, add_gateway_client, remove_gateway_client,
         list_global_groups, add_global_group, remove_global_group, add_group_member, remove_group_member,
-        list_tokens, create_token, revoke_token, issue_certificate, list_certificates, revoke_certificate, conf_status, audit_events, enrol, time_stamp, ocsp_post, ocsp_get,
+        list_tokens, create_token, revoke_token, issue_certificate, list_certificates, revoke_certificate, conf_status, audit_events, enrol, renew, time_stamp, ocsp_post, ocsp_get,
         global_conf, anchor, healthz, readyz, metrics
     ),
     modifiers(&BearerAuth),
@@ -779,7 +780,26 @@ async fn enrol(
             .ok_or_else(|| {
                 ApiError::unauthorized("the enrolment token is unknown, used or expired")
             })?;
-    let gw = s.registry.gateway(&gateway).await?;
+    let actor = format!("enrolment:{gateway}");
+    issue_for_gateway(&s, &actor, &gateway, b.auth_csr_pem.as_deref(), &b.signing)
+        .await
+        .map(Json)
+}
+
+/// Issues what an enrolment or a renewal asks for: a new authentication certificate
+/// (registered beside the gateway's current ones) and signing certificates for the
+/// members the gateway may sign for — its owner and those whose subsystems it hosts.
+async fn issue_for_gateway(
+    s: &AppState,
+    actor: &str,
+    gateway: &GatewayId,
+    auth_csr_pem: Option<&str>,
+    signing_csrs: &[SigningCsr],
+) -> ApiResult<EnrolResponse> {
+    if signing_csrs.len() > 64 {
+        return Err(ApiError::bad_request("at most 64 signing CSRs per request"));
+    }
+    let gw = s.registry.gateway(gateway).await?;
     // A gateway may sign for its owner and for the members whose subsystems it hosts.
     let mut allowed: Vec<String> = vec![gateway.owner().to_string()];
     for c in &gw.clients {
@@ -787,7 +807,7 @@ async fn enrol(
             allowed.push(sub.member().to_string());
         }
     }
-    for req in &b.signing {
+    for req in signing_csrs {
         let member = req.member.replace(':', "/");
         if !allowed.contains(&member) {
             return Err(ApiError::forbidden(format!(
@@ -795,12 +815,11 @@ async fn enrol(
             )));
         }
     }
-    let actor = format!("enrolment:{gateway}");
-    let auth = match &b.auth_csr_pem {
+    let auth = match auth_csr_pem {
         Some(csr) => Some(
             issue(
-                &s,
-                &actor,
+                s,
+                actor,
                 CertProfile::GatewayAuth,
                 &gateway.to_string(),
                 csr,
@@ -810,11 +829,11 @@ async fn enrol(
         None => None,
     };
     let mut signing = Vec::new();
-    for req in &b.signing {
+    for req in signing_csrs {
         signing.push(
             issue(
-                &s,
-                &actor,
+                s,
+                actor,
                 CertProfile::MemberSigning,
                 &req.member,
                 &req.csr_pem,
@@ -822,12 +841,119 @@ async fn enrol(
             .await?,
         );
     }
-    Ok(Json(EnrolResponse {
+    Ok(EnrolResponse {
         gateway: gateway.to_string(),
         auth,
         signing,
         ca_pem: s.ca.cert_pem(),
-    }))
+    })
+}
+
+/// Media type in the JWS header of a renewal request, so no other signature by an
+/// authentication key can be passed off as one.
+pub const RENEWAL_CTY: &str = "veksel-renewal+json";
+
+/// A renewal request is accepted this long after (and before) its creation time.
+const RENEWAL_WINDOW_MS: i64 = 5 * 60 * 1000;
+
+#[utoipa::path(post, path = "/renew/v1", security(()), request_body(content = String, content_type = "application/jose", description = "Compact JWS (ES256, cty veksel-renewal+json) over a RenewRequest, signed with the gateway's current authentication key, whose certificate is in x5c"), responses((status = 200, body = EnrolResponse), (status = 400, body = ApiErrorBody), (status = 401, body = ApiErrorBody), (status = 409, body = ApiErrorBody, description = "The request was replayed")))]
+async fn renew(State(s): State<Arc<AppState>>, body: String) -> ApiResult<Json<EnrolResponse>> {
+    if body.len() > 128 * 1024 {
+        return Err(ApiError::bad_request(
+            "the renewal request is larger than 128 KiB",
+        ));
+    }
+    let jws = veksel_proto::jws::Unverified::parse(body.trim(), None)
+        .map_err(|e| ApiError::bad_request(format!("renewal request: {e}")))?;
+    if jws.header.cty.as_deref() != Some(RENEWAL_CTY) {
+        return Err(ApiError::bad_request(format!(
+            "renewal request: the JWS content type must be {RENEWAL_CTY}"
+        )));
+    }
+    let chain = jws
+        .header
+        .chain_der()
+        .map_err(|e| ApiError::unauthorized(format!("renewal request: {e}")))?;
+    let roots = veksel_pki::verify::Roots::from_ders(vec![s.ca.cert_der().to_vec()])
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let now_secs = u64::try_from(s.clock.now_ms() / 1000).unwrap_or_default();
+    let info = roots
+        .verify(&chain, veksel_pki::verify::Usage::TlsClient, now_secs)
+        .map_err(|e| {
+            ApiError::unauthorized(format!(
+                "the request is not signed with a valid authentication certificate: {e}"
+            ))
+        })?;
+    let gateway: GatewayId = info
+        .subject_serial_number
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| ApiError::unauthorized("the certificate names no gateway"))?;
+    let registered = s
+        .registry
+        .gateway(&gateway)
+        .await
+        .map(|g| g.auth_cert_sha256.contains(&info.sha256))
+        .unwrap_or(false);
+    let revoked = s
+        .registry
+        .revoked_unexpired(i64::try_from(now_secs).unwrap_or(i64::MAX))
+        .await?
+        .contains(&info.sha256);
+    if !registered || revoked {
+        return Err(ApiError::unauthorized(format!(
+            "certificate {} is not a current authentication certificate of gateway {gateway}",
+            info.sha256
+        )));
+    }
+    let payload = jws
+        .verify(&info.public_key)
+        .map_err(|_| ApiError::unauthorized("the renewal request's signature does not verify"))?;
+    let req: RenewRequest = serde_json::from_slice(&payload)
+        .map_err(|e| ApiError::bad_request(format!("renewal request: {e}")))?;
+    if req.gateway != gateway.to_string() {
+        return Err(ApiError::unauthorized(format!(
+            "the request is for gateway {}, but signed by gateway {gateway}",
+            req.gateway
+        )));
+    }
+    let now_ms = s.clock.now_ms();
+    if (req.created_at_ms - now_ms).abs() > RENEWAL_WINDOW_MS {
+        return Err(ApiError::bad_request(
+            "the renewal request was not made within the last 5 minutes (check the clock)",
+        ));
+    }
+    if req.nonce.is_empty() || req.nonce.len() > 128 {
+        return Err(ApiError::bad_request(
+            "the nonce must have 1 to 128 characters",
+        ));
+    }
+    if !s
+        .registry
+        .use_nonce(
+            &format!("{gateway}/{}", req.nonce),
+            now_ms,
+            now_ms + 2 * RENEWAL_WINDOW_MS,
+        )
+        .await?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "this renewal request was already used",
+        ));
+    }
+    let actor = format!("renewal:{gateway}");
+    issue_for_gateway(
+        &s,
+        &actor,
+        &gateway,
+        req.auth_csr_pem.as_deref(),
+        &req.signing,
+    )
+    .await
+    .map(Json)
 }
 
 #[utoipa::path(post, path = "/tsa/v1", security(()), request_body(content = Vec<u8>, content_type = "application/timestamp-query", description = "RFC 3161 TimeStampReq (DER)"), responses((status = 200, description = "RFC 3161 TimeStampResp (DER): a token, or a rejection", content_type = "application/timestamp-reply")))]

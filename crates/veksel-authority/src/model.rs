@@ -267,6 +267,25 @@ pub struct EnrolRequest {
     pub signing: Vec<SigningCsr>,
 }
 
+/// Payload of the JWS a gateway posts to `POST /renew/v1`, signed with its current
+/// authentication key (the certificate in the JWS header's `x5c`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// The gateway renewing.
+    pub gateway: String,
+    /// When the request was made, Unix milliseconds; accepted within 5 minutes.
+    pub created_at_ms: i64,
+    /// A fresh random value; each is accepted once.
+    pub nonce: String,
+    /// CSR for a new authentication key.
+    #[serde(default)]
+    pub auth_csr_pem: Option<String>,
+    /// CSRs for new signing keys.
+    #[serde(default)]
+    pub signing: Vec<SigningCsr>,
+}
+
 /// Response of `POST /enrol/v1`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -615,6 +615,22 @@ impl Registry {
         Ok(row.map(|r| r.0))
     }
 
+    /// Accepts a renewal nonce once: false if it was seen before it expired.
+    pub async fn use_nonce(&self, nonce: &str, now_ms: i64, expires_at_ms: i64) -> Result<bool> {
+        sqlx::query("DELETE FROM renewal_nonces WHERE expires_at < $1")
+            .bind(now_ms)
+            .execute(self.db.pool())
+            .await?;
+        let done = sqlx::query(
+            "INSERT INTO renewal_nonces (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
+        )
+        .bind(nonce)
+        .bind(expires_at_ms)
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// SHA-256 of revoked certificates that have not expired at `now_secs`.
     pub async fn revoked_unexpired(&self, now_secs: i64) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = sqlx::query_as(
@@ -666,6 +682,17 @@ impl Registry {
             })
             .collect::<Result<Vec<_>>>()?;
         let revoked = self.revoked_unexpired(now_secs).await?;
+        // A renewed gateway's old certificate stays listed until it expires, so peers
+        // accept both while it switches over; then it drops out.
+        let expired: Vec<String> = sqlx::query_as::<_, (String,)>(
+            "SELECT sha256 FROM gateway_auth_certs WHERE not_after <= $1",
+        )
+        .bind(now_secs)
+        .fetch_all(self.db.pool())
+        .await?
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
         let gateways = self
             .gateways()
             .await?
@@ -677,7 +704,7 @@ impl Registry {
                     auth_cert_sha256: g
                         .auth_cert_sha256
                         .into_iter()
-                        .filter(|h| !revoked.contains(h))
+                        .filter(|h| !revoked.contains(h) && !expired.contains(h))
                         .collect(),
                     clients: g
                         .clients

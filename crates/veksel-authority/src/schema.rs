@@ -56,4 +56,11 @@ ALTER TABLE issued_certs ADD COLUMN revocation_reason TEXT;
 CREATE INDEX issued_certs_sha256 ON issued_certs (sha256)
 "#,
     },
+    Migration {
+        version: 4,
+        name: "certificate renewal",
+        sql: r#"
+CREATE TABLE renewal_nonces (nonce TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)
+"#,
+    },
 ];

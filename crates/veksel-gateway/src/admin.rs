@@ -9,7 +9,7 @@ use crate::serverconf::{self, ClientSettings, LocalClient, LocalGroup, ServiceCo
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -66,6 +66,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             get(evidence_bundle),
         )
         .route("/api/v1/op-monitoring", get(op_monitoring))
+        .route("/api/v1/certificates", get(certificates))
+        .route("/api/v1/certificates/renew", post(renew_certificates))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -95,6 +97,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         message_bodies,
         evidence_bundle,
         op_monitoring,
+        certificates,
+        renew_certificates,
         healthz,
         readyz,
         metrics,
@@ -134,6 +138,52 @@ pub struct Status {
     pub stamping: crate::stamper::StampStatus,
 }
 
+#[utoipa::path(get, path = "/api/v1/certificates", responses((status = 200, body = Vec<crate::renewal::CertStatus>)))]
+async fn certificates(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+) -> ApiResult<Json<Vec<crate::renewal::CertStatus>>> {
+    require(&gw, &h, "observer").await?;
+    Ok(Json(crate::renewal::status(
+        &gw.keys.get(),
+        i64::try_from(gw.clock.now_secs()).unwrap_or(i64::MAX),
+    )))
+}
+
+/// Result of `POST /api/v1/certificates/renew`.
+#[derive(Debug, Serialize, ToSchema)]
+struct RenewResult {
+    /// Certificates requested from the authority.
+    requested: Vec<String>,
+    /// True if new keys are in use.
+    activated: bool,
+    /// Why new keys are not in use yet (the gateway retries every 10 s).
+    waiting: Option<String>,
+    /// The certificates in use now.
+    certificates: Vec<crate::renewal::CertStatus>,
+}
+
+#[utoipa::path(post, path = "/api/v1/certificates/renew", responses((status = 200, body = RenewResult), (status = 502, body = ApiErrorBody, description = "The authority refused or could not be reached")))]
+async fn renew_certificates(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+) -> ApiResult<Json<RenewResult>> {
+    let who = require(&gw, &h, "security-officer").await?;
+    tracing::info!(token = %who, "certificate renewal requested");
+    let outcome = crate::renewal::round(&gw, true)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "renewal_failed", e))?;
+    Ok(Json(RenewResult {
+        requested: outcome.requested,
+        activated: outcome.activated,
+        waiting: outcome.waiting,
+        certificates: crate::renewal::status(
+            &gw.keys.get(),
+            i64::try_from(gw.clock.now_secs()).unwrap_or(i64::MAX),
+        ),
+    }))
+}
+
 #[utoipa::path(get, path = "/api/v1/status", responses((status = 200, body = Status)))]
 async fn status(State(gw): State<Arc<Gateway>>, h: HeaderMap) -> ApiResult<Json<Status>> {
     require(&gw, &h, "observer").await?;
@@ -146,7 +196,13 @@ async fn status(State(gw): State<Arc<Gateway>>, h: HeaderMap) -> ApiResult<Json<
             .map(|c| veksel_proto::rfc3339(c.conf().expires_at_ms)),
         conf_valid: gw.conf.current(veksel_id::Origin::ClientProxy).is_ok(),
         conf_error: gw.conf.last_error(),
-        signing_members: gw.keys.signers.keys().map(ToString::to_string).collect(),
+        signing_members: gw
+            .keys
+            .get()
+            .signers
+            .keys()
+            .map(ToString::to_string)
+            .collect(),
         clients: gw
             .serverconf
             .current()
@@ -402,6 +458,7 @@ pub async fn readiness_problems(gw: &Gateway) -> Vec<String> {
     let now = gw.clock.now_secs();
     match gw
         .keys
+        .get()
         .auth_chain
         .first()
         .map(|c| veksel_pki::CertInfo::parse(c))
@@ -426,13 +483,13 @@ pub async fn readiness_problems(gw: &Gateway) -> Vec<String> {
             gw.stamper.status().last_error.unwrap_or_default()
         ));
     }
+    let keys = gw.keys.get();
     if let Some(conf) = gw.conf.latest() {
-        let own = gw.keys.auth_chain.iter().take(1).chain(
-            gw.keys
-                .signers
-                .values()
-                .filter_map(|s| s.cert_chain().first()),
-        );
+        let own = keys
+            .auth_chain
+            .iter()
+            .take(1)
+            .chain(keys.signers.values().filter_map(|s| s.cert_chain().first()));
         for cert in own {
             let hash = veksel_pki::sha256_hex(cert);
             if conf.index.is_revoked(&hash) {
@@ -450,9 +507,14 @@ pub async fn readiness_problems(gw: &Gateway) -> Vec<String> {
         }
     }
     for c in gw.serverconf.current().clients.keys() {
-        if gw.keys.signer(c.member()).is_none() {
+        if keys.signer(c.member()).is_none_or(|s| {
+            s.cert_chain()
+                .first()
+                .and_then(|d| veksel_pki::CertInfo::parse(d).ok())
+                .is_none_or(|i| i64::try_from(now).unwrap_or(i64::MAX) >= i.not_after)
+        }) {
             problems.push(format!(
-                "no signing key for member {} (client {c})",
+                "no valid signing key for member {} (client {c}): missing or expired",
                 c.member()
             ));
         }
@@ -472,6 +534,24 @@ pub fn readiness_warnings(gw: &Gateway) -> Vec<String> {
     }
     if let Some(e) = gw.ocsp.last_error() {
         warnings.push(format!("the last OCSP refresh failed: {e}"));
+    }
+    let now = i64::try_from(gw.clock.now_secs()).unwrap_or(i64::MAX);
+    let warn_before = i64::try_from(gw.config.cert_warn_before_secs).unwrap_or(i64::MAX);
+    let renewal = gw.renewal_error.lock().ok().and_then(|e| e.clone());
+    for c in crate::renewal::status(&gw.keys.get(), now) {
+        if c.expires_in_secs > 0 && c.expires_in_secs < warn_before {
+            warnings.push(format!(
+                "the {} certificate{} expires in {} days ({}); renewal: {}",
+                c.role,
+                c.member.map(|m| format!(" of {m}")).unwrap_or_default(),
+                c.expires_in_secs / 86_400,
+                c.not_after,
+                renewal.as_deref().unwrap_or("not attempted yet")
+            ));
+        }
+    }
+    if let Some(e) = &renewal {
+        warnings.push(format!("certificate renewal: {e}"));
     }
     if let Some(e) = gw.archive_error.lock().ok().and_then(|e| e.clone()) {
         warnings.push(format!("the last message-log archiving round failed: {e}"));
@@ -517,5 +597,19 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     gw.metrics
         .stamping_failing
         .set(gw.stamper.failing_for_ms(gw.clock.now_ms()).unwrap_or(0) / 1000);
+    // Certificates replaced by a renewal drop out of the gauge.
+    gw.metrics.certificate_expiry.clear();
+    for c in crate::renewal::status(
+        &gw.keys.get(),
+        i64::try_from(gw.clock.now_secs()).unwrap_or(i64::MAX),
+    ) {
+        gw.metrics
+            .certificate_expiry
+            .get_or_create(&crate::metrics::CertLabels {
+                role: c.role,
+                member: c.member.unwrap_or_default(),
+            })
+            .set(c.expires_in_secs);
+    }
     veksel_admin::metrics_response(gw.metrics.render())
 }

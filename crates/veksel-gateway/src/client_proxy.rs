@@ -224,7 +224,7 @@ async fn exchange(
     let hosts = conf.index.gateways_hosting(provider);
     let peer = choose_peer(&hosts, wanted_gateway.as_ref(), &request_id, provider)?.clone();
     op.record.provider_gateway = peer.id.to_string();
-    let signer = gw.keys.signer(client.member()).ok_or_else(|| {
+    let signer = gw.keys.get().signer(client.member()).ok_or_else(|| {
         cfault(
             FaultCode::InternalError,
             format!(
@@ -379,10 +379,7 @@ async fn exchange(
     let (rparts, rbody) = resp.into_parts();
     crate::ocsp::check(
         &conf,
-        rparts
-            .headers
-            .get(crate::ocsp::VEKSEL_OCSP_AUTH)
-            .and_then(|v| v.to_str().ok()),
+        crate::ocsp::auth_staple(&rparts.headers, &presented_der),
         &presented_der,
         gw.clock.now_secs(),
     )

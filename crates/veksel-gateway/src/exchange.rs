@@ -191,11 +191,24 @@ pub fn staple_signing(gw: &Gateway, headers: &mut HeaderMap, signer: &dyn Signer
     }
 }
 
-/// Adds this gateway's OCSP response for its TLS certificate to outgoing headers:
-/// requests, responses and fault responses all carry it.
+/// Adds this gateway's OCSP responses for its TLS certificates to outgoing headers:
+/// requests, responses and fault responses all carry them. After a renewal that is
+/// the new certificate and the previous one, which connections opened before the
+/// switch still present; each value names its certificate.
 pub fn staple_auth(gw: &Gateway, headers: &mut HeaderMap) {
-    if let Some(auth) = gw.keys.auth_chain.first().and_then(|c| gw.ocsp.for_cert(c)) {
-        put(headers, crate::ocsp::VEKSEL_OCSP_AUTH, &auth);
+    let keys = gw.keys.get();
+    for cert in keys.auth_chain.iter().take(1).chain(&keys.previous_auth) {
+        if let Some(value) = gw
+            .ocsp
+            .for_cert(cert)
+            .map(|s| format!("{} {s}", veksel_pki::sha256_hex(cert)))
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
+            headers.append(
+                HeaderName::from_static(crate::ocsp::VEKSEL_OCSP_AUTH),
+                value,
+            );
+        }
     }
 }
 

@@ -27,6 +27,7 @@ pub mod meta;
 pub mod metrics;
 pub mod msglog;
 pub mod ocsp;
+pub mod renewal;
 pub mod schema;
 pub mod server_proxy;
 pub mod serverconf;
@@ -126,6 +127,26 @@ pub struct GatewayConfig {
     /// keeps 7 days); 0 keeps them.
     #[serde(default = "default_op_monitoring_keep")]
     pub op_monitoring_keep_secs: u64,
+    /// Certificates are renewed this long before they expire, seconds.
+    #[serde(default = "default_cert_renew_before")]
+    pub cert_renew_before_secs: u64,
+    /// `/readyz` warns when a certificate expires within this many seconds (renewal
+    /// has then been failing for a while).
+    #[serde(default = "default_cert_warn_before")]
+    pub cert_warn_before_secs: u64,
+    /// How often certificates are checked for renewal, seconds.
+    #[serde(default = "default_cert_check_interval")]
+    pub cert_check_interval_secs: u64,
+}
+
+fn default_cert_renew_before() -> u64 {
+    30 * 86_400
+}
+fn default_cert_warn_before() -> u64 {
+    14 * 86_400
+}
+fn default_cert_check_interval() -> u64 {
+    3600
 }
 
 fn default_archive_after() -> u64 {
@@ -189,6 +210,9 @@ impl GatewayConfig {
             archive_interval_secs: default_archive_interval(),
             archive_max_records: default_archive_max_records(),
             op_monitoring_keep_secs: default_op_monitoring_keep(),
+            cert_renew_before_secs: default_cert_renew_before(),
+            cert_warn_before_secs: default_cert_warn_before(),
+            cert_check_interval_secs: default_cert_check_interval(),
         }
     }
 
@@ -255,6 +279,42 @@ pub struct KeyStore {
     pub auth_key: KeyFile,
     /// Signers by member.
     pub signers: BTreeMap<MemberId, Arc<SoftwareSigner>>,
+    /// Authentication certificates replaced by a renewal while this process ran and
+    /// not expired: connections opened before the switch still present them.
+    pub previous_auth: Vec<Vec<u8>>,
+}
+
+/// The gateway's current keys. A renewal replaces them as a whole while exchanges go
+/// on: each exchange takes the set current when it starts.
+#[derive(Debug)]
+pub struct KeyRing {
+    current: std::sync::RwLock<Arc<KeyStore>>,
+}
+
+impl KeyRing {
+    /// Starts with `keys`.
+    pub fn new(keys: KeyStore) -> Self {
+        Self {
+            current: std::sync::RwLock::new(Arc::new(keys)),
+        }
+    }
+
+    /// The current keys.
+    pub fn get(&self) -> Arc<KeyStore> {
+        match self.current.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the keys.
+    pub fn set(&self, keys: KeyStore) {
+        let next = Arc::new(keys);
+        match self.current.write() {
+            Ok(mut k) => *k = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+    }
 }
 
 impl KeyStore {
@@ -291,6 +351,7 @@ impl KeyStore {
             auth_chain,
             auth_key,
             signers,
+            previous_auth: Vec::new(),
         })
     }
 
@@ -425,8 +486,10 @@ pub struct Gateway {
     pub conf: Arc<ConfClient>,
     /// Local configuration.
     pub serverconf: serverconf::ServerConfStore,
-    /// Keys.
-    pub keys: KeyStore,
+    /// Keys, replaced when certificates are renewed.
+    pub keys: KeyRing,
+    /// Data directory.
+    pub dir: PathBuf,
     /// Message log writer.
     pub log: msglog::LogWriter,
     /// Database.
@@ -445,6 +508,8 @@ pub struct Gateway {
     pub archive_dir: PathBuf,
     /// The last archiving error, if the last round failed.
     pub archive_error: std::sync::Mutex<Option<String>>,
+    /// Why the last renewal round failed or its keys still wait, if so.
+    pub renewal_error: renewal::LastError,
 }
 
 impl Gateway {
@@ -535,6 +600,7 @@ pub async fn start(
     veksel_pki::tls::install_default_provider();
     let config = read_config(dir)?;
     let anchor = read_anchor(dir)?;
+    renewal::recover(dir)?;
     let keys = KeyStore::load(dir)?;
     let conf = Arc::new(ConfClient::new(
         anchor,
@@ -551,14 +617,12 @@ pub async fn start(
     let (log, writer_task) = msglog::LogWriter::start(db.clone());
 
     let verifier = veksel_pki::tls::GatewayPeerVerifier::new(conf.clone());
-    let peer_client_tls = veksel_pki::tls::gateway_client_config(
-        &keys.auth_chain,
-        keys.auth_key.rustls_key(),
-        verifier.clone(),
-    )
-    .map_err(|e| GatewayError::Config(format!("TLS client: {e}")))?;
+    // One replaceable certificate for every TLS role, so a renewal swaps it everywhere.
     let peer_cert = veksel_pki::tls::StapledCert::new(&keys.auth_chain, keys.auth_key.rustls_key())
-        .map_err(|e| GatewayError::Config(format!("TLS server: {e}")))?;
+        .map_err(|e| GatewayError::Config(format!("TLS: {e}")))?;
+    let peer_client_tls =
+        veksel_pki::tls::gateway_client_config_with(peer_cert.clone(), verifier.clone())
+            .map_err(|e| GatewayError::Config(format!("TLS client: {e}")))?;
     let server_tls = veksel_pki::tls::gateway_server_config(peer_cert.clone(), verifier)
         .map_err(|e| GatewayError::Config(format!("TLS server: {e}")))?;
     let mut backend_roots = Vec::new();
@@ -578,11 +642,13 @@ pub async fn start(
         ocsp: ocsp::Staples::new(peer_cert),
         archive_dir: config.archive_dir(dir),
         archive_error: std::sync::Mutex::new(None),
+        renewal_error: std::sync::Mutex::new(None),
         config: config.clone(),
         clock: clock.clone(),
         conf: conf.clone(),
         serverconf: serverconf.clone(),
-        keys,
+        keys: KeyRing::new(keys),
+        dir: dir.to_owned(),
         log,
         db: db.clone(),
     });
@@ -620,11 +686,9 @@ pub async fn start(
     let mut tasks = Vec::new();
     let mut client_tls_addr = None;
     if let Some(addr) = config.client_tls_listen {
-        let tls = veksel_pki::tls::information_system_server_config(
-            &gateway.keys.auth_chain,
-            gateway.keys.auth_key.rustls_key(),
-        )
-        .map_err(|e| GatewayError::Config(format!("client-side TLS: {e}")))?;
+        let tls =
+            veksel_pki::tls::information_system_server_config(gateway.ocsp.tls_cert().clone())
+                .map_err(|e| GatewayError::Config(format!("client-side TLS: {e}")))?;
         let listener = bind_or(listeners.client_tls, addr).await?;
         client_tls_addr = Some(
             listener
@@ -652,6 +716,7 @@ pub async fn start(
     let stamp_task = tokio::spawn(stamper::stamp_loop(gateway.clone()));
     let ocsp_task = tokio::spawn(ocsp::refresh_loop(gateway.clone()));
     let archive_task = tokio::spawn(archive::archive_loop(gateway.clone()));
+    let renewal_task = tokio::spawn(renewal::renewal_loop(gateway.clone()));
     let janitor = tokio::spawn(msglog::replay_guard_janitor(db.clone(), clock.clone()));
     let sc = serverconf.clone();
     let reload = tokio::spawn(async move {
@@ -679,6 +744,7 @@ pub async fn start(
             stamp_task,
             ocsp_task,
             archive_task,
+            renewal_task,
             janitor,
             reload,
             writer_task,

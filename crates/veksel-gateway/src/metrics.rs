@@ -42,6 +42,17 @@ pub struct Metrics {
     pub stamped_records: Gauge,
     /// Seconds time-stamping has been failing (0 when it works).
     pub stamping_failing: Gauge,
+    /// Seconds until each certificate in use expires.
+    pub certificate_expiry: Family<CertLabels, Gauge>,
+}
+
+/// Labels of the certificate-expiry gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    /// `authentication` or `signing`.
+    pub role: String,
+    /// The member, for signing certificates; empty otherwise.
+    pub member: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -98,7 +109,14 @@ impl Metrics {
             "Seconds time-stamping has been failing, 0 when it works",
             stamping_failing.clone(),
         );
+        let certificate_expiry = Family::<CertLabels, Gauge>::default();
+        registry.register(
+            "veksel_gateway_certificate_expiry_seconds",
+            "Seconds until each certificate in use expires",
+            certificate_expiry.clone(),
+        );
         Self {
+            certificate_expiry,
             stamped_records,
             stamping_failing,
             registry,

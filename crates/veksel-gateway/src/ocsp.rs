@@ -19,7 +19,21 @@ use std::time::Duration;
 use veksel_pki::ocsp::{self, Status};
 use veksel_pki::tls::StapledCert;
 
-/// Header with the OCSP response for the sender's TLS (authentication) certificate.
+/// The response stapled for the TLS certificate `cert_der` among the sender's
+/// `veksel-ocsp-auth` values (`<certificate SHA-256 hex> <base64 response>` each).
+pub fn auth_staple<'h>(headers: &'h http::HeaderMap, cert_der: &[u8]) -> Option<&'h str> {
+    let hash = veksel_pki::sha256_hex(cert_der);
+    headers
+        .get_all(VEKSEL_OCSP_AUTH)
+        .iter()
+        .take(8)
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split_once(' '))
+        .find(|(h, _)| h.eq_ignore_ascii_case(&hash))
+        .map(|(_, staple)| staple)
+}
+
+/// Header with the OCSP responses for the sender's TLS (authentication) certificates.
 pub const VEKSEL_OCSP_AUTH: &str = "veksel-ocsp-auth";
 /// Header with the OCSP response for the certificate that signs the descriptor.
 pub const VEKSEL_OCSP_SIGNING: &str = "veksel-ocsp-signing";
@@ -38,6 +52,11 @@ pub struct Staples {
 }
 
 impl Staples {
+    /// The certificate the gateway presents in TLS.
+    pub fn tls_cert(&self) -> &Arc<StapledCert> {
+        &self.tls_cert
+    }
+
     /// No responses yet; `tls_cert` is the peer listener's certificate.
     pub fn new(tls_cert: Arc<StapledCert>) -> Self {
         Self {
@@ -67,19 +86,36 @@ impl Staples {
 
 /// Fetches fresh responses for this gateway's own certificates.
 pub async fn refresh(gw: &Gateway) -> Result<(), String> {
+    let keys = gw.keys.get();
+    let mut own: Vec<Vec<u8>> = keys.auth_chain.iter().take(1).cloned().collect();
+    own.extend(keys.previous_auth.iter().cloned());
+    for signer in keys.signers.values() {
+        use veksel_proto::jws::Signer as _;
+        own.extend(signer.cert_chain().iter().take(1).cloned());
+    }
+    let result = fetch_staples(gw, &own, keys.auth_chain.first()).await;
+    if let Ok(mut e) = gw.ocsp.last_error.lock() {
+        *e = result.as_ref().err().cloned();
+    }
+    result
+}
+
+/// Fetches and keeps fresh responses for `certs` (also for certificates not in use
+/// yet, so a renewed certificate has one before its first message). The response for
+/// `tls_leaf` is also stapled in TLS handshakes.
+pub async fn fetch_staples(
+    gw: &Gateway,
+    certs: &[Vec<u8>],
+    tls_leaf: Option<&Vec<u8>>,
+) -> Result<(), String> {
     let conf = gw
         .conf
         .current(veksel_id::Origin::ClientProxy)
         .map_err(|f| f.message)?;
-    let mut own: Vec<Vec<u8>> = gw.keys.auth_chain.iter().take(1).cloned().collect();
-    for signer in gw.keys.signers.values() {
-        use veksel_proto::jws::Signer as _;
-        own.extend(signer.cert_chain().iter().take(1).cloned());
-    }
     let mut errors = Vec::new();
-    for cert in own {
-        let hash = veksel_pki::sha256_hex(&cert);
-        let Some((ca, ca_der)) = conf.issuing_ca(&cert, &hash) else {
+    for cert in certs {
+        let hash = veksel_pki::sha256_hex(cert);
+        let Some((ca, ca_der)) = conf.issuing_ca(cert, &hash) else {
             errors.push(format!("certificate {hash} is not from an approved CA"));
             continue;
         };
@@ -87,30 +123,26 @@ pub async fn refresh(gw: &Gateway) -> Result<(), String> {
         match fetch(
             gw,
             url,
-            &cert,
+            cert,
             ca_der,
             conf.conf().settings.ocsp_freshness_secs,
         )
         .await
         {
             Ok(der) => {
-                if gw.keys.auth_chain.first() == Some(&cert) {
+                if tls_leaf == Some(cert) {
                     gw.ocsp.tls_cert.set_ocsp(der.clone());
                 }
-                gw.ocsp.set(&cert, STANDARD.encode(&der));
+                gw.ocsp.set(cert, STANDARD.encode(&der));
             }
-            Err(e) => errors.push(format!("{}: {e}", veksel_pki::sha256_hex(&cert))),
+            Err(e) => errors.push(format!("{hash}: {e}")),
         }
     }
-    let result = if errors.is_empty() {
+    if errors.is_empty() {
         Ok(())
     } else {
         Err(errors.join("; "))
-    };
-    if let Ok(mut e) = gw.ocsp.last_error.lock() {
-        *e = result.as_ref().err().cloned();
     }
-    result
 }
 
 async fn fetch(

@@ -98,9 +98,7 @@ async fn exchange(
     op.record.consumer_gateway = peer.id.to_string();
     crate::ocsp::check(
         &conf,
-        req.headers()
-            .get(crate::ocsp::VEKSEL_OCSP_AUTH)
-            .and_then(|v| v.to_str().ok()),
+        crate::ocsp::auth_staple(req.headers(), leaf),
         leaf,
         gw.clock.now_secs(),
     )
@@ -453,7 +451,7 @@ async fn exchange(
     if let Some(len) = rparts.headers.get(http::header::CONTENT_LENGTH) {
         headers.insert(http::header::CONTENT_LENGTH, len.clone());
     }
-    let signer = gw.keys.signer(provider.member()).ok_or_else(|| {
+    let signer = gw.keys.get().signer(provider.member()).ok_or_else(|| {
         sfault(
             FaultCode::InternalError,
             format!(

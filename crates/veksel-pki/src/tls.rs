@@ -4,6 +4,7 @@
 //! with webpki, then apply our own identity rule).
 
 use crate::verify::Usage;
+use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -173,17 +174,14 @@ impl ClientCertVerifier for InformationSystemVerifier {
 
 /// The HTTPS client side of a gateway: TLS 1.2 or 1.3 (information systems may be
 /// old), optional client certificates checked per request.
-pub fn information_system_server_config(
-    chain: &[Vec<u8>],
-    key: PrivateKeyDer<'static>,
-) -> Result<ServerConfig, TlsError> {
+pub fn information_system_server_config(cert: Arc<StapledCert>) -> Result<ServerConfig, TlsError> {
     let verifier = Arc::new(InformationSystemVerifier {
         algs: provider().signature_verification_algorithms,
     });
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(cert_chain(chain), key)?;
+        .with_cert_resolver(cert);
     cfg.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
     Ok(cfg)
 }
@@ -195,8 +193,9 @@ fn cert_chain(chain: &[Vec<u8>]) -> Vec<CertificateDer<'static>> {
         .collect()
 }
 
-/// A server certificate whose stapled OCSP response (RFC 6066 `status_request`,
-/// carried in the TLS 1.3 Certificate message) can be replaced while serving.
+/// A certificate and key, presented as server or client certificate, that can be
+/// replaced while serving (key rotation without restart), with the OCSP response a
+/// server staples (RFC 6066 `status_request`, in the TLS 1.3 Certificate message).
 #[derive(Debug)]
 pub struct StapledCert {
     current: std::sync::RwLock<Arc<CertifiedKey>>,
@@ -212,6 +211,18 @@ impl StapledCert {
                 signing_key,
             ))),
         }))
+    }
+
+    /// Presents a new certificate chain and key in every handshake from now on (the
+    /// stapled response is dropped: it was for the old certificate).
+    pub fn replace(&self, chain: &[Vec<u8>], key: PrivateKeyDer<'static>) -> Result<(), TlsError> {
+        let signing_key = provider().key_provider.load_private_key(key)?;
+        let next = Arc::new(CertifiedKey::new(cert_chain(chain), signing_key));
+        match self.current.write() {
+            Ok(mut current) => *current = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        Ok(())
     }
 
     /// Staples `ocsp_der` to every handshake from now on.
@@ -235,6 +246,19 @@ impl ResolvesServerCert for StapledCert {
     }
 }
 
+impl ResolvesClientCert for StapledCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|c| Arc::clone(&c))
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// Server side between gateways: TLS 1.3 only, client certificate required, HTTP/2,
 /// the certificate's current OCSP response stapled.
 pub fn gateway_server_config(
@@ -255,11 +279,19 @@ pub fn gateway_client_config(
     key: PrivateKeyDer<'static>,
     verifier: Arc<GatewayPeerVerifier>,
 ) -> Result<ClientConfig, TlsError> {
+    gateway_client_config_with(StapledCert::new(chain, key)?, verifier)
+}
+
+/// [`gateway_client_config`] with a replaceable certificate.
+pub fn gateway_client_config_with(
+    cert: Arc<StapledCert>,
+    verifier: Arc<GatewayPeerVerifier>,
+) -> Result<ClientConfig, TlsError> {
     let mut cfg = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(cert_chain(chain), key)?;
+        .with_client_cert_resolver(cert);
     cfg.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(cfg)
 }

@@ -667,12 +667,22 @@ async fn peer_protocol(b: Backend) {
     );
 
     // OCSP: the TLS certificate needs a fresh response from its CA, for that certificate.
-    let signing_staple = peer.staples.1.clone();
-    let garbage = Some("bm90IGFuIE9DU1AgcmVzcG9uc2U=".to_owned());
+    let label = |s: &str| Some(format!("{} {s}", peer.auth_cert_sha256));
+    let signing_staple = peer.staples.1.clone().unwrap();
+    let garbage = "bm90IGFuIE9DU1AgcmVzcG9uc2U=";
     for (what, staple, expect) in [
         ("missing", None, "no OCSP response"),
-        ("another certificate's", signing_staple.clone(), "OCSP"),
-        ("garbage", garbage.clone(), "OCSP"),
+        (
+            "unlabelled",
+            Some(signing_staple.clone()),
+            "no OCSP response",
+        ),
+        (
+            "another certificate's",
+            label(&signing_staple),
+            "does not speak of this certificate",
+        ),
+        ("garbage", label(garbage), "OCSP"),
     ] {
         let mut r = peer.request(&net, "/x");
         r.auth_staple = staple;
@@ -686,10 +696,12 @@ async fn peer_protocol(b: Backend) {
         assert!(body.contains(expect), "{what}: {body}");
     }
     // …and so does the signing certificate.
+    let auth_staple = peer.staples.0.clone().unwrap();
+    let unlabelled_auth = auth_staple.split_once(' ').unwrap().1.to_owned();
     for (what, staple) in [
         ("missing", None),
-        ("another certificate's", peer.staples.0.clone()),
-        ("garbage", garbage),
+        ("another certificate's", Some(unlabelled_auth)),
+        ("garbage", Some(garbage.to_owned())),
     ] {
         let mut r = peer.request(&net, "/x");
         r.signing_staple = staple;
@@ -765,24 +777,7 @@ async fn peer_protocol(b: Backend) {
     );
 
     // A certificate from outside the network does not get past the TLS handshake.
-    let outsider_ca = veksel_pki::CertificateAuthority::create(
-        "outsider",
-        time::OffsetDateTime::now_utc(),
-        time::Duration::days(1),
-    )
-    .unwrap();
-    let key = veksel_pki::KeyFile::generate().unwrap();
-    let cert = outsider_ca
-        .issue_from_csr(
-            &veksel_pki::ca::make_csr(&key, "x").unwrap(),
-            &veksel_pki::Profile::GatewayAuth {
-                gateway: ORGS[MUNICIPALITY].gateway_id().parse().unwrap(),
-                hosts: vec![],
-            },
-            time::OffsetDateTime::now_utc(),
-            time::Duration::days(1),
-        )
-        .unwrap();
+    let (cert, key) = outsider_auth_cert(&ORGS[MUNICIPALITY].gateway_id());
     let refused =
         match RawPeer::connect(&net, MUNICIPALITY, POPULATION, Some((vec![cert], key))).await {
             Err(e) => Some(e),
@@ -1037,11 +1032,9 @@ async fn information_systems(b: Backend) {
     let gw_dir = net.sandbox().info.gateways[MUNICIPALITY].data_dir.clone();
     let sandbox = net.sandbox.take().unwrap();
     sandbox.stop().await;
-    let config_path = gw_dir.join("gateway.json");
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
-    config["client_tls_listen"] = Value::String("127.0.0.1:0".into());
-    std::fs::write(&config_path, config.to_string()).unwrap();
+    edit_gateway_config(&gw_dir, |config| {
+        config["client_tls_listen"] = Value::String("127.0.0.1:0".into());
+    });
     net.sandbox = Some(
         veksel_sandbox::Sandbox::start(veksel_sandbox::SandboxOptions::new(
             net.dir.path().to_owned(),

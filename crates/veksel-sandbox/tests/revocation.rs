@@ -9,23 +9,8 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 use veksel_sandbox::ORGS;
 
-async fn authority_client(net: &Net) -> (reqwest::Client, String, String) {
-    let info = &net.sandbox().info;
-    let ca = std::fs::read_to_string(&info.authority_ca_file).unwrap();
-    let roots = veksel_pki::certs_from_pem(&ca).unwrap();
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls(veksel_pki::tls::https_client_config(&roots).unwrap())
-        .build()
-        .unwrap();
-    (
-        http,
-        info.authority_url.clone(),
-        info.authority_admin_token.clone(),
-    )
-}
-
 async fn revoke(net: &Net, subject: &str, profile: &str) {
-    let (http, url, token) = authority_client(net).await;
+    let (http, url, token) = authority_client(net);
     let certs: Vec<Value> = http
         .get(format!("{url}/api/v1/certificates?subject={subject}"))
         .bearer_auth(&token)

@@ -143,12 +143,10 @@ both_backends!(
 );
 
 fn set_stamp_policy(dir: &std::path::Path, mode: &str) {
-    let path = dir.join("gateway.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["stamp_failure_mode"] = serde_json::Value::String(mode.into());
-    config["stamp_failure_limit_secs"] = serde_json::json!(0);
-    std::fs::write(&path, config.to_string()).unwrap();
+    edit_gateway_config(dir, |config| {
+        config["stamp_failure_mode"] = serde_json::Value::String(mode.into());
+        config["stamp_failure_limit_secs"] = serde_json::json!(0);
+    });
 }
 
 async fn tsa_down(b: Backend) {

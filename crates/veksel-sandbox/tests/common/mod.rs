@@ -244,8 +244,11 @@ pub struct RawPeer {
     >,
     pub signer: Arc<veksel_proto::jws::SoftwareSigner>,
     pub address: String,
-    /// The municipality gateway's current OCSP responses (authentication, signing).
+    /// The municipality gateway's current OCSP responses (authentication, labelled
+    /// with its certificate's hash as sent, and signing).
     pub staples: (Option<String>, Option<String>),
+    /// SHA-256 of the municipality gateway's authentication certificate.
+    pub auth_cert_sha256: String,
 }
 
 /// What a raw request should look like; tests change fields to break it.
@@ -282,8 +285,9 @@ impl RawPeer {
             cert.and_then(|c| from_gw.ocsp.for_cert(c))
                 .map(|s| s.as_str().to_owned())
         };
+        let auth_cert_sha256 = veksel_pki::sha256_hex(&keys.auth_chain[0]);
         let staples = (
-            staple(keys.auth_chain.first()),
+            staple(keys.auth_chain.first()).map(|s| format!("{auth_cert_sha256} {s}")),
             staple(signer.cert_chain().first()),
         );
         let (chain, key) = match auth_override {
@@ -318,6 +322,7 @@ impl RawPeer {
             signer,
             address,
             staples,
+            auth_cert_sha256,
         })
     }
 
@@ -419,6 +424,52 @@ impl RawPeer {
             .unwrap_or_default();
         Ok((parts.status.as_u16(), parts.headers, bytes))
     }
+}
+
+/// Changes fields of a gateway's `gateway.json` in its data directory (takes effect
+/// at the gateway's next start).
+pub fn edit_gateway_config(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("gateway.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, config.to_string()).unwrap();
+}
+
+/// An HTTPS client that trusts the authority, with the authority's URL and admin token.
+pub fn authority_client(net: &Net) -> (reqwest::Client, String, String) {
+    let info = &net.sandbox().info;
+    let ca = std::fs::read_to_string(&info.authority_ca_file).unwrap();
+    let roots = veksel_pki::certs_from_pem(&ca).unwrap();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(veksel_pki::tls::https_client_config(&roots).unwrap())
+        .build()
+        .unwrap();
+    (
+        http,
+        info.authority_url.clone(),
+        info.authority_admin_token.clone(),
+    )
+}
+
+/// An authentication certificate naming `gateway`, from a CA outside the network.
+pub fn outsider_auth_cert(gateway: &str) -> (Vec<u8>, veksel_pki::KeyFile) {
+    let now = time::OffsetDateTime::now_utc();
+    let outsider =
+        veksel_pki::CertificateAuthority::create("outsider", now, time::Duration::days(1)).unwrap();
+    let key = veksel_pki::KeyFile::generate().unwrap();
+    let cert = outsider
+        .issue_from_csr(
+            &veksel_pki::ca::make_csr(&key, "x").unwrap(),
+            &veksel_pki::Profile::GatewayAuth {
+                gateway: gateway.parse().unwrap(),
+                hosts: vec![],
+            },
+            now,
+            time::Duration::days(1),
+        )
+        .unwrap();
+    (cert, key)
 }
 
 /// Defines a test that runs on SQLite and on PostgreSQL.
