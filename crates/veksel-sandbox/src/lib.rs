@@ -165,6 +165,8 @@ pub struct SandboxOptions {
     pub sync_commit: bool,
     /// Oldest OCSP response gateways accept from each other, seconds.
     pub ocsp_freshness_secs: u64,
+    /// How often each gateway time-stamps its message log, seconds.
+    pub stamp_interval_secs: u64,
 }
 
 impl SandboxOptions {
@@ -179,6 +181,7 @@ impl SandboxOptions {
             clock: Clock::system(),
             sync_commit: true,
             ocsp_freshness_secs: veksel_proto::conf::Settings::default().ocsp_freshness_secs,
+            stamp_interval_secs: 60,
         }
     }
 }
@@ -464,6 +467,7 @@ impl Sandbox {
                     SocketAddr::from(([127, 0, 0, 1], ports.admin[i])),
                 );
                 config.sync_commit = options.sync_commit;
+                config.stamp_interval_secs = options.stamp_interval_secs;
                 if let Databases::Postgres { gateways, .. } = &options.databases {
                     config.database_url = Some(gateways[i].clone());
                 }
