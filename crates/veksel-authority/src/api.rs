@@ -104,6 +104,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/configuration", get(conf_status))
         .route("/api/v1/audit-events", get(audit_events))
+        .route("/api/v1/approved-cas", get(list_cas).post(add_ca))
+        .route("/api/v1/approved-cas/{name}", delete(remove_ca))
+        .route("/api/v1/approved-tsas", get(list_tsas).post(add_tsa))
+        .route("/api/v1/approved-tsas/{name}", delete(remove_tsa))
         .route("/enrol/v1", post(enrol))
         .route("/renew/v1", post(renew))
         .route("/tsa/v1", post(time_stamp))
@@ -127,7 +131,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         add_subsystem, remove_subsystem, list_gateways, add_gateway, get_gateway, remove_gateway,
         patch_gateway, new_enrolment_token, add_gateway_client, remove_gateway_client,
         list_global_groups, add_global_group, remove_global_group, add_group_member, remove_group_member,
-        list_tokens, create_token, revoke_token, issue_certificate, list_certificates, revoke_certificate, conf_status, audit_events, enrol, renew, time_stamp, ocsp_post, ocsp_get,
+        list_tokens, create_token, revoke_token, issue_certificate, list_certificates, revoke_certificate, conf_status, audit_events, enrol, renew, list_cas, add_ca, remove_ca, list_tsas, add_tsa, remove_tsa, time_stamp, ocsp_post, ocsp_get,
         global_conf, anchor, healthz, readyz, metrics
     ),
     modifiers(&BearerAuth),
@@ -847,6 +851,220 @@ async fn issue_for_gateway(
         signing,
         ca_pem: s.ca.cert_pem(),
     })
+}
+
+fn check_service_url(what: &str, url: &str) -> ApiResult<()> {
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.len() <= 2048
+        && has_host(url);
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{what} must be an http:// or https:// URL with a host"
+        )))
+    }
+}
+
+/// True if the URL has a non-empty host part (no crate is needed for this much).
+fn has_host(url: &str) -> bool {
+    url.split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or_default())
+        .is_some_and(|host| !host.is_empty() && !host.contains(char::is_whitespace))
+}
+
+fn check_service_name(s: &AppState, name: &str) -> ApiResult<()> {
+    if name.trim().is_empty() || name.len() > 100 || name.contains(['/', '\\']) {
+        return Err(ApiError::bad_request(
+            "name must be 1 to 100 characters without slashes",
+        ));
+    }
+    if name == s.own_ca_name() || name == s.own_tsa_name() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "that is the name of the authority's own service",
+        ));
+    }
+    Ok(())
+}
+
+fn one_cert(pem: &str) -> ApiResult<(Vec<u8>, CertInfo)> {
+    if pem.len() > 64 * 1024 {
+        return Err(ApiError::bad_request("certificate is larger than 64 KiB"));
+    }
+    let certs = veksel_pki::certs_from_pem(pem)
+        .map_err(|e| ApiError::bad_request(format!("certificate: {e}")))?;
+    let [der] = certs.as_slice() else {
+        return Err(ApiError::bad_request("give exactly one certificate"));
+    };
+    let info =
+        CertInfo::parse(der).map_err(|e| ApiError::bad_request(format!("certificate: {e}")))?;
+    Ok((der.clone(), info))
+}
+
+#[utoipa::path(get, path = "/api/v1/approved-cas", responses((status = 200, body = Vec<ApprovedCaDto>, description = "External CAs; the authority's own CA is always approved")))]
+async fn list_cas(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+) -> ApiResult<Json<Vec<ApprovedCaDto>>> {
+    require(&s, &h, Role::Observer).await?;
+    Ok(Json(
+        s.registry
+            .trust_services("ca")
+            .await?
+            .into_iter()
+            .map(|(name, cert_pem, ocsp_url, _)| ApprovedCaDto {
+                name,
+                cert_pem,
+                ocsp_url,
+            })
+            .collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/approved-cas", request_body = ApprovedCaDto, responses((status = 201, body = ApprovedCaDto), (status = 400, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+async fn add_ca(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Json(b): Json<ApprovedCaDto>,
+) -> ApiResult<(StatusCode, Json<ApprovedCaDto>)> {
+    let who = require(&s, &h, Role::Admin).await?;
+    check_service_name(&s, &b.name)?;
+    let (_, info) = one_cert(&b.cert_pem)?;
+    if !info.is_ca {
+        return Err(ApiError::bad_request(
+            "the certificate is not a CA certificate (basicConstraints cA)",
+        ));
+    }
+    if let Some(url) = &b.ocsp_url {
+        check_service_url("ocsp_url", url)?;
+    }
+    s.registry
+        .add_trust_service(
+            "ca",
+            &b.name,
+            &b.cert_pem,
+            b.ocsp_url.as_deref(),
+            0,
+            s.clock.now_ms(),
+        )
+        .await?;
+    changed(
+        &s,
+        &who,
+        "approved_ca.add",
+        &b.name,
+        serde_json::json!({"sha256": info.sha256, "ocsp_url": b.ocsp_url}),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(b)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/approved-cas/{name}", params(("name" = String, Path)), responses((status = 204), (status = 404, body = ApiErrorBody)))]
+async fn remove_ca(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let who = require(&s, &h, Role::Admin).await?;
+    s.registry.remove_trust_service("ca", &name).await?;
+    changed(&s, &who, "approved_ca.remove", &name, serde_json::json!({})).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/approved-tsas", responses((status = 200, body = Vec<ApprovedTsaDto>, description = "External TSAs; the authority's own TSA is always approved, with priority 100")))]
+async fn list_tsas(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+) -> ApiResult<Json<Vec<ApprovedTsaDto>>> {
+    require(&s, &h, Role::Observer).await?;
+    Ok(Json(
+        s.registry
+            .trust_services("tsa")
+            .await?
+            .into_iter()
+            .map(|(name, cert_pem, url, priority)| ApprovedTsaDto {
+                name,
+                url: url.unwrap_or_default(),
+                cert_pem,
+                priority,
+            })
+            .collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/approved-tsas", request_body = ApprovedTsaDto, responses((status = 201, body = ApprovedTsaDto), (status = 400, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+async fn add_tsa(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Json(b): Json<ApprovedTsaDto>,
+) -> ApiResult<(StatusCode, Json<ApprovedTsaDto>)> {
+    let who = require(&s, &h, Role::Admin).await?;
+    check_service_name(&s, &b.name)?;
+    check_service_url("url", &b.url)?;
+    let (der, info) = one_cert(&b.cert_pem)?;
+    // The gateways check tokens against the approved CAs: refuse a TSA they would not
+    // accept, with the reason, rather than let stamping fail later.
+    let mut cas = vec![s.ca.cert_pem()];
+    cas.extend(
+        s.registry
+            .trust_services("ca")
+            .await?
+            .into_iter()
+            .map(|c| c.1),
+    );
+    let roots = veksel_pki::verify::Roots::from_pems(cas.iter().map(String::as_str))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    roots
+        .verify_for_eku(
+            &[der],
+            veksel_pki::tsa::EKU_TIME_STAMPING,
+            s.clock.now_secs(),
+        )
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "the certificate is not a time-stamping certificate from an approved CA: {e}"
+            ))
+        })?;
+    s.registry
+        .add_trust_service(
+            "tsa",
+            &b.name,
+            &b.cert_pem,
+            Some(&b.url),
+            b.priority,
+            s.clock.now_ms(),
+        )
+        .await?;
+    changed(
+        &s,
+        &who,
+        "approved_tsa.add",
+        &b.name,
+        serde_json::json!({"sha256": info.sha256, "url": b.url, "priority": b.priority}),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(b)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/approved-tsas/{name}", params(("name" = String, Path)), responses((status = 204), (status = 404, body = ApiErrorBody)))]
+async fn remove_tsa(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let who = require(&s, &h, Role::Admin).await?;
+    s.registry.remove_trust_service("tsa", &name).await?;
+    changed(
+        &s,
+        &who,
+        "approved_tsa.remove",
+        &name,
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Media type in the JWS header of a renewal request, so no other signature by an

@@ -409,7 +409,20 @@ pub struct AppState {
     metrics: Metrics,
 }
 
+/// Failover position of the authority's own TSA among the approved TSAs.
+pub const OWN_TSA_PRIORITY: i64 = 100;
+
 impl AppState {
+    /// Name of the authority's own CA in the configuration.
+    pub fn own_ca_name(&self) -> String {
+        format!("{} veksel CA", self.config.instance)
+    }
+
+    /// Name of the authority's own TSA in the configuration.
+    pub fn own_tsa_name(&self) -> String {
+        format!("{} veksel TSA", self.config.instance)
+    }
+
     /// The configuration currently served.
     pub fn published(&self) -> Arc<Published> {
         match self.published.read() {
@@ -420,16 +433,39 @@ impl AppState {
 
     /// Builds, versions and signs the configuration from the registry.
     pub async fn publish(&self) -> Result<Arc<Published>, AuthorityError> {
-        let approved = vec![ApprovedCa {
-            name: format!("{} veksel CA", self.config.instance),
+        let mut approved = vec![ApprovedCa {
+            name: self.own_ca_name(),
             cert_pem: self.ca.cert_pem(),
             ocsp_url: Some(format!("{}/ocsp/v1", self.config.public_url)),
         }];
-        let tsas = vec![ApprovedTsa {
-            name: format!("{} veksel TSA", self.config.instance),
-            url: format!("{}/tsa/v1", self.config.public_url),
-            cert_pem: certs_to_pem(&[self.tsa.cert_der().to_vec()]),
-        }];
+        for (name, cert_pem, ocsp_url, _) in self.registry.trust_services("ca").await? {
+            approved.push(ApprovedCa {
+                name,
+                cert_pem,
+                ocsp_url,
+            });
+        }
+        let mut tsas = vec![(
+            OWN_TSA_PRIORITY,
+            ApprovedTsa {
+                name: self.own_tsa_name(),
+                url: format!("{}/tsa/v1", self.config.public_url),
+                cert_pem: certs_to_pem(&[self.tsa.cert_der().to_vec()]),
+            },
+        )];
+        for (name, cert_pem, url, priority) in self.registry.trust_services("tsa").await? {
+            tsas.push((
+                priority,
+                ApprovedTsa {
+                    name,
+                    url: url.unwrap_or_default(),
+                    cert_pem,
+                },
+            ));
+        }
+        // Gateways try TSAs in this order and fail over to the next.
+        tsas.sort_by_key(|(priority, _)| *priority);
+        let tsas = tsas.into_iter().map(|(_, t)| t).collect();
         let mut conf = self
             .registry
             .conf_content(

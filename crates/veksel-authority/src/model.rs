@@ -267,6 +267,40 @@ pub struct EnrolRequest {
     pub signing: Vec<SigningCsr>,
 }
 
+/// A CA whose certificates the network trusts besides the authority's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovedCaDto {
+    /// Display name, unique.
+    pub name: String,
+    /// The CA certificate, PEM.
+    pub cert_pem: String,
+    /// Its OCSP responder (`http://` or `https://`). When set, gateways must staple
+    /// fresh responses from it for every certificate of this CA they present.
+    #[serde(default)]
+    pub ocsp_url: Option<String>,
+}
+
+/// A time-stamping authority the network uses besides or instead of the authority's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovedTsaDto {
+    /// Display name, unique.
+    pub name: String,
+    /// Where it takes RFC 3161 requests.
+    pub url: String,
+    /// Its certificate, PEM; it must chain to an approved CA with the timeStamping
+    /// extended key usage.
+    pub cert_pem: String,
+    /// Gateways try TSAs in ascending priority; the authority's own has 100.
+    #[serde(default = "default_tsa_priority")]
+    pub priority: i64,
+}
+
+fn default_tsa_priority() -> i64 {
+    50
+}
+
 /// Payload of the JWS a gateway posts to `POST /renew/v1`, signed with its current
 /// authentication key (the certificate in the JWS header's `x5c`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

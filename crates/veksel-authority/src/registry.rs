@@ -615,6 +615,58 @@ impl Registry {
         Ok(row.map(|r| r.0))
     }
 
+    /// External trust services of `kind` (`ca` or `tsa`): (name, cert PEM, URL,
+    /// priority), by priority then name.
+    pub async fn trust_services(
+        &self,
+        kind: &str,
+    ) -> Result<Vec<(String, String, Option<String>, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT name, cert_pem, url, priority FROM trust_services WHERE kind = $1 ORDER BY priority, name",
+        )
+        .bind(kind)
+        .fetch_all(self.db.pool())
+        .await?)
+    }
+
+    /// Adds an external trust service.
+    pub async fn add_trust_service(
+        &self,
+        kind: &str,
+        name: &str,
+        cert_pem: &str,
+        url: Option<&str>,
+        priority: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO trust_services (kind, name, cert_pem, url, priority, added_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(kind)
+        .bind(name)
+        .bind(cert_pem)
+        .bind(url)
+        .bind(priority)
+        .bind(now_ms)
+        .execute(self.db.pool())
+        .await
+        .map_err(|e| conflict_on_unique(e, &format!("{kind} {name}")))?;
+        Ok(())
+    }
+
+    /// Removes an external trust service.
+    pub async fn remove_trust_service(&self, kind: &str, name: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM trust_services WHERE kind = $1 AND name = $2")
+            .bind(kind)
+            .bind(name)
+            .execute(self.db.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found(format!("{kind} {name}")));
+        }
+        Ok(())
+    }
+
     /// Accepts a renewal nonce once: false if it was seen before it expired.
     pub async fn use_nonce(&self, nonce: &str, now_ms: i64, expires_at_ms: i64) -> Result<bool> {
         sqlx::query("DELETE FROM renewal_nonces WHERE expires_at < $1")

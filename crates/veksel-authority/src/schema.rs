@@ -63,4 +63,13 @@ CREATE INDEX issued_certs_sha256 ON issued_certs (sha256)
 CREATE TABLE renewal_nonces (nonce TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)
 "#,
     },
+    Migration {
+        version: 5,
+        name: "external trust services",
+        sql: r#"
+CREATE TABLE trust_services (
+    kind TEXT NOT NULL, name TEXT NOT NULL, cert_pem TEXT NOT NULL, url TEXT,
+    priority BIGINT NOT NULL, added_at BIGINT NOT NULL, PRIMARY KEY (kind, name))
+"#,
+    },
 ];

@@ -48,7 +48,8 @@ const ID_ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.
 pub const VEKSEL_TSA_POLICY: &str = "1.3.6.1.4.1.32473.1.1";
 
 /// DER of id-kp-timeStamping (1.3.6.1.5.5.7.3.8), for chain validation.
-const EKU_TIME_STAMPING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08];
+/// The timeStamping extended key usage (1.3.6.1.5.5.7.3.8), OID content bytes.
+pub const EKU_TIME_STAMPING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08];
 
 /// ESSCertIDv2 (RFC 5035) with the default hash algorithm, SHA-256.
 #[derive(Clone, Debug, Eq, PartialEq, Sequence)]
