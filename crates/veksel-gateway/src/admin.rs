@@ -17,7 +17,6 @@ use utoipa::{OpenApi, ToSchema};
 use veksel_admin::{ApiError, ApiErrorBody, ApiResult};
 use veksel_id::SubsystemId;
 use veksel_proto::access::AccessRule;
-use veksel_proto::jws::Signer as _;
 
 /// Roles of gateway admin tokens, weakest first.
 const ROLES: [&str; 3] = ["observer", "security-officer", "admin"];

@@ -31,6 +31,7 @@ pub mod renewal;
 pub mod schema;
 pub mod server_proxy;
 pub mod serverconf;
+pub mod signing;
 pub mod stamper;
 
 use confclient::ConfClient;
@@ -45,7 +46,6 @@ use veksel_pki::ca::make_csr;
 use veksel_pki::{KeyFile, certs_from_pem};
 use veksel_proto::Clock;
 use veksel_proto::conf::Anchor;
-use veksel_proto::jws::SoftwareSigner;
 use veksel_store::{Db, DbOptions};
 
 /// Why the gateway could not start or act.
@@ -137,6 +137,9 @@ pub struct GatewayConfig {
     /// How often certificates are checked for renewal, seconds.
     #[serde(default = "default_cert_check_interval")]
     pub cert_check_interval_secs: u64,
+    /// Members' signing keys live in this PKCS#11 token instead of key files.
+    #[serde(default)]
+    pub hsm: Option<signing::HsmConfig>,
 }
 
 fn default_cert_renew_before() -> u64 {
@@ -213,6 +216,7 @@ impl GatewayConfig {
             cert_renew_before_secs: default_cert_renew_before(),
             cert_warn_before_secs: default_cert_warn_before(),
             cert_check_interval_secs: default_cert_check_interval(),
+            hsm: None,
         }
     }
 
@@ -246,7 +250,7 @@ fn signing_stem(member: &MemberId) -> String {
     member.to_string().replace('/', ":")
 }
 
-fn io_err(path: &Path, e: impl std::fmt::Display) -> GatewayError {
+pub(crate) fn io_err(path: &Path, e: impl std::fmt::Display) -> GatewayError {
     GatewayError::Config(format!("{}: {e}", path.display()))
 }
 
@@ -278,7 +282,7 @@ pub struct KeyStore {
     /// Authentication key.
     pub auth_key: KeyFile,
     /// Signers by member.
-    pub signers: BTreeMap<MemberId, Arc<SoftwareSigner>>,
+    pub signers: BTreeMap<MemberId, signing::MemberSigner>,
     /// Authentication certificates replaced by a renewal while this process ran and
     /// not expired: connections opened before the switch still present them.
     pub previous_auth: Vec<Vec<u8>>,
@@ -325,6 +329,7 @@ impl KeyStore {
             &std::fs::read_to_string(&auth_path).map_err(|e| io_err(&auth_path, e))?,
         )?;
         let auth_key = KeyFile::load(&dir.join(files::AUTH_KEY))?;
+        let hsm = read_config(dir)?.hsm;
         let mut signers = BTreeMap::new();
         let sdir = dir.join(files::SIGNING_DIR);
         if let Ok(entries) = std::fs::read_dir(&sdir) {
@@ -342,9 +347,7 @@ impl KeyStore {
                     .map_err(|e| io_err(&path, format!("not a member id: {e}")))?;
                 let chain =
                     certs_from_pem(&std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?)?;
-                let key = KeyFile::load(&path.with_extension("key"))?;
-                let signer = key.signer(chain).map_err(|e| io_err(&path, e))?;
-                signers.insert(member, Arc::new(signer));
+                signers.insert(member, signing::load_signer(&path, chain, hsm.as_ref())?);
             }
         }
         Ok(Self {
@@ -356,7 +359,7 @@ impl KeyStore {
     }
 
     /// The signer for a member.
-    pub fn signer(&self, member: &MemberId) -> Option<Arc<SoftwareSigner>> {
+    pub fn signer(&self, member: &MemberId) -> Option<signing::MemberSigner> {
         self.signers.get(member).cloned()
     }
 }
@@ -407,10 +410,8 @@ pub async fn enrol(dir: &Path, token: &str, clock: &Clock) -> Result<Vec<String>
         if sdir.join(format!("{stem}.pem")).exists() {
             continue;
         }
-        let key = KeyFile::generate()?;
-        signing.push(
-            serde_json::json!({"member": m.to_string(), "csr_pem": make_csr(&key, m.code())?}),
-        );
+        let key = signing::NewKey::generate(&config, m)?;
+        signing.push(serde_json::json!({"member": m.to_string(), "csr_pem": key.csr(m.code())?}));
         pending_keys.push((m.clone(), key));
     }
     let auth_missing = !dir.join(files::AUTH_CERT).exists();
@@ -468,7 +469,7 @@ pub async fn enrol(dir: &Path, token: &str, clock: &Clock) -> Result<Vec<String>
                 GatewayError::Enrol(format!("answer has no signing certificate for {member}"))
             })?;
         let stem = signing_stem(&member);
-        key.save(&sdir.join(format!("{stem}.key")))?;
+        key.save(&sdir, &stem)?;
         std::fs::write(sdir.join(format!("{stem}.pem")), pem).map_err(|e| io_err(&sdir, e))?;
         issued.push(format!("signing certificate for {member}"));
     }

@@ -90,7 +90,6 @@ pub async fn refresh(gw: &Gateway) -> Result<(), String> {
     let mut own: Vec<Vec<u8>> = keys.auth_chain.iter().take(1).cloned().collect();
     own.extend(keys.previous_auth.iter().cloned());
     for signer in keys.signers.values() {
-        use veksel_proto::jws::Signer as _;
         own.extend(signer.cert_chain().iter().take(1).cloned());
     }
     let result = fetch_staples(gw, &own, keys.auth_chain.first()).await;

@@ -17,7 +17,6 @@ use serde::Serialize;
 use std::path::Path;
 use veksel_id::MemberId;
 use veksel_pki::{CertInfo, KeyFile, certs_from_pem};
-use veksel_proto::jws::Signer as _;
 
 /// Directory (in the data directory) of renewed keys and certificates not in use yet.
 pub const PENDING_DIR: &str = "pending";
@@ -141,10 +140,10 @@ async fn request(
     let mut signing = Vec::new();
     let mut signing_keys = Vec::new();
     for m in members {
-        let key = KeyFile::generate().map_err(err)?;
+        let key = crate::signing::NewKey::generate(&gw.config, m).map_err(err)?;
         signing.push(serde_json::json!({
             "member": m.to_string(),
-            "csr_pem": veksel_pki::ca::make_csr(&key, m.code()).map_err(err)?,
+            "csr_pem": key.csr(m.code()).map_err(err)?,
         }));
         signing_keys.push((m.clone(), key));
     }
@@ -191,7 +190,7 @@ async fn request(
         let pem = answer["auth"]["cert_pem"]
             .as_str()
             .ok_or("the answer has no authentication certificate")?;
-        check_matches(pem, &key)?;
+        check_matches(pem, &key.signer(Vec::new()).map_err(err)?.public_key())?;
         key.save(&scratch.join(files::AUTH_KEY)).map_err(err)?;
         write(&scratch.join(files::AUTH_CERT), pem)?;
     }
@@ -202,9 +201,9 @@ async fn request(
             .find(|c| c["subject"].as_str() == Some(member.to_string().as_str()))
             .and_then(|c| c["cert_pem"].as_str())
             .ok_or_else(|| format!("the answer has no signing certificate for {member}"))?;
-        check_matches(pem, &key)?;
+        check_matches(pem, &key.public_key().map_err(err)?)?;
         let stem = signing_stem(&member);
-        key.save(&sdir.join(format!("{stem}.key"))).map_err(err)?;
+        key.save(&sdir, &stem).map_err(err)?;
         write(&sdir.join(format!("{stem}.pem")), pem)?;
     }
     std::fs::rename(&scratch, gw.dir.join(PENDING_DIR)).map_err(err)?;
@@ -216,13 +215,12 @@ async fn request(
     Ok(())
 }
 
-/// The certificate must be for the key it was requested with.
-fn check_matches(pem: &str, key: &KeyFile) -> Result<(), String> {
+/// The certificate must be for the key (its uncompressed point) it was requested with.
+fn check_matches(pem: &str, public_key: &[u8]) -> Result<(), String> {
     let chain = certs_from_pem(pem).map_err(err)?;
     let leaf = chain.first().ok_or("an empty certificate")?;
     let info = CertInfo::parse(leaf).map_err(err)?;
-    let signer = key.signer(chain.clone()).map_err(err)?;
-    if info.public_key != signer.public_key() {
+    if info.public_key != public_key {
         return Err("the authority returned a certificate for another key".into());
     }
     Ok(())
@@ -341,8 +339,25 @@ pub fn move_into_place(dir: &Path) -> Result<(), GatewayError> {
         let target = dir.join(files::SIGNING_DIR);
         std::fs::create_dir_all(&target).map_err(|e| io(&target, e))?;
         for e in entries.flatten() {
-            std::fs::rename(e.path(), target.join(e.file_name()))
-                .map_err(|err| io(&e.path(), err))?;
+            // A key may move between a key file and the HSM (`.key` / `.hsm`); the
+            // other kind goes first, so the loader never pairs a stale key with the
+            // new certificate, even after a crash here.
+            let from = e.path();
+            let other = match from.extension().and_then(|x| x.to_str()) {
+                Some("key") => Some("hsm"),
+                Some("hsm") => Some("key"),
+                _ => None,
+            };
+            if let Some(other) = other {
+                let stale = target.join(e.file_name()).with_extension(other);
+                match std::fs::remove_file(&stale) {
+                    Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(io(&stale, err));
+                    }
+                    _ => {}
+                }
+            }
+            std::fs::rename(&from, target.join(e.file_name())).map_err(|err| io(&from, err))?;
         }
         sync_dir(&target)?;
     }

@@ -539,7 +539,7 @@ struct ProviderFinish {
     gw: Arc<Gateway>,
     op: OpCtx,
     template: ResponseDescriptor,
-    signer: Arc<veksel_proto::jws::SoftwareSigner>,
+    signer: crate::signing::MemberSigner,
     log_mode: LogMode,
     capture: u64,
     verified: VerifiedRequest,

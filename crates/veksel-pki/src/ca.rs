@@ -212,6 +212,11 @@ impl CertificateAuthority {
 
 /// Makes a PKCS#10 request for `key`. The subject is informational only.
 pub fn make_csr(key: &KeyFile, common_name: &str) -> Result<String, PkiError> {
+    make_csr_with(&key.rcgen()?, common_name)
+}
+
+/// Makes a PKCS#10 request signed by any key rcgen can use (an HSM key too).
+pub fn make_csr_with(key: &impl rcgen::SigningKey, common_name: &str) -> Result<String, PkiError> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(
@@ -220,7 +225,7 @@ pub fn make_csr(key: &KeyFile, common_name: &str) -> Result<String, PkiError> {
     );
     p.distinguished_name = dn;
     let csr = p
-        .serialize_request(&key.rcgen()?)
+        .serialize_request(key)
         .map_err(|e| PkiError::Issue(e.to_string()))?;
     csr.pem().map_err(|e| PkiError::Issue(e.to_string()))
 }

@@ -10,6 +10,7 @@
 
 pub mod ca;
 pub mod cert;
+pub mod hsm;
 pub mod keys;
 pub mod ocsp;
 pub mod tls;
@@ -40,6 +41,9 @@ pub enum PkiError {
     /// Certificate generation failed.
     #[error("cannot issue certificate: {0}")]
     Issue(String),
+    /// A key operation failed (HSM, key generation).
+    #[error("key: {0}")]
+    Key(String),
     /// Reading or writing a key or certificate file failed.
     #[error("{path}: {source}")]
     Io {
@@ -97,5 +101,31 @@ pub fn pem_block(label: &str, der: &[u8]) -> String {
         out.push('\n');
     }
     out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Converts a raw P-256 ECDSA signature (`r || s`, 64 bytes, as JWS carries it) into
+/// the DER `SEQUENCE { r INTEGER, s INTEGER }` X.509 and CMS carry. Written out by hand:
+/// the two integers are at most 33 bytes, so every length fits in one byte.
+pub fn ecdsa_raw_to_der(raw: &[u8]) -> Vec<u8> {
+    fn integer(bytes: &[u8]) -> Vec<u8> {
+        let start = bytes
+            .iter()
+            .position(|&b| b != 0)
+            .unwrap_or(bytes.len().saturating_sub(1));
+        let trimmed = &bytes[start.min(bytes.len())..];
+        let mut out = vec![0x02];
+        let pad = trimmed.first().is_none_or(|&b| b & 0x80 != 0);
+        out.push(u8::try_from(trimmed.len() + usize::from(pad)).unwrap_or(0));
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(trimmed);
+        out
+    }
+    let (r, s) = raw.split_at(raw.len() / 2);
+    let body = [integer(r), integer(s)].concat();
+    let mut out = vec![0x30, u8::try_from(body.len()).unwrap_or(0)];
+    out.extend(body);
     out
 }

@@ -37,7 +37,7 @@ pub enum JwsError {
 }
 
 /// Something that makes ES256 signatures: a key file, an HSM, a batch signer.
-pub trait Signer: Send + Sync {
+pub trait Signer: Send + Sync + std::fmt::Debug {
     /// Signs `message` and returns the raw `r || s` signature (64 bytes).
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, JwsError>;
     /// The signer's certificate chain, leaf first, DER.

@@ -167,6 +167,9 @@ pub struct SandboxOptions {
     pub ocsp_freshness_secs: u64,
     /// How often each gateway time-stamps its message log, seconds.
     pub stamp_interval_secs: u64,
+    /// Gateways (by [`ORGS`] index) whose members' signing keys live in a PKCS#11
+    /// token instead of key files; applies when the gateway is first set up.
+    pub hsm: std::collections::BTreeMap<usize, veksel_gateway::signing::HsmConfig>,
 }
 
 impl SandboxOptions {
@@ -182,6 +185,7 @@ impl SandboxOptions {
             sync_commit: true,
             ocsp_freshness_secs: veksel_proto::conf::Settings::default().ocsp_freshness_secs,
             stamp_interval_secs: 60,
+            hsm: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -468,6 +472,7 @@ impl Sandbox {
                 );
                 config.sync_commit = options.sync_commit;
                 config.stamp_interval_secs = options.stamp_interval_secs;
+                config.hsm = options.hsm.get(&i).cloned();
                 if let Databases::Postgres { gateways, .. } = &options.databases {
                     config.database_url = Some(gateways[i].clone());
                 }

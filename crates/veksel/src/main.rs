@@ -223,6 +223,16 @@ enum GatewayCommand {
         admin_listen: SocketAddr,
         #[arg(long)]
         database_url: Option<String>,
+        /// Keep members' signing keys in this PKCS#11 module's token (e.g.
+        /// /usr/lib/softhsm/libsofthsm2.so) instead of key files.
+        #[arg(long, requires_all = ["pkcs11_token", "pkcs11_pin_file"])]
+        pkcs11_module: Option<PathBuf>,
+        /// Label of the PKCS#11 token.
+        #[arg(long, requires = "pkcs11_module")]
+        pkcs11_token: Option<String>,
+        /// File holding the token's user PIN (keep it 0600).
+        #[arg(long, requires = "pkcs11_module")]
+        pkcs11_pin_file: Option<PathBuf>,
     },
     /// Generate keys and obtain certificates with a one-time enrolment token.
     Enrol {
@@ -667,6 +677,9 @@ async fn gateway(command: GatewayCommand, clock: Clock) -> Result<()> {
             peer_listen,
             admin_listen,
             database_url,
+            pkcs11_module,
+            pkcs11_token,
+            pkcs11_pin_file,
         } => {
             let text = std::fs::read_to_string(&anchor)
                 .with_context(|| format!("reading {}", anchor.display()))?;
@@ -679,6 +692,19 @@ async fn gateway(command: GatewayCommand, clock: Clock) -> Result<()> {
                 admin_listen,
             );
             config.database_url = database_url;
+            if let (Some(module), Some(token_label), Some(pin_file)) =
+                (pkcs11_module, pkcs11_token, pkcs11_pin_file)
+            {
+                // Absolute, because the gateway may later run from another directory.
+                let hsm = veksel_gateway::signing::HsmConfig {
+                    module: std::path::absolute(&module)?,
+                    token_label,
+                    pin_file: std::path::absolute(&pin_file)?,
+                };
+                // Fails here rather than at enrolment if the token is not reachable.
+                veksel_gateway::signing::open_hsm(&hsm)?;
+                config.hsm = Some(hsm);
+            }
             veksel_gateway::init(&data_dir, &config, &anchor)?;
             println!(
                 "gateway {id} initialised in {}; next: veksel gateway enrol",

@@ -242,7 +242,7 @@ pub struct RawPeer {
     send: hyper::client::conn::http2::SendRequest<
         http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>,
     >,
-    pub signer: Arc<veksel_proto::jws::SoftwareSigner>,
+    pub signer: veksel_gateway::signing::MemberSigner,
     pub address: String,
     /// The municipality gateway's current OCSP responses (authentication, labelled
     /// with its certificate's hash as sent, and signing).
@@ -279,7 +279,6 @@ impl RawPeer {
         let keys = veksel_gateway::KeyStore::load(&from.data_dir).unwrap();
         let member: veksel_id::MemberId = ORGS[from_org].member().parse().unwrap();
         let signer = keys.signer(&member).unwrap();
-        use veksel_proto::jws::Signer as _;
         let from_gw = net.sandbox().gateway(from_org).unwrap();
         let staple = |cert: Option<&Vec<u8>>| {
             cert.and_then(|c| from_gw.ocsp.for_cert(c))
@@ -488,4 +487,36 @@ macro_rules! both_backends {
             }
         }
     };
+}
+
+/// The signing certificate (leaf of `x5c`) of a compact JWS.
+pub fn signing_cert_of(jws: &str) -> Vec<u8> {
+    use base64::Engine;
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(jws.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    base64::engine::general_purpose::STANDARD
+        .decode(header["x5c"][0].as_str().unwrap())
+        .unwrap()
+}
+
+/// Renews every certificate of a gateway now and waits (at most 30 s) until the new
+/// keys are in use; returns the first round's outcome.
+pub async fn renew_now(gw: &veksel_gateway::Gateway) -> veksel_gateway::renewal::Outcome {
+    use veksel_gateway::renewal;
+    let first = renewal::round(gw, true).await.unwrap();
+    let mut outcome = first.clone();
+    let started = std::time::Instant::now();
+    while !outcome.activated {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the new keys were not activated: {outcome:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        outcome = renewal::round(gw, false).await.unwrap();
+    }
+    first
 }
