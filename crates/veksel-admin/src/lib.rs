@@ -18,7 +18,8 @@ use veksel_store::{Db, StoreError};
 #[serde(deny_unknown_fields)]
 pub struct ApiErrorBody {
     /// Stable code: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
-    /// `conflict`, `unavailable`, `internal`.
+    /// `conflict`, `invalid` (well-formed but not acceptable), `unavailable`,
+    /// `internal`.
     pub code: String,
     /// What went wrong.
     pub message: String,

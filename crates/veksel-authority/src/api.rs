@@ -16,7 +16,7 @@ use veksel_id::{ClientId, GatewayId, MemberId, SubsystemId};
 use veksel_pki::ca::Profile;
 use veksel_pki::{CertInfo, certs_to_pem};
 
-async fn require(
+pub(crate) async fn require(
     state: &AppState,
     headers: &HeaderMap,
     role: Role,
@@ -30,11 +30,14 @@ async fn require(
     Ok(tokens::Principal { id: p.id, role })
 }
 
-fn parse_id<T: std::str::FromStr<Err = veksel_id::IdError>>(raw: &str, what: &str) -> ApiResult<T> {
+pub(crate) fn parse_id<T: std::str::FromStr<Err = veksel_id::IdError>>(
+    raw: &str,
+    what: &str,
+) -> ApiResult<T> {
     veksel_admin::path_id(raw, what)
 }
 
-async fn changed(
+pub(crate) async fn changed(
     state: &AppState,
     who: &tokens::Principal,
     action: &str,
@@ -119,6 +122,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::management::router())
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(state)
 }
@@ -154,7 +158,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The OpenAPI 3.1 document of this API.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    ApiDoc::openapi().merge_from(crate::management::ManagementDoc::openapi())
 }
 
 #[utoipa::path(get, path = "/openapi.json", security(()), responses((status = 200, description = "OpenAPI 3.1 document")))]
@@ -331,7 +335,10 @@ fn check_address(address: &str) -> ApiResult<()> {
     Ok(())
 }
 
-async fn issue_enrolment_token(s: &AppState, id: &GatewayId) -> ApiResult<EnrolmentToken> {
+pub(crate) async fn issue_enrolment_token(
+    s: &AppState,
+    id: &GatewayId,
+) -> ApiResult<EnrolmentToken> {
     let expires = s.clock.now_ms() + s.config.enrolment_token_ttl_secs as i64 * 1000;
     let token = tokens::create_enrolment_token(s.registry.db(), id, expires).await?;
     Ok(EnrolmentToken {
@@ -785,9 +792,29 @@ async fn enrol(
                 ApiError::unauthorized("the enrolment token is unknown, used or expired")
             })?;
     let actor = format!("enrolment:{gateway}");
-    issue_for_gateway(&s, &actor, &gateway, b.auth_csr_pem.as_deref(), &b.signing)
-        .await
-        .map(Json)
+    let issued =
+        issue_for_gateway(&s, &actor, &gateway, b.auth_csr_pem.as_deref(), &b.signing).await?;
+    record_auth_registration(&s, &gateway, &issued, &actor).await?;
+    Ok(Json(issued))
+}
+
+/// A new authentication certificate is a registration approved by how it was asked
+/// for (enrolment token, or signature of the current certificate); it is kept in the
+/// management requests beside the others.
+async fn record_auth_registration(
+    s: &AppState,
+    gateway: &GatewayId,
+    issued: &EnrolResponse,
+    actor: &str,
+) -> ApiResult<()> {
+    if let Some(auth) = &issued.auth {
+        let change = veksel_proto::management::Change::AuthCertRegistration {
+            gateway: gateway.clone(),
+            cert_sha256: auth.sha256.clone(),
+        };
+        crate::management::record_applied(s, &change, actor).await?;
+    }
+    Ok(())
 }
 
 /// Issues what an enrolment or a renewal asks for: a new authentication certificate
@@ -1074,24 +1101,32 @@ pub const RENEWAL_CTY: &str = "veksel-renewal+json";
 /// A renewal request is accepted this long after (and before) its creation time.
 const RENEWAL_WINDOW_MS: i64 = 5 * 60 * 1000;
 
-#[utoipa::path(post, path = "/renew/v1", security(()), request_body(content = String, content_type = "application/jose", description = "Compact JWS (ES256, cty veksel-renewal+json) over a RenewRequest, signed with the gateway's current authentication key, whose certificate is in x5c"), responses((status = 200, body = EnrolResponse), (status = 400, body = ApiErrorBody), (status = 401, body = ApiErrorBody), (status = 409, body = ApiErrorBody, description = "The request was replayed")))]
-async fn renew(State(s): State<Arc<AppState>>, body: String) -> ApiResult<Json<EnrolResponse>> {
+/// Checks a request a gateway signed with its authentication key (a compact JWS with
+/// the certificate in `x5c`): the certificate chains to the authority's CA, is a
+/// current, unrevoked authentication certificate of the gateway it names, and signed
+/// the payload. Returns the gateway and the payload.
+pub(crate) async fn verify_gateway_jws(
+    s: &AppState,
+    body: &str,
+    cty: &str,
+    what: &str,
+) -> ApiResult<(GatewayId, Vec<u8>)> {
     if body.len() > 128 * 1024 {
-        return Err(ApiError::bad_request(
-            "the renewal request is larger than 128 KiB",
-        ));
+        return Err(ApiError::bad_request(format!(
+            "the {what} is larger than 128 KiB"
+        )));
     }
     let jws = veksel_proto::jws::Unverified::parse(body.trim(), None)
-        .map_err(|e| ApiError::bad_request(format!("renewal request: {e}")))?;
-    if jws.header.cty.as_deref() != Some(RENEWAL_CTY) {
+        .map_err(|e| ApiError::bad_request(format!("{what}: {e}")))?;
+    if jws.header.cty.as_deref() != Some(cty) {
         return Err(ApiError::bad_request(format!(
-            "renewal request: the JWS content type must be {RENEWAL_CTY}"
+            "{what}: the JWS content type must be {cty}"
         )));
     }
     let chain = jws
         .header
         .chain_der()
-        .map_err(|e| ApiError::unauthorized(format!("renewal request: {e}")))?;
+        .map_err(|e| ApiError::unauthorized(format!("{what}: {e}")))?;
     let roots = veksel_pki::verify::Roots::from_ders(vec![s.ca.cert_der().to_vec()])
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let now_secs = u64::try_from(s.clock.now_ms() / 1000).unwrap_or_default();
@@ -1099,7 +1134,7 @@ async fn renew(State(s): State<Arc<AppState>>, body: String) -> ApiResult<Json<E
         .verify(&chain, veksel_pki::verify::Usage::TlsClient, now_secs)
         .map_err(|e| {
             ApiError::unauthorized(format!(
-                "the request is not signed with a valid authentication certificate: {e}"
+                "the {what} is not signed with a valid authentication certificate: {e}"
             ))
         })?;
     let gateway: GatewayId = info
@@ -1127,22 +1162,32 @@ async fn renew(State(s): State<Arc<AppState>>, body: String) -> ApiResult<Json<E
     }
     let payload = jws
         .verify(&info.public_key)
-        .map_err(|_| ApiError::unauthorized("the renewal request's signature does not verify"))?;
-    let req: RenewRequest = serde_json::from_slice(&payload)
-        .map_err(|e| ApiError::bad_request(format!("renewal request: {e}")))?;
-    if req.gateway != gateway.to_string() {
+        .map_err(|_| ApiError::unauthorized(format!("the {what}'s signature does not verify")))?;
+    Ok((gateway, payload))
+}
+
+/// A signed gateway request must name the gateway that signed it, be recent, and be
+/// used once (its nonce is remembered past the time window).
+pub(crate) async fn check_fresh(
+    s: &AppState,
+    signer: &GatewayId,
+    named: &str,
+    created_at_ms: i64,
+    nonce: &str,
+    what: &str,
+) -> ApiResult<()> {
+    if named != signer.to_string() {
         return Err(ApiError::unauthorized(format!(
-            "the request is for gateway {}, but signed by gateway {gateway}",
-            req.gateway
+            "the {what} is for gateway {named}, but signed by gateway {signer}"
         )));
     }
     let now_ms = s.clock.now_ms();
-    if (req.created_at_ms - now_ms).abs() > RENEWAL_WINDOW_MS {
-        return Err(ApiError::bad_request(
-            "the renewal request was not made within the last 5 minutes (check the clock)",
-        ));
+    if (created_at_ms - now_ms).abs() > RENEWAL_WINDOW_MS {
+        return Err(ApiError::bad_request(format!(
+            "the {what} was not made within the last 5 minutes (check the clock)"
+        )));
     }
-    if req.nonce.is_empty() || req.nonce.len() > 128 {
+    if nonce.is_empty() || nonce.len() > 128 {
         return Err(ApiError::bad_request(
             "the nonce must have 1 to 128 characters",
         ));
@@ -1150,7 +1195,7 @@ async fn renew(State(s): State<Arc<AppState>>, body: String) -> ApiResult<Json<E
     if !s
         .registry
         .use_nonce(
-            &format!("{gateway}/{}", req.nonce),
+            &format!("{signer}/{nonce}"),
             now_ms,
             now_ms + 2 * RENEWAL_WINDOW_MS,
         )
@@ -1159,19 +1204,37 @@ async fn renew(State(s): State<Arc<AppState>>, body: String) -> ApiResult<Json<E
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "conflict",
-            "this renewal request was already used",
+            format!("this {what} was already used"),
         ));
     }
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/renew/v1", security(()), request_body(content = String, content_type = "application/jose", description = "Compact JWS (ES256, cty veksel-renewal+json) over a RenewRequest, signed with the gateway's current authentication key, whose certificate is in x5c"), responses((status = 200, body = EnrolResponse), (status = 400, body = ApiErrorBody), (status = 401, body = ApiErrorBody), (status = 409, body = ApiErrorBody, description = "The request was replayed")))]
+async fn renew(State(s): State<Arc<AppState>>, body: String) -> ApiResult<Json<EnrolResponse>> {
+    let (gateway, payload) = verify_gateway_jws(&s, &body, RENEWAL_CTY, "renewal request").await?;
+    let req: RenewRequest = serde_json::from_slice(&payload)
+        .map_err(|e| ApiError::bad_request(format!("renewal request: {e}")))?;
+    check_fresh(
+        &s,
+        &gateway,
+        &req.gateway,
+        req.created_at_ms,
+        &req.nonce,
+        "renewal request",
+    )
+    .await?;
     let actor = format!("renewal:{gateway}");
-    issue_for_gateway(
+    let issued = issue_for_gateway(
         &s,
         &actor,
         &gateway,
         req.auth_csr_pem.as_deref(),
         &req.signing,
     )
-    .await
-    .map(Json)
+    .await?;
+    record_auth_registration(&s, &gateway, &issued, &actor).await?;
+    Ok(Json(issued))
 }
 
 #[utoipa::path(post, path = "/tsa/v1", security(()), request_body(content = Vec<u8>, content_type = "application/timestamp-query", description = "RFC 3161 TimeStampReq (DER)"), responses((status = 200, description = "RFC 3161 TimeStampResp (DER): a token, or a rejection", content_type = "application/timestamp-reply")))]

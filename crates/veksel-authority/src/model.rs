@@ -65,6 +65,9 @@ pub struct GatewayDto {
     pub auth_cert_sha256: Vec<String>,
     /// Hosted subsystems.
     pub clients: Vec<String>,
+    /// Hosted subsystems that are disabled (not in the global configuration).
+    #[serde(default)]
+    pub disabled_clients: Vec<String>,
 }
 
 /// Body of `POST /api/v1/gateways`.

@@ -41,6 +41,14 @@ fn not_found(what: impl Into<String>) -> StoreError {
     StoreError::NotFound(what.into())
 }
 
+/// Not found unless the statement touched a row.
+fn found(done: sqlx::any::AnyQueryResult, what: impl FnOnce() -> String) -> Result<()> {
+    if done.rows_affected() == 0 {
+        return Err(not_found(what()));
+    }
+    Ok(())
+}
+
 fn conflict_on_unique(e: sqlx::Error, what: &str) -> StoreError {
     let e = StoreError::from(e);
     if e.is_unique_violation() {
@@ -271,7 +279,7 @@ impl Registry {
         Ok(())
     }
 
-    async fn subsystem_exists(&self, id: &SubsystemId) -> Result<bool> {
+    pub(crate) async fn subsystem_exists(&self, id: &SubsystemId) -> Result<bool> {
         let row: Option<(String,)> =
             sqlx::query_as("SELECT code FROM subsystems WHERE member_id = $1 AND code = $2")
                 .bind(id.member().to_string())
@@ -352,8 +360,8 @@ impl Registry {
         )
         .fetch_all(self.db.pool())
         .await?;
-        let clients: Vec<(String, String)> =
-            sqlx::query_as("SELECT gateway_id, subsystem_id FROM gateway_clients ORDER BY gateway_id, subsystem_id")
+        let clients: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT gateway_id, subsystem_id, disabled FROM gateway_clients ORDER BY gateway_id, subsystem_id")
                 .fetch_all(self.db.pool())
                 .await?;
         let mut certs_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -361,14 +369,21 @@ impl Registry {
             certs_of.entry(g).or_default().push(h);
         }
         let mut clients_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (g, c) in clients {
-            clients_of.entry(g).or_default().push(c);
+        let mut disabled_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (g, c, disabled) in clients {
+            let of = if disabled != 0 {
+                &mut disabled_of
+            } else {
+                &mut clients_of
+            };
+            of.entry(g).or_default().push(c);
         }
         Ok(gws
             .into_iter()
             .map(|(id, address)| GatewayDto {
                 auth_cert_sha256: certs_of.remove(&id).unwrap_or_default(),
                 clients: clients_of.remove(&id).unwrap_or_default(),
+                disabled_clients: disabled_of.remove(&id).unwrap_or_default(),
                 id,
                 address,
             })
@@ -415,10 +430,26 @@ impl Registry {
                 .bind(client.to_string())
                 .execute(self.db.pool())
                 .await?;
-        if done.rows_affected() == 0 {
-            return Err(not_found(format!("{client} on {gateway}")));
-        }
-        Ok(())
+        found(done, || format!("{client} on {gateway}"))
+    }
+
+    /// Disables or enables a hosted subsystem; a disabled one is left out of the
+    /// global configuration.
+    pub async fn set_client_disabled(
+        &self,
+        gateway: &GatewayId,
+        client: &SubsystemId,
+        disabled: bool,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE gateway_clients SET disabled = $1 WHERE gateway_id = $2 AND subsystem_id = $3",
+        )
+        .bind(i64::from(disabled))
+        .bind(gateway.to_string())
+        .bind(client.to_string())
+        .execute(self.db.pool())
+        .await?;
+        found(done, || format!("{client} on {gateway}"))
     }
 
     /// Registers an authentication certificate of a gateway.

@@ -72,4 +72,18 @@ CREATE TABLE trust_services (
     priority BIGINT NOT NULL, added_at BIGINT NOT NULL, PRIMARY KEY (kind, name))
 "#,
     },
+    Migration {
+        version: 6,
+        name: "management requests",
+        sql: r#"
+CREATE TABLE management_requests (
+    id {{SERIAL_PK}}, kind TEXT NOT NULL, state TEXT NOT NULL, change TEXT NOT NULL,
+    submitted_by TEXT NOT NULL, consented BIGINT NOT NULL, signed_request TEXT,
+    created_at BIGINT NOT NULL, decided_at BIGINT, decided_by TEXT, reason TEXT,
+    status_token_sha256 TEXT, enrolment_token_delivered BIGINT NOT NULL DEFAULT 0);
+CREATE INDEX management_requests_state ON management_requests (state, id);
+CREATE TABLE management_policy (kind TEXT PRIMARY KEY, auto_approve BIGINT NOT NULL);
+ALTER TABLE gateway_clients ADD COLUMN disabled BIGINT NOT NULL DEFAULT 0
+"#,
+    },
 ];

@@ -67,6 +67,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/api/v1/op-monitoring", get(op_monitoring))
         .route("/api/v1/certificates", get(certificates))
         .route("/api/v1/certificates/renew", post(renew_certificates))
+        .route("/api/v1/management-requests", post(management_request))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -98,6 +99,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         op_monitoring,
         certificates,
         renew_certificates,
+        management_request,
         healthz,
         readyz,
         metrics,
@@ -181,6 +183,32 @@ async fn renew_certificates(
             i64::try_from(gw.clock.now_secs()).unwrap_or(i64::MAX),
         ),
     }))
+}
+
+/// Submits a management request about this gateway to the authority, signed with
+/// the authentication key and, when this gateway holds it, the concerned member's
+/// signing key. Body: a change such as `{"type": "client-registration", "subsystem":
+/// "DK/MUN/29189846/sag"}` (`gateway` defaults to this one). The answer is the
+/// authority's: the request with its state, or its error.
+#[utoipa::path(post, path = "/api/v1/management-requests", request_body(content = Object), responses((status = 202, description = "Submitted (or approved by the authority's policy)"), (status = 422, body = ApiErrorBody), (status = 502, body = ApiErrorBody, description = "The authority could not be reached")))]
+async fn management_request(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+    Json(change): Json<serde_json::Value>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let who = require(&gw, &h, "security-officer").await?;
+    use crate::management::SubmitError;
+    let (status, answer) = crate::management::submit(&gw, change)
+        .await
+        .map_err(|e| match e {
+            SubmitError::Invalid(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m)
+            }
+            SubmitError::Failed(m) => ApiError::new(StatusCode::BAD_GATEWAY, "authority", m),
+        })?;
+    tracing::info!(token = %who, status = status.as_u16(), "management request submitted");
+    let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    Ok((status, Json(answer)))
 }
 
 #[utoipa::path(get, path = "/api/v1/status", responses((status = 200, body = Status)))]

@@ -22,6 +22,7 @@ pub mod clients;
 pub mod confclient;
 pub mod evidence;
 pub mod exchange;
+pub mod management;
 pub mod merklelog;
 pub mod meta;
 pub mod metrics;

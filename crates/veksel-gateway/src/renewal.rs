@@ -154,23 +154,8 @@ async fn request(
         "auth_csr_pem": auth_csr,
         "signing": signing,
     });
-    let signer = keys.auth_key.signer(keys.auth_chain.clone()).map_err(err)?;
-    let jws =
-        veksel_proto::jws::sign_compact(&signer, RENEWAL_CTY, true, payload.to_string().as_bytes())
-            .map_err(err)?;
-    let url = format!("{}/renew/v1", gw.conf.anchor().authority_url);
-    let resp = gw
-        .conf
-        .http()
-        .post(&url)
-        .header("content-type", "application/jose")
-        .body(jws)
-        .timeout(std::time::Duration::from_secs(30))
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    let status = resp.status();
-    let answer: serde_json::Value = resp.json().await.map_err(|e| format!("{url}: {e}"))?;
+    let (status, answer) =
+        crate::management::post_signed(gw, keys, "/renew/v1", RENEWAL_CTY, &payload).await?;
     if !status.is_success() {
         return Err(format!(
             "the authority refused the renewal (HTTP {status}): {}",

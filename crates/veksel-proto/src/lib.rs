@@ -18,6 +18,7 @@ pub mod conf;
 pub mod descriptor;
 pub mod headers;
 pub mod jws;
+pub mod management;
 pub mod meta;
 pub mod r1;
 

@@ -35,7 +35,7 @@ pub struct Net {
     pub dir: TempDir,
     pub clock: Clock,
     pub http: reqwest::Client,
-    dbs: Vec<TestDatabase>,
+    pub dbs: Vec<TestDatabase>,
 }
 
 /// Ports for one network, below the kernel's ephemeral range. Ports the kernel picks

@@ -1,0 +1,336 @@
+//! Management requests: changes to the registry that a member or a gateway asks for
+//! and the authority's registration officer approves or declines (or a policy
+//! approves), as X-Road's management requests do.
+//!
+//! A gateway submits a request as a compact JWS with content type
+//! [`MANAGEMENT_CTY`], signed with its authentication key, whose payload is a
+//! [`GatewayRequest`]. Changes that concern a member's clients also carry the
+//! member's consent: a compact JWS with content type [`CONSENT_CTY`] over a
+//! [`Consent`], signed with the member's signing key.
+
+use serde::{Deserialize, Serialize};
+use veksel_id::{GatewayId, MemberId, SubsystemId};
+
+/// Content type of a gateway's signed management request.
+pub const MANAGEMENT_CTY: &str = "veksel-management+json";
+/// Content type of a member's consent to a change.
+pub const CONSENT_CTY: &str = "veksel-management-consent+json";
+
+/// A change to the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Change {
+    /// A new member applies to join, with its first gateway.
+    MemberApplication {
+        /// The member's identifier, e.g. `DK/GOV/12345678`.
+        member: MemberId,
+        /// Its name.
+        name: String,
+        /// Its first gateway.
+        gateway: GatewayId,
+        /// Where the gateway listens for other gateways, `host:port`.
+        address: String,
+        /// Whom the registration officer contacts to confirm the application.
+        contact: String,
+    },
+    /// A new authentication certificate for a gateway (made by enrolment and
+    /// renewal, approved by the enrolment token or the current certificate).
+    AuthCertRegistration {
+        /// The gateway.
+        gateway: GatewayId,
+        /// SHA-256 of the certificate, hex.
+        cert_sha256: String,
+    },
+    /// A subsystem is to be hosted by a gateway (created if the member has no such
+    /// subsystem yet).
+    ClientRegistration {
+        /// The gateway.
+        gateway: GatewayId,
+        /// The subsystem.
+        subsystem: SubsystemId,
+        /// Its name, for a new subsystem; the code when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// A gateway stops hosting a subsystem.
+    ClientDeletion {
+        /// The gateway.
+        gateway: GatewayId,
+        /// The subsystem.
+        subsystem: SubsystemId,
+    },
+    /// A hosted subsystem is disabled: it is left out of the global configuration,
+    /// so no gateway accepts exchanges for it, until enabled again.
+    ClientDisable {
+        /// The gateway.
+        gateway: GatewayId,
+        /// The subsystem.
+        subsystem: SubsystemId,
+    },
+    /// A disabled subsystem is enabled again.
+    ClientEnable {
+        /// The gateway.
+        gateway: GatewayId,
+        /// The subsystem.
+        subsystem: SubsystemId,
+    },
+    /// A gateway moves to another address.
+    AddressChange {
+        /// The gateway.
+        gateway: GatewayId,
+        /// The new `host:port`.
+        address: String,
+    },
+    /// A gateway leaves the network: its certificates and clients go with it.
+    GatewayDeletion {
+        /// The gateway.
+        gateway: GatewayId,
+    },
+}
+
+/// Longest name, address or contact in a change.
+pub const MAX_TEXT: usize = 255;
+
+impl Change {
+    /// The request type, as in the JSON `type` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::MemberApplication { .. } => "member-application",
+            Self::AuthCertRegistration { .. } => "auth-cert-registration",
+            Self::ClientRegistration { .. } => "client-registration",
+            Self::ClientDeletion { .. } => "client-deletion",
+            Self::ClientDisable { .. } => "client-disable",
+            Self::ClientEnable { .. } => "client-enable",
+            Self::AddressChange { .. } => "address-change",
+            Self::GatewayDeletion { .. } => "gateway-deletion",
+        }
+    }
+
+    /// Every request type.
+    pub const KINDS: [&'static str; 8] = [
+        "member-application",
+        "auth-cert-registration",
+        "client-registration",
+        "client-deletion",
+        "client-disable",
+        "client-enable",
+        "address-change",
+        "gateway-deletion",
+    ];
+
+    /// The gateway the change concerns.
+    pub fn gateway(&self) -> &GatewayId {
+        match self {
+            Self::MemberApplication { gateway, .. }
+            | Self::AuthCertRegistration { gateway, .. }
+            | Self::ClientRegistration { gateway, .. }
+            | Self::ClientDeletion { gateway, .. }
+            | Self::ClientDisable { gateway, .. }
+            | Self::ClientEnable { gateway, .. }
+            | Self::AddressChange { gateway, .. }
+            | Self::GatewayDeletion { gateway } => gateway,
+        }
+    }
+
+    /// The member whose signing key must consent: the client's member for changes
+    /// to a client, the gateway's owner for changes to the gateway.
+    pub fn consenting_member(&self) -> &MemberId {
+        match self {
+            Self::ClientRegistration { subsystem, .. }
+            | Self::ClientDeletion { subsystem, .. }
+            | Self::ClientDisable { subsystem, .. }
+            | Self::ClientEnable { subsystem, .. } => subsystem.member(),
+            Self::MemberApplication { member, .. } => member,
+            Self::AuthCertRegistration { gateway, .. }
+            | Self::AddressChange { gateway, .. }
+            | Self::GatewayDeletion { gateway } => gateway.owner(),
+        }
+    }
+
+    /// Checks the free-text fields: present, at most [`MAX_TEXT`] characters, no
+    /// control characters; an address is `host:port`.
+    pub fn validate(&self) -> Result<(), String> {
+        let text = |what: &str, v: &str| {
+            if v.trim().is_empty()
+                || v.chars().count() > MAX_TEXT
+                || v.chars().any(char::is_control)
+            {
+                Err(format!(
+                    "{what} must have 1 to {MAX_TEXT} characters and no control characters"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let address = |v: &str| {
+            text("the address", v)?;
+            match v.rsplit_once(':') {
+                Some((host, port))
+                    if !host.is_empty()
+                        && !host.contains(['/', ' '])
+                        && port.parse::<u16>().is_ok_and(|p| p > 0) =>
+                {
+                    Ok(())
+                }
+                _ => Err(format!("the address {v:?} is not host:port")),
+            }
+        };
+        match self {
+            Self::MemberApplication {
+                member,
+                name,
+                gateway,
+                address: a,
+                contact,
+            } => {
+                text("the name", name)?;
+                text("the contact", contact)?;
+                address(a)?;
+                if gateway.owner() != member {
+                    return Err(format!(
+                        "gateway {gateway} does not belong to the applying member {member}"
+                    ));
+                }
+                Ok(())
+            }
+            Self::ClientRegistration { name, .. } => match name {
+                Some(n) => text("the name", n),
+                None => Ok(()),
+            },
+            Self::AddressChange { address: a, .. } => address(a),
+            Self::AuthCertRegistration { cert_sha256, .. } => {
+                if cert_sha256.len() == 64 && cert_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    Ok(())
+                } else {
+                    Err("cert_sha256 must be 64 hex digits".into())
+                }
+            }
+            Self::ClientDeletion { .. }
+            | Self::ClientDisable { .. }
+            | Self::ClientEnable { .. }
+            | Self::GatewayDeletion { .. } => Ok(()),
+        }
+    }
+}
+
+/// What a gateway signs to submit a change about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayRequest {
+    /// The gateway submitting; must be the one the change concerns.
+    pub gateway: GatewayId,
+    /// When it was made, Unix milliseconds; accepted within 5 minutes.
+    pub created_at_ms: i64,
+    /// A fresh random value; each is accepted once.
+    pub nonce: String,
+    /// The change.
+    pub change: Change,
+    /// The consenting member's compact JWS over a [`Consent`] for the same change
+    /// and nonce. Without it the request can only be approved by an officer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<String>,
+}
+
+/// What the consenting member signs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consent {
+    /// The gateway submitting.
+    pub gateway: GatewayId,
+    /// The nonce of the request it belongs to.
+    pub nonce: String,
+    /// The change.
+    pub change: Change,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gw() -> GatewayId {
+        "DEV/MUN/20000001/gw1".parse().unwrap()
+    }
+
+    #[test]
+    fn changes_round_trip_with_their_type_tag() {
+        let c = Change::ClientRegistration {
+            gateway: gw(),
+            subsystem: "DEV/MUN/20000001/cases".parse().unwrap(),
+            name: None,
+        };
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["type"], "client-registration");
+        assert_eq!(json["subsystem"], "DEV/MUN/20000001/cases");
+        assert_eq!(serde_json::from_value::<Change>(json).unwrap(), c);
+        assert_eq!(c.consenting_member().to_string(), "DEV/MUN/20000001");
+        for kind in Change::KINDS {
+            assert!(
+                serde_json::from_value::<Change>(serde_json::json!({"type": kind})).is_err(),
+                "{kind} needs its fields"
+            );
+        }
+        assert!(
+            serde_json::from_value::<Change>(
+                serde_json::json!({"type": "owner-swap", "gateway": "DEV/MUN/20000001/gw1"})
+            )
+            .is_err()
+        );
+        assert!(
+            serde_json::from_value::<Change>(
+                serde_json::json!({"type": "gateway-deletion", "gateway": "DEV/MUN/../gw1"})
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn free_text_and_addresses_are_checked() {
+        let app = |address: &str, name: &str, gateway: &str| Change::MemberApplication {
+            member: "DEV/MUN/20000001".parse().unwrap(),
+            name: name.into(),
+            gateway: gateway.parse().unwrap(),
+            address: address.into(),
+            contact: "it@example.org".into(),
+        };
+        assert!(
+            app("gw.example.org:5500", "Kommune", "DEV/MUN/20000001/gw1")
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            app("[::1]:5500", "Kommune", "DEV/MUN/20000001/gw1")
+                .validate()
+                .is_ok()
+        );
+        for bad in [
+            "gw.example.org",
+            "gw:0",
+            "gw:99999",
+            ":5500",
+            "a b:1",
+            "http://gw:1",
+        ] {
+            assert!(
+                app(bad, "Kommune", "DEV/MUN/20000001/gw1")
+                    .validate()
+                    .is_err(),
+                "{bad}"
+            );
+        }
+        assert!(app("gw:1", "", "DEV/MUN/20000001/gw1").validate().is_err());
+        assert!(
+            app("gw:1", "a\nb", "DEV/MUN/20000001/gw1")
+                .validate()
+                .is_err()
+        );
+        assert!(
+            app("gw:1", &"x".repeat(256), "DEV/MUN/20000001/gw1")
+                .validate()
+                .is_err()
+        );
+        let err = app("gw:1", "Kommune", "DEV/GOV/10000001/gw1")
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("does not belong"), "{err}");
+    }
+}
