@@ -301,7 +301,8 @@ async fn exchange(
             descriptor.body = end.digest;
             let bytes = descriptor::canonical_bytes(&descriptor);
             let signature =
-                exchange::sign(signer.as_ref(), REQUEST_CTY, &bytes, Origin::ClientProxy)
+                exchange::sign(&signer, REQUEST_CTY, bytes.clone(), Origin::ClientProxy)
+                    .await
                     .map_err(|f| f.message)?;
             let mut trailers = HeaderMap::new();
             put(&mut trailers, VEKSEL_SIGNATURE, &signature);

@@ -302,9 +302,9 @@ pub fn verify(bundle: &Bundle, anchor: &Anchor) -> Result<Proven, String> {
             resp.service.subsystem().member().clone(),
         ),
     ] {
-        let chain = veksel_proto::jws::Unverified::parse(jws, Some(desc.as_bytes()))
+        let chain = veksel_proto::batch::MessageSignature::parse(jws, desc.as_bytes())
             .map_err(|e| format!("step 4, {what} signature: {e}"))?
-            .header
+            .header()
             .chain_der()
             .map_err(|e| format!("step 4, {what} signature: {e}"))?;
         roots

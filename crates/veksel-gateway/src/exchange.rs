@@ -12,7 +12,8 @@ use std::sync::Arc;
 use veksel_id::{Fault, FaultCode, MemberId, Origin};
 use veksel_net::ConnInfo;
 use veksel_pki::CertInfo;
-use veksel_proto::jws::{self, Signer, Unverified};
+use veksel_proto::batch::MessageSignature;
+use veksel_proto::jws::Signer;
 use veksel_proto::meta::{ErrorBody, ErrorFormat};
 
 /// When the sender created the message, Unix ms (request header; response trailer).
@@ -111,14 +112,15 @@ pub fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
-/// Signs canonical descriptor bytes; the JWS carries the signer's chain (`x5c`).
-pub fn sign(
-    signer: &dyn Signer,
-    cty: &str,
-    payload: &[u8],
+/// Signs canonical descriptor bytes (alone or in a batch); the JWS carries the
+/// signer's chain (`x5c`).
+pub async fn sign(
+    signer: &crate::signing::MessageSigner,
+    cty: &'static str,
+    payload: Vec<u8>,
     origin: Origin,
 ) -> Result<String, Fault> {
-    jws::sign_detached(signer, cty, true, payload).map_err(|e| Fault {
+    signer.sign_message(cty, payload).await.map_err(|e| Fault {
         origin,
         code: FaultCode::InternalError,
         message: format!("signing failed: {e}"),
@@ -147,14 +149,14 @@ pub fn verify_signature(
             "the message carries no signature".into(),
         )
     })?;
-    let parsed = Unverified::parse(signature, Some(payload)).map_err(|e| {
+    let parsed = MessageSignature::parse(signature, payload).map_err(|e| {
         fault(
             FaultCode::InvalidSignatureValue,
             format!("malformed signature: {e}"),
         )
     })?;
     let chain = parsed
-        .header
+        .header()
         .chain_der()
         .map_err(|e| fault(FaultCode::InvalidSignatureValue, e.to_string()))?;
     let info: CertInfo = conf.signing_cert(&chain, member, now_secs).map_err(|e| {

@@ -141,6 +141,10 @@ pub struct GatewayConfig {
     /// Members' signing keys live in this PKCS#11 token instead of key files.
     #[serde(default)]
     pub hsm: Option<signing::HsmConfig>,
+    /// Sign messages in batches under one signature when they arrive faster than the
+    /// key signs. Default: on with an HSM, off with key files.
+    #[serde(default)]
+    pub batch_signing: Option<bool>,
 }
 
 fn default_cert_renew_before() -> u64 {
@@ -218,6 +222,7 @@ impl GatewayConfig {
             cert_warn_before_secs: default_cert_warn_before(),
             cert_check_interval_secs: default_cert_check_interval(),
             hsm: None,
+            batch_signing: None,
         }
     }
 
@@ -330,7 +335,9 @@ impl KeyStore {
             &std::fs::read_to_string(&auth_path).map_err(|e| io_err(&auth_path, e))?,
         )?;
         let auth_key = KeyFile::load(&dir.join(files::AUTH_KEY))?;
-        let hsm = read_config(dir)?.hsm;
+        let config = read_config(dir)?;
+        let batch = config.batch_signing.unwrap_or(config.hsm.is_some());
+        let hsm = config.hsm;
         let mut signers = BTreeMap::new();
         let sdir = dir.join(files::SIGNING_DIR);
         if let Ok(entries) = std::fs::read_dir(&sdir) {
@@ -348,7 +355,11 @@ impl KeyStore {
                     .map_err(|e| io_err(&path, format!("not a member id: {e}")))?;
                 let chain =
                     certs_from_pem(&std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?)?;
-                signers.insert(member, signing::load_signer(&path, chain, hsm.as_ref())?);
+                let key = signing::load_signer(&path, chain, hsm.as_ref())?;
+                signers.insert(
+                    member,
+                    Arc::new(signing::MessageSigner::new(key, batch, hsm.is_some())),
+                );
             }
         }
         Ok(Self {

@@ -600,10 +600,10 @@ pub fn check_signed_content(leaf: &LeafRecord) -> Result<(), String> {
             &leaf.response_signature,
         ),
     ] {
-        let parsed = veksel_proto::jws::Unverified::parse(signature, Some(descriptor.as_bytes()))
+        let parsed = veksel_proto::batch::MessageSignature::parse(signature, descriptor.as_bytes())
             .map_err(|e| format!("{what} signature is malformed: {e}"))?;
         let chain = parsed
-            .header
+            .header()
             .chain_der()
             .map_err(|e| format!("{what} signature: {e}"))?;
         let cert = chain

@@ -580,11 +580,12 @@ impl ProviderFinish {
     async fn sign_and_log(&self, d: &ResponseDescriptor, end: BodyEnd) -> Result<String, Fault> {
         let bytes = descriptor::canonical_bytes(d);
         let signature = exchange::sign(
-            self.signer.as_ref(),
+            &self.signer,
             RESPONSE_CTY,
-            &bytes,
+            bytes.clone(),
             Origin::ServerProxy,
-        )?;
+        )
+        .await?;
         if self.log_mode == LogMode::Off {
             return Ok(signature);
         }

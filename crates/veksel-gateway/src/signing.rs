@@ -13,7 +13,7 @@ use veksel_pki::hsm::{Hsm, HsmKey};
 use veksel_proto::jws::Signer;
 
 /// A member's signer, whichever kind of key it has.
-pub type MemberSigner = Arc<dyn Signer>;
+pub type MemberSigner = Arc<MessageSigner>;
 
 /// Where the HSM is and how to log in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +107,7 @@ pub fn load_signer(
     pem_path: &Path,
     chain: Vec<Vec<u8>>,
     hsm: Option<&HsmConfig>,
-) -> Result<MemberSigner, GatewayError> {
+) -> Result<Arc<dyn Signer>, GatewayError> {
     let key_path = pem_path.with_extension("key");
     if key_path.exists() {
         let key = KeyFile::load(&key_path)?;
@@ -143,4 +143,160 @@ pub fn load_signer(
         ));
     }
     Ok(Arc::new(signer))
+}
+
+/// Most messages one batch signature covers.
+pub const MAX_BATCH: usize = 256;
+
+/// Signs message descriptors for one member: one by one, or — with batching on —
+/// whatever arrived while the previous signature was being made under one batch
+/// signature ([`veksel_proto::batch`]). Batching adds no wait: a message that finds
+/// the key idle is signed at once, alone; only while the key is busy do messages
+/// queue, and the next signature covers them all.
+#[derive(Debug)]
+pub struct MessageSigner {
+    key: Arc<dyn Signer>,
+    batch: Option<Arc<Batcher>>,
+    blocking: bool,
+}
+
+#[derive(Debug, Default)]
+struct Batcher {
+    state: std::sync::Mutex<BatchState>,
+}
+
+#[derive(Debug, Default)]
+struct BatchState {
+    queue: Vec<Waiting>,
+    signing: bool,
+}
+
+type Signed = Result<String, veksel_proto::jws::JwsError>;
+
+#[derive(Debug)]
+struct Waiting {
+    cty: &'static str,
+    descriptor: Vec<u8>,
+    reply: tokio::sync::oneshot::Sender<Signed>,
+}
+
+impl MessageSigner {
+    /// Signs with `key`, in batches if `batch`. A `blocking` key (an HSM: each
+    /// signature is a call that waits for the device) signs on a blocking thread, so
+    /// the async workers go on serving.
+    pub fn new(key: Arc<dyn Signer>, batch: bool, blocking: bool) -> Self {
+        Self {
+            key,
+            batch: batch.then(Default::default),
+            blocking,
+        }
+    }
+
+    /// The key.
+    pub fn key(&self) -> Arc<dyn Signer> {
+        self.key.clone()
+    }
+
+    /// The signing certificate chain, leaf first.
+    pub fn cert_chain(&self) -> &[Vec<u8>] {
+        self.key.cert_chain()
+    }
+
+    /// True if messages are signed in batches.
+    pub fn batches(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    /// Signs a descriptor: a detached JWS, or a batch signature with this message's
+    /// proof.
+    pub async fn sign_message(&self, cty: &'static str, descriptor: Vec<u8>) -> Signed {
+        let Some(batcher) = &self.batch else {
+            if !self.blocking {
+                return veksel_proto::jws::sign_detached(self.key.as_ref(), cty, true, &descriptor);
+            }
+            let key = self.key.clone();
+            return tokio::task::spawn_blocking(move || {
+                veksel_proto::jws::sign_detached(key.as_ref(), cty, true, &descriptor)
+            })
+            .await
+            .map_err(|e| veksel_proto::jws::JwsError::Signer(e.to_string()))?;
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut state = batcher
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.queue.push(Waiting {
+                cty,
+                descriptor,
+                reply,
+            });
+            !std::mem::replace(&mut state.signing, true)
+        };
+        if start {
+            tokio::spawn(run_batches(batcher.clone(), self.key.clone()));
+        }
+        answer
+            .await
+            .map_err(|_| veksel_proto::jws::JwsError::Signer("the batch signer stopped".into()))?
+    }
+}
+
+/// Signs what is queued, batch after batch, until the queue is empty.
+async fn run_batches(batcher: Arc<Batcher>, key: Arc<dyn Signer>) {
+    loop {
+        let batch: Vec<Waiting> = {
+            let mut state = batcher
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if state.queue.is_empty() {
+                state.signing = false;
+                return;
+            }
+            let n = state.queue.len().min(MAX_BATCH);
+            state.queue.drain(..n).collect()
+        };
+        let key = key.clone();
+        // The key may block (an HSM call), so it signs off the async workers.
+        let (batch, signed) = match tokio::task::spawn_blocking(move || {
+            let items: Vec<(&str, &[u8])> = batch
+                .iter()
+                .map(|w| (w.cty, w.descriptor.as_slice()))
+                .collect();
+            let signed = veksel_proto::batch::sign_batch(key.as_ref(), &items);
+            (batch, signed)
+        })
+        .await
+        {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, "batch signing task failed");
+                continue;
+            }
+        };
+        match signed {
+            Ok(signatures) => {
+                for (w, s) in batch.into_iter().zip(signatures) {
+                    let _ = w.reply.send(Ok(s));
+                }
+            }
+            Err(e) => {
+                for w in batch {
+                    let _ = w.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl Signer for MessageSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, veksel_proto::jws::JwsError> {
+        self.key.sign(message)
+    }
+
+    fn cert_chain(&self) -> &[Vec<u8>] {
+        self.key.cert_chain()
+    }
 }

@@ -14,6 +14,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod access;
+pub mod batch;
 pub mod conf;
 pub mod descriptor;
 pub mod headers;

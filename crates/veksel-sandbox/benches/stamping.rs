@@ -7,9 +7,8 @@
 //! `VEKSEL_BENCH_SECONDS=30`). Load: 32 concurrent clients in the same process, bounded
 //! by the run time; everything listens on 127.0.0.1.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use veksel_sandbox::bench::constant_load;
 use veksel_sandbox::{ORGS, Ports, Sandbox, SandboxOptions};
 use veksel_store::sqlx;
 
@@ -29,51 +28,6 @@ async fn stamps(sandbox: &Sandbox, org: usize) -> i64 {
         .await
         .expect("stamps readable");
     n
-}
-
-async fn load(url: String, client: String, seconds: u64) -> (Vec<u64>, u64) {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(CLIENTS)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
-    let buckets: Arc<Vec<AtomicU64>> =
-        Arc::new((0..seconds + 1).map(|_| AtomicU64::new(0)).collect());
-    let errors = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..CLIENTS {
-        let (http, url, client) = (http.clone(), url.clone(), client.clone());
-        let (buckets, errors, stop) = (buckets.clone(), errors.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let ok = match http.get(&url).header("X-Road-Client", &client).send().await {
-                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
-                let second = start.elapsed().as_secs() as usize;
-                if ok {
-                    if let Some(b) = buckets.get(second) {
-                        b.fetch_add(1, Ordering::Relaxed);
-                    }
-                } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
-    let per_second = buckets
-        .iter()
-        .take(seconds as usize)
-        .map(|b| b.load(Ordering::Relaxed))
-        .collect();
-    (per_second, errors.load(Ordering::Relaxed))
 }
 
 fn main() {
@@ -104,9 +58,13 @@ fn main() {
             );
             let client = ORGS[2].subsystem_id();
             // Warm-up: connections, caches, first stamps.
-            let _ = load(url.clone(), client.clone(), 2).await;
+            let _ = constant_load(&url, &client, CLIENTS, 2)
+                .await
+                .expect("load runs");
             let before = stamps(&sandbox, 2).await;
-            let (per_second, errors) = load(url, client, seconds).await;
+            let (per_second, errors) = constant_load(&url, &client, CLIENTS, seconds)
+                .await
+                .expect("load runs");
             let after = stamps(&sandbox, 2).await;
             sandbox.stop().await;
             Run {

@@ -372,16 +372,7 @@ async fn onboarding(b: Backend) {
         "{pop_admin}/api/v1/clients/{}",
         ORGS[POPULATION].subsystem_id().replace('/', ":")
     );
-    let current: Value = net
-        .http
-        .get(&pop_client)
-        .bearer_auth(&pop_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let current: Value = get_json(&net, &pop_client, &pop_token).await;
     let mut rules = current["access"].as_array().unwrap().clone();
     rules.push(json!({"subject": {"type": "client", "id": SUBSYSTEM}, "service_code": "persons", "endpoint": {"method": "GET", "path": "/*"}}));
     let r = net

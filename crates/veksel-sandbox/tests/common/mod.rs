@@ -520,3 +520,124 @@ pub async fn renew_now(gw: &veksel_gateway::Gateway) -> veksel_gateway::renewal:
     }
     first
 }
+
+/// Runs openssl; returns success and its output.
+pub fn openssl(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is installed");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+pub fn path(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// DER of an ECDSA signature from JOSE's fixed-length `r || s`. Written here, not
+/// taken from veksel, so the check does not rely on the code it checks.
+pub fn der_signature(raw: &[u8]) -> Vec<u8> {
+    fn integer(bytes: &[u8]) -> Vec<u8> {
+        let mut v: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
+        if v.first().is_none_or(|b| b & 0x80 != 0) {
+            v.insert(0, 0);
+        }
+        let mut out = vec![0x02, v.len() as u8];
+        out.extend(v);
+        out
+    }
+    let (r, s) = raw.split_at(32);
+    let body: Vec<u8> = [integer(r), integer(s)].concat();
+    let mut out = vec![0x30, body.len() as u8];
+    out.extend(body);
+    out
+}
+
+/// Verifies an ES256 JWS (compact, or detached with `payload`) with openssl.
+pub fn openssl_verifies_jws(
+    dir: &std::path::Path,
+    jws: &str,
+    payload: Option<&[u8]>,
+    cert_pem: &str,
+) -> bool {
+    use base64::Engine;
+    let parts: Vec<&str> = jws.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let payload_b64 = match payload {
+        Some(p) => base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(p),
+        None => parts[1].to_owned(),
+    };
+    let input = dir.join("input");
+    let sig = dir.join("sig.der");
+    let cert = dir.join("cert.pem");
+    let pubkey = dir.join("pub.pem");
+    std::fs::write(&input, format!("{}.{payload_b64}", parts[0])).unwrap();
+    std::fs::write(
+        &sig,
+        der_signature(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(parts[2])
+                .unwrap(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(&cert, cert_pem).unwrap();
+    let (ok, out) = openssl(&[
+        "x509",
+        "-in",
+        path(&cert),
+        "-pubkey",
+        "-noout",
+        "-out",
+        path(&pubkey),
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = openssl(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        path(&pubkey),
+        "-signature",
+        path(&sig),
+        path(&input),
+    ]);
+    ok && out.contains("Verified OK")
+}
+
+/// GET `url` with a bearer token; the JSON answer.
+pub async fn get_json<T: serde::de::DeserializeOwned>(net: &Net, url: &str, token: &str) -> T {
+    net.http
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// RFC 9162 §2.1.3.2 inclusion check in Python, written apart from veksel's Rust so
+/// the tests' third-party checks do not rely on the code they check.
+pub const PYTHON_RFC9162: &str = r#"
+import hashlib
+def rfc9162_root(leaf, index, size, path):
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0: return None
+        if fn % 2 == 1 or fn == sn:
+            r = hashlib.sha256(b"\x01" + p + r).digest()
+            while fn % 2 == 0 and fn != 0:
+                fn >>= 1; sn >>= 1
+        else:
+            r = hashlib.sha256(b"\x01" + r + p).digest()
+        fn >>= 1; sn >>= 1
+    return r if sn == 0 else None
+"#;
