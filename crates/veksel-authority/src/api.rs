@@ -1224,6 +1224,26 @@ async fn renew(State(s): State<Arc<AppState>>, body: String) -> ApiResult<Json<E
         "renewal request",
     )
     .await?;
+    if let Some(csr) = &req.auth_csr_pem {
+        // A new authentication key is registered with the gateway's signature (its
+        // current key, above) and its owner's, as X-Road's registration request is.
+        let consent = req.owner_consent.as_deref().ok_or_else(|| {
+            ApiError::unauthorized(format!(
+                "a new authentication key needs the consent of the owner {}, signed with its signing key (owner_consent)",
+                gateway.owner()
+            ))
+        })?;
+        let payload =
+            crate::management::verify_member_consent(&s, consent, gateway.owner()).await?;
+        let consent: veksel_proto::management::AuthKeyConsent = serde_json::from_slice(&payload)
+            .map_err(|e| ApiError::unauthorized(format!("consent: {e}")))?;
+        if consent.gateway != gateway
+            || consent.nonce != req.nonce
+            || consent.auth_csr_sha256 != veksel_pki::sha256_hex(csr.as_bytes())
+        {
+            return Err(ApiError::unauthorized("consent: it is for another request"));
+        }
+    }
     let actor = format!("renewal:{gateway}");
     let issued = issue_for_gateway(
         &s,

@@ -536,7 +536,7 @@ async fn gateway_request(
     req.change.validate().map_err(unprocessable)?;
     let consented = match &req.consent {
         Some(jws) => {
-            verify_consent(&s, jws, &req)?;
+            verify_consent(&s, jws, &req).await?;
             true
         }
         None => false,
@@ -561,9 +561,13 @@ async fn gateway_request(
     Ok((StatusCode::ACCEPTED, Json(load(&s, id).await?)))
 }
 
-/// The consent must be signed by a current signing certificate of the member the
-/// change concerns, over the same gateway, nonce and change.
-fn verify_consent(s: &AppState, jws: &str, req: &GatewayRequest) -> ApiResult<()> {
+/// Checks a member's consent: a compact JWS (content type `CONSENT_CTY`) signed by a
+/// current, unrevoked signing certificate of `member`; returns what it signs.
+pub(crate) async fn verify_member_consent(
+    s: &AppState,
+    jws: &str,
+    member: &veksel_id::MemberId,
+) -> ApiResult<Vec<u8>> {
     let bad = |m: String| ApiError::unauthorized(format!("consent: {m}"));
     let parsed =
         veksel_proto::jws::Unverified::parse(jws.trim(), None).map_err(|e| bad(e.to_string()))?;
@@ -571,7 +575,6 @@ fn verify_consent(s: &AppState, jws: &str, req: &GatewayRequest) -> ApiResult<()
         return Err(bad(format!("the JWS content type must be {CONSENT_CTY}")));
     }
     let chain = parsed.header.chain_der().map_err(|e| bad(e.to_string()))?;
-    let member = req.change.consenting_member();
     let roots = veksel_pki::verify::Roots::from_ders(vec![s.ca.cert_der().to_vec()])
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let now_secs = u64::try_from(s.clock.now_ms() / 1000).unwrap_or_default();
@@ -582,13 +585,30 @@ fn verify_consent(s: &AppState, jws: &str, req: &GatewayRequest) -> ApiResult<()
                 "not signed with a signing certificate of {member}: {e}"
             ))
         })?;
-    let payload = parsed
+    if s.registry
+        .revoked_unexpired(i64::try_from(now_secs).unwrap_or(i64::MAX))
+        .await?
+        .contains(&info.sha256)
+    {
+        return Err(bad(format!(
+            "signing certificate {} is revoked",
+            info.sha256
+        )));
+    }
+    parsed
         .verify(&info.public_key)
-        .map_err(|_| bad("the signature does not verify".into()))?;
-    let consent: Consent = serde_json::from_slice(&payload).map_err(|e| bad(e.to_string()))?;
+        .map_err(|_| bad("the signature does not verify".into()))
+}
+
+/// The consent must be by the member the change concerns, over the same gateway,
+/// nonce and change.
+async fn verify_consent(s: &AppState, jws: &str, req: &GatewayRequest) -> ApiResult<()> {
+    let payload = verify_member_consent(s, jws, req.change.consenting_member()).await?;
+    let consent: Consent = serde_json::from_slice(&payload)
+        .map_err(|e| ApiError::unauthorized(format!("consent: {e}")))?;
     if consent.gateway != req.gateway || consent.nonce != req.nonce || consent.change != req.change
     {
-        return Err(bad("it is for another request".into()));
+        return Err(ApiError::unauthorized("consent: it is for another request"));
     }
     Ok(())
 }

@@ -318,6 +318,11 @@ pub struct RenewRequest {
     /// CSR for a new authentication key.
     #[serde(default)]
     pub auth_csr_pem: Option<String>,
+    /// With `auth_csr_pem`: the owner's consent, a compact JWS (cty
+    /// `veksel-management-consent+json`) by the owner's signing key over
+    /// `{"gateway","nonce","auth_csr_sha256"}`.
+    #[serde(default)]
+    pub owner_consent: Option<String>,
     /// CSRs for new signing keys.
     #[serde(default)]
     pub signing: Vec<SigningCsr>,

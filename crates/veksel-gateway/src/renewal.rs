@@ -147,11 +147,40 @@ async fn request(
         }));
         signing_keys.push((m.clone(), key));
     }
+    let nonce = uuid::Uuid::new_v4().to_string();
+    // The owner consents to the new authentication key with its current signing key.
+    let owner_consent = match &auth_csr {
+        Some(csr) => {
+            let owner = keys.signer(id.owner()).ok_or_else(|| {
+                format!(
+                    "no signing key of the owner {} to consent to a new authentication key",
+                    id.owner()
+                )
+            })?;
+            let consent = veksel_proto::management::AuthKeyConsent {
+                gateway: id.clone(),
+                nonce: nonce.clone(),
+                auth_csr_sha256: veksel_pki::sha256_hex(csr.as_bytes()),
+            };
+            let bytes = serde_json::to_vec(&consent).map_err(err)?;
+            Some(
+                veksel_proto::jws::sign_compact(
+                    owner.key().as_ref(),
+                    veksel_proto::management::CONSENT_CTY,
+                    true,
+                    &bytes,
+                )
+                .map_err(err)?,
+            )
+        }
+        None => None,
+    };
     let payload = serde_json::json!({
         "gateway": id.to_string(),
         "created_at_ms": gw.clock.now_ms(),
-        "nonce": uuid::Uuid::new_v4().to_string(),
+        "nonce": nonce,
         "auth_csr_pem": auth_csr,
+        "owner_consent": owner_consent,
         "signing": signing,
     });
     let (status, answer) =

@@ -231,6 +231,20 @@ pub struct GatewayRequest {
     pub consent: Option<String>,
 }
 
+/// What a gateway's owner signs, with its signing key, for a new authentication key
+/// of its gateway at renewal: the request carries both the gateway's signature (its
+/// current authentication key) and the owner's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthKeyConsent {
+    /// The gateway.
+    pub gateway: GatewayId,
+    /// The nonce of the renewal request.
+    pub nonce: String,
+    /// SHA-256 (hex) of the PEM text of the new key's certificate request.
+    pub auth_csr_sha256: String,
+}
+
 /// What the consenting member signs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

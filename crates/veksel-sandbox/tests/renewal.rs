@@ -221,6 +221,60 @@ async fn refusals(b: Backend) {
         "{status} {body}"
     );
     assert_eq!(post("not a jws".into()).await.0, 400);
+
+    // A new authentication key needs the owner's consent, by the owner's signing key,
+    // for exactly this request.
+    let csr = veksel_pki::ca::make_csr(&veksel_pki::KeyFile::generate().unwrap(), "gw").unwrap();
+    let with_csr = |nonce: &str, consent: Option<String>| {
+        serde_json::json!({"gateway": muni_gw, "created_at_ms": now, "nonce": nonce,
+            "auth_csr_pem": csr, "owner_consent": consent, "signing": []})
+        .to_string()
+    };
+    let consent = |nonce: &str, csr_text: &str, key: &dyn veksel_proto::jws::Signer| {
+        let c = veksel_proto::management::AuthKeyConsent {
+            gateway: muni_gw.parse().unwrap(),
+            nonce: nonce.into(),
+            auth_csr_sha256: veksel_pki::sha256_hex(csr_text.as_bytes()),
+        };
+        veksel_proto::jws::sign_compact(
+            key,
+            veksel_proto::management::CONSENT_CTY,
+            true,
+            &serde_json::to_vec(&c).unwrap(),
+        )
+        .unwrap()
+    };
+    let owner = keys
+        .signer(&ORGS[MUNICIPALITY].member().parse().unwrap())
+        .unwrap();
+    let (status, body) = post(sign(renewal::RENEWAL_CTY, &with_csr("n-8", None))).await;
+    assert!(
+        status == 401 && body.contains("consent of the owner"),
+        "{status} {body}"
+    );
+    let other_csr = consent("n-9", "another CSR", owner.as_ref());
+    let (status, body) = post(sign(
+        renewal::RENEWAL_CTY,
+        &with_csr("n-9", Some(other_csr)),
+    ))
+    .await;
+    assert!(
+        status == 401 && body.contains("another request"),
+        "{status} {body}"
+    );
+    let by_auth_key = consent("n-10", &csr, &signer);
+    let (status, body) = post(sign(
+        renewal::RENEWAL_CTY,
+        &with_csr("n-10", Some(by_auth_key)),
+    ))
+    .await;
+    assert!(
+        status == 401 && body.contains("signing certificate of"),
+        "{status} {body}"
+    );
+    let good = consent("n-11", &csr, owner.as_ref());
+    let (status, body) = post(sign(renewal::RENEWAL_CTY, &with_csr("n-11", Some(good)))).await;
+    assert_eq!(status, 200, "{body}");
     net.stop().await;
 }
 both_backends!(
