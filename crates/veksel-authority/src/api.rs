@@ -1111,6 +1111,46 @@ pub(crate) async fn verify_gateway_jws(
     cty: &str,
     what: &str,
 ) -> ApiResult<(GatewayId, Vec<u8>)> {
+    let (info, payload) = verify_signed(s, body, cty, what, |roots, chain, now| {
+        roots
+            .verify(chain, veksel_pki::verify::Usage::TlsClient, now)
+            .map_err(|e| {
+                format!("the {what} is not signed with a valid authentication certificate: {e}")
+            })
+    })
+    .await?;
+    let gateway: GatewayId = info
+        .subject_serial_number
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| ApiError::unauthorized("the certificate names no gateway"))?;
+    let registered = s
+        .registry
+        .gateway(&gateway)
+        .await
+        .map(|g| g.auth_cert_sha256.contains(&info.sha256))
+        .unwrap_or(false);
+    if !registered {
+        return Err(ApiError::unauthorized(format!(
+            "certificate {} is not a current authentication certificate of gateway {gateway}",
+            info.sha256
+        )));
+    }
+    Ok((gateway, payload))
+}
+
+/// Checks a compact JWS of content type `cty` (at most 128 KiB) whose certificate is
+/// in `x5c`: `check_chain` validates the chain against the authority's CA at the
+/// current time, the certificate must not be revoked, and the signature must verify.
+/// Returns the certificate and the payload.
+pub(crate) async fn verify_signed(
+    s: &AppState,
+    body: &str,
+    cty: &str,
+    what: &str,
+    check_chain: impl FnOnce(&veksel_pki::verify::Roots, &[Vec<u8>], u64) -> Result<CertInfo, String>,
+) -> ApiResult<(CertInfo, Vec<u8>)> {
     if body.len() > 128 * 1024 {
         return Err(ApiError::bad_request(format!(
             "the {what} is larger than 128 KiB"
@@ -1130,40 +1170,21 @@ pub(crate) async fn verify_gateway_jws(
     let roots = veksel_pki::verify::Roots::from_ders(vec![s.ca.cert_der().to_vec()])
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let now_secs = u64::try_from(s.clock.now_ms() / 1000).unwrap_or_default();
-    let info = roots
-        .verify(&chain, veksel_pki::verify::Usage::TlsClient, now_secs)
-        .map_err(|e| {
-            ApiError::unauthorized(format!(
-                "the {what} is not signed with a valid authentication certificate: {e}"
-            ))
-        })?;
-    let gateway: GatewayId = info
-        .subject_serial_number
-        .as_deref()
-        .unwrap_or_default()
-        .parse()
-        .map_err(|_| ApiError::unauthorized("the certificate names no gateway"))?;
-    let registered = s
-        .registry
-        .gateway(&gateway)
-        .await
-        .map(|g| g.auth_cert_sha256.contains(&info.sha256))
-        .unwrap_or(false);
-    let revoked = s
-        .registry
+    let info = check_chain(&roots, &chain, now_secs).map_err(ApiError::unauthorized)?;
+    if s.registry
         .revoked_unexpired(i64::try_from(now_secs).unwrap_or(i64::MAX))
         .await?
-        .contains(&info.sha256);
-    if !registered || revoked {
+        .contains(&info.sha256)
+    {
         return Err(ApiError::unauthorized(format!(
-            "certificate {} is not a current authentication certificate of gateway {gateway}",
+            "{what}: certificate {} is revoked",
             info.sha256
         )));
     }
     let payload = jws
         .verify(&info.public_key)
         .map_err(|_| ApiError::unauthorized(format!("the {what}'s signature does not verify")))?;
-    Ok((gateway, payload))
+    Ok((info, payload))
 }
 
 /// A signed gateway request must name the gateway that signed it, be recent, and be

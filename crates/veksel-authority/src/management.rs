@@ -568,36 +568,16 @@ pub(crate) async fn verify_member_consent(
     jws: &str,
     member: &veksel_id::MemberId,
 ) -> ApiResult<Vec<u8>> {
-    let bad = |m: String| ApiError::unauthorized(format!("consent: {m}"));
-    let parsed =
-        veksel_proto::jws::Unverified::parse(jws.trim(), None).map_err(|e| bad(e.to_string()))?;
-    if parsed.header.cty.as_deref() != Some(CONSENT_CTY) {
-        return Err(bad(format!("the JWS content type must be {CONSENT_CTY}")));
-    }
-    let chain = parsed.header.chain_der().map_err(|e| bad(e.to_string()))?;
-    let roots = veksel_pki::verify::Roots::from_ders(vec![s.ca.cert_der().to_vec()])
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let now_secs = u64::try_from(s.clock.now_ms() / 1000).unwrap_or_default();
-    let info = roots
-        .verify_member_signing(&chain, member, now_secs)
-        .map_err(|e| {
-            bad(format!(
-                "not signed with a signing certificate of {member}: {e}"
-            ))
-        })?;
-    if s.registry
-        .revoked_unexpired(i64::try_from(now_secs).unwrap_or(i64::MAX))
-        .await?
-        .contains(&info.sha256)
-    {
-        return Err(bad(format!(
-            "signing certificate {} is revoked",
-            info.sha256
-        )));
-    }
-    parsed
-        .verify(&info.public_key)
-        .map_err(|_| bad("the signature does not verify".into()))
+    let (_, payload) =
+        crate::api::verify_signed(s, jws, CONSENT_CTY, "consent", |roots, chain, now| {
+            roots
+                .verify_member_signing(chain, member, now)
+                .map_err(|e| {
+                    format!("consent: not signed with a signing certificate of {member}: {e}")
+                })
+        })
+        .await?;
+    Ok(payload)
 }
 
 /// The consent must be by the member the change concerns, over the same gateway,

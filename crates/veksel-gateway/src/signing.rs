@@ -202,11 +202,6 @@ impl MessageSigner {
         self.key.cert_chain()
     }
 
-    /// True if messages are signed in batches.
-    pub fn batches(&self) -> bool {
-        self.batch.is_some()
-    }
-
     /// Signs a descriptor: a detached JWS, or a batch signature with this message's
     /// proof.
     pub async fn sign_message(&self, cty: &'static str, descriptor: Vec<u8>) -> Signed {
