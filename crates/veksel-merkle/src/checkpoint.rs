@@ -105,10 +105,10 @@ impl Checkpoint {
     }
 }
 
-fn key_id(name: &str, public: &[u8]) -> [u8; 4] {
+pub(crate) fn key_id_of_type(name: &str, key_type: u8, public: &[u8]) -> [u8; 4] {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     ctx.update(name.as_bytes());
-    ctx.update(&[0x0a, ED25519_TYPE]);
+    ctx.update(&[0x0a, key_type]);
     ctx.update(public);
     let d = ctx.finish();
     let mut id = [0u8; 4];
@@ -116,7 +116,11 @@ fn key_id(name: &str, public: &[u8]) -> [u8; 4] {
     id
 }
 
-fn check_name(name: &str) -> Result<(), NoteError> {
+fn key_id(name: &str, public: &[u8]) -> [u8; 4] {
+    key_id_of_type(name, ED25519_TYPE, public)
+}
+
+pub(crate) fn check_name(name: &str) -> Result<(), NoteError> {
     if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '+') {
         return Err(NoteError::Key(format!("invalid key name {name:?}")));
     }
@@ -174,7 +178,7 @@ impl NoteSigner {
     }
 }
 
-fn hex8(id: &[u8; 4]) -> String {
+pub(crate) fn hex8(id: &[u8; 4]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -233,7 +237,7 @@ pub fn sign_note(text: &str, signers: &[&NoteSigner]) -> Result<String, NoteErro
     Ok(note)
 }
 
-fn check_text(text: &str) -> Result<(), NoteError> {
+pub(crate) fn check_text(text: &str) -> Result<(), NoteError> {
     if !text.ends_with('\n') {
         return Err(bad("note text must end with a newline"));
     }

@@ -12,6 +12,8 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod checkpoint;
+pub mod tiles;
+pub mod witness;
 
 use aws_lc_rs::digest::{Context, SHA256};
 
@@ -238,7 +240,7 @@ pub fn verify_inclusion(
 
 /// Verifies a consistency proof (RFC 9162 §2.1.4.2), with the conventions of
 /// transparency-dev/merkle for the edge cases: equal sizes need an empty proof and
-/// equal roots; an empty old tree needs an empty proof.
+/// equal roots; an empty old tree needs an empty proof and the empty tree's root.
 pub fn verify_consistency(
     old_size: u64,
     new_size: u64,
@@ -264,10 +266,12 @@ pub fn verify_consistency(
         };
     }
     if old_size == 0 {
-        return if proof.is_empty() {
-            Ok(())
-        } else {
+        return if !proof.is_empty() {
             Err(ProofError::Length("an empty tree needs an empty proof"))
+        } else if old_root != &empty_root() {
+            Err(ProofError::Mismatch("the old root is not the empty tree's"))
+        } else {
+            Ok(())
         };
     }
     if proof.is_empty() {
