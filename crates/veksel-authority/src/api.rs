@@ -55,6 +55,7 @@ pub(crate) async fn changed(
         )
         .await?;
     state.conf_changed.notify_one();
+    state.ledger_changed.notify_one();
     Ok(())
 }
 
@@ -123,6 +124,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::management::router())
+        .merge(crate::ledger::router())
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(state)
 }

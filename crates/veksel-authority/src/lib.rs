@@ -10,6 +10,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod api;
+pub mod ledger;
 pub mod management;
 pub mod model;
 pub mod registry;
@@ -85,6 +86,13 @@ pub struct AuthorityConfig {
     /// Policy OID of the time-stamping service (set your own registered OID).
     #[serde(default = "default_tsa_policy")]
     pub tsa_policy_oid: String,
+    /// How often the ledger sequences new entries and signs a checkpoint, ms.
+    #[serde(default = "default_ledger_interval")]
+    pub ledger_interval_ms: u64,
+}
+
+fn default_ledger_interval() -> u64 {
+    1000
 }
 
 fn default_tsa_policy() -> String {
@@ -110,6 +118,7 @@ impl AuthorityConfig {
             enrolment_token_ttl_secs: 24 * 3600,
             cert_validity_days: 365,
             tsa_policy_oid: default_tsa_policy(),
+            ledger_interval_ms: default_ledger_interval(),
         }
     }
 }
@@ -138,6 +147,8 @@ pub mod files {
     pub const TSA_CERT: &str = "tsa.pem";
     /// SQLite database.
     pub const DB: &str = "authority.db";
+    /// The ledger's checkpoint-signing key (Ed25519).
+    pub const LEDGER_KEY: &str = "ledger.key";
 }
 
 fn read(dir: &Path, name: &str) -> Result<String, AuthorityError> {
@@ -406,6 +417,10 @@ pub struct AppState {
     pub anchor: Anchor,
     /// Wakes the publisher after a registry change.
     pub conf_changed: Notify,
+    /// The ledger's key.
+    pub ledger: ledger::LedgerKey,
+    /// Wakes the ledger's sequencer.
+    pub ledger_changed: Notify,
     published: RwLock<Arc<Published>>,
     metrics: Metrics,
 }
@@ -480,7 +495,7 @@ impl AppState {
             serde_json::to_vec(&conf).map_err(|e| AuthorityError::Signing(e.to_string()))?;
         conf.version = self
             .registry
-            .conf_version_for(&veksel_pki::sha256_hex(&content))
+            .conf_version_for(&veksel_pki::sha256_hex(&content), self.clock.now_ms())
             .await?;
         let now = self.clock.now_ms();
         conf.generated_at_ms = now;
@@ -509,6 +524,7 @@ pub struct RunningAuthority {
     shutdown: Shutdown,
     server: tokio::task::JoinHandle<()>,
     publisher: tokio::task::JoinHandle<()>,
+    sequencer: tokio::task::JoinHandle<()>,
 }
 
 impl RunningAuthority {
@@ -518,6 +534,8 @@ impl RunningAuthority {
         let _ = self.server.await;
         self.publisher.abort();
         let _ = self.publisher.await;
+        self.sequencer.abort();
+        let _ = self.sequencer.await;
         self.state.registry.db().close().await;
     }
 }
@@ -541,6 +559,9 @@ pub async fn start(
         .signer(conf_cert)
         .map_err(|e| AuthorityError::Signing(e.to_string()))?;
     let tsa = load_or_create_tsa(dir, &ca, &config, &clock)?;
+    let ledger_pkcs8 = veksel_pki::keys::load_or_create_ed25519(&dir.join(files::LEDGER_KEY))?;
+    let ledger =
+        ledger::LedgerKey::new(&config.instance, &ledger_pkcs8).map_err(AuthorityError::Signing)?;
     let tls_chain = certs_from_pem(&read(dir, files::TLS_CERT)?)?;
     let tls_key = KeyFile::load(&dir.join(files::TLS_KEY))?;
     let tls = veksel_pki::tls::https_server_config(&tls_chain, tls_key.rustls_key())
@@ -575,12 +596,18 @@ pub async fn start(
         config: config.clone(),
         anchor,
         conf_changed: Notify::new(),
+        ledger,
+        ledger_changed: Notify::new(),
         published: RwLock::new(placeholder),
         metrics: Metrics::new(),
     });
     state.publish().await?;
 
     let publisher = tokio::spawn(publish_loop(state.clone()));
+    let sequencer = tokio::spawn(ledger::run(
+        state.clone(),
+        Duration::from_millis(config.ledger_interval_ms.max(10)),
+    ));
     let listener = match listener {
         Some(l) => l,
         None => veksel_net::bind(config.listen)
@@ -606,6 +633,7 @@ pub async fn start(
         shutdown,
         server,
         publisher,
+        sequencer,
     })
 }
 

@@ -832,12 +832,13 @@ impl Registry {
 
     /// Returns the configuration version for content with this hash, bumping the
     /// version when the content changed since the last call.
-    pub async fn conf_version_for(&self, content_sha256: &str) -> Result<u64> {
+    pub async fn conf_version_for(&self, content_sha256: &str, now_ms: i64) -> Result<u64> {
         let mut tx = self.db.pool().begin().await?;
         let row: Option<(i64, String)> =
             sqlx::query_as("SELECT version, content_sha256 FROM conf_state WHERE id = 1")
                 .fetch_optional(&mut *tx)
                 .await?;
+        let previous = row.as_ref().map(|(v, _)| *v);
         let version = match row {
             Some((v, h)) if h == content_sha256 => v,
             Some((v, _)) => {
@@ -858,6 +859,15 @@ impl Registry {
                 1
             }
         };
+        if previous != Some(version) {
+            // A new version is a governance event (it lands in the ledger).
+            sqlx::query("INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($1, 'authority', 'configuration.publish', $2, $3)")
+                .bind(now_ms)
+                .bind(version.to_string())
+                .bind(serde_json::json!({ "content_sha256": content_sha256 }).to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(u64::try_from(version).unwrap_or_default())
     }

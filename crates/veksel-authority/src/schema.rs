@@ -86,4 +86,9 @@ CREATE TABLE management_policy (kind TEXT PRIMARY KEY, auto_approve BIGINT NOT N
 ALTER TABLE gateway_clients ADD COLUMN disabled BIGINT NOT NULL DEFAULT 0
 "#,
     },
+    Migration {
+        version: 7,
+        name: "ledger",
+        sql: crate::ledger::MIGRATION,
+    },
 ];

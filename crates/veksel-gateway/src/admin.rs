@@ -496,6 +496,18 @@ pub async fn readiness_problems(gw: &Gateway) -> Vec<String> {
         Some(Ok(_)) => {}
         _ => problems.push("no readable authentication certificate".into()),
     }
+    match crate::ledger::alarms(gw).await {
+        Ok(alarms) => {
+            if let Some(a) = alarms.first() {
+                problems.push(format!(
+                    "LEDGER ALARM ({} in all): {} (the conflicting checkpoints are kept; see the gateway's ledger_alarms table)",
+                    alarms.len(),
+                    a.why
+                ));
+            }
+        }
+        Err(e) => problems.push(format!("ledger alarms: {e}")),
+    }
     let limit_ms = i64::try_from(gw.config.stamp_failure_limit_secs)
         .unwrap_or(i64::MAX)
         .saturating_mul(1000);

@@ -22,6 +22,7 @@ pub mod clients;
 pub mod confclient;
 pub mod evidence;
 pub mod exchange;
+pub mod ledger;
 pub mod management;
 pub mod merklelog;
 pub mod meta;
@@ -145,6 +146,16 @@ pub struct GatewayConfig {
     /// key signs. Default: on with an HSM, off with key files.
     #[serde(default)]
     pub batch_signing: Option<bool>,
+    /// Witness the network ledger (cosign its checkpoints after checking them).
+    #[serde(default = "default_true")]
+    pub witness: bool,
+    /// How often the gateway witnesses the ledger and anchors its message log, ms.
+    #[serde(default = "default_ledger_interval")]
+    pub ledger_interval_ms: u64,
+}
+
+fn default_ledger_interval() -> u64 {
+    10_000
 }
 
 fn default_cert_renew_before() -> u64 {
@@ -223,6 +234,8 @@ impl GatewayConfig {
             cert_check_interval_secs: default_cert_check_interval(),
             hsm: None,
             batch_signing: None,
+            witness: true,
+            ledger_interval_ms: default_ledger_interval(),
         }
     }
 
@@ -523,6 +536,8 @@ pub struct Gateway {
     pub archive_error: std::sync::Mutex<Option<String>>,
     /// Why the last renewal round failed or its keys still wait, if so.
     pub renewal_error: renewal::LastError,
+    /// The key this gateway cosigns ledger checkpoints with.
+    pub cosigner: Arc<veksel_merkle::witness::Cosigner>,
 }
 
 impl Gateway {
@@ -656,6 +671,7 @@ pub async fn start(
         archive_dir: config.archive_dir(dir),
         archive_error: std::sync::Mutex::new(None),
         renewal_error: std::sync::Mutex::new(None),
+        cosigner: Arc::new(ledger::load_cosigner(dir, &config.id).map_err(GatewayError::Config)?),
         config: config.clone(),
         clock: clock.clone(),
         conf: conf.clone(),
@@ -730,6 +746,7 @@ pub async fn start(
     let ocsp_task = tokio::spawn(ocsp::refresh_loop(gateway.clone()));
     let archive_task = tokio::spawn(archive::archive_loop(gateway.clone()));
     let renewal_task = tokio::spawn(renewal::renewal_loop(gateway.clone()));
+    let ledger_task = tokio::spawn(ledger::ledger_loop(gateway.clone()));
     let janitor = tokio::spawn(msglog::replay_guard_janitor(db.clone(), clock.clone()));
     let sc = serverconf.clone();
     let reload = tokio::spawn(async move {
@@ -758,6 +775,7 @@ pub async fn start(
             ocsp_task,
             archive_task,
             renewal_task,
+            ledger_task,
             janitor,
             reload,
             writer_task,

@@ -44,6 +44,9 @@ pub struct Metrics {
     pub stamping_failing: Gauge,
     /// Seconds until each certificate in use expires.
     pub certificate_expiry: Family<CertLabels, Gauge>,
+    /// Ledger alarms raised: inconsistent checkpoints or a rollback seen by this
+    /// gateway as a witness.
+    pub ledger_alarms: Counter,
 }
 
 /// Labels of the certificate-expiry gauge.
@@ -115,7 +118,14 @@ impl Metrics {
             "Seconds until each certificate in use expires",
             certificate_expiry.clone(),
         );
+        let ledger_alarms = Counter::default();
+        registry.register(
+            "veksel_gateway_ledger_alarms",
+            "Ledger alarms: inconsistent checkpoints or a rollback seen as a witness",
+            ledger_alarms.clone(),
+        );
         Self {
+            ledger_alarms,
             certificate_expiry,
             stamped_records,
             stamping_failing,

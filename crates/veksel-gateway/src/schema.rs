@@ -96,4 +96,9 @@ CREATE TABLE log_leaves (
 CREATE INDEX log_leaves_request ON log_leaves (request_id, side)
 "#,
     },
+    Migration {
+        version: 7,
+        name: "ledger witness and anchors",
+        sql: crate::ledger::MIGRATION,
+    },
 ];

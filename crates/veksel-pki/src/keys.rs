@@ -39,46 +39,12 @@ impl KeyFile {
 
     /// Loads a key file, refusing one that others can read.
     pub fn load(path: &Path) -> Result<Self, PkiError> {
-        let io = |source| PkiError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(PkiError::WrongCertificate(format!(
-                    "{} is readable by group or others (mode {:o}); it must be 0600",
-                    path.display(),
-                    mode & 0o777
-                )));
-            }
-        }
-        let text = std::fs::read_to_string(path).map_err(io)?;
-        Self::from_pem(&text)
+        Self::from_pem(&read_private(path)?)
     }
 
     /// Writes the key as PKCS#8 PEM with mode 0600, atomically (temp file + rename).
     pub fn save(&self, path: &Path) -> Result<(), PkiError> {
-        let io = |source| PkiError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let tmp = path.with_extension("key.tmp");
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(io)?;
-        f.write_all(self.to_pem().as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io)?;
-        Ok(())
+        write_private(path, &self.to_pem())
     }
 
     /// PKCS#8 PEM text.
@@ -109,6 +75,67 @@ impl KeyFile {
     pub fn rustls_key(&self) -> rustls_pki_types::PrivateKeyDer<'static> {
         rustls_pki_types::PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.pkcs8.clone()))
     }
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> PkiError + '_ {
+    move |source| PkiError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Reads a private key file, refusing one that group or others can read.
+fn read_private(path: &Path) -> Result<String, PkiError> {
+    let io = io_error(path);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(&io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(PkiError::WrongCertificate(format!(
+                "{} is readable by group or others (mode {:o}); it must be 0600",
+                path.display(),
+                mode & 0o777
+            )));
+        }
+    }
+    std::fs::read_to_string(path).map_err(io)
+}
+
+/// Writes a private key file with mode 0600, atomically (temp file + rename).
+fn write_private(path: &Path, text: &str) -> Result<(), PkiError> {
+    let io = io_error(path);
+    let tmp = path.with_extension("key.tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(&io)?;
+    f.write_all(text.as_bytes()).map_err(&io)?;
+    f.sync_all().map_err(&io)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
+}
+
+/// The Ed25519 key (PKCS#8 DER) of a signed-note signer or a witness, from its 0600
+/// PEM file, made there first if the file does not exist.
+pub fn load_or_create_ed25519(path: &Path) -> Result<Vec<u8>, PkiError> {
+    if !path.exists() {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let der = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(|e| PkiError::Issue(e.to_string()))?;
+        write_private(path, &pem_block("PRIVATE KEY", der.as_ref()))?;
+    }
+    let der = PrivatePkcs8KeyDer::from_pem_slice(read_private(path)?.as_bytes())
+        .map_err(|e| PkiError::parse("private key PEM", format!("{e:?}")))?;
+    let der = der.secret_pkcs8_der().to_vec();
+    aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(&der)
+        .map_err(|e| PkiError::parse("Ed25519 key", e.to_string()))?;
+    Ok(der)
 }
 
 #[cfg(test)]

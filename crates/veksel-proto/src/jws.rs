@@ -184,6 +184,11 @@ impl Unverified {
         })
     }
 
+    /// The payload before any signature check: for routing and display only.
+    pub fn unverified_payload(&self) -> Result<Vec<u8>, JwsError> {
+        unb64(&self.payload_b64)
+    }
+
     /// Verifies the signature with an uncompressed P-256 public key point and
     /// returns the payload.
     pub fn verify(&self, public_key_point: &[u8]) -> Result<Vec<u8>, JwsError> {

@@ -19,6 +19,7 @@ pub mod conf;
 pub mod descriptor;
 pub mod headers;
 pub mod jws;
+pub mod ledger;
 pub mod management;
 pub mod meta;
 pub mod r1;

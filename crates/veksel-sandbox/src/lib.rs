@@ -172,6 +172,8 @@ pub struct SandboxOptions {
     /// Gateways (by [`ORGS`] index) whose members' signing keys live in a PKCS#11
     /// token instead of key files; applies when the gateway is first set up.
     pub hsm: std::collections::BTreeMap<usize, veksel_gateway::signing::HsmConfig>,
+    /// How often the authority sequences the ledger and the gateways witness it, ms.
+    pub ledger_interval_ms: u64,
 }
 
 impl SandboxOptions {
@@ -188,6 +190,7 @@ impl SandboxOptions {
             ocsp_freshness_secs: veksel_proto::conf::Settings::default().ocsp_freshness_secs,
             stamp_interval_secs: 60,
             hsm: std::collections::BTreeMap::new(),
+            ledger_interval_ms: 1000,
         }
     }
 }
@@ -435,6 +438,7 @@ impl Sandbox {
             config.conf_validity_secs = options.conf_validity_secs;
             config.settings.refresh_interval_secs = options.conf_refresh_secs;
             config.settings.ocsp_freshness_secs = options.ocsp_freshness_secs;
+            config.ledger_interval_ms = options.ledger_interval_ms;
             if let Databases::Postgres { authority, .. } = &options.databases {
                 config.database_url = Some(authority.clone());
             }
@@ -475,6 +479,7 @@ impl Sandbox {
                 config.sync_commit = options.sync_commit;
                 config.stamp_interval_secs = options.stamp_interval_secs;
                 config.hsm = options.hsm.get(&i).cloned();
+                config.ledger_interval_ms = options.ledger_interval_ms;
                 if let Databases::Postgres { gateways, .. } = &options.databases {
                     config.database_url = Some(gateways[i].clone());
                 }
@@ -512,6 +517,11 @@ impl Sandbox {
         }
         if fresh {
             configure_gateways(&infos, &ports).await?;
+            let witnesses: Vec<String> = gateways
+                .iter()
+                .map(|g| g.gateway.cosigner.verifier_key())
+                .collect();
+            set_ledger_policy(&api, &authority_url, &admin_token, &witnesses).await?;
         }
         // Every gateway must see every other gateway's certificate before traffic flows.
         for g in &gateways {
@@ -722,6 +732,53 @@ fn rule(subject: serde_json::Value, service: &str, method: &str, path: &str) -> 
 
 /// Configures hosted subsystems, services, access rights and local groups through
 /// each gateway's admin API.
+/// The sandbox's witness policy: the ledger's checkpoints are published once a
+/// majority of the gateways has cosigned them.
+async fn set_ledger_policy(
+    api: &reqwest::Client,
+    url: &str,
+    token: &str,
+    witness_keys: &[String],
+) -> Result<()> {
+    let status: serde_json::Value = call(
+        api,
+        reqwest::Method::GET,
+        &format!("{url}/api/v1/ledger"),
+        token,
+        None,
+    )
+    .await?;
+    let log_key = status["verifier_key"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the authority names no ledger key"))?;
+    let mut policy = format!("log {log_key}\n");
+    let mut names = Vec::new();
+    for vkey in witness_keys {
+        let name = vkey.split('+').next().unwrap_or_default();
+        policy.push_str(&format!("witness {name} {vkey}\n"));
+        names.push(name.to_owned());
+    }
+    let majority = names.len() / 2 + 1;
+    policy.push_str(&format!(
+        "group gateways {majority} {}\nquorum gateways\n",
+        names.join(" ")
+    ));
+    let resp = api
+        .put(format!("{url}/api/v1/ledger/policy"))
+        .bearer_auth(token)
+        .body(policy)
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        return Err(anyhow!(
+            "setting the ledger policy: HTTP {}: {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
 async fn configure_gateways(gws: &[GatewayInfo], ports: &Ports) -> Result<()> {
     use reqwest::Method;
     let api = reqwest::Client::new();

@@ -1,0 +1,469 @@
+//! The network ledger end to end: governance events and gateways' anchors land in
+//! the ledger as they happen; checkpoints are published only with the policy's
+//! cosignatures; a client audits the whole log from tiles and finds a modified tile;
+//! independent libraries (signed_note, tlog_tiles, ed25519-dalek) verify the
+//! checkpoint, the cosignatures and the proofs; and when the authority rewrites
+//! history, the gateways refuse to cosign, raise the alarm, and nothing is published.
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use common::*;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use veksel_merkle::checkpoint::Checkpoint;
+use veksel_merkle::tiles::{TileBuilder, TileId, TileKind, TiledTree, tiles_for_size};
+use veksel_merkle::witness::WitnessPolicy;
+use veksel_merkle::{Frontier, Hash, inclusion_proof, leaf_hash};
+use veksel_proto::ledger::{LedgerEntry, peek};
+use veksel_sandbox::ORGS;
+use veksel_store::sqlx::{self, Row};
+
+async fn get(http: &reqwest::Client, url: &str) -> (u16, Vec<u8>) {
+    let r = http.get(url).send().await.unwrap();
+    (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+}
+
+/// Every tile and bundle of a tree of `size`, fetched over HTTP.
+async fn fetch_tiles(
+    http: &reqwest::Client,
+    base: &str,
+    size: u64,
+) -> (TiledTree, Vec<(TileId, Vec<u8>)>) {
+    let mut tree = TiledTree::new(size);
+    let mut files = Vec::new();
+    for id in tiles_for_size(size, true) {
+        let (status, data) = get(http, &format!("{base}/{}", id.path())).await;
+        assert_eq!(status, 200, "{}", id.path());
+        tree.insert(id, &data).unwrap();
+        files.push((id, data));
+    }
+    (tree, files)
+}
+
+fn entries(tree: &TiledTree) -> Vec<LedgerEntry> {
+    (0..tree.size())
+        .map(|i| peek(tree.entry(i).unwrap()).unwrap())
+        .collect()
+}
+
+/// The published checkpoint, verified under the ledger's own policy.
+async fn published(
+    http: &reqwest::Client,
+    base: &str,
+    policy: &WitnessPolicy,
+) -> Option<(String, Checkpoint, BTreeSet<String>)> {
+    let (status, note) = get(http, &format!("{base}/checkpoint")).await;
+    if status == 404 {
+        return None;
+    }
+    assert_eq!(status, 200);
+    let note = String::from_utf8(note).unwrap();
+    let (cp, cosigners) = policy.verify(&note).unwrap();
+    Some((note, cp, cosigners))
+}
+
+/// The same checks with libraries written by others: signed_note for the note and
+/// the log's Ed25519 signature, ed25519-dalek for cosignatures (cosignature/v1 plugged
+/// into signed_note's verifier interface), tlog_tiles for inclusion and consistency.
+fn third_party_checks(note: &str, policy_text: &str, tree: &TiledTree, old: Option<(u64, Hash)>) {
+    use signed_note::{Note, StandardVerifier, Verifier, VerifierList};
+
+    struct Cosignature {
+        name: String,
+        id: u32,
+        key: ed25519_dalek::VerifyingKey,
+    }
+    impl Verifier for Cosignature {
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn key_id(&self) -> u32 {
+            self.id
+        }
+        fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+            let (Some(time), Some(sig)) = (sig.get(..8), sig.get(8..)) else {
+                return false;
+            };
+            let Ok(sig) = ed25519_dalek::Signature::from_slice(sig) else {
+                return false;
+            };
+            let mut m = format!(
+                "cosignature/v1\ntime {}\n",
+                u64::from_be_bytes(time.try_into().unwrap())
+            )
+            .into_bytes();
+            m.extend_from_slice(msg);
+            self.key.verify_strict(&m, &sig).is_ok()
+        }
+    }
+
+    let mut verifiers: Vec<Box<dyn Verifier>> = Vec::new();
+    let mut witnesses = 0;
+    for line in policy_text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["log", vkey] => verifiers.push(Box::new(StandardVerifier::new(vkey).unwrap())),
+            ["witness", name, vkey] => {
+                let raw = STANDARD
+                    .decode(vkey.splitn(3, '+').nth(2).unwrap())
+                    .unwrap();
+                assert_eq!(raw[0], 0x04);
+                let key =
+                    ed25519_dalek::VerifyingKey::from_bytes(raw[1..].try_into().unwrap()).unwrap();
+                verifiers.push(Box::new(Cosignature {
+                    name: (*name).to_owned(),
+                    id: signed_note::key_id(name, &raw),
+                    key,
+                }));
+                witnesses += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(witnesses >= 3);
+    let parsed = Note::from_bytes(note.as_bytes()).unwrap();
+    let (verified, unverified) = parsed.verify(&VerifierList::new(verifiers)).unwrap();
+    assert!(unverified.is_empty());
+    assert!(
+        verified.len() >= 3,
+        "log signature and a majority of 3 witnesses"
+    );
+    let cp = tlog_tiles::Checkpoint::from_bytes(parsed.text()).unwrap();
+    assert_eq!(cp.size(), tree.size());
+    let root = *cp.hash();
+    for index in [0, tree.size() / 2, tree.size() - 1] {
+        let proof: Vec<tlog_tiles::Hash> = inclusion_proof(tree, index, tree.size())
+            .unwrap()
+            .into_iter()
+            .map(tlog_tiles::Hash)
+            .collect();
+        let leaf = tlog_tiles::record_hash(tree.entry(index).unwrap());
+        tlog_tiles::check_record(&proof, tree.size(), root, index, leaf).unwrap();
+    }
+    if let Some((old_size, old_root)) = old {
+        let proof: Vec<tlog_tiles::Hash> =
+            veksel_merkle::consistency_proof(tree, old_size, tree.size())
+                .unwrap()
+                .into_iter()
+                .map(tlog_tiles::Hash)
+                .collect();
+        tlog_tiles::check_tree(
+            &proof,
+            tree.size(),
+            root,
+            old_size,
+            tlog_tiles::Hash(old_root),
+        )
+        .unwrap();
+    }
+}
+
+/// The authority rewrites its history: entries 1 and 2 change places, and tiles and
+/// head are recomputed so that everything it serves is self-consistent.
+async fn rewrite_history(db: &veksel_store::Db) {
+    let pool = db.pool();
+    let rows = sqlx::query("SELECT idx, data FROM ledger_entries ORDER BY idx")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let mut data: Vec<Vec<u8>> = rows.iter().map(|r| r.try_get(1).unwrap()).collect();
+    data.swap(1, 2);
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM ledger_tiles")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let mut builder = TileBuilder::new();
+    let mut frontier = Frontier::new();
+    let mut tiles = std::collections::BTreeMap::new();
+    for (i, d) in data.iter().enumerate() {
+        sqlx::query("UPDATE ledger_entries SET data = $1 WHERE idx = $2")
+            .bind(d)
+            .bind(i as i64)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        for (id, hashes) in builder.push(leaf_hash(d)) {
+            let TileKind::Hashes { level } = id.kind else {
+                unreachable!()
+            };
+            tiles.insert((level, id.index), hashes.concat());
+        }
+        frontier.push(leaf_hash(d));
+    }
+    for ((level, index), bytes) in tiles {
+        sqlx::query("INSERT INTO ledger_tiles (level, idx, data) VALUES ($1, $2, $3)")
+            .bind(i64::from(level))
+            .bind(index as i64)
+            .bind(bytes)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE ledger_head SET peaks = $1 WHERE id = 1")
+        .bind(hex::encode(frontier.peaks().concat()))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn ledger(b: Backend) {
+    let Some(mut net) = Net::start_with(b, |o| {
+        o.ledger_interval_ms = 200;
+        o.stamp_interval_secs = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let (http, url, token) = authority_client(&net);
+    let base = format!("{url}/ledger/v1");
+    let policy_text = String::from_utf8(get(&http, &format!("{base}/policy")).await.1).unwrap();
+    let policy = WitnessPolicy::parse(&policy_text).unwrap();
+    assert_eq!(policy.witnesses.len(), 3);
+
+    // An exchange, so that both gateways' message logs get records to anchor.
+    let muni = ORGS[MUNICIPALITY].subsystem_id();
+    let r = net
+        .r1(
+            MUNICIPALITY,
+            &muni,
+            &format!("{}/persons/0101701234", ORGS[POPULATION].subsystem_id()),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{:?}", fault(&r));
+
+    // Wait for a published, cosigned checkpoint covering both gateways' anchors.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (note, cp, cosigners, tree) = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no anchors in the ledger within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let Some((note, cp, cosigners)) = published(&http, &base, &policy).await else {
+            continue;
+        };
+        let (tree, _) = fetch_tiles(&http, &base, cp.size).await;
+        tree.audit(&cp.root).unwrap();
+        let anchored: BTreeSet<String> = entries(&tree)
+            .iter()
+            .filter(|e| matches!(e, LedgerEntry::Anchor { size, .. } if *size > 0))
+            .map(|e| e.subject().to_owned())
+            .collect();
+        if anchored.contains(&ORGS[MUNICIPALITY].gateway_id())
+            && anchored.contains(&ORGS[POPULATION].gateway_id())
+        {
+            break (note, cp, cosigners, tree);
+        }
+    };
+    assert!(cosigners.len() >= 2, "{cosigners:?}");
+
+    // Governance events of the spine and the trust services are there, salted.
+    let events: BTreeSet<String> = entries(&tree)
+        .iter()
+        .filter_map(|e| match e {
+            LedgerEntry::Governance { event, .. } => Some(event.clone()),
+            _ => None,
+        })
+        .collect();
+    for want in [
+        "authority.init",
+        "member.add",
+        "gateway.add",
+        "certificate.issue",
+        "configuration.publish",
+        "ledger_policy.set",
+    ] {
+        assert!(events.contains(want), "{want} missing from {events:?}");
+    }
+    // Each entry is signed by its submitter: anchors by the gateway's
+    // authentication certificate, governance events by the configuration signer.
+    for i in 0..tree.size() {
+        let raw = std::str::from_utf8(tree.entry(i).unwrap()).unwrap();
+        let cert = signing_cert_of(raw);
+        let info = veksel_pki::CertInfo::parse(&cert).unwrap();
+        let jws = veksel_proto::jws::Unverified::parse(raw, None).unwrap();
+        jws.verify(&info.public_key).unwrap();
+        let entry = peek(raw.as_bytes()).unwrap();
+        if let LedgerEntry::Anchor { gateway, .. } = &entry {
+            assert_eq!(
+                info.subject_serial_number.as_deref(),
+                Some(gateway.as_str())
+            );
+        }
+    }
+
+    // Independent libraries agree.
+    let first_size = cp.size;
+    third_party_checks(&note, &policy_text, &tree, None);
+
+    // A modified tile is detected by a client.
+    let (_, files) = fetch_tiles(&http, &base, cp.size).await;
+    for (victim, _) in files
+        .iter()
+        .filter(|(id, _)| id.kind == (TileKind::Hashes { level: 0 }))
+        .take(1)
+    {
+        let mut tampered = TiledTree::new(cp.size);
+        for (id, data) in &files {
+            let mut d = data.clone();
+            if id == victim {
+                d[5] ^= 0x40;
+            }
+            tampered.insert(*id, &d).unwrap();
+        }
+        assert!(
+            tampered.audit(&cp.root).is_err(),
+            "a flipped bit in {} went unnoticed",
+            victim.path()
+        );
+    }
+    let (status, _) = get(&http, &format!("{base}/tile/0/x001/000")).await;
+    assert_eq!(status, 404, "tiles beyond the log do not exist");
+    let (status, _) = get(&http, &format!("{base}/tile/0/..%2f..%2fetc")).await;
+    assert_eq!(status, 404);
+
+    // The log grows; the next published checkpoint is consistent with the first.
+    let r = http
+        .put(format!("{url}/api/v1/member-classes/TEST"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"description": "ledger test"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let (note2, cp2) = loop {
+        assert!(tokio::time::Instant::now() < deadline + Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some((n, c, _)) = published(&http, &base, &policy).await
+            && c.size > first_size
+        {
+            break (n, c);
+        }
+    };
+    let (tree2, _) = fetch_tiles(&http, &base, cp2.size).await;
+    tree2.audit(&cp2.root).unwrap();
+    third_party_checks(&note2, &policy_text, &tree2, Some((first_size, cp.root)));
+
+    // The authority forks: it rewrites two entries and goes on signing.
+    let sandbox = net.sandbox.as_mut().unwrap();
+    sandbox.stop_authority().await;
+    let db = match b {
+        Backend::Sqlite => veksel_store::Db::open_sqlite(
+            &net.dir
+                .path()
+                .join("authority")
+                .join(veksel_authority::files::DB),
+            &Default::default(),
+        )
+        .await
+        .unwrap(),
+        Backend::Postgres => veksel_store::Db::connect(&net.dbs[0].url, &Default::default())
+            .await
+            .unwrap(),
+    };
+    rewrite_history(&db).await;
+    db.close().await;
+    let sandbox = net.sandbox.as_mut().unwrap();
+    sandbox.start_authority().await.unwrap();
+    let r = http
+        .put(format!("{url}/api/v1/member-classes/FORK"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"description": "after the rewrite"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+
+    // Every witness refuses and raises the alarm; nothing new is published.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for org in 0..3 {
+        let (admin, _) = net.admin(org);
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gateway {org} raised no alarm"
+            );
+            let r = net
+                .http
+                .get(format!("{admin}/readyz"))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let text = r.text().await.unwrap();
+            if text.contains("LEDGER ALARM") {
+                assert_eq!(status, 503, "{text}");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let gw = net.sandbox().gateway(org).unwrap();
+        let alarms = veksel_gateway::ledger::alarms(gw).await.unwrap();
+        let a = &alarms[0];
+        assert!(a.why.contains("consistency"), "{}", a.why);
+        // The pair is evidence anyone can check: both verify under the ledger's key.
+        assert!(
+            policy.verify(&a.previous).is_ok()
+                || veksel_merkle::checkpoint::open_note(
+                    &a.previous,
+                    std::slice::from_ref(&policy.log)
+                )
+                .is_ok()
+        );
+        veksel_merkle::checkpoint::open_note(&a.conflicting, std::slice::from_ref(&policy.log))
+            .unwrap();
+        let metrics = net
+            .http
+            .get(format!("{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("veksel_gateway_ledger_alarms_total") && !l.ends_with(" 0")),
+            "{metrics}"
+        );
+    }
+    let (_, cp_now, _) = published(&http, &base, &policy).await.unwrap();
+    assert_eq!(
+        cp_now.size, cp2.size,
+        "a checkpoint without cosignatures was published"
+    );
+    let status: serde_json::Value = http
+        .get(format!("{url}/api/v1/ledger"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        status["newest_checkpoint"].as_u64().unwrap() > cp2.size,
+        "{status}"
+    );
+    assert!(
+        status["newest_cosigners"].as_array().unwrap().is_empty(),
+        "{status}"
+    );
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ledger_sqlite() {
+    ledger(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ledger_postgres() {
+    ledger(Backend::Postgres).await;
+}
