@@ -68,6 +68,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/api/v1/certificates", get(certificates))
         .route("/api/v1/certificates/renew", post(renew_certificates))
         .route("/api/v1/management-requests", post(management_request))
+        .route("/api/v1/ledger/commitments", post(ledger_commitment))
+        .route("/api/v1/ledger/alarms", get(ledger_alarms))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -100,6 +102,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         certificates,
         renew_certificates,
         management_request,
+        ledger_commitment,
+        ledger_alarms,
         healthz,
         readyz,
         metrics,
@@ -209,6 +213,51 @@ async fn management_request(
     tracing::info!(token = %who, status = status.as_u16(), "management request submitted");
     let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     Ok((status, Json(answer)))
+}
+
+/// A document commitment to put on the network ledger.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CommitmentRequest {
+    /// Short public label, e.g. `contract 2026-118 signed`.
+    pub label: String,
+    /// The salted commitment (base64 SHA-256), computed where the document is.
+    pub commitment: String,
+}
+
+/// Puts a member's document commitment on the network ledger, signed by this
+/// gateway. The document and its salt stay with the member.
+#[utoipa::path(post, path = "/api/v1/ledger/commitments", request_body = CommitmentRequest, responses((status = 202, description = "Queued in the ledger"), (status = 422, body = ApiErrorBody), (status = 502, body = ApiErrorBody)))]
+async fn ledger_commitment(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+    Json(b): Json<CommitmentRequest>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let who = require(&gw, &h, "security-officer").await?;
+    let probe = veksel_proto::ledger::LedgerEntry::Commitment {
+        at: 1,
+        gateway: gw.id().to_string(),
+        label: b.label.clone(),
+        commitment: b.commitment.clone(),
+    };
+    probe
+        .validate()
+        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m))?;
+    let answer = crate::ledger_client::append_commitment(&gw, &b.label, &b.commitment)
+        .await
+        .map_err(|m| ApiError::new(StatusCode::BAD_GATEWAY, "authority", m))?;
+    tracing::info!(token = %who, label = %b.label, "ledger commitment submitted");
+    Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+/// Ledger alarms this gateway raised as a witness, newest first, each with the two
+/// conflicting checkpoints.
+#[utoipa::path(get, path = "/api/v1/ledger/alarms", responses((status = 200, body = Vec<crate::ledger::Alarm>)))]
+async fn ledger_alarms(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+) -> ApiResult<Json<Vec<crate::ledger::Alarm>>> {
+    require(&gw, &h, "observer").await?;
+    Ok(Json(crate::ledger::alarms(&gw).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/status", responses((status = 200, body = Status)))]

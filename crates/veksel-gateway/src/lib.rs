@@ -23,6 +23,7 @@ pub mod confclient;
 pub mod evidence;
 pub mod exchange;
 pub mod ledger;
+pub mod ledger_client;
 pub mod management;
 pub mod merklelog;
 pub mod meta;

@@ -102,6 +102,11 @@ fn read_private(path: &Path) -> Result<String, PkiError> {
     std::fs::read_to_string(path).map_err(io)
 }
 
+/// Writes a secret (a key, a salt) with mode 0600, atomically.
+pub fn write_secret_text(path: &Path, text: &str) -> Result<(), PkiError> {
+    write_private(path, text)
+}
+
 /// Writes a private key file with mode 0600, atomically (temp file + rename).
 fn write_private(path: &Path, text: &str) -> Result<(), PkiError> {
     let io = io_error(path);

@@ -34,7 +34,7 @@ async fn allowed_call(b: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.status(), 200, "{:?}", fault(&resp));
     let h = resp.headers().clone();
     assert!(h.get("x-road-error").is_none());
     assert_eq!(h["x-road-client"], muni().as_str());

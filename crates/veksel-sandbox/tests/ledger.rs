@@ -327,6 +327,54 @@ async fn ledger(b: Backend) {
     let (status, _) = get(&http, &format!("{base}/tile/0/..%2f..%2fetc")).await;
     assert_eq!(status, 404);
 
+    // The member-side client: audit, show with proof, monitor a member.
+    let anchor: veksel_proto::conf::Anchor =
+        serde_json::from_str(&std::fs::read_to_string(&net.sandbox().info.anchor_file).unwrap())
+            .unwrap();
+    let client =
+        veksel_gateway::ledger_client::LedgerClient::connect(&anchor, Some(policy_text.clone()))
+            .await
+            .unwrap();
+    let verified = client.checkpoint().await.unwrap();
+    let audited = client.audit(&verified.checkpoint).await.unwrap();
+    assert_eq!(audited.len() as u64, verified.checkpoint.size);
+    let shown = client.entry(&verified.checkpoint, 1).await.unwrap();
+    assert_eq!(shown.raw.as_bytes(), tree.entry(1).unwrap());
+    let population = ORGS[POPULATION].member();
+    let about = client
+        .monitor(&verified.checkpoint, 0, &population)
+        .await
+        .unwrap();
+    assert!(about.iter().any(|e| e.entry.kind() == "anchor"));
+    assert!(
+        about
+            .iter()
+            .all(|e| e.entry.subject().starts_with(&population))
+    );
+
+    // A member commits to a document through its gateway's admin API.
+    let salt = veksel_proto::ledger::new_salt();
+    let commitment = veksel_proto::ledger::commitment(&salt, b"contract 2026-118, signed");
+    let (admin, admin_token) = net.admin(MUNICIPALITY);
+    let r = net
+        .http
+        .post(format!("{admin}/api/v1/ledger/commitments"))
+        .bearer_auth(&admin_token)
+        .json(&serde_json::json!({"label": "contract 2026-118 signed", "commitment": commitment}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let r = net
+        .http
+        .post(format!("{admin}/api/v1/ledger/commitments"))
+        .bearer_auth(&admin_token)
+        .json(&serde_json::json!({"label": "bad\nlabel", "commitment": commitment}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+
     // The log grows; the next published checkpoint is consistent with the first.
     let r = http
         .put(format!("{url}/api/v1/member-classes/TEST"))
@@ -336,17 +384,35 @@ async fn ledger(b: Backend) {
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
-    let (note2, cp2) = loop {
+    let (note2, cp2, tree2) = loop {
         assert!(tokio::time::Instant::now() < deadline + Duration::from_secs(30));
         tokio::time::sleep(Duration::from_millis(200)).await;
         if let Some((n, c, _)) = published(&http, &base, &policy).await
             && c.size > first_size
         {
-            break (n, c);
+            let (tree2, _) = fetch_tiles(&http, &base, c.size).await;
+            tree2.audit(&c.root).unwrap();
+            let committed = entries(&tree2).iter().any(|e| {
+                matches!(e, LedgerEntry::Commitment { commitment: c, gateway, .. }
+                    if *c == commitment && *gateway == ORGS[MUNICIPALITY].gateway_id())
+            });
+            if committed {
+                break (n, c, tree2);
+            }
         }
     };
-    let (tree2, _) = fetch_tiles(&http, &base, cp2.size).await;
-    tree2.audit(&cp2.root).unwrap();
+    let old = client.verify_note(&note).unwrap();
+    let new = client.verify_note(&note2).unwrap();
+    client
+        .consistency(&old.checkpoint, &new.checkpoint)
+        .await
+        .unwrap();
+    assert!(
+        client
+            .consistency(&new.checkpoint, &old.checkpoint)
+            .await
+            .is_err()
+    );
     third_party_checks(&note2, &policy_text, &tree2, Some((first_size, cp.root)));
 
     // The authority forks: it rewrites two entries and goes on signing.

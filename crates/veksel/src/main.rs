@@ -52,6 +52,94 @@ enum Command {
         #[command(subcommand)]
         command: EvidenceCommand,
     },
+    /// The network ledger: verify, audit and follow it; commit to documents.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+}
+
+/// Which ledger, trusted how.
+#[derive(Args)]
+struct LedgerTarget {
+    /// The network's anchor (authority URL and TLS trust).
+    #[arg(long)]
+    anchor: PathBuf,
+    /// A witness policy file to verify checkpoints under (the ledger's key, the
+    /// witnesses, the quorum). Without it the authority's current policy is trusted.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Fetch the latest published checkpoint and verify it under the policy.
+    Checkpoint {
+        #[command(flatten)]
+        target: LedgerTarget,
+    },
+    /// Verify a saved checkpoint note under a policy, offline.
+    VerifyCheckpoint {
+        /// The witness policy file.
+        #[arg(long)]
+        policy: PathBuf,
+        /// The checkpoint note file.
+        note: PathBuf,
+    },
+    /// Verify that a newer checkpoint (default: the latest) extends an older one.
+    Consistency {
+        #[command(flatten)]
+        target: LedgerTarget,
+        /// The older checkpoint note file.
+        old: PathBuf,
+        /// The newer checkpoint note file.
+        new: Option<PathBuf>,
+    },
+    /// Show one entry with its inclusion proof in the latest checkpoint.
+    Show {
+        #[command(flatten)]
+        target: LedgerTarget,
+        /// Position in the log.
+        index: u64,
+    },
+    /// Audit the whole log from its tiles: every tile, entry and signature.
+    Audit {
+        #[command(flatten)]
+        target: LedgerTarget,
+    },
+    /// Print the entries about a member, subsystem or gateway (and what lies under
+    /// it); with --follow, keep watching.
+    Monitor {
+        #[command(flatten)]
+        target: LedgerTarget,
+        /// Identifier, e.g. `GL/GOV/10000001`.
+        subject: String,
+        /// First position to look at.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Keep following the log.
+        #[arg(long)]
+        follow: bool,
+        /// Seconds between looks when following.
+        #[arg(long, default_value_t = 10)]
+        interval_secs: u64,
+    },
+    /// Commit to a document on the ledger through one of the member's gateways. The
+    /// document stays here; its salt is written beside it (`<document>.salt`).
+    Append {
+        /// The gateway's admin API, e.g. `http://127.0.0.1:4002`.
+        #[arg(long)]
+        admin_url: String,
+        /// File holding an admin token (security officer).
+        #[arg(long)]
+        token_file: PathBuf,
+        /// Public label of the entry.
+        #[arg(long)]
+        label: String,
+        /// The document.
+        #[arg(long)]
+        document: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -292,6 +380,7 @@ async fn main() -> Result<()> {
         Command::Authority { command } => authority(command, clock).await,
         Command::Gateway { command } => gateway(command, clock).await,
         Command::Evidence { command } => evidence(command).await,
+        Command::Ledger { command } => ledger(command).await,
         Command::Log {
             command:
                 LogCommand::Verify {
@@ -371,6 +460,200 @@ async fn sandbox(data_dir: PathBuf, ephemeral: bool) -> Result<()> {
         "stopped; state kept in {} for the next run",
         data_dir.display()
     );
+    Ok(())
+}
+
+async fn ledger_client(
+    target: &LedgerTarget,
+) -> Result<veksel_gateway::ledger_client::LedgerClient> {
+    let anchor: veksel_proto::conf::Anchor = serde_json::from_str(
+        &std::fs::read_to_string(&target.anchor)
+            .with_context(|| format!("reading {}", target.anchor.display()))?,
+    )
+    .context("the anchor file is not a veksel anchor")?;
+    let policy = match &target.policy {
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => {
+            eprintln!("note: no --policy given; trusting the authority's current witness policy");
+            None
+        }
+    };
+    veksel_gateway::ledger_client::LedgerClient::connect(&anchor, policy)
+        .await
+        .map_err(anyhow::Error::msg)
+}
+
+fn print_checkpoint(cp: &veksel_gateway::ledger_client::VerifiedCheckpoint) {
+    use base64::Engine;
+    println!(
+        "checkpoint of {}: {} entries, root {}, cosigned by {}",
+        cp.checkpoint.origin,
+        cp.checkpoint.size,
+        base64::engine::general_purpose::STANDARD.encode(cp.checkpoint.root),
+        if cp.cosigners.is_empty() {
+            "no witness (the policy requires none)".to_owned()
+        } else {
+            cp.cosigners.iter().cloned().collect::<Vec<_>>().join(", ")
+        }
+    );
+}
+
+fn print_entry(e: &veksel_gateway::ledger_client::ProvenEntry) -> Result<()> {
+    println!(
+        "{} {} signed by {}: {}",
+        e.index,
+        e.entry.kind(),
+        e.signer,
+        serde_json::to_string(&e.entry)?
+    );
+    Ok(())
+}
+
+async fn ledger(command: LedgerCommand) -> Result<()> {
+    use anyhow::Error;
+    match command {
+        LedgerCommand::Checkpoint { target } => {
+            let client = ledger_client(&target).await?;
+            let cp = client.checkpoint().await.map_err(Error::msg)?;
+            print_checkpoint(&cp);
+            print!("{}", cp.note);
+        }
+        LedgerCommand::VerifyCheckpoint { policy, note } => {
+            let policy = veksel_merkle::witness::WitnessPolicy::parse(
+                &std::fs::read_to_string(&policy)
+                    .with_context(|| format!("reading {}", policy.display()))?,
+            )?;
+            let text = std::fs::read_to_string(&note)
+                .with_context(|| format!("reading {}", note.display()))?;
+            let (cp, cosigners) = policy.verify(&text)?;
+            print_checkpoint(&veksel_gateway::ledger_client::VerifiedCheckpoint {
+                note: text,
+                checkpoint: cp,
+                cosigners,
+            });
+        }
+        LedgerCommand::Consistency { target, old, new } => {
+            let client = ledger_client(&target).await?;
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+            };
+            let old = client.verify_note(&read(&old)?).map_err(Error::msg)?;
+            let new = match new {
+                Some(p) => client.verify_note(&read(&p)?).map_err(Error::msg)?,
+                None => client.checkpoint().await.map_err(Error::msg)?,
+            };
+            let proof = client
+                .consistency(&old.checkpoint, &new.checkpoint)
+                .await
+                .map_err(Error::msg)?;
+            println!(
+                "consistent: the log of {} entries extends the log of {} ({} proof hashes)",
+                new.checkpoint.size,
+                old.checkpoint.size,
+                proof.len()
+            );
+        }
+        LedgerCommand::Show { target, index } => {
+            let client = ledger_client(&target).await?;
+            let cp = client.checkpoint().await.map_err(Error::msg)?;
+            print_checkpoint(&cp);
+            let e = client
+                .entry(&cp.checkpoint, index)
+                .await
+                .map_err(Error::msg)?;
+            print_entry(&e)?;
+            use base64::Engine;
+            for h in &e.proof {
+                println!(
+                    "  proof {}",
+                    base64::engine::general_purpose::STANDARD.encode(h)
+                );
+            }
+            println!("  entry {}", e.raw);
+        }
+        LedgerCommand::Audit { target } => {
+            let client = ledger_client(&target).await?;
+            let cp = client.checkpoint().await.map_err(Error::msg)?;
+            print_checkpoint(&cp);
+            let entries = client.audit(&cp.checkpoint).await.map_err(Error::msg)?;
+            let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+            for e in &entries {
+                *kinds.entry(e.entry.kind()).or_default() += 1;
+            }
+            println!(
+                "audit passed: {} entries ({kinds:?}); every tile, leaf hash and signature checks",
+                entries.len()
+            );
+        }
+        LedgerCommand::Monitor {
+            target,
+            subject,
+            from,
+            follow,
+            interval_secs,
+        } => {
+            let client = ledger_client(&target).await?;
+            let mut from = from;
+            let mut last: Option<veksel_merkle::checkpoint::Checkpoint> = None;
+            loop {
+                let cp = client.checkpoint().await.map_err(Error::msg)?;
+                if let Some(old) = &last {
+                    client
+                        .consistency(old, &cp.checkpoint)
+                        .await
+                        .map_err(Error::msg)?;
+                }
+                for e in client
+                    .monitor(&cp.checkpoint, from, &subject)
+                    .await
+                    .map_err(Error::msg)?
+                {
+                    print_entry(&e)?;
+                }
+                from = cp.checkpoint.size;
+                last = Some(cp.checkpoint);
+                if !follow {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(interval_secs.max(1))).await;
+            }
+        }
+        LedgerCommand::Append {
+            admin_url,
+            token_file,
+            label,
+            document,
+        } => {
+            let token = std::fs::read_to_string(&token_file)
+                .with_context(|| format!("reading {}", token_file.display()))?;
+            let doc = std::fs::read(&document)
+                .with_context(|| format!("reading {}", document.display()))?;
+            let salt = veksel_proto::ledger::new_salt();
+            let commitment = veksel_proto::ledger::commitment(&salt, &doc);
+            let salt_file = PathBuf::from(format!("{}.salt", document.display()));
+            veksel_pki::keys::write_secret_text(&salt_file, &hex::encode(salt))?;
+            let resp = reqwest::Client::new()
+                .post(format!(
+                    "{}/api/v1/ledger/commitments",
+                    admin_url.trim_end_matches('/')
+                ))
+                .bearer_auth(token.trim())
+                .json(&serde_json::json!({"label": label, "commitment": commitment}))
+                .send()
+                .await?;
+            let status = resp.status();
+            let answer: serde_json::Value = resp.json().await.unwrap_or_default();
+            if !status.is_success() {
+                bail!("the gateway refused: HTTP {status}: {answer}");
+            }
+            println!(
+                "committed: {commitment} (salt in {}; keep it with the document)",
+                salt_file.display()
+            );
+        }
+    }
     Ok(())
 }
 
