@@ -234,7 +234,13 @@ async fn ledger(b: Backend) {
             &format!("{}/persons/0101701234", ORGS[POPULATION].subsystem_id()),
         )
         .await;
-    assert_eq!(r.status(), 200, "{:?}", fault(&r));
+    assert_eq!(
+        r.status(),
+        200,
+        "{:?}: {}",
+        fault(&r),
+        r.text().await.unwrap()
+    );
 
     // Wait for a published, cosigned checkpoint covering both gateways' anchors.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
