@@ -232,6 +232,7 @@ pub async fn sequence(s: &AppState) -> Result<u64, StoreError> {
         let document = serde_json::json!({ "actor": actor, "detail": detail }).to_string();
         let entry = LedgerEntry::Governance {
             at: at.max(1),
+            record: id,
             event: ledger_event_name(&action),
             subject: if subject.is_empty() {
                 "-".into()
@@ -266,10 +267,10 @@ pub async fn sequence(s: &AppState) -> Result<u64, StoreError> {
         let kind: String = r.try_get(2)?;
         leaves.push(NewLeaf {
             data: r.try_get(1)?,
-            kind: if kind == "anchor" {
-                "anchor"
-            } else {
-                "commitment"
+            kind: match kind.as_str() {
+                "anchor" => "anchor",
+                "gateway-event" => "gateway-event",
+                _ => "commitment",
             },
             subject: r.try_get(3)?,
             at: r.try_get(4)?,
@@ -408,16 +409,32 @@ pub async fn checkpoint(s: &AppState) -> Result<Option<u64>, StoreError> {
 
 /// Publishes the newest checkpoint whose cosignatures satisfy the policy.
 async fn try_publish(s: &AppState) -> Result<Option<u64>, StoreError> {
+    Ok(current_published(s).await?.map(|(size, _)| size))
+}
+
+/// The newest checkpoint whose stored cosignatures meet the policy in force now,
+/// as served (the note with the cosignature lines); marked published the first
+/// time. A checkpoint published under an earlier, weaker policy is not served
+/// once the policy asks for more.
+async fn current_published(s: &AppState) -> Result<Option<(u64, String)>, StoreError> {
     let db = s.registry.db();
     let (_, policy) = policy(s).await?;
-    let candidates: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT size, note FROM ledger_checkpoints WHERE published_at IS NULL
-         AND size > COALESCE((SELECT MAX(size) FROM ledger_checkpoints WHERE published_at IS NOT NULL), -1)
-         ORDER BY size DESC LIMIT 16",
+    let mut candidates: Vec<(i64, String, Option<i64>)> = sqlx::query_as(
+        "SELECT size, note, published_at FROM ledger_checkpoints ORDER BY size DESC LIMIT 16",
     )
     .fetch_all(db.pool())
     .await?;
-    for (size, note) in candidates {
+    candidates.extend(
+        sqlx::query_as::<_, (i64, String, Option<i64>)>(
+            "SELECT size, note, published_at FROM ledger_checkpoints
+             WHERE published_at IS NOT NULL ORDER BY size DESC LIMIT 16",
+        )
+        .fetch_all(db.pool())
+        .await?,
+    );
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+    candidates.dedup_by_key(|c| c.0);
+    for (size, mut note, published_at) in candidates {
         let lines: Vec<(String, String)> = sqlx::query_as(
             "SELECT witness, line FROM ledger_cosignatures WHERE size = $1 ORDER BY witness",
         )
@@ -429,26 +446,23 @@ async fn try_publish(s: &AppState) -> Result<Option<u64>, StoreError> {
             .filter(|(w, _)| policy.witnesses.contains_key(w))
             .map(|(w, _)| w.clone())
             .collect();
-        if policy.satisfied_by(&cosigners) {
+        if !policy.satisfied_by(&cosigners) {
+            continue;
+        }
+        if published_at.is_none() {
             sqlx::query("UPDATE ledger_checkpoints SET published_at = $1 WHERE size = $2")
                 .bind(s.clock.now_ms())
                 .bind(size)
                 .execute(db.pool())
                 .await?;
-            tracing::info!(size, cosigners = ?cosigners, note = %note.lines().next().unwrap_or_default(), "ledger: checkpoint published");
-            return Ok(u64::try_from(size).ok());
+            tracing::info!(size, cosigners = ?cosigners, "ledger: checkpoint published");
         }
+        for (_, line) in lines {
+            note.push_str(&line);
+        }
+        return Ok(u64::try_from(size).ok().map(|size| (size, note)));
     }
-    published_size(db).await
-}
-
-async fn published_size(db: &Db) -> Result<Option<u64>, StoreError> {
-    let size: Option<i64> = sqlx::query_scalar(
-        "SELECT MAX(size) FROM ledger_checkpoints WHERE published_at IS NOT NULL",
-    )
-    .fetch_one(db.pool())
-    .await?;
-    Ok(size.and_then(|s| u64::try_from(s).ok()))
+    Ok(None)
 }
 
 /// Sequences and checkpoints every `period`, and soon after a change.
@@ -496,6 +510,10 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/ledger/v1/witness/cosignature", post(witness_cosignature))
         .route("/api/v1/ledger", get(status))
         .route("/api/v1/ledger/policy", axum::routing::put(put_policy))
+        .route(
+            "/api/v1/ledger/openings/{record}",
+            get(opening).delete(erase),
+        )
 }
 
 fn text_response(
@@ -516,24 +534,9 @@ fn text_response(
 }
 
 async fn get_checkpoint(State(s): State<Arc<AppState>>) -> ApiResult<Response> {
-    let db = s.registry.db();
-    let latest: Option<(i64, String)> = sqlx::query_as(
-        "SELECT size, note FROM ledger_checkpoints WHERE published_at IS NOT NULL ORDER BY size DESC LIMIT 1",
-    )
-    .fetch_optional(db.pool())
-    .await
-    .map_err(StoreError::from)?;
-    let (size, mut note) =
-        latest.ok_or_else(|| ApiError::not_found("the ledger has no published checkpoint yet"))?;
-    let lines: Vec<String> =
-        sqlx::query_scalar("SELECT line FROM ledger_cosignatures WHERE size = $1 ORDER BY witness")
-            .bind(size)
-            .fetch_all(db.pool())
-            .await
-            .map_err(StoreError::from)?;
-    for line in lines {
-        note.push_str(&line);
-    }
+    let (_, note) = current_published(&s)
+        .await?
+        .ok_or_else(|| ApiError::not_found("the ledger has no published checkpoint yet"))?;
     Ok(text_response(
         StatusCode::OK,
         "text/plain; charset=utf-8",
@@ -623,7 +626,9 @@ async fn submit_entry(
         .map_err(|e| ApiError::bad_request(format!("ledger entry: {e}")))?;
     entry.validate().map_err(ApiError::bad_request)?;
     match &entry {
-        LedgerEntry::Anchor { gateway: g, .. } | LedgerEntry::Commitment { gateway: g, .. }
+        LedgerEntry::Anchor { gateway: g, .. }
+        | LedgerEntry::Commitment { gateway: g, .. }
+        | LedgerEntry::GatewayEvent { gateway: g, .. }
             if *g == gateway.to_string() => {}
         LedgerEntry::Governance { .. } => {
             return Err(ApiError::forbidden(
@@ -854,7 +859,7 @@ async fn status(State(s): State<Arc<AppState>>, h: HeaderMap) -> ApiResult<Json<
         origin: s.ledger.origin.clone(),
         verifier_key: s.ledger.verifier_key(),
         size: head.size,
-        published_size: published_size(db).await?,
+        published_size: current_published(&s).await?.map(|(size, _)| size),
         pending,
         newest_checkpoint: newest.and_then(|n| u64::try_from(n).ok()),
         newest_cosigners,
@@ -911,4 +916,73 @@ async fn put_policy(
         "no-store",
         text.to_owned(),
     ))
+}
+
+/// What a governance entry's commitment opens to.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Opening {
+    /// The audit record.
+    pub record: i64,
+    /// The salt, base64.
+    pub salt: String,
+    /// The committed details, exactly as hashed.
+    pub document: String,
+}
+
+/// The salt and details behind a governance entry, for whoever may see the audit
+/// trail: `commitment(salt, document)` equals the entry's commitment.
+async fn opening(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(record): Path<i64>,
+) -> ApiResult<Json<Opening>> {
+    require(&s, &h, Role::Observer).await?;
+    let row: Option<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT actor, detail, salt FROM audit_events WHERE id = $1")
+            .bind(record)
+            .fetch_optional(s.registry.db().pool())
+            .await
+            .map_err(StoreError::from)?;
+    match row {
+        None => Err(ApiError::not_found(format!("no audit record {record}"))),
+        Some((_, _, None)) => Err(ApiError::new(
+            StatusCode::GONE,
+            "erased",
+            format!("audit record {record} was erased or is not in the ledger yet"),
+        )),
+        Some((actor, detail, Some(salt))) => Ok(Json(Opening {
+            record,
+            salt,
+            document: serde_json::json!({ "actor": actor, "detail": detail }).to_string(),
+        })),
+    }
+}
+
+/// Erases the details and the salt of an audit record (the right to erasure). The
+/// ledger entry stays, and no longer resolves to anything.
+async fn erase(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(record): Path<i64>,
+) -> ApiResult<StatusCode> {
+    let who = require(&s, &h, Role::Admin).await?;
+    let done = sqlx::query(
+        "UPDATE audit_events SET actor = 'erased', detail = '{}', salt = NULL WHERE id = $1",
+    )
+    .bind(record)
+    .execute(s.registry.db().pool())
+    .await
+    .map_err(StoreError::from)?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::not_found(format!("no audit record {record}")));
+    }
+    crate::api::changed(
+        &s,
+        &who,
+        "audit_record.erase",
+        &record.to_string(),
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

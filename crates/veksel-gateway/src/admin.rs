@@ -337,6 +337,14 @@ async fn put_client(
     }
     gw.serverconf.put_client(&id, &b).await?;
     tracing::info!(actor = %who, client = %id, "local client configured");
+    crate::ledger::record_event(
+        &gw,
+        "client.set",
+        &id.to_string(),
+        &who,
+        serde_json::to_value(&b).unwrap_or_default(),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -350,6 +358,14 @@ async fn delete_client(
     let id = subsystem(&id)?;
     gw.serverconf.remove_client(&id).await?;
     tracing::info!(actor = %who, client = %id, "local client removed");
+    crate::ledger::record_event(
+        &gw,
+        "client.remove",
+        &id.to_string(),
+        &who,
+        serde_json::Value::Null,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -365,6 +381,14 @@ async fn put_service(
     serverconf::validate_service(&code, &b).map_err(ApiError::bad_request)?;
     gw.serverconf.put_service(&id, &code, &b).await?;
     tracing::info!(actor = %who, client = %id, service = %code, "service configured");
+    crate::ledger::record_event(
+        &gw,
+        "service.set",
+        &format!("{id}/{code}"),
+        &who,
+        serde_json::to_value(&b).unwrap_or_default(),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -378,6 +402,14 @@ async fn delete_service(
     let id = subsystem(&id)?;
     gw.serverconf.remove_service(&id, &code).await?;
     tracing::info!(actor = %who, client = %id, service = %code, "service removed");
+    crate::ledger::record_event(
+        &gw,
+        "service.remove",
+        &format!("{id}/{code}"),
+        &who,
+        serde_json::Value::Null,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -402,6 +434,14 @@ async fn put_access(
     }
     gw.serverconf.put_access(&id, &rules).await?;
     tracing::info!(actor = %who, client = %id, rules = rules.len(), "access rights replaced");
+    crate::ledger::record_event(
+        &gw,
+        "access.set",
+        &id.to_string(),
+        &who,
+        serde_json::to_value(&rules).unwrap_or_default(),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -418,6 +458,14 @@ async fn put_local_group(
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     gw.serverconf.put_local_group(&id, &code, &b).await?;
     tracing::info!(actor = %who, client = %id, group = %code, "local group configured");
+    crate::ledger::record_event(
+        &gw,
+        "local_group.set",
+        &format!("{id}/{code}"),
+        &who,
+        serde_json::to_value(&b).unwrap_or_default(),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -431,6 +479,14 @@ async fn delete_local_group(
     let id = subsystem(&id)?;
     gw.serverconf.remove_local_group(&id, &code).await?;
     tracing::info!(actor = %who, client = %id, group = %code, "local group removed");
+    crate::ledger::record_event(
+        &gw,
+        "local_group.remove",
+        &format!("{id}/{code}"),
+        &who,
+        serde_json::Value::Null,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -35,6 +35,88 @@ CREATE TABLE ledger_anchors (
     size BIGINT PRIMARY KEY, entry_sha256 TEXT NOT NULL, submitted_at BIGINT NOT NULL)
 "#;
 
+/// Local governance events waiting for (or done with) submission to the ledger.
+pub const OUTBOX_MIGRATION: &str = r#"
+CREATE TABLE ledger_outbox (
+    id {{SERIAL_PK}}, at BIGINT NOT NULL, event TEXT NOT NULL, subject TEXT NOT NULL,
+    document TEXT NOT NULL, salt TEXT NOT NULL, submitted_at BIGINT, entry_sha256 TEXT);
+CREATE INDEX ledger_outbox_waiting ON ledger_outbox (submitted_at, id)
+"#;
+
+/// Records a change to this gateway's access configuration for the ledger: the
+/// details (who did it, the new settings) stay here with a fresh salt; the ledger
+/// gets a salted commitment to them. Submitted by the ledger loop, retried until
+/// the authority takes it.
+pub async fn record_event(
+    gw: &Gateway,
+    event: &str,
+    subject: &str,
+    actor: &str,
+    change: serde_json::Value,
+) {
+    let document = serde_json::json!({ "actor": actor, "change": change }).to_string();
+    let salt = veksel_proto::ledger::new_salt();
+    let stored = sqlx::query(
+        "INSERT INTO ledger_outbox (at, event, subject, document, salt) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(gw.clock.now_ms())
+    .bind(event)
+    .bind(subject)
+    .bind(document)
+    .bind(STANDARD.encode(salt))
+    .execute(gw.db.pool())
+    .await;
+    if let Err(e) = stored {
+        tracing::error!(error = %e, event, subject, "could not record the change for the ledger");
+    }
+}
+
+/// Submits waiting local events, oldest first. Returns how many went.
+pub async fn submit_events(gw: &Gateway) -> Result<usize, String> {
+    let waiting: Vec<(i64, i64, String, String, String, String)> = sqlx::query_as(
+        "SELECT id, at, event, subject, document, salt FROM ledger_outbox
+         WHERE submitted_at IS NULL ORDER BY id LIMIT 100",
+    )
+    .fetch_all(gw.db.pool())
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut sent = 0;
+    for (id, at, event, subject, document, salt) in waiting {
+        let salt: [u8; 32] = STANDARD
+            .decode(&salt)
+            .ok()
+            .and_then(|s| s.try_into().ok())
+            .ok_or("a stored salt is not 32 bytes")?;
+        let entry = LedgerEntry::GatewayEvent {
+            at,
+            gateway: gw.id().to_string(),
+            event,
+            subject,
+            commitment: veksel_proto::ledger::commitment(&salt, document.as_bytes()),
+        };
+        entry.validate()?;
+        let payload = serde_json::to_value(&entry).map_err(|e| e.to_string())?;
+        let keys = gw.keys.get();
+        let (status, answer) =
+            crate::management::post_signed(gw, &keys, "/ledger/v1/entries", ENTRY_CTY, &payload)
+                .await?;
+        if status != reqwest::StatusCode::ACCEPTED {
+            return Err(format!(
+                "ledger refused a gateway event: HTTP {status}: {answer}"
+            ));
+        }
+        sqlx::query("UPDATE ledger_outbox SET submitted_at = $1, entry_sha256 = $2 WHERE id = $3")
+            .bind(gw.clock.now_ms())
+            .bind(answer["entry_sha256"].as_str().unwrap_or_default())
+            .bind(id)
+            .execute(gw.db.pool())
+            .await
+            .map_err(|e| e.to_string())?;
+        sent += 1;
+    }
+    Ok(sent)
+}
+
 /// The witness key's file in the data directory.
 pub const WITNESS_KEY: &str = "witness.key";
 
@@ -318,6 +400,9 @@ pub async fn ledger_loop(gw: Arc<Gateway>) {
         }
         if let Err(e) = anchor_once(&gw).await {
             tracing::warn!(error = %e, "ledger: anchoring failed");
+        }
+        if let Err(e) = submit_events(&gw).await {
+            tracing::warn!(error = %e, "ledger: submitting local events failed");
         }
     }
 }

@@ -209,7 +209,9 @@ pub fn check_entry(raw: &[u8]) -> Result<(LedgerEntry, String), String> {
         .subject_serial_number
         .clone()
         .unwrap_or_else(|| info.subject.clone());
-    if let LedgerEntry::Anchor { gateway, .. } | LedgerEntry::Commitment { gateway, .. } = &entry
+    if let LedgerEntry::Anchor { gateway, .. }
+    | LedgerEntry::Commitment { gateway, .. }
+    | LedgerEntry::GatewayEvent { gateway, .. } = &entry
         && *gateway != signer
     {
         return Err(format!("entry about {gateway} is signed by {signer}"));

@@ -101,4 +101,9 @@ CREATE INDEX log_leaves_request ON log_leaves (request_id, side)
         name: "ledger witness and anchors",
         sql: crate::ledger::MIGRATION,
     },
+    Migration {
+        version: 8,
+        name: "ledger outbox of local governance events",
+        sql: crate::ledger::OUTBOX_MIGRATION,
+    },
 ];

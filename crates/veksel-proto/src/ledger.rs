@@ -34,6 +34,8 @@ pub enum LedgerEntry {
         /// The identifier the event is about (a member, subsystem, gateway,
         /// certificate or configuration version).
         subject: String,
+        /// The authority's audit record that holds the details and the salt.
+        record: i64,
         /// Salted commitment to the event's details (who did it, what changed).
         commitment: String,
     },
@@ -49,6 +51,21 @@ pub enum LedgerEntry {
         size: u64,
         /// Root hash, base64.
         root: String,
+    },
+    /// A change a gateway made to its own configuration that governs access: access
+    /// rights granted or revoked, services, clients and local groups configured or
+    /// removed. The details stay in the gateway; the entry commits to them.
+    GatewayEvent {
+        /// When it happened, Unix ms.
+        at: i64,
+        /// The gateway.
+        gateway: String,
+        /// What happened, e.g. `access.set`, `service.remove`.
+        event: String,
+        /// The identifier it is about (a subsystem, a service).
+        subject: String,
+        /// Salted commitment to the details.
+        commitment: String,
     },
     /// A member's commitment to a document (a contract, a decision, a data set),
     /// submitted by one of its gateways.
@@ -69,7 +86,7 @@ impl LedgerEntry {
     /// gateway of an anchor or commitment.
     pub fn subject(&self) -> &str {
         match self {
-            Self::Governance { subject, .. } => subject,
+            Self::Governance { subject, .. } | Self::GatewayEvent { subject, .. } => subject,
             Self::Anchor { gateway, .. } | Self::Commitment { gateway, .. } => gateway,
         }
     }
@@ -79,6 +96,7 @@ impl LedgerEntry {
         match self {
             Self::Governance { .. } => "governance",
             Self::Anchor { .. } => "anchor",
+            Self::GatewayEvent { .. } => "gateway-event",
             Self::Commitment { .. } => "commitment",
         }
     }
@@ -86,9 +104,10 @@ impl LedgerEntry {
     /// When the entry was made, Unix ms.
     pub fn at(&self) -> i64 {
         match self {
-            Self::Governance { at, .. } | Self::Anchor { at, .. } | Self::Commitment { at, .. } => {
-                *at
-            }
+            Self::Governance { at, .. }
+            | Self::Anchor { at, .. }
+            | Self::GatewayEvent { at, .. }
+            | Self::Commitment { at, .. } => *at,
         }
     }
 
@@ -104,14 +123,19 @@ impl LedgerEntry {
                 commitment,
                 ..
             } => {
-                if event.is_empty()
-                    || event.len() > 64
-                    || !event
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_' || b == b'-')
-                {
-                    return Err("event must be 1 to 64 of a-z . _ -".into());
-                }
+                event_name(event)?;
+                text("subject", subject, 255)?;
+                hash32("commitment", commitment)
+            }
+            Self::GatewayEvent {
+                gateway,
+                event,
+                subject,
+                commitment,
+                ..
+            } => {
+                text("gateway", gateway, 255)?;
+                event_name(event)?;
                 text("subject", subject, 255)?;
                 hash32("commitment", commitment)
             }
@@ -137,6 +161,18 @@ impl LedgerEntry {
             }
         }
     }
+}
+
+fn event_name(event: &str) -> Result<(), String> {
+    if event.is_empty()
+        || event.len() > 64
+        || !event
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err("event must be 1 to 64 of a-z . _ -".into());
+    }
+    Ok(())
 }
 
 fn text(what: &str, s: &str, max: usize) -> Result<(), String> {
@@ -223,6 +259,7 @@ mod tests {
             },
             LedgerEntry::Governance {
                 at: 1,
+                record: 1,
                 event: "Member Add".into(),
                 subject: "s".into(),
                 commitment: c.clone(),

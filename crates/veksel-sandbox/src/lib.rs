@@ -523,7 +523,9 @@ impl Sandbox {
                 .collect();
             set_ledger_policy(&api, &authority_url, &admin_token, &witnesses).await?;
         }
-        // Every gateway must see every other gateway's certificate before traffic flows.
+        // Every gateway must see every other gateway's certificate before traffic flows:
+        // publish now (the publisher would, a moment later) and have each one fetch it.
+        authority.state.publish().await?;
         for g in &gateways {
             g.gateway.conf.refresh().await?;
         }

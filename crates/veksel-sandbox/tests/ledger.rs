@@ -286,6 +286,64 @@ async fn ledger(b: Backend) {
     ] {
         assert!(events.contains(want), "{want} missing from {events:?}");
     }
+    // The gateways' own access configuration (set up by the sandbox) is there too.
+    assert!(
+        entries(&tree).iter().any(|e| matches!(e,
+            LedgerEntry::GatewayEvent { event, gateway, subject, .. }
+                if event == "access.set" && *gateway == ORGS[POPULATION].gateway_id()
+                    && *subject == ORGS[POPULATION].subsystem_id())),
+        "no access.set event of the population register's gateway"
+    );
+
+    // A governance entry opens with the salt and details the authority keeps;
+    // erasing them leaves an entry that resolves to nothing.
+    let record = entries(&tree)
+        .iter()
+        .find_map(|e| match e {
+            LedgerEntry::Governance {
+                event,
+                record,
+                commitment,
+                ..
+            } if event == "member.add" => Some((*record, commitment.clone())),
+            _ => None,
+        })
+        .unwrap();
+    let opening: serde_json::Value = http
+        .get(format!("{url}/api/v1/ledger/openings/{}", record.0))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let salt: [u8; 32] = STANDARD
+        .decode(opening["salt"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let document = opening["document"].as_str().unwrap();
+    assert_eq!(
+        veksel_proto::ledger::commitment(&salt, document.as_bytes()),
+        record.1
+    );
+    assert!(document.contains("Population"), "{document}");
+    let r = http
+        .delete(format!("{url}/api/v1/ledger/openings/{}", record.0))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = http
+        .get(format!("{url}/api/v1/ledger/openings/{}", record.0))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 410);
+
     // Each entry is signed by its submitter: anchors by the gateway's
     // authentication certificate, governance events by the configuration signer.
     for i in 0..tree.size() {
