@@ -466,7 +466,8 @@ async fn current_published(s: &AppState) -> Result<Option<(u64, String)>, StoreE
 }
 
 /// Sequences and checkpoints every `period`, and soon after a change.
-pub async fn run(state: Arc<AppState>, period: Duration) {
+pub async fn run(state: Arc<AppState>, period: Duration, tiles_dir: Option<std::path::PathBuf>) {
+    let mut exported = 0;
     loop {
         tokio::select! {
             () = state.ledger_changed.notified() => {
@@ -491,6 +492,11 @@ pub async fn run(state: Arc<AppState>, period: Duration) {
             .await;
             if let Err(e) = checkpoint(&state).await {
                 tracing::error!(error = %e, "ledger: checkpointing failed");
+            }
+            if let Some(dir) = &tiles_dir
+                && let Err(e) = export_files(&state, dir, &mut exported).await
+            {
+                tracing::error!(error = %e, "ledger: exporting tiles failed");
             }
             if !matches!(backlog, Ok(n) if n > 0) {
                 break;
@@ -555,27 +561,21 @@ async fn get_policy(State(s): State<Arc<AppState>>) -> ApiResult<Response> {
     ))
 }
 
-async fn get_tile(State(s): State<Arc<AppState>>, Path(path): Path<String>) -> ApiResult<Response> {
-    let tile =
-        TileId::parse(&format!("tile/{path}")).map_err(|e| ApiError::not_found(e.to_string()))?;
-    let db = s.registry.db();
+/// The content of a tile or bundle, if the log is large enough to have it.
+async fn tile_data(db: &Db, tile: &TileId) -> Result<Option<Vec<u8>>, StoreError> {
     let width = usize::from(tile.width);
-    let body = match tile.kind {
+    Ok(match tile.kind {
         TileKind::Hashes { level } => {
             let data: Option<Vec<u8>> =
                 sqlx::query_scalar("SELECT data FROM ledger_tiles WHERE level = $1 AND idx = $2")
                     .bind(i64::from(level))
                     .bind(to_i64(tile.index))
                     .fetch_optional(db.pool())
-                    .await
-                    .map_err(StoreError::from)?;
-            match data {
-                Some(mut d) if d.len() >= width * 32 => {
-                    d.truncate(width * 32);
-                    d
-                }
-                _ => return Err(ApiError::not_found(format!("no tile {}", tile.path()))),
-            }
+                    .await?;
+            data.filter(|d| d.len() >= width * 32).map(|mut d| {
+                d.truncate(width * 32);
+                d
+            })
         }
         TileKind::Entries => {
             let start = tile.index.saturating_mul(TILE_WIDTH);
@@ -585,15 +585,22 @@ async fn get_tile(State(s): State<Arc<AppState>>, Path(path): Path<String>) -> A
             .bind(to_i64(start))
             .bind(to_i64(start.saturating_add(u64::from(tile.width))))
             .fetch_all(db.pool())
-            .await
-            .map_err(StoreError::from)?;
-            if rows.len() != width {
-                return Err(ApiError::not_found(format!("no bundle {}", tile.path())));
+            .await?;
+            if rows.len() == width {
+                Some(encode_entries(rows.iter().map(Vec::as_slice)).map_err(store_err)?)
+            } else {
+                None
             }
-            encode_entries(rows.iter().map(Vec::as_slice))
-                .map_err(|e| ApiError::internal(e.to_string()))?
         }
-    };
+    })
+}
+
+async fn get_tile(State(s): State<Arc<AppState>>, Path(path): Path<String>) -> ApiResult<Response> {
+    let tile =
+        TileId::parse(&format!("tile/{path}")).map_err(|e| ApiError::not_found(e.to_string()))?;
+    let body = tile_data(s.registry.db(), &tile)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no {}", tile.path())))?;
     // A tile's content never changes (a partial tile is named by its width).
     Ok(text_response(
         StatusCode::OK,
@@ -601,6 +608,62 @@ async fn get_tile(State(s): State<Arc<AppState>>, Path(path): Path<String>) -> A
         "public, max-age=31536000, immutable",
         body,
     ))
+}
+
+/// Writes the published checkpoint, the policy and every tile and bundle it needs
+/// into `dir` in the tlog-tiles layout, for a static web server or a CDN to serve.
+/// Tiles already written are immutable and skipped; `done` is the size exported
+/// last (0 after a restart: existing files are then checked, not rewritten).
+pub async fn export_files(
+    s: &AppState,
+    dir: &std::path::Path,
+    done: &mut u64,
+) -> Result<(), StoreError> {
+    let Some((size, note)) = current_published(s).await? else {
+        return Ok(());
+    };
+    if size == *done {
+        return Ok(());
+    }
+    let db = s.registry.db();
+    for tile in veksel_merkle::tiles::tiles_for_size(size, true) {
+        let level = match tile.kind {
+            TileKind::Hashes { level } => level,
+            TileKind::Entries => 0,
+        };
+        let shift = u32::from(level) * 8;
+        let first_changed = if shift >= 64 {
+            0
+        } else {
+            (*done >> shift) / TILE_WIDTH
+        };
+        if tile.index < first_changed {
+            continue;
+        }
+        let path = dir.join(tile.path());
+        if path.exists() {
+            continue;
+        }
+        let data = tile_data(db, &tile)
+            .await?
+            .ok_or_else(|| store_err(format!("{} is missing from the database", tile.path())))?;
+        write_file(&path, &data)?;
+    }
+    write_file(&dir.join("policy"), policy(s).await?.0.as_bytes())?;
+    // The checkpoint last: a reader never sees a checkpoint whose tiles are not there.
+    write_file(&dir.join("checkpoint"), note.as_bytes())?;
+    *done = size;
+    Ok(())
+}
+
+fn write_file(path: &std::path::Path, data: &[u8]) -> Result<(), StoreError> {
+    let io = |e: std::io::Error| store_err(format!("{}: {e}", path.display()));
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
 }
 
 /// Answer to a submitted entry.

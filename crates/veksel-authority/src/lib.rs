@@ -89,6 +89,10 @@ pub struct AuthorityConfig {
     /// How often the ledger sequences new entries and signs a checkpoint, ms.
     #[serde(default = "default_ledger_interval")]
     pub ledger_interval_ms: u64,
+    /// Also write the ledger's checkpoint and tiles to this directory (relative to
+    /// the data directory), for a static web server or CDN to serve.
+    #[serde(default)]
+    pub ledger_tiles_dir: Option<PathBuf>,
 }
 
 fn default_ledger_interval() -> u64 {
@@ -119,6 +123,7 @@ impl AuthorityConfig {
             cert_validity_days: 365,
             tsa_policy_oid: default_tsa_policy(),
             ledger_interval_ms: default_ledger_interval(),
+            ledger_tiles_dir: None,
         }
     }
 }
@@ -607,6 +612,7 @@ pub async fn start(
     let sequencer = tokio::spawn(ledger::run(
         state.clone(),
         Duration::from_millis(config.ledger_interval_ms.max(10)),
+        config.ledger_tiles_dir.as_ref().map(|d| dir.join(d)),
     ));
     let listener = match listener {
         Some(l) => l,

@@ -41,11 +41,38 @@ pub struct ProvenEntry {
     pub proof: Vec<Hash>,
 }
 
+/// Where the ledger's files come from: the authority, or a directory in the
+/// tlog-tiles layout (a mirror, a static export, a copy on a journalist's disk).
+#[derive(Debug, Clone)]
+enum Source {
+    Http { http: reqwest::Client, base: String },
+    Dir(std::path::PathBuf),
+}
+
+impl Source {
+    /// `rel` is `checkpoint`, `policy` or a path made by [`TileId::path`]: never
+    /// outside the directory.
+    async fn get(&self, rel: &str) -> Result<Vec<u8>, String> {
+        match self {
+            Self::Http { http, base } => get(http, &format!("{base}/{rel}")).await,
+            Self::Dir(dir) => {
+                let path = dir.join(rel);
+                let data = tokio::fs::read(&path)
+                    .await
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                if data.len() > 16 * 1024 * 1024 {
+                    return Err(format!("{}: larger than 16 MiB", path.display()));
+                }
+                Ok(data)
+            }
+        }
+    }
+}
+
 /// A connection to one ledger under one policy.
 #[derive(Debug, Clone)]
 pub struct LedgerClient {
-    http: reqwest::Client,
-    base: String,
+    source: Source,
     /// The policy checkpoints are verified under.
     pub policy: WitnessPolicy,
 }
@@ -64,18 +91,63 @@ impl LedgerClient {
             .build()
             .map_err(|e| e.to_string())?;
         let base = format!("{}/ledger/v1", anchor.authority_url.trim_end_matches('/'));
+        Self::with_source(Source::Http { http, base }, policy_text).await
+    }
+
+    /// A client reading a directory in the tlog-tiles layout (`checkpoint`,
+    /// `tile/…`, and `policy` unless a policy text is given).
+    pub async fn from_directory(
+        dir: &std::path::Path,
+        policy_text: Option<String>,
+    ) -> Result<Self, String> {
+        Self::with_source(Source::Dir(dir.to_owned()), policy_text).await
+    }
+
+    async fn with_source(source: Source, policy_text: Option<String>) -> Result<Self, String> {
         let text = match policy_text {
             Some(t) => t,
-            None => String::from_utf8(get(&http, &format!("{base}/policy")).await?)
+            None => String::from_utf8(source.get("policy").await?)
                 .map_err(|_| "the policy is not UTF-8".to_string())?,
         };
         let policy = WitnessPolicy::parse(&text).map_err(|e| e.to_string())?;
-        Ok(Self { http, base, policy })
+        Ok(Self { source, policy })
+    }
+
+    /// Copies the ledger as of the latest checkpoint into `dir` (tlog-tiles layout:
+    /// `checkpoint`, every tile and entry bundle), after auditing all of it; a
+    /// mirror anyone can serve as static files. Returns the checkpoint.
+    pub async fn mirror(&self, dir: &std::path::Path) -> Result<VerifiedCheckpoint, String> {
+        let cp = self.checkpoint().await?;
+        let ids = tiles_for_size(cp.checkpoint.size, true);
+        let mut tree = TiledTree::new(cp.checkpoint.size);
+        let mut files = Vec::new();
+        for id in ids {
+            let data = self.source.get(&id.path()).await?;
+            tree.insert(id, &data).map_err(|e| e.to_string())?;
+            files.push((id.path(), data));
+        }
+        tree.audit(&cp.checkpoint.root).map_err(|e| e.to_string())?;
+        for (rel, data) in files {
+            let path = dir.join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("{}: {e}", parent.display()))?;
+            }
+            std::fs::write(&path, data).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        let policy_text = self.policy_text();
+        std::fs::write(dir.join("policy"), policy_text).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("checkpoint"), &cp.note).map_err(|e| e.to_string())?;
+        Ok(cp)
+    }
+
+    fn policy_text(&self) -> String {
+        self.policy.text().to_owned()
     }
 
     /// The latest published checkpoint, verified under the policy.
     pub async fn checkpoint(&self) -> Result<VerifiedCheckpoint, String> {
-        let note = String::from_utf8(get(&self.http, &format!("{}/checkpoint", self.base)).await?)
+        let note = String::from_utf8(self.source.get("checkpoint").await?)
             .map_err(|_| "the checkpoint is not UTF-8".to_string())?;
         self.verify_note(&note)
     }
@@ -93,7 +165,7 @@ impl LedgerClient {
     async fn tiles(&self, size: u64, ids: &[TileId]) -> Result<TiledTree, String> {
         let mut tree = TiledTree::new(size);
         for id in ids {
-            let data = get(&self.http, &format!("{}/{}", self.base, id.path())).await?;
+            let data = self.source.get(&id.path()).await?;
             tree.insert(*id, &data).map_err(|e| e.to_string())?;
         }
         Ok(tree)

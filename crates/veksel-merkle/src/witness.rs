@@ -180,6 +180,7 @@ pub struct WitnessPolicy {
     pub witnesses: BTreeMap<String, CosignatureVerifier>,
     groups: BTreeMap<String, (usize, Vec<String>)>,
     quorum: Option<String>,
+    text: String,
 }
 
 /// Why a policy text is refused.
@@ -286,7 +287,13 @@ impl WitnessPolicy {
             witnesses,
             groups,
             quorum,
+            text: text.to_owned(),
         })
+    }
+
+    /// The policy's text as parsed.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// Whether the named witnesses' cosignatures satisfy the quorum.

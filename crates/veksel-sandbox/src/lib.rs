@@ -195,6 +195,10 @@ impl SandboxOptions {
     }
 }
 
+/// Where (under the authority's data directory) the sandbox's ledger is also
+/// written as static tlog-tiles files.
+pub const LEDGER_TILES_DIR: &str = "ledger-tiles";
+
 /// One gateway as described in `sandbox.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GatewayInfo {
@@ -439,6 +443,7 @@ impl Sandbox {
             config.settings.refresh_interval_secs = options.conf_refresh_secs;
             config.settings.ocsp_freshness_secs = options.ocsp_freshness_secs;
             config.ledger_interval_ms = options.ledger_interval_ms;
+            config.ledger_tiles_dir = Some(PathBuf::from(LEDGER_TILES_DIR));
             if let Databases::Postgres { authority, .. } = &options.databases {
                 config.database_url = Some(authority.clone());
             }

@@ -416,6 +416,63 @@ async fn ledger(b: Backend) {
             .all(|e| e.entry.subject().starts_with(&population))
     );
 
+    // Tiles from files: the authority's static export and a client's mirror audit
+    // the same; a modified file in a mirror is found.
+    let export = net
+        .dir
+        .path()
+        .join("authority")
+        .join(veksel_sandbox::LEDGER_TILES_DIR);
+    let deadline_export = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline_export,
+            "no static export"
+        );
+        if let Ok(files) = veksel_gateway::ledger_client::LedgerClient::from_directory(
+            &export,
+            Some(policy_text.clone()),
+        )
+        .await
+            && let Ok(cp) = files.checkpoint().await
+        {
+            let all = files.audit(&cp.checkpoint).await.unwrap();
+            assert_eq!(all.len() as u64, cp.checkpoint.size);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mirror = net.dir.path().join("mirror");
+    let mirrored = client.mirror(&mirror).await.unwrap();
+    let offline = veksel_gateway::ledger_client::LedgerClient::from_directory(&mirror, None)
+        .await
+        .unwrap();
+    let cp_offline = offline.checkpoint().await.unwrap();
+    assert_eq!(cp_offline.checkpoint, mirrored.checkpoint);
+    offline.audit(&cp_offline.checkpoint).await.unwrap();
+    let victim = mirror
+        .join("tile/entries/000")
+        .exists()
+        .then(|| mirror.join("tile/entries/000"))
+        .unwrap_or_else(|| {
+            mirror.join(
+                TileId {
+                    kind: TileKind::Entries,
+                    index: 0,
+                    width: cp_offline.checkpoint.size.min(256) as u16,
+                }
+                .path(),
+            )
+        });
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0x01;
+    std::fs::write(&victim, bytes).unwrap();
+    assert!(
+        offline.audit(&cp_offline.checkpoint).await.is_err(),
+        "a changed entry in the mirror went unnoticed"
+    );
+
     // A member commits to a document through its gateway's admin API.
     let salt = veksel_proto::ledger::new_salt();
     let commitment = veksel_proto::ledger::commitment(&salt, b"contract 2026-118, signed");

@@ -63,8 +63,16 @@ enum Command {
 #[derive(Args)]
 struct LedgerTarget {
     /// The network's anchor (authority URL and TLS trust).
+    #[arg(
+        long,
+        required_unless_present = "tiles_dir",
+        conflicts_with = "tiles_dir"
+    )]
+    anchor: Option<PathBuf>,
+    /// Read the ledger from a directory in the tlog-tiles layout (a mirror or the
+    /// authority's static export) instead of the authority.
     #[arg(long)]
-    anchor: PathBuf,
+    tiles_dir: Option<PathBuf>,
     /// A witness policy file to verify checkpoints under (the ledger's key, the
     /// witnesses, the quorum). Without it the authority's current policy is trusted.
     #[arg(long)]
@@ -106,6 +114,15 @@ enum LedgerCommand {
     Audit {
         #[command(flatten)]
         target: LedgerTarget,
+    },
+    /// Copy the whole ledger (audited first) into a directory anyone can serve as
+    /// static files or audit offline with --tiles-dir.
+    Mirror {
+        #[command(flatten)]
+        target: LedgerTarget,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print the entries about a member, subsystem or gateway (and what lies under
     /// it); with --follow, keep watching.
@@ -466,20 +483,29 @@ async fn sandbox(data_dir: PathBuf, ephemeral: bool) -> Result<()> {
 async fn ledger_client(
     target: &LedgerTarget,
 ) -> Result<veksel_gateway::ledger_client::LedgerClient> {
-    let anchor: veksel_proto::conf::Anchor = serde_json::from_str(
-        &std::fs::read_to_string(&target.anchor)
-            .with_context(|| format!("reading {}", target.anchor.display()))?,
-    )
-    .context("the anchor file is not a veksel anchor")?;
     let policy = match &target.policy {
         Some(p) => {
             Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
         }
         None => {
-            eprintln!("note: no --policy given; trusting the authority's current witness policy");
+            eprintln!("note: no --policy given; trusting the ledger's current witness policy");
             None
         }
     };
+    if let Some(dir) = &target.tiles_dir {
+        return veksel_gateway::ledger_client::LedgerClient::from_directory(dir, policy)
+            .await
+            .map_err(anyhow::Error::msg);
+    }
+    let anchor_file = target
+        .anchor
+        .as_ref()
+        .context("give --anchor or --tiles-dir")?;
+    let anchor: veksel_proto::conf::Anchor = serde_json::from_str(
+        &std::fs::read_to_string(anchor_file)
+            .with_context(|| format!("reading {}", anchor_file.display()))?,
+    )
+    .context("the anchor file is not a veksel anchor")?;
     veksel_gateway::ledger_client::LedgerClient::connect(&anchor, policy)
         .await
         .map_err(anyhow::Error::msg)
@@ -586,6 +612,12 @@ async fn ledger(command: LedgerCommand) -> Result<()> {
                 "audit passed: {} entries ({kinds:?}); every tile, leaf hash and signature checks",
                 entries.len()
             );
+        }
+        LedgerCommand::Mirror { target, out } => {
+            let client = ledger_client(&target).await?;
+            let cp = client.mirror(&out).await.map_err(Error::msg)?;
+            print_checkpoint(&cp);
+            println!("mirrored into {}", out.display());
         }
         LedgerCommand::Monitor {
             target,
