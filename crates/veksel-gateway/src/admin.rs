@@ -70,6 +70,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/api/v1/management-requests", post(management_request))
         .route("/api/v1/ledger/commitments", post(ledger_commitment))
         .route("/api/v1/ledger/alarms", get(ledger_alarms))
+        .route("/witness/v1/add-checkpoint", post(witness_add_checkpoint))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -104,6 +105,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         management_request,
         ledger_commitment,
         ledger_alarms,
+        witness_add_checkpoint,
         healthz,
         readyz,
         metrics,
@@ -247,6 +249,35 @@ async fn ledger_commitment(
         .map_err(|m| ApiError::new(StatusCode::BAD_GATEWAY, "authority", m))?;
     tracing::info!(token = %who, label = %b.label, "ledger commitment submitted");
     Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+/// c2sp.org/tlog-witness add-checkpoint: this gateway as a witness of the network
+/// ledger. No token: the ledger's signature on the checkpoint is the authorisation.
+/// 200 with the cosignature line; 409 (`text/x.tlog.size`) with this witness's size
+/// when the request's old size is not it; 403, 404, 400 or 422 as the protocol says.
+#[utoipa::path(post, path = "/witness/v1/add-checkpoint", security(()), request_body(content = String, content_type = "text/plain"), responses((status = 200, description = "Cosignature line"), (status = 409, description = "This witness's latest size"), (status = 422, description = "The proof does not verify, or the ledger forked")))]
+async fn witness_add_checkpoint(State(gw): State<Arc<Gateway>>, body: String) -> Response {
+    use veksel_merkle::witness::WitnessError;
+    match crate::ledger::add_checkpoint(&gw, &body).await {
+        Ok((line, _)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            line,
+        )
+            .into_response(),
+        Err(WitnessError::Conflict { latest }) => (
+            StatusCode::CONFLICT,
+            [(header::CONTENT_TYPE, "text/x.tlog.size")],
+            format!("{latest}\n"),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// Ledger alarms this gateway raised as a witness, newest first, each with the two

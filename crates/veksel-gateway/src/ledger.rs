@@ -241,31 +241,80 @@ async fn get_text(gw: &Gateway, url: &str) -> Result<(reqwest::StatusCode, Strin
     Ok((status, text))
 }
 
-/// One witnessing round: fetch the ledger's add-checkpoint request for this
-/// gateway's size, check it, persist, cosign and return the cosignature.
-pub async fn witness_once(gw: &Gateway, cosigner: &Cosigner) -> Result<Witnessed, String> {
-    let base = format!("{}/ledger/v1", gw.conf.anchor().authority_url);
+/// The ledger's verifier key (pinned at first contact: a later policy cannot swap
+/// it) and this witness's state.
+async fn pinned(gw: &Gateway) -> Result<(String, Option<WitnessState>), String> {
     let known = state(gw).await?;
-    // The ledger's key is pinned at first contact; a later policy cannot swap it.
     let vkey = match &known {
         Some((vkey, _)) => vkey.clone(),
         None => {
-            let (status, text) = get_text(gw, &format!("{base}/policy")).await?;
+            let url = format!("{}/ledger/v1/policy", gw.conf.anchor().authority_url);
+            let (status, text) = get_text(gw, &url).await?;
             if !status.is_success() {
                 return Err(format!("ledger policy: HTTP {status}"));
             }
-            let policy = WitnessPolicy::parse(&text).map_err(|e| e.to_string())?;
-            let first = text
-                .lines()
+            WitnessPolicy::parse(&text).map_err(|e| e.to_string())?;
+            text.lines()
                 .find_map(|l| l.trim().strip_prefix("log "))
-                .map(str::trim)
-                .ok_or("the ledger policy names no log key")?;
-            debug_assert_eq!(NoteVerifier::parse(first).ok(), Some(policy.log));
-            first.to_owned()
+                .map(|k| k.trim().to_owned())
+                .ok_or("the ledger policy names no log key")?
         }
     };
-    let log = NoteVerifier::parse(&vkey).map_err(|e| e.to_string())?;
-    let old = known.as_ref().map_or(0, |(_, s)| s.size);
+    Ok((vkey, known.map(|(_, s)| s)))
+}
+
+/// The witness side of c2sp.org/tlog-witness add-checkpoint: checks the request
+/// against this witness's state, persists the new state, and only then cosigns.
+/// Requests are serialised, so checking the old size and storing the new one are
+/// one step. An inconsistent checkpoint raises the alarm and is refused. Returns
+/// the cosignature line and the new size.
+pub async fn add_checkpoint(gw: &Gateway, body: &str) -> Result<(String, u64), WitnessError> {
+    let _one_at_a_time = gw.witness_lock.lock().await;
+    let request = AddCheckpoint::parse(body)?;
+    let (vkey, known) = pinned(gw).await.map_err(WitnessError::Unavailable)?;
+    let log = NoteVerifier::parse(&vkey).map_err(|e| WitnessError::Unavailable(e.to_string()))?;
+    let new_state = match check_add_checkpoint(&request, &log, known.as_ref()) {
+        Ok(s) => s,
+        Err(e) => {
+            if let WitnessError::Fork {
+                why,
+                previous,
+                conflicting,
+            } = &e
+            {
+                raise(gw, log.name(), why, previous, conflicting).await;
+            }
+            return Err(e);
+        }
+    };
+    sqlx::query(
+        "INSERT INTO ledger_witness (origin, vkey, size, root, note, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root = excluded.root,
+         note = excluded.note, updated_at = excluded.updated_at",
+    )
+    .bind(log.name())
+    .bind(&vkey)
+    .bind(i64::try_from(new_state.size).unwrap_or(i64::MAX))
+    .bind(new_state.root.to_vec())
+    .bind(&new_state.note)
+    .bind(gw.clock.now_ms())
+    .execute(gw.db.pool())
+    .await
+    .map_err(|e| WitnessError::Unavailable(e.to_string()))?;
+    let opened = open_note(&new_state.note, std::slice::from_ref(&log))
+        .map_err(|e| WitnessError::Malformed(e.to_string()))?;
+    Ok((
+        gw.cosigner.cosign(&opened.text, gw.clock.now_secs()),
+        new_state.size,
+    ))
+}
+
+/// One witnessing round: fetch the ledger's add-checkpoint request for this
+/// gateway's size, answer it as [`add_checkpoint`] does, and post the cosignature.
+pub async fn witness_once(gw: &Gateway) -> Result<Witnessed, String> {
+    let base = format!("{}/ledger/v1", gw.conf.anchor().authority_url);
+    let (vkey, known) = pinned(gw).await?;
+    let old = known.as_ref().map_or(0, |s| s.size);
     let (status, text) = get_text(gw, &format!("{base}/witness/add-checkpoint?old={old}")).await?;
     if status == reqwest::StatusCode::NOT_FOUND {
         return Ok(Witnessed::Nothing);
@@ -275,41 +324,27 @@ pub async fn witness_once(gw: &Gateway, cosigner: &Cosigner) -> Result<Witnessed
             "the ledger's size is now {} but it signed size {old} before (a rollback)",
             text.trim()
         );
-        let previous = known.map(|(_, s)| s.note).unwrap_or_default();
-        raise(gw, log.name(), &why, &previous, "").await;
+        let origin = NoteVerifier::parse(&vkey)
+            .map(|v| v.name().to_owned())
+            .unwrap_or_default();
+        let previous = known.map(|s| s.note).unwrap_or_default();
+        raise(gw, &origin, &why, &previous, "").await;
         return Ok(Witnessed::Alarm(why));
     }
     if !status.is_success() {
         return Err(format!("ledger add-checkpoint: HTTP {status}"));
     }
-    let request = AddCheckpoint::parse(&text).map_err(|e| e.to_string())?;
-    match check_add_checkpoint(&request, &log, known.as_ref().map(|(_, s)| s)) {
-        Ok(new_state) => {
-            // Persist before cosigning: a witness must never cosign two histories,
-            // not even across a crash.
-            sqlx::query(
-                "INSERT INTO ledger_witness (origin, vkey, size, root, note, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root = excluded.root,
-                 note = excluded.note, updated_at = excluded.updated_at",
-            )
-            .bind(log.name())
-            .bind(&vkey)
-            .bind(i64::try_from(new_state.size).unwrap_or(i64::MAX))
-            .bind(new_state.root.to_vec())
-            .bind(&new_state.note)
-            .bind(gw.clock.now_ms())
-            .execute(gw.db.pool())
-            .await
-            .map_err(|e| e.to_string())?;
-            let opened = open_note(&new_state.note, std::slice::from_ref(&log))
-                .map_err(|e| e.to_string())?;
-            let line = cosigner.cosign(&opened.text, gw.clock.now_secs());
+    let note = AddCheckpoint::parse(&text)
+        .map_err(|e| e.to_string())?
+        .checkpoint;
+    match add_checkpoint(gw, &text).await {
+        Ok((line, size)) => {
             let resp = gw
                 .conf
                 .http()
                 .post(format!("{base}/witness/cosignature"))
                 .header("content-type", "text/plain; charset=utf-8")
-                .body(format!("{}{line}", new_state.note))
+                .body(format!("{note}{line}"))
                 .timeout(Duration::from_secs(30))
                 .send()
                 .await
@@ -322,16 +357,9 @@ pub async fn witness_once(gw: &Gateway, cosigner: &Cosigner) -> Result<Witnessed
                     body.chars().take(300).collect::<String>()
                 ));
             }
-            Ok(Witnessed::Cosigned(new_state.size))
+            Ok(Witnessed::Cosigned(size))
         }
-        Err(WitnessError::Fork {
-            why,
-            previous,
-            conflicting,
-        }) => {
-            raise(gw, log.name(), &why, &previous, &conflicting).await;
-            Ok(Witnessed::Alarm(why))
-        }
+        Err(WitnessError::Fork { why, .. }) => Ok(Witnessed::Alarm(why)),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -386,14 +414,13 @@ pub async fn anchor_once(gw: &Gateway) -> Result<Option<u64>, String> {
 /// Witnesses the ledger and anchors the message log forever.
 pub async fn ledger_loop(gw: Arc<Gateway>) {
     let period = Duration::from_millis(gw.config.ledger_interval_ms.max(100));
-    let cosigner = gw.cosigner.clone();
     loop {
         tokio::time::sleep(period).await;
         if gw.conf.current(veksel_id::Origin::ClientProxy).is_err() {
             continue;
         }
         if gw.config.witness {
-            match witness_once(&gw, &cosigner).await {
+            match witness_once(&gw).await {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "ledger: witnessing failed"),
             }

@@ -539,6 +539,9 @@ pub struct Gateway {
     pub renewal_error: renewal::LastError,
     /// The key this gateway cosigns ledger checkpoints with.
     pub cosigner: Arc<veksel_merkle::witness::Cosigner>,
+    /// Serialises witnessing: checking the old size and storing the new one are one
+    /// step.
+    pub witness_lock: tokio::sync::Mutex<()>,
 }
 
 impl Gateway {
@@ -673,6 +676,7 @@ pub async fn start(
         archive_error: std::sync::Mutex::new(None),
         renewal_error: std::sync::Mutex::new(None),
         cosigner: Arc::new(ledger::load_cosigner(dir, &config.id).map_err(GatewayError::Config)?),
+        witness_lock: tokio::sync::Mutex::new(()),
         config: config.clone(),
         clock: clock.clone(),
         conf: conf.clone(),

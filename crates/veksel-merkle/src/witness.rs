@@ -465,6 +465,9 @@ pub enum WitnessError {
     /// The consistency proof does not verify.
     #[error("the consistency proof does not verify: {0}")]
     BadProof(String),
+    /// The witness cannot decide now (its state or the log's key is out of reach).
+    #[error("the witness cannot answer now: {0}")]
+    Unavailable(String),
     /// The log signed two checkpoints that cannot both be true; the pair is the
     /// proof of its misbehaviour.
     #[error("the log forked: {why}")]
@@ -487,6 +490,7 @@ impl WitnessError {
             Self::UnknownLog(_) => 404,
             Self::Conflict { .. } => 409,
             Self::BadProof(_) | Self::Fork { .. } => 422,
+            Self::Unavailable(_) => 503,
         }
     }
 }

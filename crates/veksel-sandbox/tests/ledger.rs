@@ -536,6 +536,73 @@ async fn ledger(b: Backend) {
     );
     third_party_checks(&note2, &policy_text, &tree2, Some((first_size, cp.root)));
 
+    // A gateway is a c2sp tlog-witness too: its add-checkpoint endpoint answers a
+    // stale old size with its own size (409), cosigns a correct request, and refuses
+    // garbage and checkpoints not signed by the ledger.
+    let (tax_admin, _) = net.admin(TAX);
+    let endpoint = format!("{tax_admin}/witness/v1/add-checkpoint");
+    let r = net
+        .http
+        .post(&endpoint)
+        .body(format!("old 0\n\n{note2}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.headers()["content-type"], "text/x.tlog.size");
+    let witness_size: u64 = r.text().await.unwrap().trim().parse().unwrap();
+    assert!(witness_size >= first_size);
+    let request = String::from_utf8(
+        get(
+            &http,
+            &format!("{base}/witness/add-checkpoint?old={witness_size}"),
+        )
+        .await
+        .1,
+    )
+    .unwrap();
+    let r = net
+        .http
+        .post(&endpoint)
+        .body(request.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let line = r.text().await.unwrap();
+    let parsed = veksel_merkle::witness::AddCheckpoint::parse(&request).unwrap();
+    let text = &parsed.checkpoint[..=parsed.checkpoint.find("\n\n").unwrap()];
+    let tax_witness = &policy.witnesses[&ORGS[TAX].gateway_id()];
+    assert!(
+        tax_witness.verify_line(text, &line).unwrap().is_some(),
+        "{line}"
+    );
+    let r = net
+        .http
+        .post(&endpoint)
+        .body("old x\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let stranger = veksel_merkle::checkpoint::NoteSigner::from_pkcs8(
+        policy.log.name(),
+        &veksel_merkle::checkpoint::NoteSigner::generate_pkcs8().unwrap(),
+    )
+    .unwrap();
+    let forged = veksel_merkle::checkpoint::sign_note(text, &[&stranger]).unwrap();
+    let r = net
+        .http
+        .post(&endpoint)
+        .body(format!(
+            "old {}\n\n{forged}",
+            parsed.checkpoint.lines().nth(1).unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "{}", r.text().await.unwrap());
+
     // The authority forks: it rewrites two entries and goes on signing.
     let sandbox = net.sandbox.as_mut().unwrap();
     sandbox.stop_authority().await;
