@@ -15,6 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -149,6 +150,7 @@ pub async fn serve<F, S, B>(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let handshake_timeout = limits.handshake_timeout;
+        let first_bytes_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             let _permit = permit;
             match acceptor {
@@ -176,6 +178,16 @@ pub async fn serve<F, S, B>(
                         peer_chain: Arc::new(peer_chain),
                         tls: true,
                     };
+                    // As below: a client that completes the handshake and then says
+                    // nothing must not keep its slot.
+                    let mut stream = tokio::io::BufReader::new(stream);
+                    if !matches!(
+                        tokio::time::timeout(first_bytes_timeout, stream.fill_buf()).await,
+                        Ok(Ok(b)) if !b.is_empty()
+                    ) {
+                        tracing::info!(%remote, "no request within the header timeout");
+                        return;
+                    }
                     let svc = make_service(info);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
@@ -183,6 +195,18 @@ pub async fn serve<F, S, B>(
                     }
                 }
                 None => {
+                    // hyper's header timer starts only once the protocol is sniffed
+                    // from the first bytes: a client that connects and sends nothing
+                    // would hold its connection slot forever (found by the slow-client
+                    // test). The first byte must come within the header timeout.
+                    let mut probe = [0u8; 1];
+                    if !matches!(
+                        tokio::time::timeout(first_bytes_timeout, tcp.peek(&mut probe)).await,
+                        Ok(Ok(n)) if n > 0
+                    ) {
+                        tracing::info!(%remote, "no request within the header timeout");
+                        return;
+                    }
                     let info = ConnInfo {
                         remote,
                         peer_chain: Arc::new(Vec::new()),

@@ -1,0 +1,177 @@
+//! Slow clients (slowloris) against the accept loop: connections that trickle their
+//! headers, send nothing at all, or never finish a TLS handshake are closed once their
+//! time is up, their connection slots come back, and a well-behaved client is served
+//! even when slow ones had taken every slot. Real sockets on 127.0.0.1; every wait is
+//! bounded.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use veksel_net::{ServerLimits, Shutdown, serve};
+
+const HEADER_TIMEOUT: Duration = Duration::from_millis(600);
+const SLOTS: usize = 8;
+
+async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> (std::net::SocketAddr, Shutdown) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = Shutdown::new();
+    let limits = ServerLimits {
+        max_connections: SLOTS,
+        handshake_timeout: HEADER_TIMEOUT,
+        header_read_timeout: HEADER_TIMEOUT,
+        drain_timeout: Duration::from_secs(1),
+        ..ServerLimits::default()
+    };
+    tokio::spawn(serve(
+        listener,
+        tls,
+        |_conn| {
+            hyper::service::service_fn(|_req| async {
+                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+            })
+        },
+        limits,
+        shutdown.clone(),
+    ));
+    (addr, shutdown)
+}
+
+/// Reads until the server closes the connection; how long that took.
+async fn closed_after(mut s: TcpStream, started: Instant) -> Duration {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the server kept a slow connection open for 10 s"),
+        }
+    }
+}
+
+async fn normal_request(addr: std::net::SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+        .await
+        .expect("answered within 10 s")
+        .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_and_silent_connections_are_closed_and_slots_come_back() {
+    let (addr, shutdown) = start(None).await;
+    let started = Instant::now();
+    let mut slow = Vec::new();
+    for i in 0..SLOTS {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 0 {
+            // Trickles a header byte every 100 ms, never finishing.
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+            let (mut r, mut w) = s.into_split();
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if w.write_all(b"X").await.is_err() {
+                        return;
+                    }
+                }
+            });
+            slow.push(tokio::spawn(async move {
+                let mut buf = [0u8; 256];
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(10), r.read(&mut buf)).await {
+                        Ok(Ok(0) | Err(_)) => return started.elapsed(),
+                        Ok(Ok(_)) => {}
+                        Err(_) => panic!("a trickling client was kept for 10 s"),
+                    }
+                }
+            }));
+        } else {
+            // Connects and says nothing.
+            slow.push(tokio::spawn(closed_after(s, started)));
+        }
+    }
+    // Every slot is taken; a well-behaved client waits for one, then is served.
+    let answer = normal_request(addr).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    for t in slow {
+        let after = t.await.unwrap();
+        assert!(
+            after >= HEADER_TIMEOUT - Duration::from_millis(100) && after < Duration::from_secs(5),
+            "a slow connection was closed after {after:?}"
+        );
+    }
+    // And the slots are free again: several clients in a row.
+    for _ in 0..SLOTS * 2 {
+        assert!(normal_request(addr).await.starts_with("HTTP/1.1 200"));
+    }
+    shutdown.trigger();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_handshake_that_never_comes_is_cut_off() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into()),
+        )
+        .unwrap();
+    let (addr, shutdown) = start(Some(Arc::new(config))).await;
+
+    // A client that completes the handshake and then says nothing.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let started = Instant::now();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector
+        .connect(
+            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+            tcp,
+        )
+        .await
+        .expect("handshake");
+    let mut buf = [0u8; 256];
+    let after = loop {
+        match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break started.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("a silent TLS client was kept for 10 s"),
+        }
+    };
+    assert!(
+        after >= HEADER_TIMEOUT - Duration::from_millis(100) && after < Duration::from_secs(5),
+        "closed after {after:?}"
+    );
+
+    let started = Instant::now();
+    let silent = TcpStream::connect(addr).await.unwrap();
+    let mut half = TcpStream::connect(addr).await.unwrap();
+    // The first bytes of a ClientHello record, then nothing.
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
+    for s in [silent, half] {
+        let after = closed_after(s, started).await;
+        assert!(
+            after >= HEADER_TIMEOUT - Duration::from_millis(100) && after < Duration::from_secs(5),
+            "closed after {after:?}"
+        );
+    }
+    shutdown.trigger();
+}
