@@ -25,11 +25,28 @@ const SIZES: [(&str, u64); 3] = [
 ];
 const CLIENTS: [u32; 2] = [1, 64];
 
+/// A port below the kernel's ephemeral range (32768 and up), so that no outgoing
+/// connection of the load can take it between setting a node up and serving it.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 20) as u16 * 500;
+    (0..500)
+        .map(|_| base + NEXT.fetch_add(1, Ordering::Relaxed) % 500)
+        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
         .expect("a free port")
+}
+
+/// Kills the servers it holds when dropped, also when a run panics.
+struct Reaper(Vec<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// CPU seconds (user + system) of a process and its direct children (nginx workers).
@@ -103,6 +120,8 @@ struct Setup {
 #[derive(Default, Clone)]
 struct Load {
     rps: f64,
+    /// Response bytes per second, MiB.
+    mib_s: f64,
     ok: u64,
     errors: u64,
     p50: f64,
@@ -152,13 +171,21 @@ fn oha(
                 .sum()
         })
         .unwrap_or(0);
+    // Requests still in flight when the run's time is up are cut off by oha; they
+    // are not failures of the server.
     let failed: u64 = v["errorDistribution"]
         .as_object()
-        .map(|m| m.values().filter_map(Value::as_u64).sum())
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| k.as_str() != "aborted due to deadline")
+                .filter_map(|(_, n)| n.as_u64())
+                .sum()
+        })
         .unwrap_or(0);
     let pct = |k: &str| v["latencyPercentiles"][k].as_f64().unwrap_or(f64::NAN) * 1000.0;
     Load {
         rps: ok as f64 / secs as f64,
+        mib_s: v["summary"]["sizePerSec"].as_f64().unwrap_or(f64::NAN) / 1_048_576.0,
         ok,
         errors: bad + failed,
         p50: pct("p50"),
@@ -238,7 +265,7 @@ fn nginx_certs(dir: &Path) {
     for (name, ext) in [
         (
             "b",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+            "subjectAltName=DNS:nginx-b\nextendedKeyUsage=serverAuth",
         ),
         ("a", "extendedKeyUsage=clientAuth"),
     ] {
@@ -310,7 +337,7 @@ fn veksel_bin() -> PathBuf {
 /// own (so their CPU and memory are theirs alone), with a `files` service on the
 /// population register's gateway pointing at the nginx backend.
 struct VekselNet {
-    children: Vec<Child>,
+    children: Reaper,
     client_url: String,
     admins: Vec<(String, String)>,
     consumer_pid: u32,
@@ -414,7 +441,7 @@ fn veksel_net(
         json!([{"subject": {"type": "client", "id": ORGS[muni].subsystem_id()}, "service_code": "files", "endpoint": {"method": "GET", "path": "/*"}}]),
     );
     VekselNet {
-        children: vec![authority, provider, consumer],
+        children: Reaper(vec![authority, provider, consumer]),
         client_url: info.gateways[muni].client_url.clone(),
         admins,
         consumer_pid: 0,
@@ -425,8 +452,8 @@ fn veksel_net(
 
 impl VekselNet {
     fn with_pids(mut self) -> Self {
-        self.provider_pid = self.children[1].id();
-        self.consumer_pid = self.children[2].id();
+        self.provider_pid = self.children.0[1].id();
+        self.consumer_pid = self.children.0[2].id();
         self
     }
 
@@ -460,11 +487,8 @@ impl VekselNet {
         }
     }
 
-    fn stop(mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    fn stop(self) {
+        drop(self.children);
     }
 }
 
@@ -490,7 +514,13 @@ fn measure(
             let pids: Vec<u32> = setup.pids.iter().map(|(_, p)| *p).collect();
             reset_peaks(&pids);
             let cpu0 = cpu_secs(&pids);
-            let load = oha(&url, &setup.headers, clients, secs, None);
+            // 64 streams of 100 MiB need more than a few seconds to finish at all.
+            let run = if size == "100m" {
+                (secs * 4).max(20)
+            } else {
+                secs
+            };
+            let load = oha(&url, &setup.headers, clients, run, None);
             let cpu = cpu_secs(&pids) - cpu0;
             let rss = setup
                 .pids
@@ -539,18 +569,18 @@ fn main() {
         f.set_len(len).expect("size");
     }
     let backend = free_port();
-    let mut servers = vec![nginx(
+    let mut servers = Reaper(vec![nginx(
         d,
         "backend",
         &format!(
             " server {{ listen 127.0.0.1:{backend}; location /files/ {{ root {}; }} }}",
             d.display()
         ),
-    )];
+    )]);
     // The nginx chain: A (plain HTTP in) → mutual TLS 1.3 → B → backend.
     nginx_certs(d);
     let (a, b) = (free_port(), free_port());
-    servers.push(nginx(
+    servers.0.push(nginx(
         d,
         "b",
         &format!(
@@ -558,11 +588,11 @@ fn main() {
             d = d.display()
         ),
     ));
-    servers.push(nginx(
+    servers.0.push(nginx(
         d,
         "a",
         &format!(
-            " upstream b {{ server 127.0.0.1:{b}; keepalive 128; }}\n server {{ listen 127.0.0.1:{a};\n  location / {{ proxy_pass https://b; proxy_http_version 1.1; proxy_set_header Connection \"\";\n   proxy_ssl_protocols TLSv1.3; proxy_ssl_certificate {d}/a.pem; proxy_ssl_certificate_key {d}/a.key;\n   proxy_ssl_trusted_certificate {d}/ca.pem; proxy_ssl_verify on; proxy_ssl_name 127.0.0.1; proxy_ssl_session_reuse on; }} }}",
+            " upstream b {{ server 127.0.0.1:{b}; keepalive 128; }}\n server {{ listen 127.0.0.1:{a};\n  location / {{ proxy_pass https://b; proxy_http_version 1.1; proxy_set_header Connection \"\";\n   proxy_ssl_protocols TLSv1.3; proxy_ssl_certificate {d}/a.pem; proxy_ssl_certificate_key {d}/a.key;\n   proxy_ssl_trusted_certificate {d}/ca.pem; proxy_ssl_verify on; proxy_ssl_name nginx-b; proxy_ssl_server_name on; proxy_ssl_session_reuse on; }} }}",
             d = d.display()
         ),
     ));
@@ -574,7 +604,7 @@ fn main() {
             name: "direct".into(),
             url: Box::new(move |s| format!("http://127.0.0.1:{backend}/files/{s}")),
             headers: vec![],
-            pids: vec![("backend".into(), servers[0].id())],
+            pids: vec![("backend".into(), servers.0[0].id())],
         },
         secs,
         &mut rows,
@@ -585,7 +615,10 @@ fn main() {
             name: "nginx chain (mTLS)".into(),
             url: Box::new(move |s| format!("http://127.0.0.1:{a}/files/{s}")),
             headers: vec![],
-            pids: vec![("A".into(), servers[2].id()), ("B".into(), servers[1].id())],
+            pids: vec![
+                ("A".into(), servers.0[2].id()),
+                ("B".into(), servers.0[1].id()),
+            ],
         },
         secs,
         &mut rows,
@@ -629,20 +662,20 @@ fn main() {
             rt.block_on(db.drop_database()).expect("drop");
         }
     }
-    for mut s in servers {
-        let _ = s.kill();
-        let _ = s.wait();
-    }
+    drop(servers);
 
     print_tables(&rows, &latency, secs);
 }
 
 fn print_tables(rows: &[Row], latency: &[(String, &'static str, Load)], secs: u64) {
-    println!("\n### Saturation ({secs} s per run)\n");
     println!(
-        "| setup | body | clients | req/s | × nginx chain | × direct | errors | CPU s / 1,000 req | peak RSS MiB |"
+        "\n### Saturation ({secs} s per run; 100 MiB: {} s)\n",
+        (secs * 4).max(20)
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---|");
+    println!(
+        "| setup | body | clients | req/s | MiB/s | × nginx chain | × direct | errors | CPU s / 1,000 req | peak RSS MiB |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in rows {
         let find = |name: &str| {
             rows.iter()
@@ -650,11 +683,12 @@ fn print_tables(rows: &[Row], latency: &[(String, &'static str, Load)], secs: u6
                 .map_or(f64::NAN, |o| o.load.rps)
         };
         println!(
-            "| {} | {} | {} | {:.1} | {:.2} | {:.2} | {} | {:.3} | {} |",
+            "| {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {} | {:.3} | {} |",
             r.setup,
             r.size,
             r.clients,
             r.load.rps,
+            r.load.mib_s,
             r.load.rps / find("nginx"),
             r.load.rps / find("direct"),
             r.load.errors,
