@@ -118,6 +118,28 @@ async fn trickled_and_silent_connections_are_closed_and_slots_come_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_left_silent_after_a_request_is_closed() {
+    let (addr, shutdown) = start(None).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // The answer is in; the client now says nothing on its kept-alive connection.
+    let after = closed_after(s, Instant::now()).await;
+    assert!(
+        after < Duration::from_secs(5),
+        "an idle keep-alive connection was kept {after:?}"
+    );
+    shutdown.trigger();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_handshake_that_never_comes_is_cut_off() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
