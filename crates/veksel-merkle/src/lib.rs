@@ -238,6 +238,47 @@ pub fn verify_inclusion(
     Ok(())
 }
 
+/// [`verify_consistency`] over hashes as they arrive off the wire, of any length: two
+/// trees of the same (non-zero) size are consistent when their roots are the same
+/// bytes, whatever they are; everything else needs 32-byte hashes. This is
+/// transparency-dev/merkle's convention, and what a client comparing two checkpoints
+/// of one size needs before it knows the hashes are well-formed.
+pub fn verify_consistency_bytes(
+    old_size: u64,
+    new_size: u64,
+    old_root: &[u8],
+    new_root: &[u8],
+    proof: &[Vec<u8>],
+) -> Result<(), ProofError> {
+    if old_size == new_size && old_size > 0 {
+        if !proof.is_empty() {
+            return Err(ProofError::Length(
+                "trees of equal size need an empty proof",
+            ));
+        }
+        return if old_root == new_root {
+            Ok(())
+        } else {
+            Err(ProofError::Mismatch("equal sizes with different roots"))
+        };
+    }
+    let hash = |b: &[u8]| -> Result<Hash, ProofError> {
+        b.try_into()
+            .map_err(|_| ProofError::Length("a hash is not 32 bytes"))
+    };
+    let proof = proof
+        .iter()
+        .map(|h| hash(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    verify_consistency(
+        old_size,
+        new_size,
+        &hash(old_root)?,
+        &hash(new_root)?,
+        &proof,
+    )
+}
+
 /// Verifies a consistency proof (RFC 9162 §2.1.4.2), with the conventions of
 /// transparency-dev/merkle for the edge cases: equal sizes need an empty proof and
 /// equal roots; an empty old tree needs an empty proof and the empty tree's root.
@@ -259,10 +300,14 @@ pub fn verify_consistency(
                 "trees of equal size need an empty proof",
             ));
         }
-        return if old_root == new_root {
-            Ok(())
-        } else {
+        return if old_root != new_root {
             Err(ProofError::Mismatch("equal sizes with different roots"))
+        } else if old_size == 0 && old_root != &empty_root() {
+            Err(ProofError::Mismatch(
+                "the root of an empty tree is SHA-256 of nothing",
+            ))
+        } else {
+            Ok(())
         };
     }
     if old_size == 0 {
