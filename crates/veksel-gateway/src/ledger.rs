@@ -46,7 +46,8 @@ CREATE INDEX ledger_outbox_waiting ON ledger_outbox (submitted_at, id)
 /// Records a change to this gateway's access configuration for the ledger: the
 /// details (who did it, the new settings) stay here with a fresh salt; the ledger
 /// gets a salted commitment to them. Submitted by the ledger loop, retried until
-/// the authority takes it.
+/// the authority takes it. Called after the change is stored, not in its
+/// transaction: a crash between the two loses this record (the change stands).
 pub async fn record_event(
     gw: &Gateway,
     event: &str,
