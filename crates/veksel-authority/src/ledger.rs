@@ -171,20 +171,18 @@ async fn open_tiles(
         if count == 0 {
             break;
         }
-        let width = (count % TILE_WIDTH) as usize;
+        let width = (count % TILE_WIDTH) as u16;
         let mut hashes = Vec::new();
         if width > 0 {
-            let data: Vec<u8> =
-                sqlx::query_scalar("SELECT data FROM ledger_tiles WHERE level = $1 AND idx = $2")
-                    .bind(i64::from(level))
-                    .bind(to_i64(count / TILE_WIDTH))
-                    .fetch_one(&mut *conn)
-                    .await?;
+            let tile = TileId {
+                kind: TileKind::Hashes { level: level as u8 },
+                index: count / TILE_WIDTH,
+                width,
+            };
+            let data = tile_data(conn, &tile)
+                .await?
+                .ok_or_else(|| store_err(format!("{} is missing or too short", tile.path())))?;
             hashes = veksel_merkle::tiles::decode_hashes(&data).map_err(store_err)?;
-            hashes.truncate(width);
-            if hashes.len() != width {
-                return Err(store_err(format!("ledger tile {level}: too short")));
-            }
         }
         open.push(hashes);
         level += 1;
@@ -296,8 +294,11 @@ pub async fn sequence(s: &AppState) -> Result<u64, StoreError> {
         .bind(leaf.at)
         .execute(&mut *tx)
         .await?;
+        // The builder makes hash tiles only.
         for (id, hashes) in builder.push(hash) {
-            changed.insert(id_key(&id), hashes);
+            if let TileKind::Hashes { level } = id.kind {
+                changed.insert((level, id.index), hashes);
+            }
         }
         head.frontier.push(hash);
         head.size += 1;
@@ -327,13 +328,6 @@ pub async fn sequence(s: &AppState) -> Result<u64, StoreError> {
         .await?;
     tx.commit().await?;
     Ok(head.size)
-}
-
-fn id_key(id: &TileId) -> (u8, u64) {
-    match id.kind {
-        TileKind::Hashes { level } => (level, id.index),
-        TileKind::Entries => (u8::MAX, id.index),
-    }
 }
 
 /// Audit actions are `noun.verb` names; anything else is made to fit the entry's
@@ -562,7 +556,10 @@ async fn get_policy(State(s): State<Arc<AppState>>) -> ApiResult<Response> {
 }
 
 /// The content of a tile or bundle, if the log is large enough to have it.
-async fn tile_data(db: &Db, tile: &TileId) -> Result<Option<Vec<u8>>, StoreError> {
+async fn tile_data(
+    conn: &mut sqlx::AnyConnection,
+    tile: &TileId,
+) -> Result<Option<Vec<u8>>, StoreError> {
     let width = usize::from(tile.width);
     Ok(match tile.kind {
         TileKind::Hashes { level } => {
@@ -570,7 +567,7 @@ async fn tile_data(db: &Db, tile: &TileId) -> Result<Option<Vec<u8>>, StoreError
                 sqlx::query_scalar("SELECT data FROM ledger_tiles WHERE level = $1 AND idx = $2")
                     .bind(i64::from(level))
                     .bind(to_i64(tile.index))
-                    .fetch_optional(db.pool())
+                    .fetch_optional(&mut *conn)
                     .await?;
             data.filter(|d| d.len() >= width * 32).map(|mut d| {
                 d.truncate(width * 32);
@@ -584,7 +581,7 @@ async fn tile_data(db: &Db, tile: &TileId) -> Result<Option<Vec<u8>>, StoreError
             )
             .bind(to_i64(start))
             .bind(to_i64(start.saturating_add(u64::from(tile.width))))
-            .fetch_all(db.pool())
+            .fetch_all(&mut *conn)
             .await?;
             if rows.len() == width {
                 Some(encode_entries(rows.iter().map(Vec::as_slice)).map_err(store_err)?)
@@ -598,7 +595,14 @@ async fn tile_data(db: &Db, tile: &TileId) -> Result<Option<Vec<u8>>, StoreError
 async fn get_tile(State(s): State<Arc<AppState>>, Path(path): Path<String>) -> ApiResult<Response> {
     let tile =
         TileId::parse(&format!("tile/{path}")).map_err(|e| ApiError::not_found(e.to_string()))?;
-    let body = tile_data(s.registry.db(), &tile)
+    let mut conn = s
+        .registry
+        .db()
+        .pool()
+        .acquire()
+        .await
+        .map_err(StoreError::from)?;
+    let body = tile_data(&mut conn, &tile)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no {}", tile.path())))?;
     // A tile's content never changes (a partial tile is named by its width).
@@ -625,7 +629,7 @@ pub async fn export_files(
     if size == *done {
         return Ok(());
     }
-    let db = s.registry.db();
+    let mut conn = s.registry.db().pool().acquire().await?;
     for tile in veksel_merkle::tiles::tiles_for_size(size, true) {
         let level = match tile.kind {
             TileKind::Hashes { level } => level,
@@ -644,7 +648,7 @@ pub async fn export_files(
         if path.exists() {
             continue;
         }
-        let data = tile_data(db, &tile)
+        let data = tile_data(&mut conn, &tile)
             .await?
             .ok_or_else(|| store_err(format!("{} is missing from the database", tile.path())))?;
         write_file(&path, &data)?;
@@ -753,21 +757,12 @@ async fn consistency(db: &Db, old: u64, new: u64) -> Result<Vec<Hash>, StoreErro
         return Ok(vec![]);
     }
     let mut tree = TiledTree::new(new);
+    let mut conn = db.pool().acquire().await?;
     for tile in tiles_for_consistency(old, new).map_err(store_err)? {
-        let TileKind::Hashes { level } = tile.kind else {
-            continue;
-        };
-        let data: Vec<u8> =
-            sqlx::query_scalar("SELECT data FROM ledger_tiles WHERE level = $1 AND idx = $2")
-                .bind(i64::from(level))
-                .bind(to_i64(tile.index))
-                .fetch_one(db.pool())
-                .await?;
-        let want = usize::from(tile.width) * 32;
-        let part = data
-            .get(..want)
-            .ok_or_else(|| store_err("ledger tile too short"))?;
-        tree.insert(tile, part).map_err(store_err)?;
+        let data = tile_data(&mut conn, &tile)
+            .await?
+            .ok_or_else(|| store_err(format!("{} is missing or too short", tile.path())))?;
+        tree.insert(tile, &data).map_err(store_err)?;
     }
     veksel_merkle::consistency_proof(&tree, old, new).map_err(store_err)
 }

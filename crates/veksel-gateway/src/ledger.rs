@@ -72,6 +72,25 @@ pub async fn record_event(
     }
 }
 
+/// Checks an entry about this gateway, signs it with the authentication key and
+/// submits it to the ledger. Returns the authority's answer (it names the entry's
+/// SHA-256) once the entry is queued.
+pub async fn submit_entry(gw: &Gateway, entry: &LedgerEntry) -> Result<serde_json::Value, String> {
+    entry.validate()?;
+    let payload = serde_json::to_value(entry).map_err(|e| e.to_string())?;
+    let keys = gw.keys.get();
+    let (status, answer) =
+        crate::management::post_signed(gw, &keys, "/ledger/v1/entries", ENTRY_CTY, &payload)
+            .await?;
+    if status != reqwest::StatusCode::ACCEPTED {
+        return Err(format!(
+            "the ledger refused the {} entry: HTTP {status}: {answer}",
+            entry.kind()
+        ));
+    }
+    Ok(answer)
+}
+
 /// Submits waiting local events, oldest first. Returns how many went.
 pub async fn submit_events(gw: &Gateway) -> Result<usize, String> {
     let waiting: Vec<(i64, i64, String, String, String, String)> = sqlx::query_as(
@@ -95,17 +114,7 @@ pub async fn submit_events(gw: &Gateway) -> Result<usize, String> {
             subject,
             commitment: veksel_proto::ledger::commitment(&salt, document.as_bytes()),
         };
-        entry.validate()?;
-        let payload = serde_json::to_value(&entry).map_err(|e| e.to_string())?;
-        let keys = gw.keys.get();
-        let (status, answer) =
-            crate::management::post_signed(gw, &keys, "/ledger/v1/entries", ENTRY_CTY, &payload)
-                .await?;
-        if status != reqwest::StatusCode::ACCEPTED {
-            return Err(format!(
-                "ledger refused a gateway event: HTTP {status}: {answer}"
-            ));
-        }
+        let answer = submit_entry(gw, &entry).await?;
         sqlx::query("UPDATE ledger_outbox SET submitted_at = $1, entry_sha256 = $2 WHERE id = $3")
             .bind(gw.clock.now_ms())
             .bind(answer["entry_sha256"].as_str().unwrap_or_default())
@@ -268,8 +277,11 @@ async fn pinned(gw: &Gateway) -> Result<(String, Option<WitnessState>), String> 
 /// against this witness's state, persists the new state, and only then cosigns.
 /// Requests are serialised, so checking the old size and storing the new one are
 /// one step. An inconsistent checkpoint raises the alarm and is refused. Returns
-/// the cosignature line and the new size.
-pub async fn add_checkpoint(gw: &Gateway, body: &str) -> Result<(String, u64), WitnessError> {
+/// the cosignature line and the state now kept.
+pub async fn add_checkpoint(
+    gw: &Gateway,
+    body: &str,
+) -> Result<(String, WitnessState), WitnessError> {
     let _one_at_a_time = gw.witness_lock.lock().await;
     let request = AddCheckpoint::parse(body)?;
     let (vkey, known) = pinned(gw).await.map_err(WitnessError::Unavailable)?;
@@ -306,7 +318,7 @@ pub async fn add_checkpoint(gw: &Gateway, body: &str) -> Result<(String, u64), W
         .map_err(|e| WitnessError::Malformed(e.to_string()))?;
     Ok((
         gw.cosigner.cosign(&opened.text, gw.clock.now_secs()),
-        new_state.size,
+        new_state,
     ))
 }
 
@@ -335,11 +347,8 @@ pub async fn witness_once(gw: &Gateway) -> Result<Witnessed, String> {
     if !status.is_success() {
         return Err(format!("ledger add-checkpoint: HTTP {status}"));
     }
-    let note = AddCheckpoint::parse(&text)
-        .map_err(|e| e.to_string())?
-        .checkpoint;
     match add_checkpoint(gw, &text).await {
-        Ok((line, size)) => {
+        Ok((line, WitnessState { size, note, .. })) => {
             let resp = gw
                 .conf
                 .http()
@@ -390,16 +399,7 @@ pub async fn anchor_once(gw: &Gateway) -> Result<Option<u64>, String> {
         size: u64::try_from(size).unwrap_or_default(),
         root: STANDARD.encode(&root),
     };
-    let payload = serde_json::to_value(&entry).map_err(|e| e.to_string())?;
-    let keys = gw.keys.get();
-    let (status, answer) =
-        crate::management::post_signed(gw, &keys, "/ledger/v1/entries", ENTRY_CTY, &payload)
-            .await?;
-    if status != reqwest::StatusCode::ACCEPTED {
-        return Err(format!(
-            "ledger refused the anchor: HTTP {status}: {answer}"
-        ));
-    }
+    let answer = submit_entry(gw, &entry).await?;
     sqlx::query(
         "INSERT INTO ledger_anchors (size, entry_sha256, submitted_at) VALUES ($1, $2, $3)",
     )

@@ -328,21 +328,5 @@ pub async fn append_commitment(
         label: label.to_owned(),
         commitment: commitment.to_owned(),
     };
-    entry.validate()?;
-    let payload = serde_json::to_value(&entry).map_err(|e| e.to_string())?;
-    let keys = gw.keys.get();
-    let (status, answer) = crate::management::post_signed(
-        gw,
-        &keys,
-        "/ledger/v1/entries",
-        veksel_proto::ledger::ENTRY_CTY,
-        &payload,
-    )
-    .await?;
-    if status != reqwest::StatusCode::ACCEPTED {
-        return Err(format!(
-            "the ledger refused the entry: HTTP {status}: {answer}"
-        ));
-    }
-    Ok(answer)
+    crate::ledger::submit_entry(gw, &entry).await
 }

@@ -105,7 +105,7 @@ impl Checkpoint {
     }
 }
 
-pub(crate) fn key_id_of_type(name: &str, key_type: u8, public: &[u8]) -> [u8; 4] {
+fn key_id_of_type(name: &str, key_type: u8, public: &[u8]) -> [u8; 4] {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     ctx.update(name.as_bytes());
     ctx.update(&[0x0a, key_type]);
@@ -116,11 +116,7 @@ pub(crate) fn key_id_of_type(name: &str, key_type: u8, public: &[u8]) -> [u8; 4]
     id
 }
 
-fn key_id(name: &str, public: &[u8]) -> [u8; 4] {
-    key_id_of_type(name, ED25519_TYPE, public)
-}
-
-pub(crate) fn check_name(name: &str) -> Result<(), NoteError> {
+fn check_name(name: &str) -> Result<(), NoteError> {
     if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '+') {
         return Err(NoteError::Key(format!("invalid key name {name:?}")));
     }
@@ -145,9 +141,7 @@ impl std::fmt::Debug for NoteSigner {
 impl NoteSigner {
     /// A signer from a PKCS#8 Ed25519 key.
     pub fn from_pkcs8(name: &str, pkcs8: &[u8]) -> Result<Self, NoteError> {
-        check_name(name)?;
-        let key = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| NoteError::Key(e.to_string()))?;
-        let id = key_id(name, key.public_key().as_ref());
+        let (key, id) = named_key_pair(name, pkcs8, ED25519_TYPE)?;
         Ok(Self {
             name: name.to_owned(),
             key,
@@ -164,9 +158,12 @@ impl NoteSigner {
 
     /// The verifier key in the `name+hexid+base64(type || key)` form.
     pub fn verifier_key(&self) -> String {
-        let mut key = vec![ED25519_TYPE];
-        key.extend_from_slice(self.key.public_key().as_ref());
-        format!("{}+{}+{}", self.name, hex8(&self.id), STANDARD.encode(key))
+        verifier_key_of(
+            &self.name,
+            &self.id,
+            ED25519_TYPE,
+            self.key.public_key().as_ref(),
+        )
     }
 
     /// One signature line for `text`.
@@ -178,7 +175,7 @@ impl NoteSigner {
     }
 }
 
-pub(crate) fn hex8(id: &[u8; 4]) -> String {
+fn hex8(id: &[u8; 4]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -190,9 +187,18 @@ pub struct NoteVerifier {
     public: Vec<u8>,
 }
 
-impl NoteVerifier {
-    /// Parses a verifier key `name+hexid+base64(0x01 || key)`.
-    pub fn parse(vkey: &str) -> Result<Self, NoteError> {
+/// A named Ed25519 public key of one signature type, read from its verifier key
+/// `name+hexid+base64(type || key)`: the part signed notes and cosignatures share.
+pub(crate) struct NamedKey {
+    pub(crate) name: String,
+    pub(crate) id: [u8; 4],
+    pub(crate) public: Vec<u8>,
+}
+
+impl NamedKey {
+    /// Parses a verifier key whose type byte must be `key_type` (`wrong_type` says
+    /// what is expected otherwise).
+    pub(crate) fn parse(vkey: &str, key_type: u8, wrong_type: &str) -> Result<Self, NoteError> {
         let mut parts = vkey.splitn(3, '+');
         let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
         else {
@@ -202,15 +208,16 @@ impl NoteVerifier {
         let raw = STANDARD
             .decode(key_b64)
             .map_err(|_| NoteError::Key("key is not base64".into()))?;
-        let (Some(&ED25519_TYPE), Some(public)) = (raw.first(), raw.get(1..)) else {
-            return Err(NoteError::Key(
-                "only Ed25519 verifier keys are supported".into(),
-            ));
+        let (Some(&t), Some(public)) = (raw.first(), raw.get(1..)) else {
+            return Err(NoteError::Key(wrong_type.into()));
         };
+        if t != key_type {
+            return Err(NoteError::Key(wrong_type.into()));
+        }
         if public.len() != 32 {
             return Err(NoteError::Key("an Ed25519 key has 32 bytes".into()));
         }
-        let id = key_id(name, public);
+        let id = key_id_of_type(name, key_type, public);
         if hex8(&id) != id_hex.to_ascii_lowercase() {
             return Err(NoteError::Key("key ID does not match name and key".into()));
         }
@@ -219,6 +226,37 @@ impl NoteVerifier {
             id,
             public: public.to_vec(),
         })
+    }
+}
+
+/// A named Ed25519 key pair of one signature type, and its verifier key.
+pub(crate) fn named_key_pair(
+    name: &str,
+    pkcs8: &[u8],
+    key_type: u8,
+) -> Result<(Ed25519KeyPair, [u8; 4]), NoteError> {
+    check_name(name)?;
+    let key = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| NoteError::Key(e.to_string()))?;
+    let id = key_id_of_type(name, key_type, key.public_key().as_ref());
+    Ok((key, id))
+}
+
+/// The verifier key `name+hexid+base64(type || public key)`.
+pub(crate) fn verifier_key_of(name: &str, id: &[u8; 4], key_type: u8, public: &[u8]) -> String {
+    let mut key = vec![key_type];
+    key.extend_from_slice(public);
+    format!("{name}+{}+{}", hex8(id), STANDARD.encode(key))
+}
+
+impl NoteVerifier {
+    /// Parses a verifier key `name+hexid+base64(0x01 || key)`.
+    pub fn parse(vkey: &str) -> Result<Self, NoteError> {
+        let NamedKey { name, id, public } = NamedKey::parse(
+            vkey,
+            ED25519_TYPE,
+            "only Ed25519 verifier keys are supported",
+        )?;
+        Ok(Self { name, id, public })
     }
 
     /// The key name.

@@ -10,7 +10,8 @@
 
 use crate::Hash;
 use crate::checkpoint::{
-    Checkpoint, NoteError, NoteVerifier, check_name, check_text, hex8, key_id_of_type, open_note,
+    Checkpoint, NamedKey, NoteError, NoteVerifier, check_text, named_key_pair, open_note,
+    verifier_key_of,
 };
 use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use base64::Engine;
@@ -46,9 +47,7 @@ impl std::fmt::Debug for Cosigner {
 impl Cosigner {
     /// A cosigner from a PKCS#8 Ed25519 key.
     pub fn from_pkcs8(name: &str, pkcs8: &[u8]) -> Result<Self, NoteError> {
-        check_name(name)?;
-        let key = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| NoteError::Key(e.to_string()))?;
-        let id = key_id_of_type(name, COSIGNATURE_TYPE, key.public_key().as_ref());
+        let (key, id) = named_key_pair(name, pkcs8, COSIGNATURE_TYPE)?;
         Ok(Self {
             name: name.to_owned(),
             key,
@@ -63,9 +62,12 @@ impl Cosigner {
 
     /// The verifier key `name+hexid+base64(0x04 || key)`.
     pub fn verifier_key(&self) -> String {
-        let mut key = vec![COSIGNATURE_TYPE];
-        key.extend_from_slice(self.key.public_key().as_ref());
-        format!("{}+{}+{}", self.name, hex8(&self.id), STANDARD.encode(key))
+        verifier_key_of(
+            &self.name,
+            &self.id,
+            COSIGNATURE_TYPE,
+            self.key.public_key().as_ref(),
+        )
     }
 
     /// The cosignature line over a checkpoint body at `time` (Unix seconds).
@@ -91,32 +93,12 @@ pub struct CosignatureVerifier {
 impl CosignatureVerifier {
     /// Parses a cosigner's verifier key `name+hexid+base64(0x04 || key)`.
     pub fn parse(vkey: &str) -> Result<Self, NoteError> {
-        let mut parts = vkey.splitn(3, '+');
-        let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(NoteError::Key("verifier key must be name+id+key".into()));
-        };
-        check_name(name)?;
-        let raw = STANDARD
-            .decode(key_b64)
-            .map_err(|_| NoteError::Key("key is not base64".into()))?;
-        let (Some(&COSIGNATURE_TYPE), Some(public)) = (raw.first(), raw.get(1..)) else {
-            return Err(NoteError::Key(
-                "a witness key must be a cosignature/v1 (type 0x04) Ed25519 key".into(),
-            ));
-        };
-        if public.len() != 32 {
-            return Err(NoteError::Key("an Ed25519 key has 32 bytes".into()));
-        }
-        let id = key_id_of_type(name, COSIGNATURE_TYPE, public);
-        if hex8(&id) != id_hex.to_ascii_lowercase() {
-            return Err(NoteError::Key("key ID does not match name and key".into()));
-        }
-        Ok(Self {
-            name: name.to_owned(),
-            id,
-            public: public.to_vec(),
-        })
+        let NamedKey { name, id, public } = NamedKey::parse(
+            vkey,
+            COSIGNATURE_TYPE,
+            "a witness key must be a cosignature/v1 (type 0x04) Ed25519 key",
+        )?;
+        Ok(Self { name, id, public })
     }
 
     /// The witness name.

@@ -398,6 +398,8 @@ fn veksel_net(
         "--data-dir",
         &info.gateways[muni].data_dir.display().to_string(),
     ]);
+    // Reaped from here on, also if setting them up fails.
+    let children = Reaper(vec![authority, provider, consumer]);
     let admins = vec![
         (
             info.gateways[pop].admin_url.clone(),
@@ -441,22 +443,15 @@ fn veksel_net(
         json!([{"subject": {"type": "client", "id": ORGS[muni].subsystem_id()}, "service_code": "files", "endpoint": {"method": "GET", "path": "/*"}}]),
     );
     VekselNet {
-        children: Reaper(vec![authority, provider, consumer]),
+        provider_pid: children.0[1].id(),
+        consumer_pid: children.0[2].id(),
+        children,
         client_url: info.gateways[muni].client_url.clone(),
         admins,
-        consumer_pid: 0,
-        provider_pid: 0,
     }
-    .with_pids()
 }
 
 impl VekselNet {
-    fn with_pids(mut self) -> Self {
-        self.provider_pid = self.children.0[1].id();
-        self.consumer_pid = self.children.0[2].id();
-        self
-    }
-
     fn log_mode(&self, mode: &str) {
         let client = reqwest::blocking::Client::new();
         for (i, org) in [(0usize, 0usize), (1, 2)] {

@@ -491,6 +491,41 @@ async fn ledger(b: Backend) {
         .unwrap();
     assert_eq!(r.status(), 422);
 
+    // Entries a gateway may not submit get precise refusals: about another gateway,
+    // a governance event, a time far from the authority's.
+    let gw = net.sandbox().gateway(MUNICIPALITY).unwrap().clone();
+    let keys = gw.keys.get();
+    let now = gw.clock.now_ms();
+    for (entry, status, says) in [
+        (
+            serde_json::json!({"kind": "commitment", "at": now, "gateway": ORGS[TAX].gateway_id(), "label": "x", "commitment": commitment}),
+            403,
+            "only submit entries about itself",
+        ),
+        (
+            serde_json::json!({"kind": "governance", "at": now, "event": "member.add", "subject": "x", "record": 1, "commitment": commitment}),
+            403,
+            "recorded by the authority itself",
+        ),
+        (
+            serde_json::json!({"kind": "commitment", "at": now - 3_600_000, "gateway": ORGS[MUNICIPALITY].gateway_id(), "label": "x", "commitment": commitment}),
+            400,
+            "more than 10 minutes",
+        ),
+    ] {
+        let (got, answer) = veksel_gateway::management::post_signed(
+            &gw,
+            &keys,
+            "/ledger/v1/entries",
+            veksel_proto::ledger::ENTRY_CTY,
+            &entry,
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.as_u16(), status, "{answer}");
+        assert!(answer.to_string().contains(says), "{answer}");
+    }
+
     // The log grows; the next published checkpoint is consistent with the first.
     let r = http
         .put(format!("{url}/api/v1/member-classes/TEST"))
