@@ -650,16 +650,23 @@ async fn publish_loop(state: Arc<AppState>) {
     let period = (validity / 5)
         .min(Duration::from_secs(60))
         .max(Duration::from_millis(200));
+    // A failed publication is retried soon, not a whole period later: gateways
+    // would otherwise wait up to a minute for a change the operator already made.
+    let mut wait = period;
     loop {
         tokio::select! {
             () = state.conf_changed.notified() => {
                 // Coalesce bursts of changes (an enrolment issues several certificates).
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            () = tokio::time::sleep(period) => {}
+            () = tokio::time::sleep(wait) => {}
         }
-        if let Err(e) = state.publish().await {
-            tracing::error!(error = %e, "could not publish the global configuration");
-        }
+        wait = match state.publish().await {
+            Ok(_) => period,
+            Err(e) => {
+                tracing::error!(error = %e, "could not publish the global configuration");
+                Duration::from_secs(1).min(period)
+            }
+        };
     }
 }

@@ -834,6 +834,12 @@ impl Registry {
     /// version when the content changed since the last call.
     pub async fn conf_version_for(&self, content_sha256: &str, now_ms: i64) -> Result<u64> {
         let mut tx = self.db.pool().begin().await?;
+        // Write first: on SQLite a transaction that reads and then writes fails at
+        // once (SQLITE_BUSY, no waiting) when another writer, such as the ledger's
+        // sequencer, committed in between; taking the write lock up front makes it wait.
+        sqlx::query("UPDATE conf_state SET version = version WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
         let row: Option<(i64, String)> =
             sqlx::query_as("SELECT version, content_sha256 FROM conf_state WHERE id = 1")
                 .fetch_optional(&mut *tx)
@@ -870,5 +876,46 @@ impl Registry {
         }
         tx.commit().await?;
         Ok(u64::try_from(version).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Regression: versioning read before it wrote, so on SQLite a second writer
+    /// committing in between failed the publication outright (SQLITE_BUSY without
+    /// waiting) and gateways saw the change only a whole publish period later.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_versioning_waits_instead_of_failing_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_sqlite(&dir.path().join("a.db"), &Default::default())
+            .await
+            .unwrap();
+        db.migrate("authority", crate::schema::MIGRATIONS)
+            .await
+            .unwrap();
+        let registry = Arc::new(Registry::new(db, "TEST".into()));
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let registry = registry.clone();
+            tasks.push(tokio::spawn(async move {
+                registry
+                    .conf_version_for(&format!("{i:064x}"), 1_000 + i)
+                    .await
+            }));
+        }
+        let mut versions = Vec::new();
+        for t in tasks {
+            versions.push(
+                t.await
+                    .unwrap()
+                    .expect("versioning failed under contention"),
+            );
+        }
+        versions.sort_unstable();
+        // Each distinct content got its own version, one after the other.
+        assert_eq!(versions, (1..=16).collect::<Vec<u64>>());
     }
 }

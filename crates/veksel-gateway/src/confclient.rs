@@ -141,6 +141,10 @@ pub struct ConfClient {
     clock: Clock,
     current: RwLock<Option<Arc<ConfState>>>,
     last_error: RwLock<Option<String>>,
+    /// One refresh at a time: the poll loop and an operator's (or a test's) explicit
+    /// refresh would otherwise race on the cache file's temporary name and could set
+    /// an older version after a newer one.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl ConfClient {
@@ -168,6 +172,7 @@ impl ConfClient {
             clock,
             current: RwLock::new(None),
             last_error: RwLock::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
         };
         if let Ok(jws) = std::fs::read_to_string(&client.cache_path) {
             match client.verify(&jws) {
@@ -298,6 +303,7 @@ impl ConfClient {
 
     /// Downloads the configuration once. Returns true if a new version was accepted.
     pub async fn refresh(&self) -> Result<bool, GatewayError> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let result = self.fetch().await;
         self.set_error(result.as_ref().err().map(ToString::to_string));
         result

@@ -96,10 +96,22 @@ async fn external_services() -> External {
     }
 }
 
-async fn wait_for<F: Fn() -> bool>(what: &str, f: F) {
+/// Waits until `f` holds; on timeout says what each gateway last saw of the
+/// configuration, so a failure tells why it never arrived.
+async fn wait_for<F: Fn() -> bool>(what: &str, gateways: &[&veksel_gateway::Gateway], f: F) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < Duration::from_secs(30), "{what}");
+        assert!(start.elapsed() < Duration::from_secs(30), "{what}: {:?}", {
+            gateways
+                .iter()
+                .map(|g| {
+                    (
+                        g.conf.latest().map(|c| c.conf().version),
+                        g.conf.last_error(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -179,17 +191,21 @@ async fn external(b: Backend) {
 
     let muni = net.sandbox().gateway(MUNICIPALITY).unwrap().clone();
     let pop = net.sandbox().gateway(POPULATION).unwrap().clone();
-    wait_for("the gateways learn the external services", || {
-        [&muni, &pop].iter().all(|g| {
-            g.conf.latest().is_some_and(|c| {
-                c.conf()
-                    .approved_tsas
-                    .first()
-                    .is_some_and(|t| t.name == "External TSA")
-                    && c.conf().approved_cas.len() == 2
+    wait_for(
+        "the gateways learn the external services",
+        &[&muni, &pop],
+        || {
+            [&muni, &pop].iter().all(|g| {
+                g.conf.latest().is_some_and(|c| {
+                    c.conf()
+                        .approved_tsas
+                        .first()
+                        .is_some_and(|t| t.name == "External TSA")
+                        && c.conf().approved_cas.len() == 2
+                })
             })
-        })
-    })
+        },
+    )
     .await;
 
     // Stamps come from the external TSA first…
@@ -293,7 +309,7 @@ async fn external(b: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    wait_for("the provider learns the CA was withdrawn", || {
+    wait_for("the provider learns the CA was withdrawn", &[&pop], || {
         pop.conf
             .latest()
             .is_some_and(|c| c.conf().approved_cas.len() == 1)
