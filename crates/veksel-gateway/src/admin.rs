@@ -4,6 +4,7 @@
 //! `observer`).
 
 use crate::Gateway;
+use crate::ledger::ConfigChange;
 use crate::msglog::{self, LogQuery, LoggedMessage, OpRecord};
 use crate::serverconf::{self, ClientSettings, LocalClient, LocalGroup, ServiceConfig};
 use axum::extract::{Path, Query, State};
@@ -366,16 +367,15 @@ async fn put_client(
             "is_cert_sha256 entries must be 64 hex digits",
         ));
     }
-    gw.serverconf.put_client(&id, &b).await?;
-    tracing::info!(actor = %who, client = %id, "local client configured");
-    crate::ledger::record_event(
-        &gw,
+    let change = ConfigChange::new(
+        gw.clock.now_ms(),
         "client.set",
-        &id.to_string(),
+        id.to_string(),
         &who,
         serde_json::to_value(&b).unwrap_or_default(),
-    )
-    .await;
+    );
+    gw.serverconf.put_client(&id, &b, &change).await?;
+    tracing::info!(actor = %who, client = %id, "local client configured");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -387,16 +387,15 @@ async fn delete_client(
 ) -> ApiResult<StatusCode> {
     let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
-    gw.serverconf.remove_client(&id).await?;
-    tracing::info!(actor = %who, client = %id, "local client removed");
-    crate::ledger::record_event(
-        &gw,
+    let change = ConfigChange::new(
+        gw.clock.now_ms(),
         "client.remove",
-        &id.to_string(),
+        id.to_string(),
         &who,
         serde_json::Value::Null,
-    )
-    .await;
+    );
+    gw.serverconf.remove_client(&id, &change).await?;
+    tracing::info!(actor = %who, client = %id, "local client removed");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -410,16 +409,15 @@ async fn put_service(
     let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     serverconf::validate_service(&code, &b).map_err(ApiError::bad_request)?;
-    gw.serverconf.put_service(&id, &code, &b).await?;
-    tracing::info!(actor = %who, client = %id, service = %code, "service configured");
-    crate::ledger::record_event(
-        &gw,
+    let change = ConfigChange::new(
+        gw.clock.now_ms(),
         "service.set",
-        &format!("{id}/{code}"),
+        format!("{id}/{code}"),
         &who,
         serde_json::to_value(&b).unwrap_or_default(),
-    )
-    .await;
+    );
+    gw.serverconf.put_service(&id, &code, &b, &change).await?;
+    tracing::info!(actor = %who, client = %id, service = %code, "service configured");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -431,16 +429,15 @@ async fn delete_service(
 ) -> ApiResult<StatusCode> {
     let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
-    gw.serverconf.remove_service(&id, &code).await?;
-    tracing::info!(actor = %who, client = %id, service = %code, "service removed");
-    crate::ledger::record_event(
-        &gw,
+    let change = ConfigChange::new(
+        gw.clock.now_ms(),
         "service.remove",
-        &format!("{id}/{code}"),
+        format!("{id}/{code}"),
         &who,
         serde_json::Value::Null,
-    )
-    .await;
+    );
+    gw.serverconf.remove_service(&id, &code, &change).await?;
+    tracing::info!(actor = %who, client = %id, service = %code, "service removed");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -463,16 +460,15 @@ async fn put_access(
         veksel_id::validate_part("service", 4, &r.service_code)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
-    gw.serverconf.put_access(&id, &rules).await?;
-    tracing::info!(actor = %who, client = %id, rules = rules.len(), "access rights replaced");
-    crate::ledger::record_event(
-        &gw,
+    let change = ConfigChange::new(
+        gw.clock.now_ms(),
         "access.set",
-        &id.to_string(),
+        id.to_string(),
         &who,
         serde_json::to_value(&rules).unwrap_or_default(),
-    )
-    .await;
+    );
+    gw.serverconf.put_access(&id, &rules, &change).await?;
+    tracing::info!(actor = %who, client = %id, rules = rules.len(), "access rights replaced");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -487,16 +483,17 @@ async fn put_local_group(
     let id = subsystem(&id)?;
     veksel_id::validate_part("local group", 0, &code)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    gw.serverconf.put_local_group(&id, &code, &b).await?;
-    tracing::info!(actor = %who, client = %id, group = %code, "local group configured");
-    crate::ledger::record_event(
-        &gw,
+    let change = ConfigChange::new(
+        gw.clock.now_ms(),
         "local_group.set",
-        &format!("{id}/{code}"),
+        format!("{id}/{code}"),
         &who,
         serde_json::to_value(&b).unwrap_or_default(),
-    )
-    .await;
+    );
+    gw.serverconf
+        .put_local_group(&id, &code, &b, &change)
+        .await?;
+    tracing::info!(actor = %who, client = %id, group = %code, "local group configured");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -508,16 +505,17 @@ async fn delete_local_group(
 ) -> ApiResult<StatusCode> {
     let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
-    gw.serverconf.remove_local_group(&id, &code).await?;
-    tracing::info!(actor = %who, client = %id, group = %code, "local group removed");
-    crate::ledger::record_event(
-        &gw,
+    let change = ConfigChange::new(
+        gw.clock.now_ms(),
         "local_group.remove",
-        &format!("{id}/{code}"),
+        format!("{id}/{code}"),
         &who,
         serde_json::Value::Null,
-    )
-    .await;
+    );
+    gw.serverconf
+        .remove_local_group(&id, &code, &change)
+        .await?;
+    tracing::info!(actor = %who, client = %id, group = %code, "local group removed");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -43,32 +43,56 @@ CREATE TABLE ledger_outbox (
 CREATE INDEX ledger_outbox_waiting ON ledger_outbox (submitted_at, id)
 "#;
 
-/// Records a change to this gateway's access configuration for the ledger: the
-/// details (who did it, the new settings) stay here with a fresh salt; the ledger
-/// gets a salted commitment to them. Submitted by the ledger loop, retried until
-/// the authority takes it. Called after the change is stored, not in its
-/// transaction: a crash between the two loses this record (the change stands).
-pub async fn record_event(
-    gw: &Gateway,
-    event: &str,
-    subject: &str,
-    actor: &str,
-    change: serde_json::Value,
-) {
-    let document = serde_json::json!({ "actor": actor, "change": change }).to_string();
-    let salt = veksel_proto::ledger::new_salt();
-    let stored = sqlx::query(
-        "INSERT INTO ledger_outbox (at, event, subject, document, salt) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(gw.clock.now_ms())
-    .bind(event)
-    .bind(subject)
-    .bind(document)
-    .bind(STANDARD.encode(salt))
-    .execute(gw.db.pool())
-    .await;
-    if let Err(e) = stored {
-        tracing::error!(error = %e, event, subject, "could not record the change for the ledger");
+/// A change to this gateway's access configuration, on its way to the ledger.
+///
+/// The details (who did it, the new settings) stay here with a fresh salt; the
+/// ledger gets a salted commitment to them. It is stored in the same transaction as
+/// the change itself (a transactional outbox), so no crash can keep the one without
+/// the other; the ledger loop submits it and retries until the authority takes it.
+#[derive(Debug, Clone)]
+pub struct ConfigChange {
+    at_ms: i64,
+    event: &'static str,
+    subject: String,
+    document: String,
+    salt: String,
+}
+
+impl ConfigChange {
+    /// `event` like `access.set`; `subject` the client or service it concerns;
+    /// `change` the new settings (null for a removal).
+    pub fn new(
+        at_ms: i64,
+        event: &'static str,
+        subject: impl Into<String>,
+        actor: &str,
+        change: serde_json::Value,
+    ) -> Self {
+        Self {
+            at_ms,
+            event,
+            subject: subject.into(),
+            document: serde_json::json!({ "actor": actor, "change": change }).to_string(),
+            salt: STANDARD.encode(veksel_proto::ledger::new_salt()),
+        }
+    }
+
+    /// Queues the change inside the transaction that makes it.
+    pub(crate) async fn store(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+    ) -> Result<(), veksel_store::StoreError> {
+        sqlx::query(
+            "INSERT INTO ledger_outbox (at, event, subject, document, salt) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(self.at_ms)
+        .bind(self.event)
+        .bind(&self.subject)
+        .bind(&self.document)
+        .bind(&self.salt)
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 }
 

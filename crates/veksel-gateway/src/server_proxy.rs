@@ -117,6 +117,9 @@ async fn exchange(
     let target = r1::parse_target(path, query).map_err(|f| exchange::reorigin(f, o))?;
     op.record.service = target.service.to_string();
     xh::check_limits(&parts.headers).map_err(|f| exchange::reorigin(f, o))?;
+    // During a rotation the consumer staples OCSP for its old and new TLS certificate.
+    xh::refuse_repeated_protocol_headers(&parts.headers, &[crate::ocsp::VEKSEL_OCSP_AUTH])
+        .map_err(|f| exchange::reorigin(f, o))?;
     let client = xh::client_id(&parts.headers).map_err(|f| exchange::reorigin(f, o))?;
     op.record.client = client.to_string();
     let ClientId::Subsystem(client_sub) = &client else {

@@ -6,6 +6,7 @@
 //! one gateway identity; each node keeps an in-memory snapshot that it reloads when
 //! the version row changes.
 
+use crate::ledger::ConfigChange;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -46,7 +47,7 @@ impl LogMode {
 }
 
 /// Settings of a hosted subsystem.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSettings {
     /// Message log mode.
@@ -356,7 +357,12 @@ impl ServerConfStore {
         Ok(())
     }
 
-    async fn commit(&self, mut tx: sqlx::Transaction<'_, sqlx::Any>) -> Result<(), StoreError> {
+    async fn commit(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Any>,
+        change: &ConfigChange,
+    ) -> Result<(), StoreError> {
+        change.store(&mut tx).await?;
         self.bump(&mut tx).await?;
         tx.commit().await?;
         self.reload().await
@@ -371,7 +377,12 @@ impl ServerConfStore {
     }
 
     /// Adds or updates a hosted subsystem.
-    pub async fn put_client(&self, id: &SubsystemId, s: &ClientSettings) -> Result<(), StoreError> {
+    pub async fn put_client(
+        &self,
+        id: &SubsystemId,
+        s: &ClientSettings,
+        change: &ConfigChange,
+    ) -> Result<(), StoreError> {
         let mut tx = self.db.pool().begin().await?;
         sqlx::query(
             "INSERT INTO local_clients (id, log_mode, allow_loopback_http, is_cert_sha256) VALUES ($1, $2, $3, $4)
@@ -384,11 +395,15 @@ impl ServerConfStore {
         .bind(json(&s.is_cert_sha256))
         .execute(&mut *tx)
         .await?;
-        self.commit(tx).await
+        self.commit(tx, change).await
     }
 
     /// Removes a hosted subsystem and everything configured for it.
-    pub async fn remove_client(&self, id: &SubsystemId) -> Result<(), StoreError> {
+    pub async fn remove_client(
+        &self,
+        id: &SubsystemId,
+        change: &ConfigChange,
+    ) -> Result<(), StoreError> {
         self.require_client(id)?;
         let mut tx = self.db.pool().begin().await?;
         for table in ["services", "access_rights", "local_groups"] {
@@ -403,7 +418,7 @@ impl ServerConfStore {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
-        self.commit(tx).await
+        self.commit(tx, change).await
     }
 
     /// Adds or replaces a service.
@@ -412,6 +427,7 @@ impl ServerConfStore {
         id: &SubsystemId,
         code: &str,
         s: &ServiceConfig,
+        change: &ConfigChange,
     ) -> Result<(), StoreError> {
         self.require_client(id)?;
         let mut s = s.clone();
@@ -437,11 +453,16 @@ impl ServerConfStore {
         .bind(json(&s.endpoints))
         .execute(&mut *tx)
         .await?;
-        self.commit(tx).await
+        self.commit(tx, change).await
     }
 
     /// Removes a service.
-    pub async fn remove_service(&self, id: &SubsystemId, code: &str) -> Result<(), StoreError> {
+    pub async fn remove_service(
+        &self,
+        id: &SubsystemId,
+        code: &str,
+        change: &ConfigChange,
+    ) -> Result<(), StoreError> {
         let mut tx = self.db.pool().begin().await?;
         let done = sqlx::query("DELETE FROM services WHERE client_id = $1 AND code = $2")
             .bind(id.to_string())
@@ -451,7 +472,7 @@ impl ServerConfStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("service {id}/{code}")));
         }
-        self.commit(tx).await
+        self.commit(tx, change).await
     }
 
     /// Replaces the access rights of a hosted subsystem.
@@ -459,6 +480,7 @@ impl ServerConfStore {
         &self,
         id: &SubsystemId,
         rules: &[AccessRule],
+        change: &ConfigChange,
     ) -> Result<(), StoreError> {
         self.require_client(id)?;
         let mut tx = self.db.pool().begin().await?;
@@ -470,7 +492,7 @@ impl ServerConfStore {
         .bind(json(&rules))
         .execute(&mut *tx)
         .await?;
-        self.commit(tx).await
+        self.commit(tx, change).await
     }
 
     /// Adds or replaces a local group.
@@ -479,6 +501,7 @@ impl ServerConfStore {
         id: &SubsystemId,
         code: &str,
         g: &LocalGroup,
+        change: &ConfigChange,
     ) -> Result<(), StoreError> {
         self.require_client(id)?;
         let mut tx = self.db.pool().begin().await?;
@@ -492,11 +515,16 @@ impl ServerConfStore {
         .bind(json(&g.members))
         .execute(&mut *tx)
         .await?;
-        self.commit(tx).await
+        self.commit(tx, change).await
     }
 
     /// Removes a local group.
-    pub async fn remove_local_group(&self, id: &SubsystemId, code: &str) -> Result<(), StoreError> {
+    pub async fn remove_local_group(
+        &self,
+        id: &SubsystemId,
+        code: &str,
+        change: &ConfigChange,
+    ) -> Result<(), StoreError> {
         let mut tx = self.db.pool().begin().await?;
         let done = sqlx::query("DELETE FROM local_groups WHERE client_id = $1 AND code = $2")
             .bind(id.to_string())
@@ -506,13 +534,75 @@ impl ServerConfStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("local group {code} of {id}")));
         }
-        self.commit(tx).await
+        self.commit(tx, change).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn outbox_events(db: &Db) -> Vec<(String, String)> {
+        sqlx::query_as("SELECT event, subject FROM ledger_outbox ORDER BY id")
+            .fetch_all(db.pool())
+            .await
+            .unwrap()
+    }
+
+    /// The ledger's record of a change and the change itself commit together: a
+    /// change that fails leaves no record, one that succeeds leaves exactly one.
+    #[tokio::test]
+    async fn a_change_and_its_ledger_record_commit_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_sqlite(&dir.path().join("g.db"), &Default::default())
+            .await
+            .unwrap();
+        db.migrate("gateway", crate::schema::MIGRATIONS)
+            .await
+            .unwrap();
+        let store = ServerConfStore::load(db.clone()).await.unwrap();
+        let id: SubsystemId = "DEV/GOV/1/casework".parse().unwrap();
+        let change =
+            |event| ConfigChange::new(1, event, id.to_string(), "tester", serde_json::Value::Null);
+
+        // Fails: no such service, no such client.
+        assert!(
+            store
+                .remove_service(&id, "x", &change("service.remove"))
+                .await
+                .is_err()
+        );
+        assert!(
+            store
+                .put_access(&id, &[], &change("access.set"))
+                .await
+                .is_err()
+        );
+        assert!(outbox_events(&db).await.is_empty());
+
+        store
+            .put_client(&id, &ClientSettings::default(), &change("client.set"))
+            .await
+            .unwrap();
+        store
+            .put_access(&id, &[], &change("access.set"))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .remove_service(&id, "x", &change("service.remove"))
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            outbox_events(&db).await,
+            [
+                ("client.set".to_owned(), id.to_string()),
+                ("access.set".to_owned(), id.to_string())
+            ]
+        );
+        assert!(store.current().clients.contains_key(&id));
+    }
 
     #[test]
     fn openapi_paths_become_endpoints() {

@@ -160,6 +160,32 @@ pub fn check_limits(headers: &HeaderMap) -> Result<(), Fault> {
     Ok(())
 }
 
+/// Refuses a gateway-to-gateway message that repeats an X-Road or veksel header.
+///
+/// Clients may repeat X-Road headers (r1 lets the last one win), but a gateway sends
+/// each exactly once; a repeat on the gateway-to-gateway side can only be an attempt
+/// to make the provider check one value while something downstream reads another.
+/// `multi_valued` names the veksel headers that legitimately repeat (one value per
+/// certificate, each labelled).
+pub fn refuse_repeated_protocol_headers(
+    headers: &HeaderMap,
+    multi_valued: &[&str],
+) -> Result<(), Fault> {
+    for name in headers.keys() {
+        let n = name.as_str();
+        if (GATEWAY_OWNED.contains(&n) || n.starts_with(VEKSEL_PREFIX))
+            && !multi_valued.contains(&n)
+            && headers.get_all(name).iter().nth(1).is_some()
+        {
+            return Err(Fault::client(
+                FaultCode::InvalidRequest,
+                format!("header {n} appears more than once"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The last value of a header as text (r1: "the last defined header" wins).
 pub fn last_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Fault> {
     match headers.get_all(name).iter().next_back() {
@@ -264,6 +290,29 @@ mod tests {
             );
         }
         m
+    }
+
+    #[test]
+    fn repeated_protocol_headers_are_refused_others_allowed() {
+        let ok = map(&[
+            ("X-Road-Client", "GL/GOV/1/a"),
+            ("Accept", "a"),
+            ("Accept", "b"),
+            ("veksel-signature", "s"),
+            ("veksel-staple", "a"),
+            ("veksel-staple", "b"),
+        ]);
+        assert!(refuse_repeated_protocol_headers(&ok, &["veksel-staple"]).is_ok());
+        for repeated in ["X-Road-Client", "X-Road-UserId", "veksel-created-at"] {
+            let m = map(&[(repeated, "1"), ("Accept", "a"), (repeated, "2")]);
+            let fault = refuse_repeated_protocol_headers(&m, &["veksel-staple"]).unwrap_err();
+            assert_eq!(fault.code, FaultCode::InvalidRequest);
+            assert!(
+                fault.message.contains(&repeated.to_ascii_lowercase()),
+                "{}",
+                fault.message
+            );
+        }
     }
 
     #[test]

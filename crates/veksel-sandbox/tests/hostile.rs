@@ -149,3 +149,116 @@ async fn hostile_requests_are_refused_and_harmless() {
     assert_eq!(logged[1]["request_size"], 0);
     net.stop().await;
 }
+
+/// Repeated X-Road headers. From a client, r1's rule holds (the last one wins) and the
+/// one value that wins is the one checked, signed, logged and passed on: the service
+/// never sees the other. From a gateway, which sends each header once, a repeat is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_xroad_headers_resolve_to_one_value_or_are_refused() {
+    let net = Net::start(Backend::Sqlite).await.unwrap();
+    let client = ORGS[MUNICIPALITY].subsystem_id();
+    let url = format!(
+        "{}/r1/{}/echo/x",
+        net.client_url(MUNICIPALITY),
+        ORGS[POPULATION].subsystem_id()
+    );
+    let r = net
+        .http
+        .get(&url)
+        .header("X-Road-Client", ORGS[TAX].subsystem_id())
+        .header("X-Road-Client", &client)
+        .header("X-Road-Id", "first-id")
+        .header("X-Road-Id", "last-id")
+        .header("X-Road-UserId", "GL0101700000")
+        .header("X-Road-UserId", "GL0202800000")
+        .header("X-Road-Issue", "case-1")
+        .header("X-Road-Issue", "case-2")
+        .header("veksel-created-at", "1")
+        .header("veksel-created-at", "2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-road-id"], "last-id");
+    let echoed: serde_json::Value = r.json().await.unwrap();
+    let seen = |name: &str| -> Vec<String> {
+        echoed["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h[0] == name)
+            .map(|h| h[1].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(seen("x-road-client"), [client.as_str()]);
+    assert_eq!(seen("x-road-id"), ["last-id"]);
+    assert_eq!(seen("x-road-userid"), ["GL0202800000"]);
+    assert_eq!(seen("x-road-issue"), ["case-2"]);
+    assert!(
+        seen("veksel-created-at")
+            .iter()
+            .all(|v| v != "1" && v != "2"),
+        "a client's veksel header never reaches the service"
+    );
+    for org in [MUNICIPALITY, POPULATION] {
+        let logged = message_log(&net, org, "limit=1").await;
+        assert_eq!(logged[0]["client"], client, "{org}");
+        assert_eq!(logged[0]["xroad_id"], "last-id", "{org}");
+    }
+
+    // The other way round, the last value names a subsystem this gateway does not
+    // serve: the first one is not silently used instead.
+    let r = net
+        .http
+        .get(&url)
+        .header("X-Road-Client", &client)
+        .header("X-Road-Client", ORGS[TAX].subsystem_id())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        fault(&r).as_deref(),
+        Some("Server.ClientProxy.UnknownMember"),
+        "{r:?}"
+    );
+    let text = r.text().await.unwrap();
+    assert!(text.contains(&ORGS[TAX].subsystem_id()), "{text}");
+
+    // Gateway to gateway: a correctly signed message that repeats a protocol header.
+    let mut peer = RawPeer::connect(&net, MUNICIPALITY, POPULATION, None)
+        .await
+        .unwrap();
+    let before = message_log(&net, POPULATION, "limit=100").await.len();
+    // The request carries X-Road-Id and veksel-consumer-gateway once already.
+    for (name, extra) in [
+        ("x-road-id", &["raw-peer-test"][..]),
+        ("x-road-userid", &["GL0101700000", "GL0202800000"][..]),
+        ("veksel-consumer-gateway", &["GL/GOV/00000000/other"][..]),
+    ] {
+        let mut req = peer.request(&net, "/hello");
+        req.extra_headers
+            .extend(extra.iter().map(|v| (name.to_owned(), (*v).to_owned())));
+        let (status, headers, body) = peer.send(req).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(
+            headers.get("x-road-error").and_then(|v| v.to_str().ok()),
+            Some("Server.ServerProxy.InvalidRequest"),
+            "{name}: {status} {body}"
+        );
+        assert!(
+            body.contains(&format!("{name} appears more than once")),
+            "{body}"
+        );
+    }
+    // The same message without the repeat is served, so the refusals above are not an
+    // artefact of the test's peer.
+    let (status, _, body) = peer.send(peer.request(&net, "/hello")).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        message_log(&net, POPULATION, "limit=100").await.len(),
+        before + 1,
+        "refused messages leave no record"
+    );
+    net.stop().await;
+}

@@ -58,8 +58,13 @@ fn hsm_label(dir: &Path, stem: &str) -> String {
 /// request, as the provider logged it.
 async fn exchange_signer(net: &Net, client: &str, target: &str) -> Vec<u8> {
     let r = net.r1(MUNICIPALITY, client, target).await;
-    assert_eq!(r.status(), 200);
-    let id = r.headers()["x-road-request-id"].to_str().unwrap();
+    let status = r.status();
+    let id = r
+        .headers()
+        .get("x-road-request-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(status, 200, "{}", r.text().await.unwrap());
+    let id = id.unwrap();
     let record = &message_log(net, POPULATION, &format!("request_id={id}")).await[0];
     signing_cert_of(record["request_signature"].as_str().unwrap())
 }

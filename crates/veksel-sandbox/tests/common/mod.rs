@@ -264,6 +264,8 @@ pub struct RawRequest {
     /// OCSP responses sent for the TLS and the signing certificate.
     pub auth_staple: Option<String>,
     pub signing_staple: Option<String>,
+    /// Headers appended after the ones the request is built with (repeats included).
+    pub extra_headers: Vec<(String, String)>,
 }
 
 impl RawPeer {
@@ -355,6 +357,7 @@ impl RawPeer {
             unsigned: false,
             auth_staple: self.staples.0.clone(),
             signing_staple: self.staples.1.clone(),
+            extra_headers: Vec::new(),
         }
     }
 
@@ -384,6 +387,9 @@ impl RawPeer {
             .header("veksel-created-at", d.created_at_ms.to_string())
             .header("veksel-consumer-gateway", d.consumer_gateway.to_string());
         for (k, v) in &d.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        for (k, v) in &r.extra_headers {
             req = req.header(k.as_str(), v.as_str());
         }
         for (name, staple) in [
