@@ -9,6 +9,7 @@
 //! verified and the exchange was logged; a failing finisher turns into a body error,
 //! which aborts the stream.
 
+use crate::capture::{Capture, CapturePolicy, Capturing};
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
@@ -81,8 +82,8 @@ pub struct BodyEnd {
     pub digest: BodyDigest,
     /// Trailers the source sent, if any.
     pub trailers: Option<HeaderMap>,
-    /// The captured body, when capture was requested and it fit.
-    pub captured: Option<Bytes>,
+    /// The copy of the body kept for the message log, or why there is none.
+    pub capture: Capture,
 }
 
 /// The asynchronous end step: returns trailers to emit, or an error that aborts the stream.
@@ -92,14 +93,14 @@ pub type Finisher = Box<dyn FnOnce(BodyEnd) -> FinisherFuture + Send>;
 pub type FinisherFuture = Pin<Box<dyn Future<Output = Result<Option<HeaderMap>, String>> + Send>>;
 
 /// Options of a [`TapBody`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TapOptions {
     /// Keep the last data frame until the finisher succeeds.
     pub hold_last: bool,
     /// Refuse bodies longer than this.
     pub max_len: u64,
-    /// Keep a copy of the body for the message log, up to this many bytes (0: none).
-    pub capture_up_to: u64,
+    /// Keep a copy of the body for the message log (none: no copy).
+    pub capture: Option<CapturePolicy>,
 }
 
 /// See the module documentation.
@@ -112,7 +113,7 @@ pub struct TapBody {
     out: VecDeque<Frame<Bytes>>,
     finisher: Option<Finisher>,
     pending: Option<FinisherFuture>,
-    capture: Option<BytesMut>,
+    capture: Capturing,
     options: TapOptions,
     size_hint: SizeHint,
     done: bool,
@@ -143,7 +144,7 @@ impl TapBody {
             out: VecDeque::new(),
             finisher: Some(finisher),
             pending: None,
-            capture: (options.capture_up_to > 0).then(BytesMut::new),
+            capture: Capturing::new(options.capture.as_ref(), size_hint.exact()),
             options,
             size_hint,
             done: false,
@@ -153,6 +154,7 @@ impl TapBody {
     /// Sets an exact length (from a Content-Length the sender signed).
     pub fn with_exact_len(mut self, len: u64) -> Self {
         self.size_hint = SizeHint::with_exact(len);
+        self.capture.expect_len(len);
         self
     }
 
@@ -166,13 +168,7 @@ impl TapBody {
                 )));
             }
         }
-        if let Some(c) = self.capture.as_mut() {
-            if (c.len() + data.len()) as u64 <= self.options.capture_up_to {
-                c.extend_from_slice(&data);
-            } else {
-                self.capture = None;
-            }
-        }
+        self.capture.push(&data);
         if self.options.hold_last {
             Ok(self.held.replace(data))
         } else {
@@ -259,7 +255,8 @@ impl Body for TapBody {
                     let end = BodyEnd {
                         digest,
                         trailers: this.trailers.take(),
-                        captured: this.capture.take().map(BytesMut::freeze),
+                        capture: std::mem::replace(&mut this.capture, Capturing::new(None, None))
+                            .finish(),
                     };
                     match this.finisher.take() {
                         Some(f) => this.pending = Some(f(end)),
@@ -387,7 +384,10 @@ mod tests {
             TapOptions {
                 hold_last: true,
                 max_len: 100,
-                capture_up_to: 100,
+                capture: Some(CapturePolicy {
+                    up_to: 100,
+                    budget: crate::capture::CaptureBudget::new(1 << 20),
+                }),
             },
             finisher(true, std::sync::Arc::clone(&seen)),
         );
@@ -398,7 +398,10 @@ mod tests {
         let end = seen.lock().unwrap().take().unwrap();
         assert_eq!(end.digest, BodyDigest::of(b">hello"));
         assert_eq!(end.trailers.unwrap().get("x-in").unwrap(), "1");
-        assert_eq!(end.captured.unwrap(), Bytes::from_static(b">hello"));
+        let Capture::Kept(copy) = end.capture else {
+            panic!("no copy")
+        };
+        assert_eq!(copy.bytes, b">hello");
     }
 
     #[tokio::test]
@@ -410,7 +413,7 @@ mod tests {
             TapOptions {
                 hold_last: true,
                 max_len: 100,
-                capture_up_to: 0,
+                capture: None,
             },
             finisher(false, seen),
         );
@@ -437,7 +440,7 @@ mod tests {
             TapOptions {
                 hold_last: false,
                 max_len: 7,
-                capture_up_to: 0,
+                capture: None,
             },
             finisher(true, Default::default()),
         );

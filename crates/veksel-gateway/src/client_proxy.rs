@@ -4,6 +4,7 @@
 //! response against the request, logs both, and only then releases the response.
 
 use crate::body::{self, BodyEnd, Finisher, GwBody, Prefetched, TapBody, TapOptions};
+use crate::capture::{Capture, StoredBodies};
 use crate::clients::PeerCertHash;
 use crate::exchange::{
     self, OpCtx, VEKSEL_CONSUMER_GATEWAY, VEKSEL_CREATED_AT, VEKSEL_SIGNATURE, error_chain,
@@ -151,7 +152,7 @@ struct SignedRequest {
     descriptor: RequestDescriptor,
     bytes: Vec<u8>,
     signature: String,
-    captured: Option<Bytes>,
+    capture: Capture,
 }
 
 async fn exchange(
@@ -289,11 +290,7 @@ async fn exchange(
         }
     }
     let log_mode = local.settings.log_mode;
-    let capture = if log_mode == LogMode::Full {
-        gw.config.max_logged_body_bytes
-    } else {
-        0
-    };
+    let capture = gw.capture_policy(log_mode);
     let (signed_tx, signed_rx) = oneshot::channel::<SignedRequest>();
     let finisher: Finisher = Box::new(move |end: BodyEnd| {
         Box::pin(async move {
@@ -315,7 +312,7 @@ async fn exchange(
                 descriptor,
                 bytes,
                 signature,
-                captured: end.captured,
+                capture: end.capture,
             });
             Ok(Some(trailers))
         })
@@ -326,7 +323,7 @@ async fn exchange(
         TapOptions {
             hold_last: false,
             max_len: gw.config.max_body_bytes,
-            capture_up_to: capture,
+            capture: capture.clone(),
         },
         finisher,
     ))
@@ -465,7 +462,6 @@ async fn exchange(
         template: response_template,
         signed,
         log_mode,
-        capture: capture > 0,
         signing_staple: exchange::header_text(&rparts.headers, crate::ocsp::VEKSEL_OCSP_SIGNING),
     };
     let status = rparts.status;
@@ -485,7 +481,7 @@ async fn exchange(
             let end = BodyEnd {
                 digest: BodyDigest::of(&bytes),
                 trailers,
-                captured: (capture > 0 && bytes.len() as u64 <= capture).then(|| bytes.clone()),
+                capture: Capture::of_whole(&bytes, capture.as_ref()),
             };
             finish.run(end).await?;
             body::full(bytes)
@@ -500,7 +496,7 @@ async fn exchange(
                 TapOptions {
                     hold_last: true,
                     max_len: gw.config.max_body_bytes,
-                    capture_up_to: capture,
+                    capture,
                 },
                 finisher,
             );
@@ -525,14 +521,14 @@ struct Finish {
     template: ResponseDescriptor,
     signed: SignedRequest,
     log_mode: LogMode,
-    capture: bool,
     /// The provider's OCSP response for its signing certificate, checked with the signature.
     signing_staple: Option<String>,
 }
 
 impl Finish {
-    async fn run(self, end: BodyEnd) -> Result<(), Fault> {
-        let result = self.verify_and_log(end).await;
+    async fn run(mut self, end: BodyEnd) -> Result<(), Fault> {
+        let request_capture = std::mem::replace(&mut self.signed.capture, Capture::Off);
+        let result = self.verify_and_log(end, request_capture).await;
         match &result {
             Ok((status, rq, rp)) => self.op.finish_ok(&self.gw, *status, *rq, *rp),
             Err(f) => {
@@ -543,7 +539,11 @@ impl Finish {
         result.map(|_| ())
     }
 
-    async fn verify_and_log(&self, end: BodyEnd) -> Result<(u16, u64, u64), Fault> {
+    async fn verify_and_log(
+        &self,
+        end: BodyEnd,
+        request_capture: Capture,
+    ) -> Result<(u16, u64, u64), Fault> {
         let trailers = end.trailers.unwrap_or_default();
         let mut d = self.template.clone();
         d.body = end.digest;
@@ -581,21 +581,13 @@ impl Finish {
         let request_size = self.signed.descriptor.body.length;
         let response_size = d.body.length;
         if self.log_mode != LogMode::Off {
-            let (request_body, response_body, note) = if self.capture {
-                match (&self.signed.captured, &end.captured) {
-                    (Some(q), Some(r)) => (Some(q.to_vec()), Some(r.to_vec()), None),
-                    _ => (
-                        None,
-                        None,
-                        Some(format!(
-                            "a body was larger than {} bytes and was not stored",
-                            self.gw.config.max_logged_body_bytes
-                        )),
-                    ),
-                }
-            } else {
-                (None, None, None)
-            };
+            // Kept until the record is written: the copies' memory stays accounted for.
+            let mut bodies = StoredBodies::of(
+                request_capture,
+                end.capture,
+                self.gw.config.max_logged_body_bytes,
+            );
+            self.gw.metrics.body_not_stored(bodies.not_stored_reason);
             let record = MessageRecord {
                 request_id: d.request_id.clone(),
                 side: Side::Consumer,
@@ -611,9 +603,9 @@ impl Finish {
                 request_signature: self.signed.signature.clone(),
                 response_descriptor: bytes,
                 response_signature: signature,
-                request_body,
-                response_body,
-                body_note: note,
+                request_body: bodies.request.take(),
+                response_body: bodies.response.take(),
+                body_note: bodies.note.take(),
                 request_size,
                 response_size,
                 created_at: self.signed.descriptor.created_at_ms,

@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod archive;
 pub mod body;
+pub mod capture;
 pub mod client_proxy;
 pub mod clients;
 pub mod confclient;
@@ -100,6 +101,11 @@ pub struct GatewayConfig {
     /// In `full` log mode, bodies up to this size are stored with the record.
     #[serde(default = "default_max_logged_body")]
     pub max_logged_body_bytes: u64,
+    /// Memory all exchanges together may use for the bodies they keep in `full` log
+    /// mode; a body that finds it in use is logged without its content (the record
+    /// says why). At least `max_logged_body_bytes`.
+    #[serde(default = "default_capture_memory")]
+    pub capture_memory_bytes: u64,
     /// PEM files of CAs that providers' HTTPS information systems chain to.
     #[serde(default)]
     pub backend_ca_files: Vec<PathBuf>,
@@ -201,6 +207,9 @@ fn default_max_body() -> u64 {
 fn default_max_logged_body() -> u64 {
     10 * 1024 * 1024
 }
+fn default_capture_memory() -> u64 {
+    256 * 1024 * 1024
+}
 
 impl GatewayConfig {
     /// Defaults for a gateway.
@@ -221,6 +230,7 @@ impl GatewayConfig {
             request_timeout_secs: default_request_timeout(),
             max_body_bytes: default_max_body(),
             max_logged_body_bytes: default_max_logged_body(),
+            capture_memory_bytes: default_capture_memory(),
             backend_ca_files: Vec::new(),
             stamp_interval_secs: default_stamp_interval(),
             stamp_failure_limit_secs: default_stamp_failure_limit(),
@@ -542,9 +552,19 @@ pub struct Gateway {
     /// Serialises witnessing: checking the old size and storing the new one are one
     /// step.
     pub witness_lock: tokio::sync::Mutex<()>,
+    /// Memory lent to the body copies of `full` log mode.
+    pub capture_budget: capture::CaptureBudget,
 }
 
 impl Gateway {
+    /// What `full` log mode keeps of each body; none in other modes.
+    pub fn capture_policy(&self, mode: serverconf::LogMode) -> Option<capture::CapturePolicy> {
+        (mode == serverconf::LogMode::Full).then(|| capture::CapturePolicy {
+            up_to: self.config.max_logged_body_bytes,
+            budget: self.capture_budget.clone(),
+        })
+    }
+
     /// This gateway's id.
     pub fn id(&self) -> &GatewayId {
         &self.config.id
@@ -631,6 +651,13 @@ pub async fn start(
 ) -> Result<RunningGateway, GatewayError> {
     veksel_pki::tls::install_default_provider();
     let config = read_config(dir)?;
+    if config.capture_memory_bytes < config.max_logged_body_bytes {
+        return Err(GatewayError::Config(format!(
+            "capture_memory_bytes ({}) is smaller than max_logged_body_bytes ({}): no body of \
+             the largest size could ever be stored",
+            config.capture_memory_bytes, config.max_logged_body_bytes
+        )));
+    }
     let anchor = read_anchor(dir)?;
     renewal::recover(dir)?;
     let keys = KeyStore::load(dir)?;
@@ -677,6 +704,7 @@ pub async fn start(
         renewal_error: std::sync::Mutex::new(None),
         cosigner: Arc::new(ledger::load_cosigner(dir, &config.id).map_err(GatewayError::Config)?),
         witness_lock: tokio::sync::Mutex::new(()),
+        capture_budget: capture::CaptureBudget::new(config.capture_memory_bytes),
         config: config.clone(),
         clock: clock.clone(),
         conf: conf.clone(),

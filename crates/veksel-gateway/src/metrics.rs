@@ -47,6 +47,16 @@ pub struct Metrics {
     /// Ledger alarms raised: inconsistent checkpoints or a rollback seen by this
     /// gateway as a witness.
     pub ledger_alarms: Counter,
+    /// `full`-mode exchanges logged without their bodies, by reason (`too_large`,
+    /// `capture_memory`).
+    pub bodies_not_stored: Family<ReasonLabels, Counter>,
+}
+
+/// Labels of counters with a reason.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why.
+    pub reason: &'static str,
 }
 
 /// Labels of the certificate-expiry gauge.
@@ -124,7 +134,14 @@ impl Metrics {
             "Ledger alarms: inconsistent checkpoints or a rollback seen as a witness",
             ledger_alarms.clone(),
         );
+        let bodies_not_stored = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "veksel_gateway_bodies_not_stored",
+            "Full-mode exchanges logged without their bodies, by reason",
+            bodies_not_stored.clone(),
+        );
         Self {
+            bodies_not_stored,
             ledger_alarms,
             certificate_expiry,
             stamped_records,
@@ -149,6 +166,15 @@ impl Metrics {
         self.duration
             .get_or_create(&SideLabels { side })
             .observe(seconds);
+    }
+
+    /// Counts a `full`-mode record whose bodies were not stored, if `reason` says so.
+    pub fn body_not_stored(&self, reason: Option<&'static str>) {
+        if let Some(reason) = reason {
+            self.bodies_not_stored
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+        }
     }
 
     /// Renders the OpenMetrics text.

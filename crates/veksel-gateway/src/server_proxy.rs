@@ -6,6 +6,7 @@
 //! signature (the last thing the consumer needs) leaves.
 
 use crate::body::{self, BodyEnd, Finisher, GwBody, Prefetched, TapBody, TapOptions};
+use crate::capture::{Capture, StoredBodies};
 use crate::exchange::{
     self, OpCtx, VEKSEL_BODY_DIGEST, VEKSEL_CONSUMER_GATEWAY, VEKSEL_CREATED_AT, VEKSEL_SIGNATURE,
     error_chain, fault_response, put, required,
@@ -13,7 +14,6 @@ use crate::exchange::{
 use crate::msglog::{MessageRecord, Side};
 use crate::serverconf::LogMode;
 use crate::{Gateway, meta};
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,12 +56,12 @@ pub async fn handle(gw: Arc<Gateway>, conn: ConnInfo, req: Request<GwBody>) -> R
 }
 
 /// Result of verifying the request: canonical bytes and signature.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct VerifiedRequest {
     bytes: Vec<u8>,
     signature: String,
     length: u64,
-    captured: Option<Bytes>,
+    capture: Capture,
 }
 
 async fn exchange(
@@ -286,11 +286,7 @@ async fn exchange(
         body: BodyDigest::of(b""),
     };
     let log_mode = local.settings.log_mode;
-    let capture = if log_mode == LogMode::Full {
-        gw.config.max_logged_body_bytes
-    } else {
-        0
-    };
+    let capture = gw.capture_policy(log_mode);
     let conf_for_verify = conf.clone();
     let clock = gw.clock.clone();
     let signing_staple = exchange::header_text(&parts.headers, crate::ocsp::VEKSEL_OCSP_SIGNING);
@@ -322,7 +318,7 @@ async fn exchange(
             bytes,
             signature,
             length: d.body.length,
-            captured: end.captured,
+            capture: end.capture,
         })
     };
 
@@ -339,7 +335,7 @@ async fn exchange(
             let end = BodyEnd {
                 digest: BodyDigest::of(&bytes),
                 trailers,
-                captured: (capture > 0 && bytes.len() as u64 <= capture).then(|| bytes.clone()),
+                capture: Capture::of_whole(&bytes, capture.as_ref()),
             };
             let v = verify(end)?;
             (body::full(bytes), Some(v), None)
@@ -360,7 +356,7 @@ async fn exchange(
                 TapOptions {
                     hold_last: true,
                     max_len: gw.config.max_body_bytes,
-                    capture_up_to: capture,
+                    capture: capture.clone(),
                 },
                 finisher,
             );
@@ -483,7 +479,6 @@ async fn exchange(
         template,
         signer,
         log_mode,
-        capture,
         verified,
         consumer_gateway: peer.id.to_string(),
         method: parts.method.as_str().to_owned(),
@@ -506,7 +501,7 @@ async fn exchange(
             let end = BodyEnd {
                 digest: BodyDigest::of(&bytes),
                 trailers: None,
-                captured: (capture > 0 && bytes.len() as u64 <= capture).then(|| bytes.clone()),
+                capture: Capture::of_whole(&bytes, capture.as_ref()),
             };
             match finish.run(end).await {
                 Ok(trailers) => body::with_trailers(bytes, trailers),
@@ -523,7 +518,7 @@ async fn exchange(
                 TapOptions {
                     hold_last: false,
                     max_len: gw.config.max_body_bytes,
-                    capture_up_to: capture,
+                    capture: capture.clone(),
                 },
                 finisher,
             )
@@ -544,7 +539,6 @@ struct ProviderFinish {
     template: ResponseDescriptor,
     signer: crate::signing::MemberSigner,
     log_mode: LogMode,
-    capture: u64,
     verified: VerifiedRequest,
     consumer_gateway: String,
     method: String,
@@ -553,12 +547,13 @@ struct ProviderFinish {
 }
 
 impl ProviderFinish {
-    async fn run(self, end: BodyEnd) -> Result<HeaderMap, Fault> {
+    async fn run(mut self, end: BodyEnd) -> Result<HeaderMap, Fault> {
         let gw = self.gw.clone();
         let mut d = self.template.clone();
         d.body = end.digest.clone();
         d.created_at_ms = gw.clock.now_ms();
-        match self.sign_and_log(&d, end).await {
+        let request_capture = std::mem::replace(&mut self.verified.capture, Capture::Off);
+        match self.sign_and_log(&d, end, request_capture).await {
             Ok(signature) => {
                 self.op
                     .finish_ok(&gw, d.status, self.verified.length, d.body.length);
@@ -580,7 +575,12 @@ impl ProviderFinish {
         }
     }
 
-    async fn sign_and_log(&self, d: &ResponseDescriptor, end: BodyEnd) -> Result<String, Fault> {
+    async fn sign_and_log(
+        &self,
+        d: &ResponseDescriptor,
+        end: BodyEnd,
+        request_capture: Capture,
+    ) -> Result<String, Fault> {
         let bytes = descriptor::canonical_bytes(d);
         let signature = exchange::sign(
             &self.signer,
@@ -592,21 +592,13 @@ impl ProviderFinish {
         if self.log_mode == LogMode::Off {
             return Ok(signature);
         }
-        let (request_body, response_body, note) = if self.capture > 0 {
-            match (&self.verified.captured, &end.captured) {
-                (Some(q), Some(r)) => (Some(q.to_vec()), Some(r.to_vec()), None),
-                _ => (
-                    None,
-                    None,
-                    Some(format!(
-                        "a body was larger than {} bytes and was not stored",
-                        self.capture
-                    )),
-                ),
-            }
-        } else {
-            (None, None, None)
-        };
+        // Kept until the record is written: the copies' memory stays accounted for.
+        let mut bodies = StoredBodies::of(
+            request_capture,
+            end.capture,
+            self.gw.config.max_logged_body_bytes,
+        );
+        self.gw.metrics.body_not_stored(bodies.not_stored_reason);
         let record = MessageRecord {
             request_id: d.request_id.clone(),
             side: Side::Provider,
@@ -622,9 +614,9 @@ impl ProviderFinish {
             request_signature: self.verified.signature.clone(),
             response_descriptor: bytes,
             response_signature: signature.clone(),
-            request_body,
-            response_body,
-            body_note: note,
+            request_body: bodies.request.take(),
+            response_body: bodies.response.take(),
+            body_note: bodies.note.take(),
             request_size: self.verified.length,
             response_size: d.body.length,
             created_at: self.created_at,

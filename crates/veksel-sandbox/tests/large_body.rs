@@ -122,3 +122,124 @@ both_backends!(
     a_gib_streams_through_both_gateways_with_bounded_memory,
     one_gib
 );
+
+/// `full` log mode under concurrency: the copies of bodies kept for the log share one
+/// budget per gateway. Bodies that find it lent out are still exchanged, signed and
+/// logged with their digests, only their content is not stored (the record and a
+/// metric say why), and every lease comes back once the records are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_mode_body_copies_stay_within_the_capture_budget() {
+    const CLIENTS: usize = 8;
+    const HALF: usize = 200 * 1024;
+    let mut net = Net::start(Backend::Sqlite).await.unwrap();
+    let dir = net.sandbox().info.gateways[POPULATION].data_dir.clone();
+    edit_gateway_config(&dir, |config| {
+        config["max_logged_body_bytes"] = (512 * 1024).into();
+        config["capture_memory_bytes"] = (1024 * 1024).into();
+    });
+    let sb = net.sandbox.as_mut().unwrap();
+    sb.stop_gateway(POPULATION).await;
+    sb.start_gateway(POPULATION).await.unwrap();
+    let provider = net.sandbox().gateway(POPULATION).unwrap().clone();
+    assert_eq!(provider.capture_budget.total_bytes(), 1024 * 1024);
+
+    let client = ORGS[MUNICIPALITY].subsystem_id();
+    let url = format!(
+        "{}/r1/{}/echo/digest",
+        net.client_url(MUNICIPALITY),
+        ORGS[POPULATION].subsystem_id()
+    );
+    // Each upload sends its first half, waits until every upload has, then the rest:
+    // all of them are in flight at once, 8 × 400 KiB against a 1 MiB budget.
+    let barrier = Arc::new(tokio::sync::Barrier::new(CLIENTS));
+    let uploads = (0..CLIENTS).map(|i| {
+        let (http, url, client, barrier) = (
+            net.http.clone(),
+            url.clone(),
+            client.clone(),
+            barrier.clone(),
+        );
+        async move {
+            let first = bytes::Bytes::from(vec![i as u8; HALF]);
+            let second = bytes::Bytes::from(vec![i as u8 + 100; HALF]);
+            let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })
+                .chain(futures_util::stream::once(async move {
+                    barrier.wait().await;
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    Ok(second)
+                }));
+            let r = http
+                .post(&url)
+                .header("X-Road-Client", &client)
+                .body(reqwest::Body::wrap_stream(body))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let id = r.headers()["x-road-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let got: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(got["length"], 2 * HALF);
+            id
+        }
+    });
+    let ids = futures_util::future::join_all(uploads).await;
+
+    let mut stored = 0;
+    let mut over_budget = 0;
+    for id in &ids {
+        let record = &message_log(&net, POPULATION, &format!("request_id={id}")).await[0];
+        assert_eq!(record["request_size"], 2 * HALF);
+        if record["has_bodies"] == true {
+            stored += 1;
+        } else {
+            let note = record["body_note"].as_str().unwrap();
+            assert!(note.contains("capture_memory_bytes"), "{note}");
+            over_budget += 1;
+        }
+    }
+    assert!(stored >= 1, "the budget holds at least one copy");
+    assert!(over_budget >= 1, "eight copies do not fit in 1 MiB");
+    assert_eq!(
+        provider.capture_budget.available_bytes(),
+        provider.capture_budget.total_bytes(),
+        "every lease came back"
+    );
+    let (admin, _) = net.admin(POPULATION);
+    let metrics = net
+        .http
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l
+            == format!(
+                "veksel_gateway_bodies_not_stored_total{{reason=\"capture_memory\"}} {over_budget}"
+            )),
+        "{metrics}"
+    );
+
+    // With the budget back, the next body is stored again.
+    let r = net
+        .http
+        .post(&url)
+        .header("X-Road-Client", &client)
+        .body(vec![9u8; 2 * HALF])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-road-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let record = &message_log(&net, POPULATION, &format!("request_id={id}")).await[0];
+    assert_eq!(record["has_bodies"], true, "{record}");
+    net.stop().await;
+}

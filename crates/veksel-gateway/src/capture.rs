@@ -1,0 +1,362 @@
+//! Copies of message bodies kept for the message log in `full` mode, within a memory
+//! budget shared by every exchange of the gateway.
+//!
+//! Each body is capped at `max_logged_body_bytes`; without a shared budget, many large
+//! exchanges at once would each hold a capped copy (64 × 10 MiB × two directions) and
+//! the gateway's memory would grow with its concurrency. The budget is leased in
+//! [`UNIT`]-byte steps as a copy grows and returned when the copy is dropped (after the
+//! record is written). A body that finds the budget in use is passed on and logged
+//! with its signed digest as always, but its content is not stored; the record says
+//! why, and a metric counts it. The exchange itself never waits for the budget: waiting
+//! could deadlock requests that hold leases while their responses need more.
+
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Granularity of the budget.
+pub const UNIT: u64 = 4096;
+
+/// Memory lent to body copies, shared by every exchange of a gateway.
+#[derive(Debug, Clone)]
+pub struct CaptureBudget {
+    units: Arc<Semaphore>,
+    total_units: u32,
+}
+
+impl CaptureBudget {
+    /// A budget of `bytes` (rounded down to [`UNIT`]s).
+    pub fn new(bytes: u64) -> Self {
+        let units = (bytes / UNIT)
+            .min(u64::from(u32::MAX))
+            .min(Semaphore::MAX_PERMITS as u64);
+        let total_units = u32::try_from(units).unwrap_or(u32::MAX);
+        Self {
+            units: Arc::new(Semaphore::new(total_units as usize)),
+            total_units,
+        }
+    }
+
+    /// The whole budget, bytes.
+    pub fn total_bytes(&self) -> u64 {
+        u64::from(self.total_units) * UNIT
+    }
+
+    /// Bytes not lent out now.
+    pub fn available_bytes(&self) -> u64 {
+        self.units.available_permits() as u64 * UNIT
+    }
+
+    /// Lends `units` more, or nothing if the budget does not have them now.
+    fn try_lend(&self, units: u64) -> Option<OwnedSemaphorePermit> {
+        let units = u32::try_from(units).ok()?;
+        self.units.clone().try_acquire_many_owned(units).ok()
+    }
+}
+
+/// What to capture: bodies up to `up_to` bytes, within `budget`.
+#[derive(Debug, Clone)]
+pub struct CapturePolicy {
+    /// Largest body stored, bytes.
+    pub up_to: u64,
+    /// The gateway's shared budget.
+    pub budget: CaptureBudget,
+}
+
+/// A body's content kept for the log; its memory stays leased until this is dropped.
+#[derive(Debug)]
+pub struct CapturedBody {
+    /// The body.
+    pub bytes: Vec<u8>,
+    lease: Option<OwnedSemaphorePermit>,
+}
+
+/// What became of the copy of one body.
+#[derive(Debug)]
+pub enum Capture {
+    /// None was asked for (a log mode other than `full`).
+    Off,
+    /// Kept.
+    Kept(CapturedBody),
+    /// Larger than the per-body limit.
+    TooLarge,
+    /// The gateway's capture budget was lent out to other exchanges.
+    NoMemory,
+}
+
+impl Capture {
+    /// The capture of a body that is already whole in memory.
+    pub fn of_whole(bytes: &[u8], policy: Option<&CapturePolicy>) -> Self {
+        let mut c = Capturing::new(policy, Some(bytes.len() as u64));
+        c.push(bytes);
+        c.finish()
+    }
+}
+
+enum State {
+    Off,
+    Growing {
+        buf: Vec<u8>,
+        lease: Option<OwnedSemaphorePermit>,
+        leased_units: u64,
+    },
+    TooLarge,
+    NoMemory,
+}
+
+/// A copy being made as a body streams past.
+pub struct Capturing {
+    state: State,
+    up_to: u64,
+    budget: Option<CaptureBudget>,
+    /// The body's announced length: with it the copy is allocated once.
+    expected_len: Option<u64>,
+}
+
+impl std::fmt::Debug for Capturing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capturing")
+            .field("up_to", &self.up_to)
+            .finish()
+    }
+}
+
+impl Capturing {
+    /// Starts a copy under `policy` (none: no copy).
+    pub fn new(policy: Option<&CapturePolicy>, expected_len: Option<u64>) -> Self {
+        match policy {
+            Some(p) if p.up_to > 0 => Self {
+                state: if expected_len.is_some_and(|n| n > p.up_to) {
+                    State::TooLarge
+                } else {
+                    State::Growing {
+                        buf: Vec::new(),
+                        lease: None,
+                        leased_units: 0,
+                    }
+                },
+                up_to: p.up_to,
+                budget: Some(p.budget.clone()),
+                expected_len,
+            },
+            _ => Self {
+                state: State::Off,
+                up_to: 0,
+                budget: None,
+                expected_len,
+            },
+        }
+    }
+
+    /// Records the body's announced length (a signed Content-Length).
+    pub fn expect_len(&mut self, len: u64) {
+        self.expected_len = Some(len);
+        if len > self.up_to && matches!(self.state, State::Growing { .. }) {
+            self.state = State::TooLarge;
+        }
+    }
+
+    /// Adds the next piece of the body.
+    pub fn push(&mut self, data: &[u8]) {
+        let State::Growing {
+            buf,
+            lease,
+            leased_units,
+        } = &mut self.state
+        else {
+            return;
+        };
+        let needed = buf.len() as u64 + data.len() as u64;
+        if needed > self.up_to {
+            self.state = State::TooLarge;
+            return;
+        }
+        if needed > buf.capacity() as u64 {
+            let doubled = (buf.capacity() as u64 * 2).min(self.up_to);
+            let target = match self.expected_len {
+                Some(n) if n >= needed => n,
+                _ => needed.max(doubled),
+            };
+            let units = target.div_ceil(UNIT);
+            if units > *leased_units {
+                let Some(budget) = &self.budget else {
+                    self.state = State::NoMemory;
+                    return;
+                };
+                match budget.try_lend(units - *leased_units) {
+                    Some(more) => {
+                        match lease {
+                            Some(l) => l.merge(more),
+                            None => *lease = Some(more),
+                        }
+                        *leased_units = units;
+                    }
+                    None => {
+                        self.state = State::NoMemory;
+                        return;
+                    }
+                }
+            }
+            // Exact growth: the lease covers the capacity, not just the length.
+            let target = usize::try_from(target).unwrap_or(usize::MAX);
+            buf.reserve_exact(target.saturating_sub(buf.len()));
+        }
+        buf.extend_from_slice(data);
+    }
+
+    /// The outcome once the body has ended.
+    pub fn finish(self) -> Capture {
+        match self.state {
+            State::Off => Capture::Off,
+            State::Growing { buf, lease, .. } => Capture::Kept(CapturedBody { bytes: buf, lease }),
+            State::TooLarge => Capture::TooLarge,
+            State::NoMemory => Capture::NoMemory,
+        }
+    }
+}
+
+/// The bodies a message-log record stores, and why one is missing.
+#[derive(Debug, Default)]
+pub struct StoredBodies {
+    /// The request body, if stored.
+    pub request: Option<Vec<u8>>,
+    /// The response body, if stored.
+    pub response: Option<Vec<u8>>,
+    /// Why the bodies are not stored, when they were asked for.
+    pub note: Option<String>,
+    /// Why, for the metric: `too_large` or `capture_memory`.
+    pub not_stored_reason: Option<&'static str>,
+    /// Held for its drop: returns the copies' memory to the budget.
+    _leases: Vec<OwnedSemaphorePermit>,
+}
+
+impl StoredBodies {
+    /// Both bodies or neither: a record with only one of them would read as if the
+    /// other had been empty. Keep the value until the record is written, so the
+    /// memory stays accounted for while it is in use.
+    pub fn of(request: Capture, response: Capture, up_to: u64) -> Self {
+        let reason = |c: &Capture| match c {
+            Capture::TooLarge => Some("too_large"),
+            Capture::NoMemory => Some("capture_memory"),
+            Capture::Off | Capture::Kept(_) => None,
+        };
+        let not_stored_reason = reason(&request).or_else(|| reason(&response));
+        match (request, response) {
+            (Capture::Kept(q), Capture::Kept(r)) => Self {
+                request: Some(q.bytes),
+                response: Some(r.bytes),
+                _leases: q.lease.into_iter().chain(r.lease).collect(),
+                ..Self::default()
+            },
+            (Capture::Off, Capture::Off) => Self::default(),
+            _ => Self {
+                note: Some(match not_stored_reason {
+                    Some("capture_memory") => "the bodies were not stored: the gateway's capture \
+                         memory (capture_memory_bytes) was in use by other exchanges"
+                        .to_owned(),
+                    _ => format!("a body was larger than {up_to} bytes and was not stored"),
+                }),
+                not_stored_reason: not_stored_reason.or(Some("too_large")),
+                ..Self::default()
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(up_to: u64, budget: u64) -> CapturePolicy {
+        CapturePolicy {
+            up_to,
+            budget: CaptureBudget::new(budget),
+        }
+    }
+
+    #[test]
+    fn copies_within_the_limit_and_returns_the_lease_when_dropped() {
+        let p = policy(100_000, 64 * UNIT);
+        let mut c = Capturing::new(Some(&p), None);
+        for _ in 0..10 {
+            c.push(&[7u8; 5000]);
+        }
+        assert!(p.budget.available_bytes() < p.budget.total_bytes());
+        let Capture::Kept(body) = c.finish() else {
+            panic!("not kept")
+        };
+        assert_eq!(body.bytes, vec![7u8; 50_000]);
+        // The lease covers what was allocated, which doubling keeps under 2× the length.
+        let lent = p.budget.total_bytes() - p.budget.available_bytes();
+        assert!(
+            lent >= body.bytes.capacity() as u64 && lent <= 2 * 50_000 + UNIT,
+            "{lent}"
+        );
+        drop(body);
+        assert_eq!(p.budget.available_bytes(), p.budget.total_bytes());
+    }
+
+    #[test]
+    fn an_announced_length_is_allocated_once_and_exactly() {
+        let p = policy(100_000, 64 * UNIT);
+        let mut c = Capturing::new(Some(&p), None);
+        c.expect_len(30_000);
+        c.push(&[1u8; 10_000]);
+        c.push(&[2u8; 20_000]);
+        let Capture::Kept(body) = c.finish() else {
+            panic!("not kept")
+        };
+        assert_eq!(body.bytes.capacity(), 30_000);
+        assert_eq!(
+            p.budget.total_bytes() - p.budget.available_bytes(),
+            30_000u64.div_ceil(UNIT) * UNIT
+        );
+    }
+
+    #[test]
+    fn too_large_bodies_are_not_kept_and_free_their_lease() {
+        let p = policy(10_000, 64 * UNIT);
+        let mut c = Capturing::new(Some(&p), None);
+        c.push(&[0u8; 6000]);
+        c.push(&[0u8; 6000]);
+        assert!(matches!(c.finish(), Capture::TooLarge));
+        assert_eq!(p.budget.available_bytes(), p.budget.total_bytes());
+        let c = Capturing::new(Some(&p), Some(10_001));
+        assert!(matches!(c.finish(), Capture::TooLarge));
+    }
+
+    #[test]
+    fn a_spent_budget_leaves_later_bodies_unstored_until_it_is_returned() {
+        let p = policy(100_000, 10 * UNIT);
+        let first = Capture::of_whole(&[1u8; 8 * UNIT as usize], Some(&p));
+        assert!(matches!(first, Capture::Kept(_)));
+        let second = Capture::of_whole(&[2u8; 4 * UNIT as usize], Some(&p));
+        assert!(matches!(second, Capture::NoMemory));
+        let stored = StoredBodies::of(first, second, 100_000);
+        assert!(stored.request.is_none() && stored.response.is_none());
+        assert_eq!(stored.not_stored_reason, Some("capture_memory"));
+        assert!(stored.note.unwrap().contains("capture_memory_bytes"));
+        // Both dropped: the whole budget is back.
+        assert_eq!(p.budget.available_bytes(), p.budget.total_bytes());
+        let third = Capture::of_whole(&[3u8; 9 * UNIT as usize], Some(&p));
+        assert!(matches!(third, Capture::Kept(_)));
+    }
+
+    #[test]
+    fn records_keep_both_bodies_or_say_why_not() {
+        let p = policy(100, 64 * UNIT);
+        let kept = || Capture::of_whole(b"abc", Some(&p));
+        let both = StoredBodies::of(kept(), kept(), 100);
+        assert_eq!(both.request.as_deref(), Some(&b"abc"[..]));
+        assert_eq!(both.response.as_deref(), Some(&b"abc"[..]));
+        assert!(both.note.is_none());
+        drop(both);
+        assert_eq!(p.budget.available_bytes(), p.budget.total_bytes());
+        let one = StoredBodies::of(kept(), Capture::of_whole(&[0u8; 101], Some(&p)), 100);
+        assert!(one.request.is_none() && one.response.is_none());
+        assert_eq!(one.not_stored_reason, Some("too_large"));
+        assert!(one.note.unwrap().contains("larger than 100 bytes"));
+        let off = StoredBodies::of(Capture::Off, Capture::Off, 100);
+        assert!(off.note.is_none() && off.not_stored_reason.is_none());
+        assert!(matches!(Capture::of_whole(b"x", None), Capture::Off));
+    }
+}
