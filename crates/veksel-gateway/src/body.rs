@@ -387,6 +387,7 @@ mod tests {
                 capture: Some(CapturePolicy {
                     up_to: 100,
                     budget: crate::capture::CaptureBudget::new(1 << 20),
+                    direction: crate::capture::Direction::Response,
                 }),
             },
             finisher(true, std::sync::Arc::clone(&seen)),

@@ -9,6 +9,11 @@
 //! with its signed digest as always, but its content is not stored; the record says
 //! why, and a metric counts it. The exchange itself never waits for the budget: waiting
 //! could deadlock requests that hold leases while their responses need more.
+//!
+//! A record keeps both bodies or neither, and a request's copy is held until its
+//! response has been copied too. So request copies may not take the last quarter of
+//! the budget: were they to take all of it, every response copy would fail and full
+//! mode would store nothing at all while the budget sat fully lent.
 
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -46,11 +51,39 @@ impl CaptureBudget {
         self.units.available_permits() as u64 * UNIT
     }
 
-    /// Lends `units` more, or nothing if the budget does not have them now.
-    fn try_lend(&self, units: u64) -> Option<OwnedSemaphorePermit> {
+    /// The most a single request copy can ever lease, bytes: all but the quarter
+    /// kept for responses.
+    pub fn largest_request_copy(&self) -> u64 {
+        u64::from(self.total_units - self.response_reserve_units()) * UNIT
+    }
+
+    fn response_reserve_units(&self) -> u32 {
+        self.total_units / 4
+    }
+
+    /// Lends `units` more, or nothing if the budget does not have them now. Request
+    /// copies must leave the response reserve free; the check and the lease are not
+    /// one step, so concurrent requests may dip into the reserve briefly, but never
+    /// beyond the budget itself.
+    fn try_lend(&self, units: u64, direction: Direction) -> Option<OwnedSemaphorePermit> {
         let units = u32::try_from(units).ok()?;
+        if direction == Direction::Request {
+            let available = u32::try_from(self.units.available_permits()).unwrap_or(u32::MAX);
+            if available.saturating_sub(units) < self.response_reserve_units() {
+                return None;
+            }
+        }
         self.units.clone().try_acquire_many_owned(units).ok()
     }
+}
+
+/// Which body of an exchange a copy is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The request: its copy waits for the response's.
+    Request,
+    /// The response.
+    Response,
 }
 
 /// What to capture: bodies up to `up_to` bytes, within `budget`.
@@ -60,6 +93,18 @@ pub struct CapturePolicy {
     pub up_to: u64,
     /// The gateway's shared budget.
     pub budget: CaptureBudget,
+    /// Which body this policy copies.
+    pub direction: Direction,
+}
+
+impl CapturePolicy {
+    /// The same policy for the exchange's response.
+    pub fn for_response(&self) -> Self {
+        Self {
+            direction: Direction::Response,
+            ..self.clone()
+        }
+    }
 }
 
 /// A body's content kept for the log; its memory stays leased until this is dropped.
@@ -108,7 +153,11 @@ pub struct Capturing {
     state: State,
     up_to: u64,
     budget: Option<CaptureBudget>,
-    /// The body's announced length: with it the copy is allocated once.
+    direction: Direction,
+    /// The body's announced length. The copy leases all of it at the first byte: it
+    /// gets all it needs or nothing, rather than many partial copies each holding
+    /// part of the budget and all failing to grow (under contention, the common
+    /// case). A body over the limit takes nothing.
     expected_len: Option<u64>,
 }
 
@@ -136,12 +185,14 @@ impl Capturing {
                 },
                 up_to: p.up_to,
                 budget: Some(p.budget.clone()),
+                direction: p.direction,
                 expected_len,
             },
             _ => Self {
                 state: State::Off,
                 up_to: 0,
                 budget: None,
+                direction: Direction::Response,
                 expected_len,
             },
         }
@@ -171,10 +222,10 @@ impl Capturing {
             return;
         }
         if needed > buf.capacity() as u64 {
-            let doubled = (buf.capacity() as u64 * 2).min(self.up_to);
+            let doubled = needed.max((buf.capacity() as u64 * 2).min(self.up_to));
             let target = match self.expected_len {
                 Some(n) if n >= needed => n,
-                _ => needed.max(doubled),
+                _ => doubled,
             };
             let units = target.div_ceil(UNIT);
             if units > *leased_units {
@@ -182,7 +233,7 @@ impl Capturing {
                     self.state = State::NoMemory;
                     return;
                 };
-                match budget.try_lend(units - *leased_units) {
+                match budget.try_lend(units - *leased_units, self.direction) {
                     Some(more) => {
                         match lease {
                             Some(l) => l.merge(more),
@@ -270,6 +321,7 @@ mod tests {
         CapturePolicy {
             up_to,
             budget: CaptureBudget::new(budget),
+            direction: Direction::Response,
         }
     }
 
@@ -296,12 +348,17 @@ mod tests {
     }
 
     #[test]
-    fn an_announced_length_is_allocated_once_and_exactly() {
+    fn an_announced_length_is_leased_and_allocated_once() {
         let p = policy(100_000, 64 * UNIT);
         let mut c = Capturing::new(Some(&p), None);
         c.expect_len(30_000);
         c.push(&[1u8; 10_000]);
-        c.push(&[2u8; 20_000]);
+        assert_eq!(
+            p.budget.total_bytes() - p.budget.available_bytes(),
+            30_000u64.div_ceil(UNIT) * UNIT
+        );
+        c.push(&[2u8; 15_000]);
+        c.push(&[3u8; 5_000]);
         let Capture::Kept(body) = c.finish() else {
             panic!("not kept")
         };
@@ -339,6 +396,29 @@ mod tests {
         assert_eq!(p.budget.available_bytes(), p.budget.total_bytes());
         let third = Capture::of_whole(&[3u8; 9 * UNIT as usize], Some(&p));
         assert!(matches!(third, Capture::Kept(_)));
+    }
+
+    #[test]
+    fn request_copies_leave_a_quarter_of_the_budget_to_responses() {
+        let response = policy(100 * UNIT, 16 * UNIT);
+        let request = CapturePolicy {
+            direction: Direction::Request,
+            ..response.clone()
+        };
+        assert_eq!(request.budget.largest_request_copy(), 12 * UNIT);
+        let a = Capture::of_whole(&[1u8; 8 * UNIT as usize], Some(&request));
+        assert!(matches!(a, Capture::Kept(_)));
+        // 8 of 16 units lent; another 5 would leave 3, under the reserve of 4.
+        let b = Capture::of_whole(&[2u8; 5 * UNIT as usize], Some(&request));
+        assert!(matches!(b, Capture::NoMemory));
+        let c = Capture::of_whole(&[3u8; 4 * UNIT as usize], Some(&request));
+        assert!(matches!(c, Capture::Kept(_)));
+        // Requests now hold 12 units; responses still get the last 4.
+        let d = Capture::of_whole(&[4u8; UNIT as usize], Some(&request));
+        assert!(matches!(d, Capture::NoMemory));
+        let e = Capture::of_whole(&[5u8; 4 * UNIT as usize], Some(&response));
+        assert!(matches!(e, Capture::Kept(_)));
+        assert_eq!(response.budget.available_bytes(), 0);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! response against the request, logs both, and only then releases the response.
 
 use crate::body::{self, BodyEnd, Finisher, GwBody, Prefetched, TapBody, TapOptions};
-use crate::capture::{Capture, StoredBodies};
+use crate::capture::{Capture, CapturePolicy, StoredBodies};
 use crate::clients::PeerCertHash;
 use crate::exchange::{
     self, OpCtx, VEKSEL_CONSUMER_GATEWAY, VEKSEL_CREATED_AT, VEKSEL_SIGNATURE, error_chain,
@@ -465,6 +465,7 @@ async fn exchange(
         signing_staple: exchange::header_text(&rparts.headers, crate::ocsp::VEKSEL_OCSP_SIGNING),
     };
     let status = rparts.status;
+    let response_capture = capture.as_ref().map(CapturePolicy::for_response);
     let prefetched = body::prefetch(rbody, exchange::PREFETCH_LIMIT)
         .await
         .map_err(|e| {
@@ -481,7 +482,7 @@ async fn exchange(
             let end = BodyEnd {
                 digest: BodyDigest::of(&bytes),
                 trailers,
-                capture: Capture::of_whole(&bytes, capture.as_ref()),
+                capture: Capture::of_whole(&bytes, response_capture.as_ref()),
             };
             finish.run(end).await?;
             body::full(bytes)
@@ -496,7 +497,7 @@ async fn exchange(
                 TapOptions {
                     hold_last: true,
                     max_len: gw.config.max_body_bytes,
-                    capture,
+                    capture: response_capture,
                 },
                 finisher,
             );

@@ -103,9 +103,11 @@ pub struct GatewayConfig {
     pub max_logged_body_bytes: u64,
     /// Memory all exchanges together may use for the bodies they keep in `full` log
     /// mode; a body that finds it in use is logged without its content (the record
-    /// says why). At least `max_logged_body_bytes`.
-    #[serde(default = "default_capture_memory")]
-    pub capture_memory_bytes: u64,
+    /// says why). A quarter is kept for response bodies, so it must be at least 4/3
+    /// of `max_logged_body_bytes`. Absent: 256 MiB, or twice `max_logged_body_bytes`
+    /// if that is more.
+    #[serde(default)]
+    pub capture_memory_bytes: Option<u64>,
     /// PEM files of CAs that providers' HTTPS information systems chain to.
     #[serde(default)]
     pub backend_ca_files: Vec<PathBuf>,
@@ -230,7 +232,7 @@ impl GatewayConfig {
             request_timeout_secs: default_request_timeout(),
             max_body_bytes: default_max_body(),
             max_logged_body_bytes: default_max_logged_body(),
-            capture_memory_bytes: default_capture_memory(),
+            capture_memory_bytes: None,
             backend_ca_files: Vec::new(),
             stamp_interval_secs: default_stamp_interval(),
             stamp_failure_limit_secs: default_stamp_failure_limit(),
@@ -248,6 +250,13 @@ impl GatewayConfig {
             witness: true,
             ledger_interval_ms: default_ledger_interval(),
         }
+    }
+
+    /// The `full`-mode capture budget in force, bytes.
+    pub fn capture_memory(&self) -> u64 {
+        self.capture_memory_bytes.unwrap_or_else(|| {
+            default_capture_memory().max(self.max_logged_body_bytes.saturating_mul(2))
+        })
     }
 
     /// The archive directory for a gateway in `data_dir`.
@@ -557,11 +566,13 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// What `full` log mode keeps of each body; none in other modes.
+    /// What `full` log mode keeps of a request body (of the response:
+    /// [`capture::CapturePolicy::for_response`]); none in other modes.
     pub fn capture_policy(&self, mode: serverconf::LogMode) -> Option<capture::CapturePolicy> {
         (mode == serverconf::LogMode::Full).then(|| capture::CapturePolicy {
             up_to: self.config.max_logged_body_bytes,
             budget: self.capture_budget.clone(),
+            direction: capture::Direction::Request,
         })
     }
 
@@ -651,11 +662,15 @@ pub async fn start(
 ) -> Result<RunningGateway, GatewayError> {
     veksel_pki::tls::install_default_provider();
     let config = read_config(dir)?;
-    if config.capture_memory_bytes < config.max_logged_body_bytes {
+    let capture_budget = capture::CaptureBudget::new(config.capture_memory());
+    let largest_copy = config.max_logged_body_bytes.div_ceil(capture::UNIT) * capture::UNIT;
+    if capture_budget.largest_request_copy() < largest_copy {
         return Err(GatewayError::Config(format!(
-            "capture_memory_bytes ({}) is smaller than max_logged_body_bytes ({}): no body of \
-             the largest size could ever be stored",
-            config.capture_memory_bytes, config.max_logged_body_bytes
+            "capture_memory_bytes ({}) must be at least 4/3 of max_logged_body_bytes ({}): a \
+             quarter is kept for response bodies, and a request body of the largest size \
+             could never be stored",
+            config.capture_memory(),
+            config.max_logged_body_bytes
         )));
     }
     let anchor = read_anchor(dir)?;
@@ -704,7 +719,7 @@ pub async fn start(
         renewal_error: std::sync::Mutex::new(None),
         cosigner: Arc::new(ledger::load_cosigner(dir, &config.id).map_err(GatewayError::Config)?),
         witness_lock: tokio::sync::Mutex::new(()),
-        capture_budget: capture::CaptureBudget::new(config.capture_memory_bytes),
+        capture_budget,
         config: config.clone(),
         clock: clock.clone(),
         conf: conf.clone(),

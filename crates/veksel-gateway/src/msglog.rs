@@ -330,8 +330,9 @@ async fn insert_message(
     .bind(&leaf.request_signature)
     .bind(&leaf.response_descriptor)
     .bind(&leaf.response_signature)
-    .bind(m.request_body.clone())
-    .bind(m.response_body.clone())
+    // Borrowed, not cloned: full-mode bodies are up to max_logged_body_bytes each.
+    .bind(m.request_body.as_deref())
+    .bind(m.response_body.as_deref())
     .bind(leaf.body_note.clone())
     .bind(leaf.request_size)
     .bind(leaf.response_size)

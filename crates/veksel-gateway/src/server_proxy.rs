@@ -6,7 +6,7 @@
 //! signature (the last thing the consumer needs) leaves.
 
 use crate::body::{self, BodyEnd, Finisher, GwBody, Prefetched, TapBody, TapOptions};
-use crate::capture::{Capture, StoredBodies};
+use crate::capture::{Capture, CapturePolicy, StoredBodies};
 use crate::exchange::{
     self, OpCtx, VEKSEL_BODY_DIGEST, VEKSEL_CONSUMER_GATEWAY, VEKSEL_CREATED_AT, VEKSEL_SIGNATURE,
     error_chain, fault_response, put, required,
@@ -488,6 +488,7 @@ async fn exchange(
     // Small responses are signed and logged before anything is sent, so a failure
     // (the message log cannot be written) becomes a proper fault response; large ones
     // stream and are signed and logged at their end, before the trailers leave.
+    let response_capture = capture.as_ref().map(CapturePolicy::for_response);
     let prefetched = body::prefetch(rbody, exchange::PREFETCH_LIMIT)
         .await
         .map_err(|e| {
@@ -501,7 +502,7 @@ async fn exchange(
             let end = BodyEnd {
                 digest: BodyDigest::of(&bytes),
                 trailers: None,
-                capture: Capture::of_whole(&bytes, capture.as_ref()),
+                capture: Capture::of_whole(&bytes, response_capture.as_ref()),
             };
             match finish.run(end).await {
                 Ok(trailers) => body::with_trailers(bytes, trailers),
@@ -518,7 +519,7 @@ async fn exchange(
                 TapOptions {
                     hold_last: false,
                     max_len: gw.config.max_body_bytes,
-                    capture: capture.clone(),
+                    capture: response_capture,
                 },
                 finisher,
             )

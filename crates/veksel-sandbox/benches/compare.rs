@@ -129,25 +129,31 @@ struct Load {
     p999: f64,
 }
 
+/// How long a load run lasts.
+#[derive(Clone, Copy)]
+enum Bound {
+    /// For this long; requests still in flight at the end are cut off.
+    Seconds(u64),
+    /// Until this many requests are done (each within oha's 60 s timeout). For large
+    /// bodies: a timed run counts only requests that finished, so 64 clients moving
+    /// 100 MiB each in 20 s measure in steps of 64 requests.
+    Requests(u64),
+}
+
 fn oha(
     url: &str,
     headers: &[(String, String)],
     clients: u32,
-    secs: u64,
+    bound: Bound,
     rate: Option<u32>,
 ) -> Load {
     let mut cmd = Command::new("oha");
-    cmd.args([
-        "--no-tui",
-        "--output-format",
-        "json",
-        "-z",
-        &format!("{secs}s"),
-        "-c",
-        &clients.to_string(),
-        "-t",
-        "60s",
-    ]);
+    cmd.args(["--no-tui", "--output-format", "json"]);
+    match bound {
+        Bound::Seconds(secs) => cmd.args(["-z", &format!("{secs}s")]),
+        Bound::Requests(n) => cmd.args(["-n", &n.to_string()]),
+    };
+    cmd.args(["-c", &clients.to_string(), "-t", "60s"]);
     if let Some(q) = rate {
         cmd.args(["-q", &q.to_string()]);
     }
@@ -183,8 +189,12 @@ fn oha(
         })
         .unwrap_or(0);
     let pct = |k: &str| v["latencyPercentiles"][k].as_f64().unwrap_or(f64::NAN) * 1000.0;
+    let secs = match bound {
+        Bound::Seconds(secs) => secs as f64,
+        Bound::Requests(_) => v["summary"]["total"].as_f64().unwrap_or(f64::NAN),
+    };
     Load {
-        rps: ok as f64 / secs as f64,
+        rps: ok as f64 / secs,
         mib_s: v["summary"]["sizePerSec"].as_f64().unwrap_or(f64::NAN) / 1_048_576.0,
         ok,
         errors: bad + failed,
@@ -509,11 +519,12 @@ fn measure(
             let pids: Vec<u32> = setup.pids.iter().map(|(_, p)| *p).collect();
             reset_peaks(&pids);
             let cpu0 = cpu_secs(&pids);
-            // 64 streams of 100 MiB need more than a few seconds to finish at all.
+            // 100 MiB bodies: a number of requests (two rounds of 64; 24 for one
+            // client), timed, rather than a time with the finished ones counted.
             let run = if size == "100m" {
-                (secs * 4).max(20)
+                Bound::Requests(u64::from(clients * 2).max(24))
             } else {
-                secs
+                Bound::Seconds(secs)
             };
             let load = oha(&url, &setup.headers, clients, run, None);
             let cpu = cpu_secs(&pids) - cpu0;
@@ -541,7 +552,13 @@ fn measure(
         }
         // Latency at a fixed moderate rate: well below every setup's saturation.
         let rate = if size == "100m" { 2 } else { 100 };
-        let l = oha(&url, &setup.headers, 4, secs.max(5) * 2, Some(rate));
+        let l = oha(
+            &url,
+            &setup.headers,
+            4,
+            Bound::Seconds(secs.max(5) * 2),
+            Some(rate),
+        );
         latency.push((setup.name.clone(), size, l));
     }
 }
@@ -664,8 +681,7 @@ fn main() {
 
 fn print_tables(rows: &[Row], latency: &[(String, &'static str, Load)], secs: u64) {
     println!(
-        "\n### Saturation ({secs} s per run; 100 MiB: {} s)\n",
-        (secs * 4).max(20)
+        "\n### Saturation ({secs} s per run; 100 MiB: 24 requests with 1 client, 128 with 64, timed)\n"
     );
     println!(
         "| setup | body | clients | req/s | MiB/s | × nginx chain | × direct | errors | CPU s / 1,000 req | peak RSS MiB |"
