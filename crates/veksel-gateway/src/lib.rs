@@ -106,7 +106,7 @@ pub struct GatewayConfig {
     /// says why). A quarter is kept for response bodies, so it must be at least 4/3
     /// of `max_logged_body_bytes`. Absent: 256 MiB, or twice `max_logged_body_bytes`
     /// if that is more.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_memory_bytes: Option<u64>,
     /// PEM files of CAs that providers' HTTPS information systems chain to.
     #[serde(default)]

@@ -506,13 +506,19 @@ struct Row {
     rss: Vec<(String, f64)>,
 }
 
+/// `VEKSEL_COMPARE_SIZES=100m` (a comma-separated list) runs only those body sizes,
+/// for a quick check of one row of the table.
+fn size_wanted(size: &str) -> bool {
+    std::env::var("VEKSEL_COMPARE_SIZES").map_or(true, |v| v.split(',').any(|s| s.trim() == size))
+}
+
 fn measure(
     setup: &Setup,
     secs: u64,
     rows: &mut Vec<Row>,
     latency: &mut Vec<(String, &'static str, Load)>,
 ) {
-    for (size, _) in SIZES {
+    for (size, _) in SIZES.iter().copied().filter(|(s, _)| size_wanted(s)) {
         let url = (setup.url)(size);
         wait_ok(&url, &setup.headers);
         for clients in CLIENTS {
