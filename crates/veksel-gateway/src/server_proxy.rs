@@ -292,6 +292,9 @@ async fn exchange(
     let signing_staple = exchange::header_text(&parts.headers, crate::ocsp::VEKSEL_OCSP_SIGNING);
     let verify = move |end: BodyEnd| -> Result<VerifiedRequest, Fault> {
         let trailers = end.trailers.unwrap_or_default();
+        // Trailers too: one signature and one digest, the ones checked and logged.
+        xh::refuse_repeated_protocol_headers(&trailers, &[])
+            .map_err(|f| exchange::reorigin(f, Origin::ServerProxy))?;
         let mut d = template;
         d.body = end.digest;
         if let Some(sent) = trailers

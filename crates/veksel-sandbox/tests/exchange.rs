@@ -568,6 +568,7 @@ async fn peer_protocol(b: Backend) {
         auth_staple: good.auth_staple.clone(),
         signing_staple: good.signing_staple.clone(),
         extra_headers: Vec::new(),
+        extra_trailers: Vec::new(),
     };
     assert!(
         good.auth_staple.is_some() && good.signing_staple.is_some(),

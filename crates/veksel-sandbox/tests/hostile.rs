@@ -251,6 +251,22 @@ async fn repeated_xroad_headers_resolve_to_one_value_or_are_refused() {
             "{body}"
         );
     }
+    // A second signature in the trailers: the provider would check one and a reader of
+    // the record might take the other.
+    let mut req = peer.request(&net, "/hello");
+    req.extra_trailers
+        .push(("veksel-signature".into(), "forged..signature".into()));
+    let (_, headers, body) = peer.send(req).await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(
+        headers.get("x-road-error").and_then(|v| v.to_str().ok()),
+        Some("Server.ServerProxy.InvalidRequest"),
+        "{body}"
+    );
+    assert!(
+        body.contains("veksel-signature appears more than once"),
+        "{body}"
+    );
     // The same message without the repeat is served, so the refusals above are not an
     // artefact of the test's peer.
     let (status, _, body) = peer.send(peer.request(&net, "/hello")).await;

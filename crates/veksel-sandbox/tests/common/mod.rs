@@ -266,6 +266,8 @@ pub struct RawRequest {
     pub signing_staple: Option<String>,
     /// Headers appended after the ones the request is built with (repeats included).
     pub extra_headers: Vec<(String, String)>,
+    /// Trailers appended after the signature (repeats included).
+    pub extra_trailers: Vec<(String, String)>,
 }
 
 impl RawPeer {
@@ -358,6 +360,7 @@ impl RawPeer {
             auth_staple: self.staples.0.clone(),
             signing_staple: self.staples.1.clone(),
             extra_headers: Vec::new(),
+            extra_trailers: Vec::new(),
         }
     }
 
@@ -405,6 +408,12 @@ impl RawPeer {
             trailers.insert(
                 "veksel-signature",
                 HeaderValue::from_str(&signature).unwrap(),
+            );
+        }
+        for (k, v) in &r.extra_trailers {
+            trailers.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
             );
         }
         let body = r.sent_body.unwrap_or(r.body);
