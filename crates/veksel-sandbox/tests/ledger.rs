@@ -597,24 +597,40 @@ async fn ledger(b: Backend) {
         .unwrap();
     assert_eq!(r.status(), 409);
     assert_eq!(r.headers()["content-type"], "text/x.tlog.size");
-    let witness_size: u64 = r.text().await.unwrap().trim().parse().unwrap();
+    let mut witness_size: u64 = r.text().await.unwrap().trim().parse().unwrap();
     assert!(witness_size >= first_size);
-    let request = String::from_utf8(
-        get(
-            &http,
-            &format!("{base}/witness/add-checkpoint?old={witness_size}"),
+    // The gateway also witnesses on its own (it pulls every ledger interval), so it
+    // may move past the size it just named before our request arrives: it answers
+    // 409 with its new size, and we ask again from there.
+    let mut attempts = 0;
+    let (request, r) = loop {
+        let request = String::from_utf8(
+            get(
+                &http,
+                &format!("{base}/witness/add-checkpoint?old={witness_size}"),
+            )
+            .await
+            .1,
         )
-        .await
-        .1,
-    )
-    .unwrap();
-    let r = net
-        .http
-        .post(&endpoint)
-        .body(request.clone())
-        .send()
-        .await
         .unwrap();
+        let r = net
+            .http
+            .post(&endpoint)
+            .body(request.clone())
+            .send()
+            .await
+            .unwrap();
+        attempts += 1;
+        if r.status() != 409 || attempts == 20 {
+            break (request, r);
+        }
+        let newer: u64 = r.text().await.unwrap().trim().parse().unwrap();
+        assert!(
+            newer >= witness_size,
+            "the witness went back: {newer} < {witness_size}"
+        );
+        witness_size = newer;
+    };
     assert_eq!(r.status(), 200);
     let line = r.text().await.unwrap();
     let parsed = veksel_merkle::witness::AddCheckpoint::parse(&request).unwrap();
