@@ -563,6 +563,9 @@ pub struct Gateway {
     pub witness_lock: tokio::sync::Mutex<()>,
     /// Memory lent to the body copies of `full` log mode.
     pub capture_budget: capture::CaptureBudget,
+    /// One certificate-renewal round at a time (the periodic check and an operator's
+    /// forced renewal both move files in and out of `pending/`).
+    pub renewal_lock: tokio::sync::Mutex<()>,
 }
 
 impl Gateway {
@@ -720,6 +723,7 @@ pub async fn start(
         cosigner: Arc::new(ledger::load_cosigner(dir, &config.id).map_err(GatewayError::Config)?),
         witness_lock: tokio::sync::Mutex::new(()),
         capture_budget,
+        renewal_lock: tokio::sync::Mutex::new(()),
         config: config.clone(),
         clock: clock.clone(),
         conf: conf.clone(),

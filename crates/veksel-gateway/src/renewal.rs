@@ -85,6 +85,7 @@ fn err(e: impl std::fmt::Display) -> String {
 /// unless some are already pending, then switch to pending ones once peers will accept
 /// them.
 pub async fn round(gw: &Gateway, force: bool) -> Result<Outcome, String> {
+    let _one_at_a_time = gw.renewal_lock.lock().await;
     let mut outcome = Outcome::default();
     let pending = gw.dir.join(PENDING_DIR);
     if !pending.exists() {

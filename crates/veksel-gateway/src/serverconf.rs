@@ -229,6 +229,10 @@ pub fn endpoints_from_openapi(doc: &str) -> Vec<Endpoint> {
 pub struct ServerConfStore {
     db: Db,
     snapshot: Arc<RwLock<Arc<ServerConf>>>,
+    /// One reload at a time: a periodic reload that read the tables before a change
+    /// committed could otherwise install its older snapshot after the change's own
+    /// reload installed the new one.
+    reloading: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ServerConfStore {
@@ -237,6 +241,7 @@ impl ServerConfStore {
         let store = Self {
             db,
             snapshot: Arc::new(RwLock::new(Arc::new(ServerConf::default()))),
+            reloading: Arc::new(tokio::sync::Mutex::new(())),
         };
         store.reload().await?;
         Ok(store)
@@ -268,6 +273,7 @@ impl ServerConfStore {
 
     /// Reloads the snapshot from the database.
     pub async fn reload(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.reloading.lock().await;
         let version = self.stored_version().await?;
         let mut clients = BTreeMap::new();
         let rows: Vec<(String, String, i64, String)> = sqlx::query_as(

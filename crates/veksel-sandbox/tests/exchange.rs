@@ -86,23 +86,12 @@ async fn allowed_call(b: Backend) {
     );
 
     // Operational monitoring has the exchange on both sides.
+    // It is written asynchronously (queued to the log writer): poll for it.
     let (url, token) = net.admin(MUNICIPALITY);
-    let ops: Vec<Value> = net
-        .http
-        .get(format!(
-            "{url}/api/v1/op-monitoring?request_id={request_id}"
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    // Monitoring is written asynchronously; wait for it briefly.
-    let ops = if ops.is_empty() {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        net.http
+    let started = std::time::Instant::now();
+    let ops = loop {
+        let ops: Vec<Value> = net
+            .http
             .get(format!(
                 "{url}/api/v1/op-monitoring?request_id={request_id}"
             ))
@@ -110,11 +99,13 @@ async fn allowed_call(b: Backend) {
             .send()
             .await
             .unwrap()
-            .json::<Vec<Value>>()
+            .json()
             .await
-            .unwrap()
-    } else {
-        ops
+            .unwrap();
+        if !ops.is_empty() || started.elapsed() > std::time::Duration::from_secs(10) {
+            break ops;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     assert_eq!(ops.len(), 1);
     assert_eq!(ops[0]["succeeded"], true);

@@ -277,7 +277,14 @@ async fn ledger(b: Backend) {
             .filter(|e| matches!(e, LedgerEntry::Anchor { size, .. } if *size > 0))
             .map(|e| e.subject().to_owned())
             .collect();
-        if anchored.contains(&ORGS[MUNICIPALITY].gateway_id())
+        // The gateways submit their configuration events in the same rounds as their
+        // anchors, but not always in the same batch: wait for both.
+        let access_set = entries(&tree).iter().any(|e| {
+            matches!(e, LedgerEntry::GatewayEvent { event, gateway, .. }
+                if event == "access.set" && *gateway == ORGS[POPULATION].gateway_id())
+        });
+        if access_set
+            && anchored.contains(&ORGS[MUNICIPALITY].gateway_id())
             && anchored.contains(&ORGS[POPULATION].gateway_id())
         {
             break (note, cp, cosigners, tree);
@@ -552,8 +559,12 @@ async fn ledger(b: Backend) {
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
+    let deadline_grown = tokio::time::Instant::now() + Duration::from_secs(60);
     let (note2, cp2, tree2) = loop {
-        assert!(tokio::time::Instant::now() < deadline + Duration::from_secs(30));
+        assert!(
+            tokio::time::Instant::now() < deadline_grown,
+            "no cosigned checkpoint with the commitment"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
         if let Some((n, c, _)) = published(&http, &base, &policy).await
             && c.size > first_size

@@ -26,7 +26,25 @@ fn veksel(args: &[&str]) -> (bool, String) {
     )
 }
 
-async fn run_sandbox_and_call(dir: &Path, calls: usize, then_wait: Duration) -> serde_json::Value {
+/// The records a gateway's newest time stamp covers, from its metrics.
+async fn stamped(http: &reqwest::Client, metrics_url: &str) -> usize {
+    let text = http
+        .get(metrics_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("veksel_gateway_stamped_records "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs the sandbox, makes `calls` exchanges, and stops it once the tax gateway has
+/// time-stamped them all (when `calls` > 0).
+async fn run_sandbox_and_call(dir: &Path, calls: usize) -> serde_json::Value {
     let mut child = spawn(dir);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -46,7 +64,19 @@ async fn run_sandbox_and_call(dir: &Path, calls: usize, then_wait: Duration) -> 
             .unwrap();
         assert_eq!(resp.status(), 200);
     }
-    tokio::time::sleep(then_wait).await;
+    let metrics_url = format!(
+        "{}/metrics",
+        info["gateways"][2]["admin_url"].as_str().unwrap()
+    );
+    let started = std::time::Instant::now();
+    while calls > 0 && stamped(&http, &metrics_url).await < calls {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "only {} of {calls} records stamped",
+            stamped(&http, &metrics_url).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let _ = Command::new("kill")
         .arg("-INT")
         .arg(child.id().to_string())
@@ -59,7 +89,7 @@ async fn run_sandbox_and_call(dir: &Path, calls: usize, then_wait: Duration) -> 
 async fn operators_archive_and_verify_from_the_command_line() {
     veksel_pki::tls::install_default_provider();
     let dir = tempfile::tempdir().unwrap();
-    let info = run_sandbox_and_call(dir.path(), 0, Duration::ZERO).await;
+    let info = run_sandbox_and_call(dir.path(), 0).await;
     let gw_dir = info["gateways"][2]["data_dir"].as_str().unwrap().to_owned();
     let gw = Path::new(&gw_dir);
 
@@ -70,7 +100,7 @@ async fn operators_archive_and_verify_from_the_command_line() {
     config["archive_after_secs"] = 1.into();
     config["stamp_interval_secs"] = 1.into();
     std::fs::write(&config_path, config.to_string()).unwrap();
-    run_sandbox_and_call(dir.path(), 6, Duration::from_millis(2500)).await;
+    run_sandbox_and_call(dir.path(), 6).await;
     std::thread::sleep(Duration::from_millis(1100));
 
     let (ok, out) = veksel(&["log", "archive", "--data-dir", &gw_dir]);
