@@ -151,6 +151,9 @@ pub async fn serve<F, S, B>(
         let watcher = graceful.watcher();
         let handshake_timeout = limits.handshake_timeout;
         let first_bytes_timeout = limits.header_read_timeout;
+        // A connection that has not sent a request yet has nothing to drain: on
+        // shutdown it is closed at once instead of holding the drain for its timeout.
+        let stopping = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
             match acceptor {
@@ -181,10 +184,13 @@ pub async fn serve<F, S, B>(
                     // As below: a client that completes the handshake and then says
                     // nothing must not keep its slot.
                     let mut stream = tokio::io::BufReader::new(stream);
-                    if !matches!(
-                        tokio::time::timeout(first_bytes_timeout, stream.fill_buf()).await,
-                        Ok(Ok(b)) if !b.is_empty()
-                    ) {
+                    let spoke = tokio::select! {
+                        r = tokio::time::timeout(first_bytes_timeout, stream.fill_buf()) => {
+                            matches!(r, Ok(Ok(b)) if !b.is_empty())
+                        }
+                        () = stopping.wait() => false,
+                    };
+                    if !spoke {
                         tracing::info!(%remote, "no request within the header timeout");
                         return;
                     }
@@ -200,10 +206,13 @@ pub async fn serve<F, S, B>(
                     // would hold its connection slot forever (found by the slow-client
                     // test). The first byte must come within the header timeout.
                     let mut probe = [0u8; 1];
-                    if !matches!(
-                        tokio::time::timeout(first_bytes_timeout, tcp.peek(&mut probe)).await,
-                        Ok(Ok(n)) if n > 0
-                    ) {
+                    let spoke = tokio::select! {
+                        r = tokio::time::timeout(first_bytes_timeout, tcp.peek(&mut probe)) => {
+                            matches!(r, Ok(Ok(n)) if n > 0)
+                        }
+                        () = stopping.wait() => false,
+                    };
+                    if !spoke {
                         tracing::info!(%remote, "no request within the header timeout");
                         return;
                     }

@@ -17,9 +17,6 @@ const HEADER_TIMEOUT: Duration = Duration::from_millis(600);
 const SLOTS: usize = 8;
 
 async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> (std::net::SocketAddr, Shutdown) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = Shutdown::new();
     let limits = ServerLimits {
         max_connections: SLOTS,
         handshake_timeout: HEADER_TIMEOUT,
@@ -27,7 +24,19 @@ async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> (std::net::SocketAddr,
         drain_timeout: Duration::from_secs(1),
         ..ServerLimits::default()
     };
-    tokio::spawn(serve(
+    let (addr, shutdown, _server) = start_with(tls, limits).await;
+    (addr, shutdown)
+}
+
+/// A server answering "ok", with its task.
+async fn start_with(
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: ServerLimits,
+) -> (std::net::SocketAddr, Shutdown, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = Shutdown::new();
+    let server = tokio::spawn(serve(
         listener,
         tls,
         |_conn| {
@@ -38,7 +47,7 @@ async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> (std::net::SocketAddr,
         limits,
         shutdown.clone(),
     ));
-    (addr, shutdown)
+    (addr, shutdown, server)
 }
 
 /// Reads until the server closes the connection; how long that took.
@@ -196,4 +205,29 @@ async fn a_tls_handshake_that_never_comes_is_cut_off() {
         );
     }
     shutdown.trigger();
+}
+
+/// Shutdown does not wait for connections that never sent a request: they have
+/// nothing in flight to drain. (It used to hold the drain until their header
+/// timeout ran out, which made every shutdown with an idle pooled connection slow.)
+#[tokio::test]
+async fn shutdown_closes_connections_that_have_not_spoken() {
+    // Long timeouts: were the server to wait for either, the test would see it.
+    let limits = ServerLimits {
+        header_read_timeout: Duration::from_secs(30),
+        drain_timeout: Duration::from_secs(30),
+        ..ServerLimits::default()
+    };
+    let (addr, shutdown, server) = start_with(None, limits).await;
+    let silent = TcpStream::connect(addr).await.unwrap();
+    // Let the accept loop take it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(20), server)
+        .await
+        .expect("the server waited for a connection that never spoke")
+        .unwrap();
+    let closed = closed_after(silent, started).await;
+    assert!(closed < Duration::from_secs(20), "{closed:?}");
 }
