@@ -265,6 +265,25 @@ impl Capturing {
     }
 }
 
+/// Why a `full`-mode record holds no bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStored {
+    /// A body was larger than `max_logged_body_bytes`.
+    TooLarge,
+    /// The capture budget was lent out to other exchanges.
+    CaptureMemory,
+}
+
+impl NotStored {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::CaptureMemory => "capture_memory",
+        }
+    }
+}
+
 /// The bodies a message-log record stores, and why one is missing.
 #[derive(Debug, Default)]
 pub struct StoredBodies {
@@ -274,8 +293,8 @@ pub struct StoredBodies {
     pub response: Option<Vec<u8>>,
     /// Why the bodies are not stored, when they were asked for.
     pub note: Option<String>,
-    /// Why, for the metric: `too_large` or `capture_memory`.
-    pub not_stored_reason: Option<&'static str>,
+    /// Why, for the metric.
+    pub not_stored: Option<NotStored>,
     /// Held for its drop: returns the copies' memory to the budget.
     _leases: Vec<OwnedSemaphorePermit>,
 }
@@ -286,11 +305,14 @@ impl StoredBodies {
     /// memory stays accounted for while it is in use.
     pub fn of(request: Capture, response: Capture, up_to: u64) -> Self {
         let reason = |c: &Capture| match c {
-            Capture::TooLarge => Some("too_large"),
-            Capture::NoMemory => Some("capture_memory"),
+            Capture::TooLarge => Some(NotStored::TooLarge),
+            Capture::NoMemory => Some(NotStored::CaptureMemory),
             Capture::Off | Capture::Kept(_) => None,
         };
-        let not_stored_reason = reason(&request).or_else(|| reason(&response));
+        // Off beside Kept cannot happen (one policy per exchange); counted as too large.
+        let why = reason(&request)
+            .or_else(|| reason(&response))
+            .unwrap_or(NotStored::TooLarge);
         match (request, response) {
             (Capture::Kept(q), Capture::Kept(r)) => Self {
                 request: Some(q.bytes),
@@ -300,13 +322,15 @@ impl StoredBodies {
             },
             (Capture::Off, Capture::Off) => Self::default(),
             _ => Self {
-                note: Some(match not_stored_reason {
-                    Some("capture_memory") => "the bodies were not stored: the gateway's capture \
-                         memory (capture_memory_bytes) was in use by other exchanges"
+                note: Some(match why {
+                    NotStored::CaptureMemory => "the bodies were not stored: the gateway's \
+                         capture memory (capture_memory_bytes) was in use by other exchanges"
                         .to_owned(),
-                    _ => format!("a body was larger than {up_to} bytes and was not stored"),
+                    NotStored::TooLarge => {
+                        format!("a body was larger than {up_to} bytes and was not stored")
+                    }
                 }),
-                not_stored_reason: not_stored_reason.or(Some("too_large")),
+                not_stored: Some(why),
                 ..Self::default()
             },
         }
@@ -390,7 +414,7 @@ mod tests {
         assert!(matches!(second, Capture::NoMemory));
         let stored = StoredBodies::of(first, second, 100_000);
         assert!(stored.request.is_none() && stored.response.is_none());
-        assert_eq!(stored.not_stored_reason, Some("capture_memory"));
+        assert_eq!(stored.not_stored, Some(NotStored::CaptureMemory));
         assert!(stored.note.unwrap().contains("capture_memory_bytes"));
         // Both dropped: the whole budget is back.
         assert_eq!(p.budget.available_bytes(), p.budget.total_bytes());
@@ -433,10 +457,10 @@ mod tests {
         assert_eq!(p.budget.available_bytes(), p.budget.total_bytes());
         let one = StoredBodies::of(kept(), Capture::of_whole(&[0u8; 101], Some(&p)), 100);
         assert!(one.request.is_none() && one.response.is_none());
-        assert_eq!(one.not_stored_reason, Some("too_large"));
+        assert_eq!(one.not_stored, Some(NotStored::TooLarge));
         assert!(one.note.unwrap().contains("larger than 100 bytes"));
         let off = StoredBodies::of(Capture::Off, Capture::Off, 100);
-        assert!(off.note.is_none() && off.not_stored_reason.is_none());
+        assert!(off.note.is_none() && off.not_stored.is_none());
         assert!(matches!(Capture::of_whole(b"x", None), Capture::Off));
     }
 }

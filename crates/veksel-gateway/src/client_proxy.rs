@@ -588,7 +588,7 @@ impl Finish {
                 end.capture,
                 self.gw.config.max_logged_body_bytes,
             );
-            self.gw.metrics.body_not_stored(bodies.not_stored_reason);
+            self.gw.metrics.body_not_stored(bodies.not_stored);
             let record = MessageRecord {
                 request_id: d.request_id.clone(),
                 side: Side::Consumer,

@@ -169,10 +169,12 @@ impl Metrics {
     }
 
     /// Counts a `full`-mode record whose bodies were not stored, if `reason` says so.
-    pub fn body_not_stored(&self, reason: Option<&'static str>) {
+    pub fn body_not_stored(&self, reason: Option<crate::capture::NotStored>) {
         if let Some(reason) = reason {
             self.bodies_not_stored
-                .get_or_create(&ReasonLabels { reason })
+                .get_or_create(&ReasonLabels {
+                    reason: reason.label(),
+                })
                 .inc();
         }
     }

@@ -555,10 +555,11 @@ mod tests {
             .unwrap()
     }
 
-    /// The ledger's record of a change and the change itself commit together: a
-    /// change that fails leaves no record, one that succeeds leaves exactly one.
+    /// A change that fails leaves no ledger event, one that succeeds leaves exactly
+    /// one. (That the two share one transaction is what `commit` does; a crash between
+    /// them cannot be staged here.)
     #[tokio::test]
-    async fn a_change_and_its_ledger_record_commit_together() {
+    async fn failed_changes_leave_no_ledger_event_and_successful_ones_one() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open_sqlite(&dir.path().join("g.db"), &Default::default())
             .await

@@ -110,15 +110,7 @@ async fn allowed_call(b: Backend) {
     assert_eq!(ops.len(), 1);
     assert_eq!(ops[0]["succeeded"], true);
     assert_eq!(ops[0]["status_code"], 200);
-    let metrics = net
-        .http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = net.metrics(MUNICIPALITY).await;
     assert!(
         metrics.contains("veksel_gateway_exchanges_total{side=\"consumer\",outcome=\"ok\"}"),
         "{metrics}"

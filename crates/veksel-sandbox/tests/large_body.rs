@@ -123,6 +123,32 @@ both_backends!(
     one_gib
 );
 
+/// POSTs `len` bytes to the echo service's digest as `client`; the request id.
+async fn upload(
+    http: &reqwest::Client,
+    url: &str,
+    client: &str,
+    body: reqwest::Body,
+    len: usize,
+) -> String {
+    let r = http
+        .post(url)
+        .header("X-Road-Client", client)
+        .header("Content-Length", len)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-road-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let got: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(got["length"], len);
+    id
+}
+
 /// `full` log mode under concurrency: the copies of bodies kept for the log share one
 /// budget per gateway. Bodies that find it lent out are still exchanged, signed and
 /// logged with their digests, only their content is not stored (the record and a
@@ -172,22 +198,14 @@ async fn full_mode_body_copies_stay_within_the_capture_budget() {
                     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                     Ok(second)
                 }));
-            let r = http
-                .post(&url)
-                .header("X-Road-Client", &client)
-                .header("Content-Length", 2 * HALF)
-                .body(reqwest::Body::wrap_stream(body))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            let id = r.headers()["x-road-request-id"]
-                .to_str()
-                .unwrap()
-                .to_owned();
-            let got: serde_json::Value = r.json().await.unwrap();
-            assert_eq!(got["length"], 2 * HALF);
-            id
+            upload(
+                &http,
+                &url,
+                &client,
+                reqwest::Body::wrap_stream(body),
+                2 * HALF,
+            )
+            .await
         }
     });
     let ids = futures_util::future::join_all(uploads).await;
@@ -213,16 +231,7 @@ async fn full_mode_body_copies_stay_within_the_capture_budget() {
         provider.capture_budget.total_bytes(),
         "every lease came back"
     );
-    let (admin, _) = net.admin(POPULATION);
-    let metrics = net
-        .http
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = net.metrics(POPULATION).await;
     assert!(
         metrics.lines().any(|l| l
             == format!(
@@ -232,19 +241,14 @@ async fn full_mode_body_copies_stay_within_the_capture_budget() {
     );
 
     // With the budget back, the next body is stored again.
-    let r = net
-        .http
-        .post(&url)
-        .header("X-Road-Client", &client)
-        .body(vec![9u8; 2 * HALF])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let id = r.headers()["x-road-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let id = upload(
+        &net.http,
+        &url,
+        &client,
+        vec![9u8; 2 * HALF].into(),
+        2 * HALF,
+    )
+    .await;
     let record = &message_log(&net, POPULATION, &format!("request_id={id}")).await[0];
     assert_eq!(record["has_bodies"], true, "{record}");
     net.stop().await;

@@ -746,15 +746,7 @@ async fn ledger(b: Backend) {
         );
         veksel_merkle::checkpoint::open_note(&a.conflicting, std::slice::from_ref(&policy.log))
             .unwrap();
-        let metrics = net
-            .http
-            .get(format!("{admin}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = net.metrics(org).await;
         assert!(
             metrics
                 .lines()

@@ -303,15 +303,7 @@ async fn expiry_reporting(b: Backend) {
             && text.contains("signing certificate of"),
         "{text}"
     );
-    let metrics = net
-        .http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = net.metrics(TAX).await;
     assert!(
         metrics.contains(
             "veksel_gateway_certificate_expiry_seconds{role=\"authentication\",member=\"\"} 3"

@@ -128,6 +128,19 @@ impl Net {
         (g.admin_url.clone(), g.admin_token.clone())
     }
 
+    /// A gateway's `/metrics` text (index in [`ORGS`]).
+    pub async fn metrics(&self, org: usize) -> String {
+        let (admin, _) = self.admin(org);
+        self.http
+            .get(format!("{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// `GET {client side of org}/r1/{path}` as `client`.
     pub async fn r1(&self, org: usize, client: &str, path: &str) -> reqwest::Response {
         self.http
