@@ -121,6 +121,39 @@ pub async fn authenticate(
     Ok(principal)
 }
 
+/// A role that routes need, checked against the bearer token of a request.
+///
+/// Handlers take [`Authorized`] as their first extractor after `State`: axum runs
+/// extractors that read only the request head before the one that reads the body, so a
+/// request without a token of the right role is refused before its body is read or
+/// parsed (an anonymous caller learns no field names and costs no body read).
+pub trait RoleCheck: Send + Sync + 'static {
+    /// The state the check reads tokens from.
+    type State: Send + Sync;
+    /// Who the caller is, once authenticated.
+    type Principal: Send;
+    /// Authenticates the request's headers and checks the role.
+    fn check(
+        state: &Self::State,
+        headers: &HeaderMap,
+    ) -> impl Future<Output = ApiResult<Self::Principal>> + Send;
+}
+
+/// A caller authenticated for role `R` (an extractor; see [`RoleCheck`]).
+#[derive(Debug)]
+pub struct Authorized<R: RoleCheck>(pub R::Principal);
+
+impl<R: RoleCheck> axum::extract::FromRequestParts<R::State> for Authorized<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &R::State,
+    ) -> Result<Self, ApiError> {
+        R::check(state, &parts.headers).await.map(Authorized)
+    }
+}
+
 /// Parses an identifier from a path parameter, where parts are separated by `:` (as
 /// in X-Road's admin APIs; bodies use `/`).
 pub fn path_id<T: std::str::FromStr<Err = veksel_id::IdError>>(

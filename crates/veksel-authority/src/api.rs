@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use std::sync::Arc;
 use time::Duration;
 use utoipa::OpenApi;
-use veksel_admin::{ApiError, ApiErrorBody, ApiResult};
+use veksel_admin::{ApiError, ApiErrorBody, ApiResult, Authorized, RoleCheck};
 use veksel_id::{ClientId, GatewayId, MemberId, SubsystemId};
 use veksel_pki::ca::Profile;
 use veksel_pki::{CertInfo, certs_to_pem};
@@ -29,6 +29,29 @@ pub(crate) async fn require(
         .ok_or_else(|| ApiError::internal(format!("token {} has an unknown role", p.id)))?;
     Ok(tokens::Principal { id: p.id, role })
 }
+
+/// Reading the registry, the ledger and requests.
+#[derive(Debug)]
+pub(crate) struct ObserverRole;
+/// Registry changes, certificates and deciding requests.
+#[derive(Debug)]
+pub(crate) struct RegistrationOfficerRole;
+/// Everything, including tokens and trust anchors.
+#[derive(Debug)]
+pub(crate) struct AdminRole;
+
+macro_rules! role_check {
+    ($($marker:ident => $role:expr),*) => {$(
+        impl RoleCheck for $marker {
+            type State = Arc<AppState>;
+            type Principal = tokens::Principal;
+            async fn check(s: &Arc<AppState>, headers: &HeaderMap) -> ApiResult<tokens::Principal> {
+                require(s, headers, $role).await
+            }
+        }
+    )*};
+}
+role_check!(ObserverRole => Role::Observer, RegistrationOfficerRole => Role::RegistrationOfficer, AdminRole => Role::Admin);
 
 pub(crate) fn parse_id<T: std::str::FromStr<Err = veksel_id::IdError>>(
     raw: &str,
@@ -171,20 +194,18 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 #[utoipa::path(get, path = "/api/v1/member-classes", responses((status = 200, body = Vec<MemberClassDto>)))]
 async fn list_member_classes(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    _: Authorized<ObserverRole>,
 ) -> ApiResult<Json<Vec<MemberClassDto>>> {
-    require(&s, &h, Role::Observer).await?;
     Ok(Json(s.registry.member_classes().await?))
 }
 
 #[utoipa::path(put, path = "/api/v1/member-classes/{code}", request_body = MemberClassBody, responses((status = 204)))]
 async fn put_member_class(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Path(code): Path<String>,
     Json(b): Json<MemberClassBody>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     veksel_id::validate_part("member class", 1, &code)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     s.registry.put_member_class(&code, &b.description).await?;
@@ -202,19 +223,17 @@ async fn put_member_class(
 #[utoipa::path(get, path = "/api/v1/members", responses((status = 200, body = Vec<MemberDto>)))]
 async fn list_members(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    _: Authorized<ObserverRole>,
 ) -> ApiResult<Json<Vec<MemberDto>>> {
-    require(&s, &h, Role::Observer).await?;
     Ok(Json(s.registry.members().await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/members", request_body = NewMember, responses((status = 201, body = MemberDto), (status = 409, body = ApiErrorBody)))]
 async fn add_member(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Json(b): Json<NewMember>,
 ) -> ApiResult<(StatusCode, Json<MemberDto>)> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let id: MemberId = parse_id(&b.id, "member id")?;
     if b.name.trim().is_empty() || b.name.len() > 255 {
         return Err(ApiError::bad_request("name must be 1 to 255 characters"));
@@ -236,20 +255,18 @@ async fn add_member(
 #[utoipa::path(get, path = "/api/v1/members/{id}", params(("id" = String, Path, description = "INSTANCE:CLASS:CODE")), responses((status = 200, body = MemberDto), (status = 404, body = ApiErrorBody)))]
 async fn get_member(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    _: Authorized<ObserverRole>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<MemberDto>> {
-    require(&s, &h, Role::Observer).await?;
     Ok(Json(s.registry.member(&parse_id(&id, "member id")?).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/members/{id}", params(("id" = String, Path, description = "INSTANCE:CLASS:CODE")), responses((status = 204), (status = 409, body = ApiErrorBody)))]
 async fn remove_member(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let id: MemberId = parse_id(&id, "member id")?;
     s.registry.remove_member(&id).await?;
     changed(
@@ -266,11 +283,10 @@ async fn remove_member(
 #[utoipa::path(post, path = "/api/v1/members/{id}/subsystems", request_body = NewSubsystem, params(("id" = String, Path)), responses((status = 201, body = MemberDto)))]
 async fn add_subsystem(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Path(id): Path<String>,
     Json(b): Json<NewSubsystem>,
 ) -> ApiResult<(StatusCode, Json<MemberDto>)> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let member: MemberId = parse_id(&id, "member id")?;
     let sub = member
         .subsystem(&b.code)
@@ -290,10 +306,9 @@ async fn add_subsystem(
 #[utoipa::path(delete, path = "/api/v1/members/{id}/subsystems/{code}", params(("id" = String, Path), ("code" = String, Path)), responses((status = 204)))]
 async fn remove_subsystem(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Path((id, code)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let member: MemberId = parse_id(&id, "member id")?;
     let sub = member
         .subsystem(&code)
@@ -313,9 +328,8 @@ async fn remove_subsystem(
 #[utoipa::path(get, path = "/api/v1/gateways", responses((status = 200, body = Vec<GatewayDto>)))]
 async fn list_gateways(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    _: Authorized<ObserverRole>,
 ) -> ApiResult<Json<Vec<GatewayDto>>> {
-    require(&s, &h, Role::Observer).await?;
     Ok(Json(s.registry.gateways().await?))
 }
 
@@ -353,10 +367,9 @@ pub(crate) async fn issue_enrolment_token(
 #[utoipa::path(post, path = "/api/v1/gateways", request_body = NewGateway, responses((status = 201, body = EnrolmentToken, description = "Gateway registered; the one-time enrolment token lets it obtain its certificates")))]
 async fn add_gateway(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Json(b): Json<NewGateway>,
 ) -> ApiResult<(StatusCode, Json<EnrolmentToken>)> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let id: GatewayId = parse_id(&b.id, "gateway id")?;
     check_address(&b.address)?;
     s.registry
@@ -379,10 +392,9 @@ async fn add_gateway(
 #[utoipa::path(get, path = "/api/v1/gateways/{id}", params(("id" = String, Path)), responses((status = 200, body = GatewayDto)))]
 async fn get_gateway(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    _: Authorized<ObserverRole>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<GatewayDto>> {
-    require(&s, &h, Role::Observer).await?;
     Ok(Json(
         s.registry.gateway(&parse_id(&id, "gateway id")?).await?,
     ))
@@ -391,10 +403,9 @@ async fn get_gateway(
 #[utoipa::path(delete, path = "/api/v1/gateways/{id}", params(("id" = String, Path)), responses((status = 204)))]
 async fn remove_gateway(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let id: GatewayId = parse_id(&id, "gateway id")?;
     s.registry.remove_gateway(&id).await?;
     changed(
@@ -411,11 +422,10 @@ async fn remove_gateway(
 #[utoipa::path(patch, path = "/api/v1/gateways/{id}", request_body = GatewayPatch, params(("id" = String, Path)), responses((status = 200, body = GatewayDto)))]
 async fn patch_gateway(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Path(id): Path<String>,
     Json(b): Json<GatewayPatch>,
 ) -> ApiResult<Json<GatewayDto>> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let id: GatewayId = parse_id(&id, "gateway id")?;
     check_address(&b.address)?;
     s.registry.set_gateway_address(&id, &b.address).await?;
@@ -433,10 +443,9 @@ async fn patch_gateway(
 #[utoipa::path(post, path = "/api/v1/gateways/{id}/enrolment-token", params(("id" = String, Path)), responses((status = 201, body = EnrolmentToken)))]
 async fn new_enrolment_token(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<EnrolmentToken>)> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let id: GatewayId = parse_id(&id, "gateway id")?;
     s.registry.gateway(&id).await?;
     let token = issue_enrolment_token(&s, &id).await?;
@@ -455,10 +464,9 @@ async fn new_enrolment_token(
 #[utoipa::path(put, path = "/api/v1/gateways/{id}/clients/{subsystem}", params(("id" = String, Path), ("subsystem" = String, Path, description = "INSTANCE:CLASS:CODE:SUBSYSTEM")), responses((status = 204)))]
 async fn add_gateway_client(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Path((id, sub)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let id: GatewayId = parse_id(&id, "gateway id")?;
     let sub: SubsystemId = parse_id(&sub, "subsystem id")?;
     s.registry.add_gateway_client(&id, &sub).await?;
@@ -476,10 +484,9 @@ async fn add_gateway_client(
 #[utoipa::path(delete, path = "/api/v1/gateways/{id}/clients/{subsystem}", params(("id" = String, Path), ("subsystem" = String, Path)), responses((status = 204)))]
 async fn remove_gateway_client(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Path((id, sub)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let id: GatewayId = parse_id(&id, "gateway id")?;
     let sub: SubsystemId = parse_id(&sub, "subsystem id")?;
     s.registry.remove_gateway_client(&id, &sub).await?;
@@ -497,19 +504,17 @@ async fn remove_gateway_client(
 #[utoipa::path(get, path = "/api/v1/global-groups", responses((status = 200, body = Vec<GlobalGroupDto>)))]
 async fn list_global_groups(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    _: Authorized<ObserverRole>,
 ) -> ApiResult<Json<Vec<GlobalGroupDto>>> {
-    require(&s, &h, Role::Observer).await?;
     Ok(Json(s.registry.global_groups().await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/global-groups", request_body = NewGlobalGroup, responses((status = 201)))]
 async fn add_global_group(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Json(b): Json<NewGlobalGroup>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     s.registry.add_global_group(&b.code, &b.description).await?;
     changed(
         &s,
@@ -525,10 +530,9 @@ async fn add_global_group(
 #[utoipa::path(delete, path = "/api/v1/global-groups/{code}", params(("code" = String, Path)), responses((status = 204)))]
 async fn remove_global_group(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Path(code): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     s.registry.remove_global_group(&code).await?;
     changed(
         &s,
@@ -544,10 +548,9 @@ async fn remove_global_group(
 #[utoipa::path(put, path = "/api/v1/global-groups/{code}/members/{client}", params(("code" = String, Path), ("client" = String, Path)), responses((status = 204)))]
 async fn add_group_member(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Path((code, client)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let client: ClientId = parse_id(&client, "client id")?;
     s.registry.add_global_group_member(&code, &client).await?;
     changed(
@@ -564,10 +567,9 @@ async fn add_group_member(
 #[utoipa::path(delete, path = "/api/v1/global-groups/{code}/members/{client}", params(("code" = String, Path), ("client" = String, Path)), responses((status = 204)))]
 async fn remove_group_member(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Path((code, client)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let client: ClientId = parse_id(&client, "client id")?;
     s.registry
         .remove_global_group_member(&code, &client)
@@ -586,19 +588,17 @@ async fn remove_group_member(
 #[utoipa::path(get, path = "/api/v1/tokens", responses((status = 200, body = Vec<TokenDto>)))]
 async fn list_tokens(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    _: Authorized<AdminRole>,
 ) -> ApiResult<Json<Vec<TokenDto>>> {
-    require(&s, &h, Role::Admin).await?;
     Ok(Json(tokens::list_api_tokens(s.registry.db()).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/tokens", request_body = NewToken, responses((status = 201, body = TokenCreated)))]
 async fn create_token(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<AdminRole>,
     Json(b): Json<NewToken>,
 ) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
-    let who = require(&s, &h, Role::Admin).await?;
     let created =
         tokens::create_api_token(s.registry.db(), b.role, &b.description, s.clock.now_ms()).await?;
     s.registry
@@ -616,10 +616,9 @@ async fn create_token(
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", params(("id" = String, Path)), responses((status = 204)))]
 async fn revoke_token(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<AdminRole>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&s, &h, Role::Admin).await?;
     tokens::revoke_api_token(s.registry.db(), &id, s.clock.now_ms()).await?;
     s.registry
         .audit(s.clock.now_ms(), &who.id, "token.revoke", &id, "{}")
@@ -716,10 +715,9 @@ async fn issue(
 #[utoipa::path(post, path = "/api/v1/certificates", request_body = IssueRequest, responses((status = 201, body = IssuedCert), (status = 400, body = ApiErrorBody)))]
 async fn issue_certificate(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Json(b): Json<IssueRequest>,
 ) -> ApiResult<(StatusCode, Json<IssuedCert>)> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     let issued = issue(&s, &who.id, b.profile, &b.subject, &b.csr_pem).await?;
     Ok((StatusCode::CREATED, Json(issued)))
 }
@@ -734,21 +732,19 @@ struct SubjectQuery {
 #[utoipa::path(get, path = "/api/v1/certificates", params(SubjectQuery), responses((status = 200, body = Vec<IssuedDto>)))]
 async fn list_certificates(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    _: Authorized<ObserverRole>,
     Query(q): Query<SubjectQuery>,
 ) -> ApiResult<Json<Vec<IssuedDto>>> {
-    require(&s, &h, Role::Observer).await?;
     Ok(Json(s.registry.issued(q.subject.as_deref()).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/certificates/{serial}/revoke", params(("serial" = String, Path, description = "serial number, hex")), request_body = RevokeRequest, responses((status = 204), (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
 async fn revoke_certificate(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Path(serial): Path<String>,
     Json(b): Json<RevokeRequest>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     if b.reason.len() > 200 {
         return Err(ApiError::bad_request(
             "reason is longer than 200 characters",
@@ -935,9 +931,8 @@ fn one_cert(pem: &str) -> ApiResult<(Vec<u8>, CertInfo)> {
 #[utoipa::path(get, path = "/api/v1/approved-cas", responses((status = 200, body = Vec<ApprovedCaDto>, description = "External CAs; the authority's own CA is always approved")))]
 async fn list_cas(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    _: Authorized<ObserverRole>,
 ) -> ApiResult<Json<Vec<ApprovedCaDto>>> {
-    require(&s, &h, Role::Observer).await?;
     Ok(Json(
         s.registry
             .trust_services("ca")
@@ -955,10 +950,9 @@ async fn list_cas(
 #[utoipa::path(post, path = "/api/v1/approved-cas", request_body = ApprovedCaDto, responses((status = 201, body = ApprovedCaDto), (status = 400, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
 async fn add_ca(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<AdminRole>,
     Json(b): Json<ApprovedCaDto>,
 ) -> ApiResult<(StatusCode, Json<ApprovedCaDto>)> {
-    let who = require(&s, &h, Role::Admin).await?;
     check_service_name(&s, &b.name)?;
     let (_, info) = one_cert(&b.cert_pem)?;
     if !info.is_ca {
@@ -993,10 +987,9 @@ async fn add_ca(
 #[utoipa::path(delete, path = "/api/v1/approved-cas/{name}", params(("name" = String, Path)), responses((status = 204), (status = 404, body = ApiErrorBody)))]
 async fn remove_ca(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<AdminRole>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&s, &h, Role::Admin).await?;
     s.registry.remove_trust_service("ca", &name).await?;
     changed(&s, &who, "approved_ca.remove", &name, serde_json::json!({})).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -1005,9 +998,8 @@ async fn remove_ca(
 #[utoipa::path(get, path = "/api/v1/approved-tsas", responses((status = 200, body = Vec<ApprovedTsaDto>, description = "External TSAs; the authority's own TSA is always approved, with priority 100")))]
 async fn list_tsas(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    _: Authorized<ObserverRole>,
 ) -> ApiResult<Json<Vec<ApprovedTsaDto>>> {
-    require(&s, &h, Role::Observer).await?;
     Ok(Json(
         s.registry
             .trust_services("tsa")
@@ -1026,10 +1018,9 @@ async fn list_tsas(
 #[utoipa::path(post, path = "/api/v1/approved-tsas", request_body = ApprovedTsaDto, responses((status = 201, body = ApprovedTsaDto), (status = 400, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
 async fn add_tsa(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<AdminRole>,
     Json(b): Json<ApprovedTsaDto>,
 ) -> ApiResult<(StatusCode, Json<ApprovedTsaDto>)> {
-    let who = require(&s, &h, Role::Admin).await?;
     check_service_name(&s, &b.name)?;
     check_service_url("url", &b.url)?;
     let (der, info) = one_cert(&b.cert_pem)?;
@@ -1080,10 +1071,9 @@ async fn add_tsa(
 #[utoipa::path(delete, path = "/api/v1/approved-tsas/{name}", params(("name" = String, Path)), responses((status = 204), (status = 404, body = ApiErrorBody)))]
 async fn remove_tsa(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<AdminRole>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&s, &h, Role::Admin).await?;
     s.registry.remove_trust_service("tsa", &name).await?;
     changed(
         &s,
@@ -1347,8 +1337,10 @@ async fn ocsp_get(State(s): State<Arc<AppState>>, Path(encoded): Path<String>) -
 }
 
 #[utoipa::path(get, path = "/api/v1/configuration", responses((status = 200, body = ConfStatus)))]
-async fn conf_status(State(s): State<Arc<AppState>>, h: HeaderMap) -> ApiResult<Json<ConfStatus>> {
-    require(&s, &h, Role::Observer).await?;
+async fn conf_status(
+    State(s): State<Arc<AppState>>,
+    _: Authorized<ObserverRole>,
+) -> ApiResult<Json<ConfStatus>> {
     let p = s.published();
     Ok(Json(ConfStatus {
         version: p.conf.version,
@@ -1369,10 +1361,9 @@ struct Limit {
 #[utoipa::path(get, path = "/api/v1/audit-events", params(Limit), responses((status = 200, body = Vec<AuditEvent>)))]
 async fn audit_events(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    _: Authorized<ObserverRole>,
     Query(q): Query<Limit>,
 ) -> ApiResult<Json<Vec<AuditEvent>>> {
-    require(&s, &h, Role::Observer).await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     Ok(Json(s.registry.audit_events(limit).await?))
 }

@@ -16,11 +16,10 @@
 //! the connection differs.
 
 use crate::AppState;
-use crate::api::{require, verify_gateway_jws};
-use crate::model::Role;
+use crate::api::{AdminRole, ObserverRole, verify_gateway_jws};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -31,7 +30,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa::ToSchema;
-use veksel_admin::{ApiError, ApiResult};
+use veksel_admin::{ApiError, ApiResult, Authorized};
 use veksel_merkle::checkpoint::{Checkpoint, NoteSigner, open_note, sign_note};
 use veksel_merkle::tiles::{
     TILE_WIDTH, TileBuilder, TileId, TileKind, TiledTree, encode_entries, tiles_for_consistency,
@@ -889,8 +888,10 @@ pub struct LedgerStatus {
     pub policy: String,
 }
 
-async fn status(State(s): State<Arc<AppState>>, h: HeaderMap) -> ApiResult<Json<LedgerStatus>> {
-    require(&s, &h, Role::Observer).await?;
+async fn status(
+    State(s): State<Arc<AppState>>,
+    _: Authorized<ObserverRole>,
+) -> ApiResult<Json<LedgerStatus>> {
     let db = s.registry.db();
     let mut conn = db.pool().acquire().await.map_err(StoreError::from)?;
     let head = read_head(&mut conn).await?;
@@ -927,10 +928,9 @@ async fn status(State(s): State<Arc<AppState>>, h: HeaderMap) -> ApiResult<Json<
 
 async fn put_policy(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<AdminRole>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let who = require(&s, &h, Role::Admin).await?;
     let text =
         std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the policy is not UTF-8"))?;
     let parsed = WitnessPolicy::parse(text)
@@ -991,10 +991,9 @@ pub struct Opening {
 /// trail: `commitment(salt, document)` equals the entry's commitment.
 async fn opening(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    _: Authorized<ObserverRole>,
     Path(record): Path<i64>,
 ) -> ApiResult<Json<Opening>> {
-    require(&s, &h, Role::Observer).await?;
     let row: Option<(String, String, Option<String>)> =
         sqlx::query_as("SELECT actor, detail, salt FROM audit_events WHERE id = $1")
             .bind(record)
@@ -1020,10 +1019,9 @@ async fn opening(
 /// ledger entry stays, and no longer resolves to anything.
 async fn erase(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<AdminRole>,
     Path(record): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&s, &h, Role::Admin).await?;
     let done = sqlx::query(
         "UPDATE audit_events SET actor = 'erased', detail = '{}', salt = NULL WHERE id = $1",
     )

@@ -426,6 +426,8 @@ pub struct AppState {
     pub ledger: ledger::LedgerKey,
     /// Wakes the ledger's sequencer.
     pub ledger_changed: Notify,
+    /// Applications to join are counted and stored one at a time.
+    pub applications: tokio::sync::Mutex<()>,
     published: RwLock<Arc<Published>>,
     metrics: Metrics,
 }
@@ -603,6 +605,7 @@ pub async fn start(
         conf_changed: Notify::new(),
         ledger,
         ledger_changed: Notify::new(),
+        applications: tokio::sync::Mutex::new(()),
         published: RwLock::new(placeholder),
         metrics: Metrics::new(),
     });
@@ -628,7 +631,7 @@ pub async fn start(
     let server = tokio::spawn(veksel_net::serve(
         listener,
         Some(Arc::new(tls)),
-        move |_conn| hyper_util::service::TowerToHyperService::new(router.clone()),
+        move |conn| veksel_net::with_conn_info(router.clone(), conn),
         ServerLimits::default(),
         shutdown.clone(),
     ));

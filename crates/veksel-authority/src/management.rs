@@ -8,8 +8,11 @@
 //! fails to apply returns the request to `submitted` with the error.
 
 use crate::AppState;
-use crate::api::{check_fresh, issue_enrolment_token, require, verify_gateway_jws};
-use crate::model::{EnrolmentToken, Role};
+use crate::api::{
+    AdminRole, ObserverRole, RegistrationOfficerRole, check_fresh, issue_enrolment_token,
+    verify_gateway_jws,
+};
+use crate::model::EnrolmentToken;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
@@ -18,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use utoipa::{OpenApi, ToSchema};
-use veksel_admin::{ApiError, ApiResult};
+use veksel_admin::{ApiError, ApiResult, Authorized};
 use veksel_proto::management::{CONSENT_CTY, Change, Consent, GatewayRequest, MANAGEMENT_CTY};
 use veksel_store::StoreError;
 use veksel_store::sqlx;
@@ -30,6 +33,25 @@ pub const STATUS_TOKEN_PREFIX: &str = "vks_";
 /// Most applications waiting for an officer; beyond it new ones are refused, so an
 /// open endpoint cannot fill the database.
 pub const MAX_PENDING_APPLICATIONS: i64 = 1000;
+
+/// Most applications from one source address (an IPv6 /64) waiting for an officer:
+/// anonymous callers cannot fill the shared quota above and lock out real applicants.
+pub const MAX_PENDING_APPLICATIONS_PER_SOURCE: i64 = 5;
+
+/// The source an application is counted against: the IPv4 address, or the /64 an
+/// IPv6 address is in (one subscriber gets a whole /64).
+fn application_source(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
 
 /// A management request as the officer sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -151,14 +173,16 @@ struct Submission<'a> {
     consented: bool,
     signed_request: Option<&'a str>,
     status_token_sha256: Option<&'a str>,
+    /// Where an anonymous application came from.
+    source: Option<&'a str>,
 }
 
 async fn insert(s: &AppState, change: &Change, sub: &Submission<'_>) -> ApiResult<i64> {
     let text = serde_json::to_string(change).map_err(|e| ApiError::internal(e.to_string()))?;
     let (id,): (i64,) = sqlx::query_as(
         "INSERT INTO management_requests
-             (kind, state, change, submitted_by, consented, signed_request, created_at, status_token_sha256)
-         VALUES ($1, 'submitted', $2, $3, $4, $5, $6, $7) RETURNING id",
+             (kind, state, change, submitted_by, consented, signed_request, created_at, status_token_sha256, source)
+         VALUES ($1, 'submitted', $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
     .bind(change.kind())
     .bind(&text)
@@ -167,6 +191,7 @@ async fn insert(s: &AppState, change: &Change, sub: &Submission<'_>) -> ApiResul
     .bind(sub.signed_request)
     .bind(s.clock.now_ms())
     .bind(sub.status_token_sha256)
+    .bind(sub.source)
     .fetch_one(s.registry.db().pool())
     .await
     .map_err(StoreError::from)?;
@@ -193,6 +218,7 @@ pub async fn record_applied(s: &AppState, change: &Change, submitted_by: &str) -
             consented: true,
             signed_request: None,
             status_token_sha256: None,
+            source: None,
         },
     )
     .await?;
@@ -369,6 +395,7 @@ pub(crate) struct ManagementDoc;
 #[utoipa::path(post, path = "/apply/v1", security(()), request_body(content = Object, description = "{\"type\":\"member-application\",\"member\",\"name\",\"gateway\",\"address\",\"contact\"}"), responses((status = 202, body = ApplicationReceipt), (status = 422), (status = 503, description = "Too many applications wait for an officer")))]
 async fn apply_to_join(
     State(s): State<Arc<AppState>>,
+    axum::Extension(conn): axum::Extension<veksel_net::ConnInfo>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<ApplicationReceipt>)> {
     if body.len() > 16 * 1024 {
@@ -407,6 +434,27 @@ async fn apply_to_join(
             format!("member {member} is already registered"),
         ));
     }
+    let source = application_source(conn.remote.ip());
+    // Counting and inserting one application at a time keeps concurrent submissions
+    // from one source from all passing the count.
+    let _one_at_a_time = s.applications.lock().await;
+    let (from_source,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM management_requests WHERE source = $1 AND state = 'submitted'",
+    )
+    .bind(&source)
+    .fetch_one(s.registry.db().pool())
+    .await
+    .map_err(StoreError::from)?;
+    if from_source >= MAX_PENDING_APPLICATIONS_PER_SOURCE {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            format!(
+                "{from_source} applications from {source} wait for the registration officer already; \
+                 wait for their decision"
+            ),
+        ));
+    }
     let (pending,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM management_requests WHERE kind = 'member-application' AND state = 'submitted'",
     )
@@ -430,6 +478,7 @@ async fn apply_to_join(
             consented: false,
             signed_request: None,
             status_token_sha256: Some(&digest),
+            source: Some(&source),
         },
     )
     .await?;
@@ -549,6 +598,7 @@ async fn gateway_request(
             consented,
             signed_request: Some(body.trim()),
             status_token_sha256: None,
+            source: None,
         },
     )
     .await?;
@@ -596,10 +646,9 @@ async fn verify_consent(s: &AppState, jws: &str, req: &GatewayRequest) -> ApiRes
 #[utoipa::path(get, path = "/api/v1/management-requests", params(ListQuery), responses((status = 200, body = Vec<ManagementRequestDto>)))]
 async fn list(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    _: Authorized<ObserverRole>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<ManagementRequestDto>>> {
-    require(&s, &h, Role::Observer).await?;
     let rows: Vec<Row> = match &q.state {
         Some(state) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM management_requests WHERE state = $1 ORDER BY id DESC LIMIT 1000"
@@ -622,31 +671,28 @@ async fn list(
 #[utoipa::path(get, path = "/api/v1/management-requests/{id}", params(("id" = i64, Path)), responses((status = 200, body = ManagementRequestDto), (status = 404)))]
 async fn get_one(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    _: Authorized<ObserverRole>,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<ManagementRequestDto>> {
-    require(&s, &h, Role::Observer).await?;
     Ok(Json(load(&s, id).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/management-requests/{id}/approve", params(("id" = i64, Path)), responses((status = 200, body = ManagementRequestDto, description = "Approved; the change is in the registry and the next configuration"), (status = 409, description = "Not submitted, or the change conflicts with the registry")))]
 async fn approve_request(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<ManagementRequestDto>> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     Ok(Json(approve(&s, id, &who.id).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/management-requests/{id}/decline", params(("id" = i64, Path)), request_body = Decline, responses((status = 200, body = ManagementRequestDto), (status = 409)))]
 async fn decline_request(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
     Path(id): Path<i64>,
     Json(b): Json<Decline>,
 ) -> ApiResult<Json<ManagementRequestDto>> {
-    let who = require(&s, &h, Role::RegistrationOfficer).await?;
     if b.reason.trim().is_empty() || b.reason.chars().count() > 1000 {
         return Err(unprocessable(
             "a reason of 1 to 1000 characters is required",
@@ -660,9 +706,12 @@ async fn decline_request(
 #[utoipa::path(get, path = "/api/v1/management-policy", responses((status = 200, body = ManagementPolicy)))]
 async fn get_policy(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    _: Authorized<ObserverRole>,
 ) -> ApiResult<Json<ManagementPolicy>> {
-    require(&s, &h, Role::Observer).await?;
+    read_policy(&s).await
+}
+
+async fn read_policy(s: &AppState) -> ApiResult<Json<ManagementPolicy>> {
     let rows: Vec<(String,)> =
         sqlx::query_as("SELECT kind FROM management_policy WHERE auto_approve <> 0 ORDER BY kind")
             .fetch_all(s.registry.db().pool())
@@ -676,10 +725,9 @@ async fn get_policy(
 #[utoipa::path(put, path = "/api/v1/management-policy", request_body = ManagementPolicy, responses((status = 200, body = ManagementPolicy), (status = 422)))]
 async fn put_policy(
     State(s): State<Arc<AppState>>,
-    h: HeaderMap,
+    Authorized(who): Authorized<AdminRole>,
     Json(b): Json<ManagementPolicy>,
 ) -> ApiResult<Json<ManagementPolicy>> {
-    let who = require(&s, &h, Role::Admin).await?;
     const AUTOMATIC: [&str; 5] = [
         "client-registration",
         "client-deletion",
@@ -723,5 +771,5 @@ async fn put_policy(
             &serde_json::to_string(&b).unwrap_or_default(),
         )
         .await?;
-    get_policy(State(s), h).await
+    read_policy(&s).await
 }

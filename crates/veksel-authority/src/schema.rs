@@ -91,4 +91,12 @@ ALTER TABLE gateway_clients ADD COLUMN disabled BIGINT NOT NULL DEFAULT 0
         name: "ledger",
         sql: crate::ledger::MIGRATION,
     },
+    Migration {
+        version: 8,
+        name: "application source",
+        sql: r#"
+ALTER TABLE management_requests ADD COLUMN source TEXT;
+CREATE INDEX management_requests_source ON management_requests (source, state)
+"#,
+    },
 ];

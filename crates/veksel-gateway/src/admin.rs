@@ -15,23 +15,46 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::{OpenApi, ToSchema};
-use veksel_admin::{ApiError, ApiErrorBody, ApiResult};
+use veksel_admin::{ApiError, ApiErrorBody, ApiResult, Authorized, RoleCheck};
 use veksel_id::SubsystemId;
 use veksel_proto::access::AccessRule;
+use veksel_store::tokens::TokenPrincipal;
 
 /// Roles of gateway admin tokens, weakest first.
 const ROLES: [&str; 3] = ["observer", "security-officer", "admin"];
 
-async fn require(gw: &Gateway, h: &HeaderMap, needed: &str) -> ApiResult<String> {
+async fn require(gw: &Gateway, h: &HeaderMap, needed: &str) -> ApiResult<TokenPrincipal> {
     let rank = |r: &str| ROLES.iter().position(|x| *x == r);
-    let p = veksel_admin::authenticate(
+    veksel_admin::authenticate(
         &gw.db,
         h,
         needed,
         |have| matches!((rank(have), rank(needed)), (Some(a), Some(b)) if a >= b),
     )
-    .await?;
-    Ok(p.id)
+    .await
+}
+
+/// Reading the configuration, the message log's metadata and monitoring.
+#[derive(Debug)]
+struct Observer;
+/// Changing the configuration, reading stored bodies and evidence.
+#[derive(Debug)]
+struct SecurityOfficer;
+
+impl RoleCheck for Observer {
+    type State = Arc<Gateway>;
+    type Principal = TokenPrincipal;
+    async fn check(gw: &Arc<Gateway>, headers: &HeaderMap) -> ApiResult<TokenPrincipal> {
+        require(gw, headers, "observer").await
+    }
+}
+
+impl RoleCheck for SecurityOfficer {
+    type State = Arc<Gateway>;
+    type Principal = TokenPrincipal;
+    async fn check(gw: &Arc<Gateway>, headers: &HeaderMap) -> ApiResult<TokenPrincipal> {
+        require(gw, headers, "security-officer").await
+    }
 }
 
 fn subsystem(raw: &str) -> ApiResult<SubsystemId> {
@@ -149,9 +172,8 @@ pub struct Status {
 #[utoipa::path(get, path = "/api/v1/certificates", responses((status = 200, body = Vec<crate::renewal::CertStatus>)))]
 async fn certificates(
     State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
+    _: Authorized<Observer>,
 ) -> ApiResult<Json<Vec<crate::renewal::CertStatus>>> {
-    require(&gw, &h, "observer").await?;
     Ok(Json(crate::renewal::status(
         &gw.keys.get(),
         i64::try_from(gw.clock.now_secs()).unwrap_or(i64::MAX),
@@ -174,9 +196,8 @@ struct RenewResult {
 #[utoipa::path(post, path = "/api/v1/certificates/renew", responses((status = 200, body = RenewResult), (status = 502, body = ApiErrorBody, description = "The authority refused or could not be reached")))]
 async fn renew_certificates(
     State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
+    Authorized(TokenPrincipal { id: who, .. }): Authorized<SecurityOfficer>,
 ) -> ApiResult<Json<RenewResult>> {
-    let who = require(&gw, &h, "security-officer").await?;
     tracing::info!(token = %who, "certificate renewal requested");
     let outcome = crate::renewal::round(&gw, true)
         .await
@@ -200,10 +221,9 @@ async fn renew_certificates(
 #[utoipa::path(post, path = "/api/v1/management-requests", request_body(content = Object), responses((status = 202, description = "Submitted (or approved by the authority's policy)"), (status = 422, body = ApiErrorBody), (status = 502, body = ApiErrorBody, description = "The authority could not be reached")))]
 async fn management_request(
     State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
+    Authorized(TokenPrincipal { id: who, .. }): Authorized<SecurityOfficer>,
     Json(change): Json<serde_json::Value>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let who = require(&gw, &h, "security-officer").await?;
     use crate::management::SubmitError;
     let (status, answer) = crate::management::submit(&gw, change)
         .await
@@ -232,10 +252,9 @@ pub struct CommitmentRequest {
 #[utoipa::path(post, path = "/api/v1/ledger/commitments", request_body = CommitmentRequest, responses((status = 202, description = "Queued in the ledger"), (status = 422, body = ApiErrorBody), (status = 502, body = ApiErrorBody)))]
 async fn ledger_commitment(
     State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
+    Authorized(TokenPrincipal { id: who, .. }): Authorized<SecurityOfficer>,
     Json(b): Json<CommitmentRequest>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let who = require(&gw, &h, "security-officer").await?;
     let probe = veksel_proto::ledger::LedgerEntry::Commitment {
         at: 1,
         gateway: gw.id().to_string(),
@@ -286,15 +305,16 @@ async fn witness_add_checkpoint(State(gw): State<Arc<Gateway>>, body: String) ->
 #[utoipa::path(get, path = "/api/v1/ledger/alarms", responses((status = 200, body = Vec<crate::ledger::Alarm>)))]
 async fn ledger_alarms(
     State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
+    _: Authorized<Observer>,
 ) -> ApiResult<Json<Vec<crate::ledger::Alarm>>> {
-    require(&gw, &h, "observer").await?;
     Ok(Json(crate::ledger::alarms(&gw).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/status", responses((status = 200, body = Status)))]
-async fn status(State(gw): State<Arc<Gateway>>, h: HeaderMap) -> ApiResult<Json<Status>> {
-    require(&gw, &h, "observer").await?;
+async fn status(
+    State(gw): State<Arc<Gateway>>,
+    _: Authorized<Observer>,
+) -> ApiResult<Json<Status>> {
     let latest = gw.conf.latest();
     Ok(Json(Status {
         gateway: gw.id().to_string(),
@@ -325,9 +345,8 @@ async fn status(State(gw): State<Arc<Gateway>>, h: HeaderMap) -> ApiResult<Json<
 #[utoipa::path(get, path = "/api/v1/clients", responses((status = 200, body = Vec<LocalClient>)))]
 async fn list_clients(
     State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
+    _: Authorized<Observer>,
 ) -> ApiResult<Json<Vec<LocalClient>>> {
-    require(&gw, &h, "observer").await?;
     Ok(Json(
         gw.serverconf.current().clients.values().cloned().collect(),
     ))
@@ -336,10 +355,9 @@ async fn list_clients(
 #[utoipa::path(get, path = "/api/v1/clients/{id}", params(("id" = String, Path, description = "INSTANCE:CLASS:CODE:SUBSYSTEM")), responses((status = 200, body = LocalClient)))]
 async fn get_client(
     State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
+    _: Authorized<Observer>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<LocalClient>> {
-    require(&gw, &h, "observer").await?;
     let id = subsystem(&id)?;
     gw.serverconf
         .current()
@@ -353,11 +371,10 @@ async fn get_client(
 #[utoipa::path(put, path = "/api/v1/clients/{id}", request_body = ClientSettings, params(("id" = String, Path)), responses((status = 204)))]
 async fn put_client(
     State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
+    Authorized(TokenPrincipal { id: who, .. }): Authorized<SecurityOfficer>,
     Path(id): Path<String>,
     Json(b): Json<ClientSettings>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     if b.is_cert_sha256
         .iter()
@@ -382,10 +399,9 @@ async fn put_client(
 #[utoipa::path(delete, path = "/api/v1/clients/{id}", params(("id" = String, Path)), responses((status = 204)))]
 async fn delete_client(
     State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
+    Authorized(TokenPrincipal { id: who, .. }): Authorized<SecurityOfficer>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     let change = ConfigChange::new(
         gw.clock.now_ms(),
@@ -402,11 +418,10 @@ async fn delete_client(
 #[utoipa::path(put, path = "/api/v1/clients/{id}/services/{code}", request_body = ServiceConfig, params(("id" = String, Path), ("code" = String, Path)), responses((status = 204), (status = 400, body = ApiErrorBody)))]
 async fn put_service(
     State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
+    Authorized(TokenPrincipal { id: who, .. }): Authorized<SecurityOfficer>,
     Path((id, code)): Path<(String, String)>,
     Json(b): Json<ServiceConfig>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     serverconf::validate_service(&code, &b).map_err(ApiError::bad_request)?;
     let change = ConfigChange::new(
@@ -424,10 +439,9 @@ async fn put_service(
 #[utoipa::path(delete, path = "/api/v1/clients/{id}/services/{code}", params(("id" = String, Path), ("code" = String, Path)), responses((status = 204)))]
 async fn delete_service(
     State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
+    Authorized(TokenPrincipal { id: who, .. }): Authorized<SecurityOfficer>,
     Path((id, code)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     let change = ConfigChange::new(
         gw.clock.now_ms(),
@@ -444,11 +458,10 @@ async fn delete_service(
 #[utoipa::path(put, path = "/api/v1/clients/{id}/access", request_body(content = serde_json::Value, description = "The complete list of access rules: [{subject: {type: client|global_group|local_group, id}, service_code, endpoint: {method, path}}]"), params(("id" = String, Path)), responses((status = 204)))]
 async fn put_access(
     State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
+    Authorized(TokenPrincipal { id: who, .. }): Authorized<SecurityOfficer>,
     Path(id): Path<String>,
     Json(rules): Json<Vec<AccessRule>>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     for r in &rules {
         if !r.endpoint.path.starts_with('/') {
@@ -475,11 +488,10 @@ async fn put_access(
 #[utoipa::path(put, path = "/api/v1/clients/{id}/local-groups/{code}", request_body = LocalGroup, params(("id" = String, Path), ("code" = String, Path)), responses((status = 204)))]
 async fn put_local_group(
     State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
+    Authorized(TokenPrincipal { id: who, .. }): Authorized<SecurityOfficer>,
     Path((id, code)): Path<(String, String)>,
     Json(b): Json<LocalGroup>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     veksel_id::validate_part("local group", 0, &code)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -500,10 +512,9 @@ async fn put_local_group(
 #[utoipa::path(delete, path = "/api/v1/clients/{id}/local-groups/{code}", params(("id" = String, Path), ("code" = String, Path)), responses((status = 204)))]
 async fn delete_local_group(
     State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
+    Authorized(TokenPrincipal { id: who, .. }): Authorized<SecurityOfficer>,
     Path((id, code)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let who = require(&gw, &h, "security-officer").await?;
     let id = subsystem(&id)?;
     let change = ConfigChange::new(
         gw.clock.now_ms(),
@@ -522,11 +533,20 @@ async fn delete_local_group(
 #[utoipa::path(get, path = "/api/v1/message-log", params(LogQuery), responses((status = 200, body = Vec<LoggedMessage>)))]
 async fn message_log(
     State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
+    Authorized(caller): Authorized<Observer>,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Json<Vec<LoggedMessage>>> {
-    require(&gw, &h, "observer").await?;
-    Ok(Json(msglog::query_messages(&gw.db, &q).await?))
+    let records = msglog::query_messages(&gw.db, &q).await?;
+    // Descriptors name end users: observers get what evidence export would let them
+    // have, which is the metadata.
+    Ok(Json(if caller.role == "observer" {
+        records
+            .into_iter()
+            .map(LoggedMessage::metadata_only)
+            .collect()
+    } else {
+        records
+    }))
 }
 
 /// Which side's record to read bodies from.
@@ -541,12 +561,11 @@ struct SideQuery {
 #[utoipa::path(get, path = "/api/v1/message-log/{request_id}/bodies", params(("request_id" = String, Path), SideQuery), responses((status = 200, description = "The stored body bytes"), (status = 404, body = ApiErrorBody)))]
 async fn message_bodies(
     State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
+    _: Authorized<SecurityOfficer>,
     Path(id): Path<String>,
     Query(q): Query<SideQuery>,
 ) -> ApiResult<Response> {
     // Bodies can hold personal data: only security officers and admins read them.
-    require(&gw, &h, "security-officer").await?;
     let (request, response) = msglog::message_bodies(&gw.db, &id, &q.side).await?;
     let body = match q.part.as_str() {
         "request" => request,
@@ -567,12 +586,11 @@ struct EvidenceQuery {
 #[utoipa::path(get, path = "/api/v1/message-log/{request_id}/evidence", params(("request_id" = String, Path), EvidenceQuery), responses((status = 200, description = "Evidence bundle (veksel-evidence/1)"), (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody, description = "Not yet time-stamped")))]
 async fn evidence_bundle(
     State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
+    _: Authorized<SecurityOfficer>,
     Path(id): Path<String>,
     Query(q): Query<EvidenceQuery>,
 ) -> ApiResult<Json<crate::evidence::Bundle>> {
     // Descriptors carry end-user identifiers (X-Road-UserId): security officers only.
-    require(&gw, &h, "security-officer").await?;
     let conf = gw
         .conf
         .latest()
@@ -595,10 +613,9 @@ async fn evidence_bundle(
 #[utoipa::path(get, path = "/api/v1/op-monitoring", params(LogQuery), responses((status = 200, body = Vec<OpRecord>)))]
 async fn op_monitoring(
     State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
+    _: Authorized<Observer>,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Json<Vec<OpRecord>>> {
-    require(&gw, &h, "observer").await?;
     Ok(Json(msglog::query_monitoring(&gw.db, &q).await?))
 }
 

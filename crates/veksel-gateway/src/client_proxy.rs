@@ -237,6 +237,7 @@ async fn exchange(
 
     let created_at = gw.clock.now_ms();
     let canonical_target = target.canonical_target();
+    let forwarded = end_to_end(&parts.headers);
     let request_template = RequestDescriptor {
         typ: REQUEST_TYPE.to_owned(),
         request_id: request_id.clone(),
@@ -245,7 +246,7 @@ async fn exchange(
         service: target.service.clone(),
         method: parts.method.as_str().to_owned(),
         target: canonical_target.clone(),
-        headers: end_to_end(&parts.headers),
+        headers: xh::descriptor_headers(&forwarded),
         user_id: user_id.clone(),
         issue: issue.clone(),
         represented_party: represented_party.clone(),
@@ -268,7 +269,7 @@ async fn exchange(
         })?;
     {
         let h = out.headers_mut();
-        xh::append_all(h, &request_template.headers)?;
+        xh::append_all(h, &forwarded)?;
         put(h, xh::X_ROAD_CLIENT, &r1::encode_id(&client.to_string()));
         put(h, xh::X_ROAD_ID, &xroad_id);
         put(h, xh::X_ROAD_REQUEST_ID, &request_id);
@@ -420,6 +421,7 @@ async fn exchange(
         ));
     }
 
+    let received = end_to_end(&rparts.headers);
     let response_template = ResponseDescriptor {
         typ: RESPONSE_TYPE.to_owned(),
         request_id: request_id.clone(),
@@ -428,13 +430,13 @@ async fn exchange(
         client: client.clone(),
         service: target.service.clone(),
         status: rparts.status.as_u16(),
-        headers: end_to_end(&rparts.headers),
+        headers: xh::descriptor_headers(&received),
         provider_gateway: peer.id.clone(),
         created_at_ms: 0,
         body: BodyDigest::of(b""),
     };
     let mut headers = HeaderMap::new();
-    xh::append_all(&mut headers, &response_template.headers)
+    xh::append_all(&mut headers, &received)
         .map_err(|f| exchange::reorigin(f, Origin::ClientProxy))?;
     put(&mut headers, xh::X_ROAD_ID, &xroad_id);
     put(

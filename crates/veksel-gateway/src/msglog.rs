@@ -417,14 +417,19 @@ pub struct LoggedMessage {
     pub consumer_gateway: String,
     /// Provider gateway.
     pub provider_gateway: String,
-    /// Signed request descriptor (JSON text).
-    pub request_descriptor: String,
-    /// Detached JWS over the request descriptor.
-    pub request_signature: String,
-    /// Signed response descriptor (JSON text).
-    pub response_descriptor: String,
-    /// Detached JWS over the response descriptor.
-    pub response_signature: String,
+    /// Signed request descriptor (JSON text). Security officers only: it names the
+    /// end user (`X-Road-UserId`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_descriptor: Option<String>,
+    /// Detached JWS over the request descriptor (security officers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_signature: Option<String>,
+    /// Signed response descriptor (JSON text; security officers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_descriptor: Option<String>,
+    /// Detached JWS over the response descriptor (security officers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_signature: Option<String>,
     /// Whether bodies are stored with the record.
     pub has_bodies: bool,
     /// Why bodies are missing in full mode.
@@ -498,10 +503,10 @@ pub async fn query_messages(db: &Db, q: &LogQuery) -> Result<Vec<LoggedMessage>,
                 status: r.try_get(8)?,
                 consumer_gateway: r.try_get(9)?,
                 provider_gateway: r.try_get(10)?,
-                request_descriptor: r.try_get(11)?,
-                request_signature: r.try_get(12)?,
-                response_descriptor: r.try_get(13)?,
-                response_signature: r.try_get(14)?,
+                request_descriptor: Some(r.try_get(11)?),
+                request_signature: Some(r.try_get(12)?),
+                response_descriptor: Some(r.try_get(13)?),
+                response_signature: Some(r.try_get(14)?),
                 has_bodies: r.try_get::<i64, _>(15)? != 0,
                 body_note: r.try_get(16)?,
                 request_size: r.try_get(17)?,
@@ -512,6 +517,20 @@ pub async fn query_messages(db: &Db, q: &LogQuery) -> Result<Vec<LoggedMessage>,
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
+}
+
+impl LoggedMessage {
+    /// The record as an observer may read it: its metadata without the signed
+    /// descriptors, which name end users (the rule evidence export applies).
+    pub fn metadata_only(self) -> Self {
+        Self {
+            request_descriptor: None,
+            request_signature: None,
+            response_descriptor: None,
+            response_signature: None,
+            ..self
+        }
+    }
 }
 
 /// Stored request and response bodies of one record.

@@ -239,6 +239,39 @@ pub async fn serve<F, S, B>(
     }
 }
 
+/// A hyper service that hands each request to a clone of a tower service (an axum
+/// router, say) with the connection's [`ConnInfo`] in the request's extensions, so
+/// handlers can see who is calling (rate limits per source, peer certificates).
+#[derive(Debug, Clone)]
+pub struct WithConnInfo<S> {
+    service: S,
+    conn: ConnInfo,
+}
+
+/// Wraps `service` for one connection (see [`WithConnInfo`]).
+pub fn with_conn_info<S>(service: S, conn: ConnInfo) -> WithConnInfo<S> {
+    WithConnInfo { service, conn }
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for WithConnInfo<S>
+where
+    S: tower::Service<Request<Incoming>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.conn.clone());
+        let mut service = self.service.clone();
+        Box::pin(async move {
+            std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+            service.call(req).await
+        })
+    }
+}
+
 /// Binds a listener, with a message that names the address on failure.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)

@@ -112,6 +112,35 @@ pub fn end_to_end(headers: &HeaderMap) -> Vec<(String, String)> {
     out
 }
 
+/// End-to-end headers that carry credentials: they travel to the other side (a
+/// provider's API takes its tokens that way) but are never written into a descriptor,
+/// which both message logs keep and which evidence shows to third parties.
+pub const CREDENTIAL_HEADERS: &[&str] = &["authorization", "cookie", "set-cookie", "x-api-key"];
+
+/// Prefix of a credential's digest in a descriptor's header list.
+pub const CREDENTIAL_DIGEST_PREFIX: &str = "sha256:";
+
+/// The header list a descriptor signs and the logs keep: the end-to-end headers with
+/// each credential's value replaced by `sha256:` and the base64url SHA-256 of the
+/// value. The signature still binds the credential (both gateways compute the digest
+/// from the header they send or receive), but neither log can disclose it.
+pub fn descriptor_headers(end_to_end: &[(String, String)]) -> Vec<(String, String)> {
+    use base64::Engine;
+    end_to_end
+        .iter()
+        .map(|(name, value)| {
+            if CREDENTIAL_HEADERS.contains(&name.as_str()) {
+                let digest =
+                    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
+                let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+                (name.clone(), format!("{CREDENTIAL_DIGEST_PREFIX}{b64}"))
+            } else {
+                (name.clone(), value.clone())
+            }
+        })
+        .collect()
+}
+
 /// Writes a canonical header list back into a map.
 pub fn append_all(map: &mut HeaderMap, headers: &[(String, String)]) -> Result<(), Fault> {
     for (name, value) in headers {
@@ -290,6 +319,27 @@ mod tests {
             );
         }
         m
+    }
+
+    #[test]
+    fn credentials_are_signed_by_digest_only() {
+        let e2e = end_to_end(&map(&[
+            ("Authorization", "Bearer secret-token"),
+            ("Cookie", "session=secret"),
+            ("Accept", "application/json"),
+        ]));
+        let signed = descriptor_headers(&e2e);
+        let text = format!("{signed:?}");
+        assert!(!text.contains("secret"), "{text}");
+        assert_eq!(signed[0].0, "accept");
+        assert_eq!(signed[0].1, "application/json");
+        assert_eq!(signed[1].0, "authorization");
+        // echo -n 'Bearer secret-token' | openssl dgst -sha256 -binary | base64url
+        assert!(signed[1].1.starts_with(CREDENTIAL_DIGEST_PREFIX));
+        assert_eq!(signed[1].1.len(), CREDENTIAL_DIGEST_PREFIX.len() + 43);
+        // Another credential gives another digest: the signature binds the value.
+        let other = descriptor_headers(&end_to_end(&map(&[("Authorization", "Bearer other")])));
+        assert_ne!(other[0].1, signed[1].1);
     }
 
     #[test]

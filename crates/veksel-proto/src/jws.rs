@@ -34,6 +34,9 @@ pub enum JwsError {
     /// The signer failed.
     #[error("signing failed: {0}")]
     Signer(String),
+    /// The header asks for an extension this verifier does not implement.
+    #[error("unsupported JWS header: {0}")]
+    UnsupportedCritical(&'static str),
 }
 
 /// Something that makes ES256 signatures: a key file, an HSM, a batch signer.
@@ -58,6 +61,14 @@ pub struct Header {
     /// The signing certificate chain, standard base64 DER, leaf first.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub x5c: Vec<String>,
+    /// RFC 7515 §4.1.11 `crit`: extensions the verifier must understand. veksel
+    /// understands none, so a header that has it is refused; never written.
+    #[serde(skip_serializing, default)]
+    pub crit: Option<serde_json::Value>,
+    /// RFC 7797 `b64`: an unencoded payload changes what is signed; veksel always
+    /// signs the base64url payload, so a header that has it is refused; never written.
+    #[serde(skip_serializing, default)]
+    pub b64: Option<serde_json::Value>,
 }
 
 impl Header {
@@ -100,6 +111,8 @@ fn header_for(signer: &dyn Signer, cty: &str, with_chain: bool) -> Header {
         } else {
             Vec::new()
         },
+        crit: None,
+        b64: None,
     }
 }
 
@@ -166,6 +179,16 @@ impl Unverified {
             .map_err(|_| JwsError::Malformed("protected header is not the expected JSON"))?;
         if header.alg != ES256 {
             return Err(JwsError::UnsupportedAlgorithm(header.alg));
+        }
+        if header.crit.is_some() {
+            return Err(JwsError::UnsupportedCritical(
+                "the header names critical extensions (crit); none are understood",
+            ));
+        }
+        if header.b64.is_some() {
+            return Err(JwsError::UnsupportedCritical(
+                "the header sets b64 (RFC 7797); only base64url payloads are signed",
+            ));
         }
         let payload_b64 = match detached_payload {
             Some(payload) => {
@@ -305,6 +328,23 @@ mod tests {
             Unverified::parse(&none, None),
             Err(JwsError::UnsupportedAlgorithm(a)) if a == "none"
         ));
+        // RFC 7515 §4.1.11: a crit the verifier does not understand is refused, and
+        // so is b64 (RFC 7797), which would change what the signature covers.
+        for header in [
+            r#"{"alg":"ES256","crit":["b64"],"b64":false}"#,
+            r#"{"alg":"ES256","crit":["exp"]}"#,
+            r#"{"alg":"ES256","crit":[]}"#,
+            r#"{"alg":"ES256","b64":true}"#,
+        ] {
+            let jws = format!("{}.{}.{}", b64(header.as_bytes()), b64(b"x"), b64(&[0; 64]));
+            assert!(
+                matches!(
+                    Unverified::parse(&jws, None),
+                    Err(JwsError::UnsupportedCritical(_))
+                ),
+                "{header}"
+            );
+        }
         assert!(Unverified::parse("a.b", None).is_err());
         assert!(Unverified::parse("a.b.c.d", None).is_err());
         assert!(Unverified::parse("!!.b.c", None).is_err());

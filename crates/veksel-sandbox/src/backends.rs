@@ -163,7 +163,8 @@ pub fn tax_registers() -> Router {
 /// The diagnostic service:
 /// - `/status/{code}` answers with that status and a JSON error body,
 /// - `/redirect` answers `302 Found` to `/echo`,
-/// - `/bytes/{n}` streams `n` bytes of a repeating pattern,
+/// - `/bytes/{n}` streams `n` bytes of a repeating pattern (`?pause_ms=` pauses after
+///   the first block),
 /// - `/sleep/{ms}` answers after `ms` milliseconds (at most a minute),
 /// - `/digest` consumes the body and returns its length and SHA-256,
 /// - anything else echoes method, path, query, headers and body as JSON.
@@ -243,8 +244,25 @@ pub fn pattern_stream(
     })
 }
 
-async fn bytes(Path(n): Path<u64>) -> Response {
-    let mut resp = Body::from_stream(pattern_stream(n)).into_response();
+/// Options of `/bytes/{n}`.
+#[derive(Debug, Deserialize)]
+struct BytesOptions {
+    /// Pause after the first block, milliseconds (at most a minute): tests use it to
+    /// act while a body is under way.
+    pause_ms: Option<u64>,
+}
+
+async fn bytes(Path(n): Path<u64>, Query(options): Query<BytesOptions>) -> Response {
+    let pause = std::time::Duration::from_millis(options.pause_ms.unwrap_or(0).min(60_000));
+    let stream = pattern_stream(n)
+        .enumerate()
+        .then(move |(i, block)| async move {
+            if i == 1 && !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            block
+        });
+    let mut resp = Body::from_stream(stream).into_response();
     resp.headers_mut().insert(header::CONTENT_LENGTH, n.into());
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -148,6 +148,28 @@ pub enum Databases {
     },
 }
 
+impl Databases {
+    /// PostgreSQL databases named after the one in `url`: `{name}_authority` and
+    /// `{name}_{organisation}` for each gateway, created when missing.
+    pub async fn postgres_with_prefix(url: &str) -> Result<Self> {
+        let prefix = veksel_store::postgres_database_name(url).ok_or_else(|| {
+            anyhow!("{url}: name a database (used as the prefix of the sandbox's)")
+        })?;
+        let database = |node: &str| {
+            let name = format!("{prefix}_{node}");
+            async move { veksel_store::ensure_postgres_database(url, &name).await }
+        };
+        Ok(Databases::Postgres {
+            authority: database("authority").await?,
+            gateways: [
+                database(ORGS[0].slug).await?,
+                database(ORGS[1].slug).await?,
+                database(ORGS[2].slug).await?,
+            ],
+        })
+    }
+}
+
 /// How to run the sandbox.
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
@@ -599,13 +621,20 @@ impl Sandbox {
 
     /// Starts a gateway stopped with [`Sandbox::stop_gateway`] on its old ports.
     pub async fn start_gateway(&mut self, i: usize) -> Result<()> {
+        let peer = listen(self.info.ports.peer[i]).await?;
+        self.start_gateway_with_peer(i, peer).await
+    }
+
+    /// Starts a stopped gateway with its gateway-to-gateway side on `peer` instead of
+    /// its registered address (tests put an impostor at that address).
+    pub async fn start_gateway_with_peer(&mut self, i: usize, peer: TcpListener) -> Result<()> {
         let p = self.info.ports;
         let running = veksel_gateway::start(
             &self.info.gateways[i].data_dir,
             self.clock.clone(),
             Listeners {
                 client: Some(listen(p.client[i]).await?),
-                peer: Some(listen(p.peer[i]).await?),
+                peer: Some(peer),
                 admin: Some(listen(p.admin[i]).await?),
                 client_tls: None,
             },

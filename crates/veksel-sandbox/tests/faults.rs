@@ -235,3 +235,106 @@ async fn database_failure(b: Backend) {
     net.stop().await;
 }
 both_backends!(message_log_database_failure_fails_closed, database_failure);
+
+/// The message log's database fails while a streamed answer is under way: on the
+/// consumer's side, then on the provider's. Either way the information system never
+/// gets the whole body, the side that failed keeps no record and records the fault in
+/// its monitoring, and the next exchange is served and logged.
+async fn database_failure_mid_stream(b: Backend) {
+    use futures_util::StreamExt;
+    let Some(net) = Net::start(b).await else {
+        return;
+    };
+    // The service pauses after the first block: the database fails in that pause,
+    // before either gateway has seen the end of the body.
+    const BIG: u64 = 4 * 1024 * 1024;
+    let url = format!(
+        "{}/r1/{}/echo/bytes/{BIG}?pause_ms=1000",
+        net.client_url(MUNICIPALITY),
+        ORGS[POPULATION].subsystem_id()
+    );
+    for (failing, fault) in [
+        (MUNICIPALITY, "Server.ClientProxy.DatabaseError"),
+        (POPULATION, "Server.ServerProxy.DatabaseError"),
+    ] {
+        let db = net.sandbox().gateway(failing).unwrap().db.clone();
+        let resp = net
+            .http
+            .get(&url)
+            .header("X-Road-Client", muni())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let request_id = resp.headers()["x-road-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let mut stream = resp.bytes_stream();
+        let mut received = stream.next().await.unwrap().unwrap().len() as u64;
+        sqlx::query("ALTER TABLE message_log RENAME TO message_log_away")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let mut failed = false;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => received += c.len() as u64,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        assert!(failed, "{fault}: the stream must end in an error");
+        assert!(
+            received < BIG,
+            "{fault}: {received} of {BIG} bytes released"
+        );
+        sqlx::query("ALTER TABLE message_log_away RENAME TO message_log")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        // The side that failed keeps no record; a provider whose log worked keeps its
+        // own (it signed and committed the answer before the consumer's log failed).
+        for org in [MUNICIPALITY, POPULATION] {
+            let records = message_log(&net, org, &format!("request_id={request_id}")).await;
+            let expected = usize::from(failing == MUNICIPALITY && org == POPULATION);
+            assert_eq!(
+                records.len(),
+                expected,
+                "{fault}: gateway {org} logged {records:?}"
+            );
+        }
+        // The failing side's monitoring names the fault (written behind the exchange).
+        let (admin, token) = net.admin(failing);
+        let mut seen = serde_json::Value::Null;
+        for _ in 0..50 {
+            let records: Vec<serde_json::Value> = get_json(
+                &net,
+                &format!("{admin}/api/v1/op-monitoring?request_id={request_id}"),
+                &token,
+            )
+            .await;
+            if let Some(r) = records.into_iter().next() {
+                seen = r;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(seen["fault_code"], fault, "{seen}");
+        assert_eq!(seen["succeeded"], false);
+    }
+    // Service resumes, and both logs verify.
+    let persons = format!("{}/persons/0101701234", ORGS[POPULATION].subsystem_id());
+    assert_eq!(net.r1(MUNICIPALITY, &muni(), &persons).await.status(), 200);
+    for org in [MUNICIPALITY, POPULATION] {
+        let dir = &net.sandbox().info.gateways[org].data_dir;
+        veksel_gateway::verify_log(dir).await.unwrap().unwrap();
+    }
+    net.stop().await;
+}
+both_backends!(
+    message_log_database_failure_mid_stream_withholds_the_end,
+    database_failure_mid_stream
+);

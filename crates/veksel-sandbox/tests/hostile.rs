@@ -27,9 +27,10 @@ async fn still_serving(net: &Net) {
     assert_eq!(r.status(), 200, "the gateway still serves");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_requests_are_refused_and_harmless() {
-    let net = Net::start(Backend::Sqlite).await.unwrap();
+async fn hostile_requests(b: Backend) {
+    let Some(net) = Net::start(b).await else {
+        return;
+    };
     let base = net.client_url(MUNICIPALITY);
     let client = ORGS[MUNICIPALITY].subsystem_id();
     let target = format!("/r1/{}/echo/x", ORGS[POPULATION].subsystem_id());
@@ -149,14 +150,16 @@ async fn hostile_requests_are_refused_and_harmless() {
     assert_eq!(logged[1]["request_size"], 0);
     net.stop().await;
 }
+both_backends!(hostile_requests_are_refused_and_harmless, hostile_requests);
 
 /// Repeated X-Road headers. From a client, r1's rule holds (the last one wins) and the
 /// one value that wins is the one checked, signed, logged and passed on: the service
 /// never sees the other. From a gateway, which sends each header once, a repeat is
 /// refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_xroad_headers_resolve_to_one_value_or_are_refused() {
-    let net = Net::start(Backend::Sqlite).await.unwrap();
+async fn repeated_headers(b: Backend) {
+    let Some(net) = Net::start(b).await else {
+        return;
+    };
     let client = ORGS[MUNICIPALITY].subsystem_id();
     let url = format!(
         "{}/r1/{}/echo/x",
@@ -277,3 +280,7 @@ async fn repeated_xroad_headers_resolve_to_one_value_or_are_refused() {
     );
     net.stop().await;
 }
+both_backends!(
+    repeated_xroad_headers_resolve_to_one_value_or_are_refused,
+    repeated_headers
+);

@@ -154,12 +154,13 @@ async fn upload(
 /// logged with their digests, only their content is not stored (the record and a
 /// metric say why), responses still find the quarter kept for them, and every lease
 /// comes back once the records are written.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn full_mode_body_copies_stay_within_the_capture_budget() {
+async fn capture_budget(b: Backend) {
     const CLIENTS: usize = 8;
     // Over the gateway's prefetch (256 KiB), so each copy starts before the barrier.
     const HALF: usize = 300 * 1024;
-    let mut net = Net::start(Backend::Sqlite).await.unwrap();
+    let Some(mut net) = Net::start(b).await else {
+        return;
+    };
     let dir = net.sandbox().info.gateways[POPULATION].data_dir.clone();
     edit_gateway_config(&dir, |config| {
         config["max_logged_body_bytes"] = (1024 * 1024).into();
@@ -240,16 +241,35 @@ async fn full_mode_body_copies_stay_within_the_capture_budget() {
         "{metrics}"
     );
 
-    // With the budget back, the next body is stored again.
-    let id = upload(
-        &net.http,
-        &url,
-        &client,
-        vec![9u8; 2 * HALF].into(),
-        2 * HALF,
-    )
-    .await;
+    // With the budget back, the next body is stored again, byte for byte, with the
+    // response it got.
+    let sent: Vec<u8> = (0..2 * HALF).map(|i| (i % 253) as u8).collect();
+    let id = upload(&net.http, &url, &client, sent.clone().into(), 2 * HALF).await;
     let record = &message_log(&net, POPULATION, &format!("request_id={id}")).await[0];
     assert_eq!(record["has_bodies"], true, "{record}");
+    let (admin, token) = net.admin(POPULATION);
+    let stored = |part: &'static str| {
+        let (http, url, token) = (
+            net.http.clone(),
+            format!("{admin}/api/v1/message-log/{id}/bodies?side=provider&part={part}"),
+            token.clone(),
+        );
+        async move {
+            let r = http.get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{part}");
+            r.bytes().await.unwrap()
+        }
+    };
+    assert_eq!(stored("request").await.as_ref(), sent.as_slice());
+    let response: serde_json::Value = serde_json::from_slice(&stored("response").await).unwrap();
+    assert_eq!(response["length"], 2 * HALF);
+    assert_eq!(
+        response["sha256"],
+        hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &sent).as_ref())
+    );
     net.stop().await;
 }
+both_backends!(
+    full_mode_body_copies_stay_within_the_capture_budget,
+    capture_budget
+);

@@ -47,6 +47,9 @@ pub enum StoreError {
     /// The row does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A value given by the operator is not acceptable.
+    #[error("invalid: {0}")]
+    Invalid(String),
 }
 
 impl StoreError {
@@ -257,6 +260,95 @@ impl Db {
     }
 }
 
+/// The URL of database `db` on the PostgreSQL server of `url` (its database name
+/// replaced or added; user, host, port and parameters kept).
+pub fn postgres_url_with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    // postgres://user@host:port/dbname — replace or add the last path segment.
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// The database name in a PostgreSQL URL, if it has one.
+pub fn postgres_database_name(url: &str) -> Option<&str> {
+    let base = url.split_once('?').map_or(url, |(b, _)| b);
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let rest = &base[scheme_end..];
+    rest.find('/')
+        .map(|i| &rest[i + 1..])
+        .filter(|n| !n.is_empty())
+}
+
+/// Creates database `name` on the PostgreSQL server of `server_url` unless it exists;
+/// returns its URL. Names are limited to lower-case letters, digits and `_` (they
+/// cannot be bound as parameters in `CREATE DATABASE`).
+pub async fn ensure_postgres_database(server_url: &str, name: &str) -> Result<String, StoreError> {
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(StoreError::Invalid(format!(
+            "database name {name:?}: use 1 to 63 lower-case letters, digits or _"
+        )));
+    }
+    install_default_drivers();
+    // Connected to the server's maintenance database: the wanted one may not exist.
+    let admin = AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&postgres_url_with_database(server_url, "postgres"))
+        .await?;
+    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&admin)
+        .await?;
+    if exists.is_none() {
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await?;
+    }
+    admin.close().await;
+    Ok(postgres_url_with_database(server_url, name))
+}
+
+/// Drops database `name` on the PostgreSQL server of `server_url`, ending the
+/// connections still open to it.
+pub async fn drop_postgres_database(server_url: &str, name: &str) -> Result<(), StoreError> {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(StoreError::Invalid(format!("database name {name:?}")));
+    }
+    install_default_drivers();
+    let admin = AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&postgres_url_with_database(server_url, "postgres"))
+        .await?;
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(name)
+        .execute(&admin)
+        .await?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name}"
+        )))
+        .await?;
+    admin.close().await;
+    Ok(())
+}
+
 /// Test helper: a fresh PostgreSQL database on the server named by
 /// `VEKSEL_TEST_DATABASE_URL`, or `None` (with a note on stderr) when the variable is
 /// unset. CI always sets it.
@@ -285,23 +377,6 @@ pub mod testing {
         }
     }
 
-    fn with_database(url: &str, db: &str) -> String {
-        let (base, query) = match url.split_once('?') {
-            Some((b, q)) => (b, Some(q)),
-            None => (url, None),
-        };
-        // postgres://user@host:port/dbname — replace or add the last path segment.
-        let scheme_end = base.find("://").map_or(0, |i| i + 3);
-        let base = match base[scheme_end..].find('/') {
-            Some(i) => &base[..scheme_end + i],
-            None => base,
-        };
-        match query {
-            Some(q) => format!("{base}/{db}?{q}"),
-            None => format!("{base}/{db}"),
-        }
-    }
-
     impl TestDatabase {
         /// Creates a uniquely named database on the server.
         pub async fn create(server_url: &str, prefix: &str) -> Result<Self, StoreError> {
@@ -316,7 +391,7 @@ pub mod testing {
                 .await?;
             admin.close().await;
             Ok(Self {
-                url: with_database(server_url, &name),
+                url: postgres_url_with_database(server_url, &name),
                 admin_url: server_url.to_owned(),
                 name,
             })
@@ -324,24 +399,7 @@ pub mod testing {
 
         /// Drops the database (terminating leftover connections).
         pub async fn drop_database(&self) -> Result<(), StoreError> {
-            let admin = AnyPoolOptions::new()
-                .max_connections(1)
-                .connect(&self.admin_url)
-                .await?;
-            admin
-                .execute(sqlx::AssertSqlSafe(format!(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
-                    self.name
-                )))
-                .await?;
-            admin
-                .execute(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {}",
-                    self.name
-                )))
-                .await?;
-            admin.close().await;
-            Ok(())
+            drop_postgres_database(&self.admin_url, &self.name).await
         }
     }
 
@@ -350,13 +408,19 @@ pub mod testing {
         #[test]
         fn database_url_rewrite() {
             assert_eq!(
-                super::with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+                crate::postgres_url_with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
                 "postgres://postgres@127.0.0.1:5432/x"
             );
             assert_eq!(
-                super::with_database("postgres://u@h:1?sslmode=disable", "x"),
+                crate::postgres_url_with_database("postgres://u@h:1?sslmode=disable", "x"),
                 "postgres://u@h:1/x?sslmode=disable"
             );
+            assert_eq!(
+                crate::postgres_database_name("postgres://u@h:1/veksel?sslmode=disable"),
+                Some("veksel")
+            );
+            assert_eq!(crate::postgres_database_name("postgres://u@h:1"), None);
+            assert_eq!(crate::postgres_database_name("postgres://u@h:1/"), None);
         }
     }
 }

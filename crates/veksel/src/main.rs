@@ -31,6 +31,13 @@ enum Command {
         /// Use ports chosen by the kernel instead of the default layout.
         #[arg(long)]
         ephemeral_ports: bool,
+        /// Keep the nodes' data in PostgreSQL instead of SQLite files: a database URL
+        /// whose name is used as a prefix (`…/veksel` gives the databases
+        /// `veksel_authority`, `veksel_population`, `veksel_tax` and
+        /// `veksel_municipality`, created when missing). Applies when the sandbox is
+        /// first set up in its data directory.
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
     },
     /// The authority: registry, certificate authority, global configuration.
     Authority {
@@ -393,7 +400,8 @@ async fn main() -> Result<()> {
         Command::Sandbox {
             data_dir,
             ephemeral_ports,
-        } => sandbox(data_dir, ephemeral_ports).await,
+            postgres,
+        } => sandbox(data_dir, ephemeral_ports, postgres).await,
         Command::Authority { command } => authority(command, clock).await,
         Command::Gateway { command } => gateway(command, clock).await,
         Command::Evidence { command } => evidence(command).await,
@@ -436,10 +444,13 @@ async fn main() -> Result<()> {
     }
 }
 
-async fn sandbox(data_dir: PathBuf, ephemeral: bool) -> Result<()> {
+async fn sandbox(data_dir: PathBuf, ephemeral: bool, postgres: Option<String>) -> Result<()> {
     let mut options = veksel_sandbox::SandboxOptions::new(data_dir.clone());
     if ephemeral {
         options.ports = veksel_sandbox::Ports::ephemeral();
+    }
+    if let Some(url) = postgres {
+        options.databases = veksel_sandbox::Databases::postgres_with_prefix(&url).await?;
     }
     let sandbox = veksel_sandbox::Sandbox::start(options).await?;
     let info = &sandbox.info;
@@ -468,9 +479,9 @@ async fn sandbox(data_dir: PathBuf, ephemeral: bool) -> Result<()> {
         "The network is described in {}. Press Ctrl-C to stop.",
         data_dir.join(veksel_sandbox::SANDBOX_JSON).display()
     );
-    tokio::signal::ctrl_c()
+    wait_for_signal()
         .await
-        .context("waiting for Ctrl-C")?;
+        .context("waiting for Ctrl-C or SIGTERM")?;
     println!("\nstopping...");
     sandbox.stop().await;
     println!(

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod common;
-use common::{MUNI, spawn, wait_ready};
+use common::{MUNI, spawn_with, wait_ready};
 
 /// A little pseudo-randomness without a dependency: the clock's nanoseconds.
 fn jitter(max_ms: u64) -> u64 {
@@ -21,13 +21,41 @@ fn jitter(max_ms: u64) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_under_load_loses_no_logged_exchange() {
+async fn kill_9_under_load_loses_no_logged_exchange_sqlite() {
+    kill_9_under_load(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_logged_exchange_postgres() {
+    let Some(server) = veksel_store::testing::postgres_server_url() else {
+        return;
+    };
+    let prefix = format!("veksel_crash_{}", uuid::Uuid::new_v4().simple());
+    kill_9_under_load(Some(veksel_store::postgres_url_with_database(
+        &server, &prefix,
+    )))
+    .await;
+    for node in ["authority", "population", "tax", "municipality"] {
+        veksel_store::drop_postgres_database(&server, &format!("{prefix}_{node}"))
+            .await
+            .unwrap();
+    }
+}
+
+/// SIGKILLs a sandbox under load four times; `postgres` keeps its data in databases
+/// named after that URL instead of SQLite files.
+async fn kill_9_under_load(postgres: Option<String>) {
     veksel_pki::tls::install_default_provider();
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
+    let args: Vec<&str> = match &postgres {
+        Some(url) => vec!["--postgres", url],
+        None => vec![],
+    };
+    let spawn = |dir: &std::path::Path| spawn_with(dir, &args);
     let mut child = spawn(dir.path());
     let mut info = wait_ready(&http, dir.path()).await;
     let received: Arc<Mutex<BTreeSet<(String, String)>>> = Default::default();
@@ -123,12 +151,24 @@ async fn kill_9_under_load_loses_no_logged_exchange() {
         ("tax", "provider"),
     ] {
         let gw_dir = dir.path().join(slug);
+        // The PostgreSQL variant must not have run on SQLite after all.
+        let config = veksel_gateway::read_config(&gw_dir).unwrap();
+        assert_eq!(
+            config.database_url.is_some(),
+            postgres.is_some(),
+            "{slug}: {:?}",
+            config.database_url
+        );
+        assert_eq!(
+            gw_dir.join(veksel_gateway::files::DB).exists(),
+            postgres.is_none(),
+            "{slug}: SQLite file"
+        );
         let report = veksel_gateway::verify_log(&gw_dir)
             .await
             .unwrap()
             .unwrap_or_else(|e| panic!("{slug}: {e}"));
         assert!(report.records > 0, "{slug}");
-        let config = veksel_gateway::read_config(&gw_dir).unwrap();
         let db = veksel_gateway::open_db(&gw_dir, &config).await.unwrap();
         let rows: Vec<(String,)> =
             veksel_store::sqlx::query_as("SELECT request_id FROM message_log WHERE side = $1")

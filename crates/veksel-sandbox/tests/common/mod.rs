@@ -101,6 +101,7 @@ impl Net {
         options.sync_commit = false;
         adjust(&mut options);
         let sandbox = Sandbox::start(options).await.unwrap();
+        assert_storage(&sandbox, backend);
         Some(Self {
             sandbox: Some(sandbox),
             dir,
@@ -159,6 +160,31 @@ impl Net {
         for db in &self.dbs {
             db.drop_database().await.unwrap();
         }
+    }
+}
+
+/// Asserts that every node of a network really stores its data where the test says:
+/// a PostgreSQL variant that silently ran on SQLite would prove nothing.
+pub fn assert_storage(sandbox: &Sandbox, backend: Backend) {
+    let expected = match backend {
+        Backend::Sqlite => veksel_store::Backend::Sqlite,
+        Backend::Postgres => veksel_store::Backend::Postgres,
+    };
+    let authority = sandbox.authority.as_ref().unwrap();
+    assert_eq!(
+        authority.state.registry.db().backend(),
+        expected,
+        "authority"
+    );
+    for (i, g) in sandbox.info.gateways.iter().enumerate() {
+        let gw = sandbox.gateway(i).unwrap();
+        assert_eq!(gw.db.backend(), expected, "gateway {}", g.id);
+        assert_eq!(
+            g.data_dir.join(veksel_gateway::files::DB).exists(),
+            matches!(backend, Backend::Sqlite),
+            "gateway {}: SQLite file present only on SQLite",
+            g.id
+        );
     }
 }
 
@@ -264,6 +290,52 @@ pub struct RawPeer {
     pub auth_cert_sha256: String,
 }
 
+/// An HTTP/2 connection over mutual TLS to the gateway-to-gateway listener at
+/// `address`, as gateway `from_org` (with its authentication key, or `auth` instead).
+pub async fn peer_connection<B>(
+    net: &Net,
+    from_org: usize,
+    address: &str,
+    auth: Option<(Vec<Vec<u8>>, rustls::pki_types::PrivateKeyDer<'static>)>,
+) -> Result<hyper::client::conn::http2::SendRequest<B>, String>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let from = &net.sandbox().info.gateways[from_org];
+    let (chain, key) = match auth {
+        Some(a) => a,
+        None => {
+            let keys = veksel_gateway::KeyStore::load(&from.data_dir).unwrap();
+            (keys.auth_chain.clone(), keys.auth_key.rustls_key())
+        }
+    };
+    let verifier = veksel_pki::tls::GatewayPeerVerifier::new(
+        net.sandbox().gateway(from_org).unwrap().conf.clone(),
+    );
+    let tls = veksel_pki::tls::gateway_client_config(&chain, key, verifier).unwrap();
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| e.to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let stream = connector
+        .connect(
+            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+            tcp,
+        )
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("h2: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
+}
+
 /// What a raw request should look like; tests change fields to break it.
 pub struct RawRequest {
     pub descriptor: RequestDescriptor,
@@ -310,29 +382,8 @@ impl RawPeer {
             Some((c, k)) => (c, k.rustls_key()),
             None => (keys.auth_chain.clone(), keys.auth_key.rustls_key()),
         };
-        let verifier = veksel_pki::tls::GatewayPeerVerifier::new(
-            net.sandbox().gateway(from_org).unwrap().conf.clone(),
-        );
-        let tls = veksel_pki::tls::gateway_client_config(&chain, key, verifier).unwrap();
         let address = net.sandbox().info.gateways[to_org].peer_address.clone();
-        let tcp = tokio::net::TcpStream::connect(&address)
-            .await
-            .map_err(|e| e.to_string())?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-        let stream = connector
-            .connect(
-                rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
-                tcp,
-            )
-            .await
-            .map_err(|e| format!("TLS: {e}"))?;
-        let (send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("h2: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let send = peer_connection(net, from_org, &address, Some((chain, key))).await?;
         Ok(Self {
             send,
             signer,

@@ -11,9 +11,15 @@ pub const MUNI: &str = "DEV/MUN/30000003/casework";
 
 /// Starts `veksel sandbox` on ephemeral ports in `dir`.
 pub fn spawn(dir: &Path) -> Child {
+    spawn_with(dir, &[])
+}
+
+/// Starts `veksel sandbox` on ephemeral ports in `dir` with more arguments.
+pub fn spawn_with(dir: &Path, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_veksel"))
         .args(["sandbox", "--ephemeral-ports", "--data-dir"])
         .arg(dir)
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
