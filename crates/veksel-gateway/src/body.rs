@@ -70,6 +70,108 @@ impl TapBody {
     }
 }
 
+/// Why an information system's request body failed, as [`ClientBody`] saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientBodyFailure {
+    /// The body was malformed or ended before its announced end (bad chunk, closed
+    /// connection).
+    Malformed(String),
+    /// No data came for the allowed time.
+    Stalled(std::time::Duration),
+}
+
+/// An information system's request body, watched: a pause longer than `idle` fails
+/// it, and how it failed is kept for the exchange to report as the client's fault
+/// (otherwise it looks like the peer connection broke).
+pub struct ClientBody {
+    inner: GwBody,
+    idle: std::time::Duration,
+    /// Made at the first wait (most bodies arrive whole and never need one).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// True while the last poll found no data: the idle time runs only then, not
+    /// while the body sits unread because the peer is slow to take it.
+    waiting: bool,
+    failure: std::sync::Arc<std::sync::OnceLock<ClientBodyFailure>>,
+}
+
+impl std::fmt::Debug for ClientBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBody")
+            .field("idle", &self.idle)
+            .finish()
+    }
+}
+
+impl ClientBody {
+    /// Watches `inner`; the returned cell holds the failure once there is one.
+    pub fn new(
+        inner: GwBody,
+        idle: std::time::Duration,
+    ) -> (Self, std::sync::Arc<std::sync::OnceLock<ClientBodyFailure>>) {
+        let failure = std::sync::Arc::new(std::sync::OnceLock::new());
+        let body = Self {
+            inner,
+            idle,
+            timer: None,
+            waiting: false,
+            failure: failure.clone(),
+        };
+        (body, failure)
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.waiting = false;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let why = crate::exchange::error_chain(e.as_ref());
+                let _ = this.failure.set(ClientBodyFailure::Malformed(why));
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.waiting {
+                    this.waiting = true;
+                    timer.as_mut().reset(deadline);
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        let _ = this.failure.set(ClientBodyFailure::Stalled(this.idle));
+                        Poll::Ready(Some(Err(Box::new(StreamError(format!(
+                            "no request body data for {} s",
+                            this.idle.as_secs()
+                        ))))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// An error raised inside a body stream.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

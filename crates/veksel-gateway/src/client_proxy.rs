@@ -3,7 +3,9 @@
 //! the client's member, sends it to the provider's gateway, verifies the signed
 //! response against the request, logs both, and only then releases the response.
 
-use crate::body::{self, BodyEnd, Finisher, GwBody, Prefetched, TapBody, TapOptions};
+use crate::body::{
+    self, BodyEnd, ClientBody, ClientBodyFailure, Finisher, GwBody, Prefetched, TapBody, TapOptions,
+};
 use crate::capture::{Capture, CapturePolicy, StoredBodies};
 use crate::clients::PeerCertHash;
 use crate::exchange::{
@@ -173,6 +175,22 @@ async fn exchange(
             "a request with both Content-Length and Transfer-Encoding is refused (ambiguous framing)",
         ));
     }
+    if let Some(announced) = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && announced > gw.config.max_body_bytes
+    {
+        // Refused before a byte of it is read.
+        return Err(Fault::client(
+            FaultCode::TooLarge,
+            format!(
+                "the request body announces {announced} bytes; at most {} are accepted",
+                gw.config.max_body_bytes
+            ),
+        ));
+    }
     op.record.service = target.service.to_string();
     let client = xh::client_id(&parts.headers)?;
     op.record.client = client.to_string();
@@ -238,6 +256,7 @@ async fn exchange(
     let created_at = gw.clock.now_ms();
     let canonical_target = target.canonical_target();
     let forwarded = end_to_end(&parts.headers);
+    xh::check_forwardable(&forwarded)?;
     let request_template = RequestDescriptor {
         typ: REQUEST_TYPE.to_owned(),
         request_id: request_id.clone(),
@@ -318,8 +337,10 @@ async fn exchange(
             Ok(Some(trailers))
         })
     });
+    let (body, client_body) =
+        ClientBody::new(body, Duration::from_secs(gw.config.body_idle_timeout_secs));
     *out.body_mut() = (TapBody::new(
-        body,
+        body::boxed(body),
         Vec::new(),
         TapOptions {
             hold_last: false,
@@ -344,15 +365,17 @@ async fn exchange(
             ));
         }
         Ok(Err(e)) => {
-            return Err(cfault(
-                FaultCode::NetworkError,
-                format!(
-                    "cannot exchange with gateway {} at {}: {}",
-                    peer.id,
-                    peer.address,
-                    error_chain(&e)
-                ),
-            ));
+            return Err(client_body_fault(&client_body).unwrap_or_else(|| {
+                cfault(
+                    FaultCode::NetworkError,
+                    format!(
+                        "cannot exchange with gateway {} at {}: {}",
+                        peer.id,
+                        peer.address,
+                        error_chain(&e)
+                    ),
+                )
+            }));
         }
         Ok(Ok(r)) => r,
     };
@@ -399,10 +422,12 @@ async fn exchange(
     let signed = match tokio::time::timeout(timeout, signed_rx).await {
         Ok(Ok(s)) => s,
         _ => {
-            return Err(cfault(
-                FaultCode::NetworkError,
-                "the provider's gateway answered before the request body was complete",
-            ));
+            return Err(client_body_fault(&client_body).unwrap_or_else(|| {
+                cfault(
+                    FaultCode::NetworkError,
+                    "the provider's gateway answered before the request body was complete",
+                )
+            }));
         }
     };
     let request_hash = descriptor::request_hash(&signed.bytes);
@@ -514,6 +539,21 @@ async fn exchange(
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     Ok(resp)
+}
+
+/// The information system's fault, if its request body failed: a broken exchange
+/// with the peer is then its doing, not the network's.
+fn client_body_fault(failure: &std::sync::OnceLock<ClientBodyFailure>) -> Option<Fault> {
+    failure.get().map(|f| match f {
+        ClientBodyFailure::Malformed(why) => Fault::client(
+            FaultCode::BadRequest,
+            format!("the request body could not be read: {why}"),
+        ),
+        ClientBodyFailure::Stalled(idle) => Fault::client(
+            FaultCode::Timeout,
+            format!("the request body stalled: no data for {} s", idle.as_secs()),
+        ),
+    })
 }
 
 /// Verifies the response at its end, logs the exchange, records monitoring.

@@ -162,6 +162,9 @@ impl ConfClient {
             .use_preconfigured_tls(tls)
             .timeout(Duration::from_secs(20))
             .connect_timeout(Duration::from_secs(5))
+            // The authority closes connections idle for 10 s; dropping them first
+            // keeps a request from racing its close.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| GatewayError::Config(format!("HTTP client: {e}")))?;
         let client = Self {

@@ -88,6 +88,8 @@ impl LedgerClient {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .timeout(Duration::from_secs(60))
+            // Below the authority's 10 s idle limit (see confclient).
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| e.to_string())?;
         let base = format!("{}/ledger/v1", anchor.authority_url.trim_end_matches('/'));

@@ -95,6 +95,10 @@ pub struct GatewayConfig {
     /// Time allowed for the peer gateway's response to start, seconds.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
+    /// Time an information system may pause while it sends a request body, seconds;
+    /// a longer pause fails the request with `Client.Timeout`.
+    #[serde(default = "default_body_idle_timeout")]
+    pub body_idle_timeout_secs: u64,
     /// Largest request or response body, bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
@@ -203,6 +207,9 @@ fn default_true() -> bool {
 fn default_request_timeout() -> u64 {
     60
 }
+fn default_body_idle_timeout() -> u64 {
+    30
+}
 fn default_max_body() -> u64 {
     8 * 1024 * 1024 * 1024
 }
@@ -230,6 +237,7 @@ impl GatewayConfig {
             database_url: None,
             sync_commit: true,
             request_timeout_secs: default_request_timeout(),
+            body_idle_timeout_secs: default_body_idle_timeout(),
             max_body_bytes: default_max_body(),
             max_logged_body_bytes: default_max_logged_body(),
             capture_memory_bytes: None,
@@ -761,7 +769,13 @@ pub async fn start(
         peer_l,
         Some(Arc::new(server_tls)),
         move |conn| server_proxy::service(g.clone(), conn),
-        ServerLimits::default(),
+        ServerLimits {
+            // Peers pool their connections for 90 s (clients::peer_client): closing
+            // idle ones after that keeps a pooled request from racing the close.
+            // Only gateways with registered certificates get this far.
+            idle_timeout: std::time::Duration::from_secs(120),
+            ..ServerLimits::default()
+        },
         shutdown.clone(),
     ));
     let mut tasks = Vec::new();

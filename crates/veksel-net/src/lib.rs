@@ -11,7 +11,6 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +45,10 @@ pub struct ServerLimits {
     pub max_concurrent_streams: u32,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// How long a connection may stay open with no request in flight after its first
+    /// request (HTTP/1 keep-alive and HTTP/2 alike); before the first request the
+    /// header-read timeout applies. Then the server closes it (HTTP/2 with GOAWAY).
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -56,6 +59,7 @@ impl Default for ServerLimits {
             header_read_timeout: Duration::from_secs(10),
             max_concurrent_streams: 256,
             drain_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -108,14 +112,13 @@ pub async fn serve<F, S, B>(
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
     let make_service = Arc::new(make_service);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -148,9 +151,7 @@ pub async fn serve<F, S, B>(
         let acceptor = acceptor.clone();
         let make_service = make_service.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let handshake_timeout = limits.handshake_timeout;
-        let first_bytes_timeout = limits.header_read_timeout;
+        let limits = limits.clone();
         // A connection that has not sent a request yet has nothing to drain: on
         // shutdown it is closed at once instead of holding the drain for its timeout.
         let stopping = shutdown.clone();
@@ -159,7 +160,9 @@ pub async fn serve<F, S, B>(
             match acceptor {
                 Some(acceptor) => {
                     let stream =
-                        match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                        match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
+                            .await
+                        {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
                                 tracing::info!(%remote, error = %e, "TLS handshake failed");
@@ -185,7 +188,7 @@ pub async fn serve<F, S, B>(
                     // nothing must not keep its slot.
                     let mut stream = tokio::io::BufReader::new(stream);
                     let spoke = tokio::select! {
-                        r = tokio::time::timeout(first_bytes_timeout, stream.fill_buf()) => {
+                        r = tokio::time::timeout(limits.header_read_timeout, stream.fill_buf()) => {
                             matches!(r, Ok(Ok(b)) if !b.is_empty())
                         }
                         () = stopping.wait() => false,
@@ -195,10 +198,15 @@ pub async fn serve<F, S, B>(
                         return;
                     }
                     let svc = make_service(info);
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(%remote, error = %e, "connection ended with error");
-                    }
+                    serve_connection(
+                        &builder,
+                        TokioIo::new(stream),
+                        svc,
+                        &limits,
+                        &stopping,
+                        remote,
+                    )
+                    .await;
                 }
                 None => {
                     // hyper's header timer starts only once the protocol is sniffed
@@ -207,7 +215,7 @@ pub async fn serve<F, S, B>(
                     // test). The first byte must come within the header timeout.
                     let mut probe = [0u8; 1];
                     let spoke = tokio::select! {
-                        r = tokio::time::timeout(first_bytes_timeout, tcp.peek(&mut probe)) => {
+                        r = tokio::time::timeout(limits.header_read_timeout, tcp.peek(&mut probe)) => {
                             matches!(r, Ok(Ok(n)) if n > 0)
                         }
                         () = stopping.wait() => false,
@@ -222,20 +230,220 @@ pub async fn serve<F, S, B>(
                         tls: false,
                     };
                     let svc = make_service(info);
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(%remote, error = %e, "connection ended with error");
-                    }
+                    serve_connection(&builder, TokioIo::new(tcp), svc, &limits, &stopping, remote)
+                        .await;
                 }
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+    // Every connection task holds a permit: having them all back means all are done.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(limits.drain_timeout, permits.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!("shutdown: connections still open after the drain timeout; closing them");
+    }
+}
+
+/// Serves one connection until it ends. It is shut down gracefully (HTTP/2 GOAWAY;
+/// HTTP/1 closes once the response in flight is sent) when the node stops, or when it
+/// has had no request in flight for its idle time: hyper closes idle HTTP/1
+/// keep-alive connections by itself, but not HTTP/2 ones, which a client could hold
+/// open by the thousand with nothing but a preface.
+async fn serve_connection<I, S, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    limits: &ServerLimits,
+    stopping: &Shutdown,
+    remote: SocketAddr,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let activity = Arc::new(Activity::new());
+    let service = Tracked {
+        inner: service,
+        activity: activity.clone(),
+    };
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    // Set once the connection is asked to close: a graceful HTTP/2 shutdown waits for
+    // the client to acknowledge a PING, which a hostile client never does.
+    let mut close_by: Option<tokio::time::Instant> = None;
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%remote, error = %e, "connection ended with error");
+                }
+                return;
+            }
+            () = stopping.wait(), if close_by.is_none() => {
+                close_by = Some(tokio::time::Instant::now() + limits.drain_timeout);
+                conn.as_mut().graceful_shutdown();
+            }
+            () = activity.idle_for(limits.header_read_timeout, limits.idle_timeout), if close_by.is_none() => {
+                tracing::debug!(%remote, "closing an idle connection");
+                close_by = Some(tokio::time::Instant::now() + limits.header_read_timeout);
+                conn.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(close_by.unwrap_or(far)), if close_by.is_some() => {
+                tracing::debug!(%remote, "connection did not close in time; dropping it");
+                return;
+            }
+        }
+    }
+}
+
+/// Requests in flight on one connection, and since when it has had none.
+#[derive(Debug)]
+struct Activity {
+    state: std::sync::Mutex<ActivityState>,
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ActivityState {
+    in_flight: usize,
+    idle_since: tokio::time::Instant,
+    served_any: bool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            state: std::sync::Mutex::new(ActivityState {
+                in_flight: 0,
+                idle_since: tokio::time::Instant::now(),
+                served_any: false,
+            }),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn snapshot(&self) -> ActivityState {
+        *self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut ActivityState)) {
+        f(&mut self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves once nothing has been in flight for the idle time (`first` until the
+    /// first request arrives, `later` after it).
+    async fn idle_for(&self, first: Duration, later: Duration) {
+        loop {
+            // Registered before the state is read, so no change is missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let state = self.snapshot();
+            if state.in_flight > 0 {
+                changed.await;
+                continue;
+            }
+            let limit = if state.served_any { later } else { first };
+            tokio::select! {
+                () = tokio::time::sleep_until(state.idle_since + limit) => return,
+                () = changed => {}
+            }
+        }
+    }
+}
+
+/// Counts a request as in flight until its response body is done or dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.update(|s| {
+            s.in_flight += 1;
+            s.served_any = true;
+        });
+        Self(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.update(|s| {
+            s.in_flight = s.in_flight.saturating_sub(1);
+            if s.in_flight == 0 {
+                s.idle_since = tokio::time::Instant::now();
+            }
+        });
+    }
+}
+
+/// A connection's service, counting its requests in flight.
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    B: Body + Unpin,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Response<TrackedBody<B>>, S::Error>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let in_flight = InFlight::start(self.activity.clone());
+        let response = self.inner.call(req);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| TrackedBody {
+                inner: body,
+                _in_flight: in_flight,
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is done.
+struct TrackedBody<B> {
+    inner: B,
+    _in_flight: InFlight,
+}
+
+impl<B: Body + Unpin> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -231,3 +231,83 @@ async fn shutdown_closes_connections_that_have_not_spoken() {
     let closed = closed_after(silent, started).await;
     assert!(closed < Duration::from_secs(20), "{closed:?}");
 }
+
+/// The HTTP/2 connection preface and an empty SETTINGS frame: all a client needs to
+/// send to make the server hold an HTTP/2 connection for it.
+const H2_PREFACE_AND_SETTINGS: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// HTTP/2 connections that never send a request are closed like silent HTTP/1 ones,
+/// and the slots they held serve a normal client afterwards. (They used to stay open
+/// for good: a few thousand of them stopped a gateway from answering anyone.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed_and_slots_come_back() {
+    let (addr, shutdown) = start(None).await;
+    let started = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..SLOTS {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(H2_PREFACE_AND_SETTINGS).await.unwrap();
+        idle.push(s);
+    }
+    // Every slot is taken; a normal client waits in the backlog until they go.
+    let normal = tokio::spawn(normal_request(addr));
+    for s in idle {
+        let after = closed_after(s, started).await;
+        assert!(
+            after >= HEADER_TIMEOUT - Duration::from_millis(100) && after < Duration::from_secs(5),
+            "an idle HTTP/2 connection was closed after {after:?}"
+        );
+    }
+    let answer = normal.await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    shutdown.trigger();
+}
+
+/// An HTTP/2 connection that made a request and then stays quiet is closed after the
+/// idle time, with GOAWAY, as an HTTP/1 keep-alive connection is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_left_idle_after_a_request_is_closed() {
+    let idle = Duration::from_millis(800);
+    let limits = ServerLimits {
+        header_read_timeout: HEADER_TIMEOUT,
+        idle_timeout: idle,
+        drain_timeout: Duration::from_secs(1),
+        ..ServerLimits::default()
+    };
+    let (addr, shutdown, _server) = start_with(None, limits).await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(conn);
+    // Requests keep it open well beyond the idle time while they come.
+    let first = Instant::now();
+    while first.elapsed() < idle * 2 {
+        let resp = send
+            .send_request(
+                hyper::Request::get(format!("http://{addr}/"))
+                    .body(http_body_util::Empty::<Bytes>::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        tokio::time::sleep(idle / 4).await;
+    }
+    let quiet = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the server kept an idle HTTP/2 connection for 10 s")
+        .unwrap()
+        .unwrap();
+    let after = quiet.elapsed();
+    assert!(
+        after >= idle - Duration::from_millis(300) && after < idle * 4,
+        "closed {after:?} after the last request"
+    );
+    shutdown.trigger();
+}

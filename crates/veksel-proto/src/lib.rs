@@ -5,6 +5,7 @@
 //! - [`r1`]: the client side of X-Road's Message Protocol for REST.
 //! - [`headers`]: X-Road headers and the hop-by-hop filter.
 //! - [`descriptor`]: what gateways sign for each request and response.
+//! - [`peer`]: the message between gateways: heads, trailers, window, descriptors.
 //! - [`jws`]: compact and detached JWS with ES256.
 //! - [`conf`]: the signed global configuration and its anchor.
 //! - [`access`]: deny-by-default access rights.
@@ -22,6 +23,7 @@ pub mod jws;
 pub mod ledger;
 pub mod management;
 pub mod meta;
+pub mod peer;
 pub mod r1;
 
 /// The node's time source. Core code never reads the clock itself; it takes the time
