@@ -305,3 +305,74 @@ pub fn ledger(data: &[u8]) {
     let _ = WitnessPolicy::parse(text);
     let _ = CosignatureVerifier::parse(text);
 }
+
+/// The message between gateways as a provider's gateway reads it: a request head from
+/// an arbitrary method, target and headers, and trailers in both directions. No panic;
+/// a head that decodes encodes back to one that decodes the same and builds the same
+/// descriptor; trailers that decode re-encode to the same; the time window holds at
+/// the edges of `i64`.
+///
+/// Layout: `method target\n` then `name: value` lines; a line `--` starts the trailers;
+/// the first 16 bytes, when present, are read as two `i64` for the window.
+pub fn peer_message(data: &[u8]) {
+    use veksel_proto::descriptor::BodyDigest;
+    use veksel_proto::peer::{Direction, RequestHead, ResponseHead, SignedTrailers, check_window};
+    if data.len() >= 16 {
+        let created = i64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
+        let now = i64::from_le_bytes(data[8..16].try_into().expect("8 bytes"));
+        let _ = check_window(created, now, 300_000, 60_000);
+    }
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.split('\n');
+    let first = lines.next().unwrap_or_default();
+    let (method, target) = first.split_once(' ').unwrap_or(("GET", first));
+    let mut headers = http::HeaderMap::new();
+    let mut trailers = http::HeaderMap::new();
+    let mut in_trailers = false;
+    for line in lines.take(160) {
+        if line == "--" {
+            in_trailers = true;
+            continue;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.trim().as_bytes()),
+                http::HeaderValue::from_bytes(value.trim().as_bytes()),
+            )
+        {
+            if in_trailers {
+                trailers.append(n, v);
+            } else {
+                headers.append(n, v);
+            }
+        }
+    }
+    let body = BodyDigest::of(data);
+    for direction in [Direction::Request, Direction::Response] {
+        if let Ok(t) = SignedTrailers::decode(Some(&trailers), direction, &body) {
+            let again = SignedTrailers::decode(Some(&t.encode()), direction, &body)
+                .expect("encoded trailers decode");
+            assert_eq!(again, t);
+        }
+    }
+    let Ok(head) = RequestHead::decode(method, target, &headers) else {
+        return;
+    };
+    let mut encoded = http::HeaderMap::new();
+    head.encode(&mut encoded).expect("a decoded head encodes");
+    let again = RequestHead::decode(method, &head.target.canonical_target(), &encoded)
+        .expect("an encoded head decodes");
+    assert_eq!(again, head);
+    let provider: GatewayId = "DEV/GOV/10000001/gw1".parse().expect("gateway id");
+    let descriptor = head.descriptor(&provider, body.clone());
+    assert_eq!(again.descriptor(&provider, body.clone()), descriptor);
+    let hash = veksel_proto::descriptor::request_hash(&veksel_proto::descriptor::canonical_bytes(
+        &descriptor,
+    ));
+    let answer = ResponseHead::answering(&head, hash.clone(), 200, head.headers.clone());
+    let mut map = http::HeaderMap::new();
+    if answer.encode(&mut map).is_ok() {
+        let back = ResponseHead::decode(&head, &hash, 200, &map).expect("an answer decodes");
+        assert_eq!(back.request_id, head.request_id);
+    }
+}

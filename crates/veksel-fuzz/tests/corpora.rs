@@ -45,4 +45,5 @@ corpora!(
     checkpoint,
     tsa_ocsp,
     ledger,
+    peer_message,
 );

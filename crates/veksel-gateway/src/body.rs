@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use veksel_id::Fault;
 use veksel_proto::descriptor::{BodyDigest, BodyHasher};
 
 /// Boxed error of bodies.
@@ -49,8 +50,13 @@ pub fn full(bytes: impl Into<Bytes>) -> GwBody {
 
 /// A body of known bytes followed by trailers.
 pub fn with_trailers(bytes: Bytes, trailers: HeaderMap) -> GwBody {
-    let frames: Vec<Result<Frame<Bytes>, BoxError>> =
-        vec![Ok(Frame::data(bytes)), Ok(Frame::trailers(trailers))];
+    // No empty DATA frame: HTTP/2 peers count them as a flood (h2 answers a stream of
+    // them with GOAWAY "too_many_data_frames"), and every GET would send one.
+    let mut frames: Vec<Result<Frame<Bytes>, BoxError>> = Vec::with_capacity(2);
+    if !bytes.is_empty() {
+        frames.push(Ok(Frame::data(bytes)));
+    }
+    frames.push(Ok(Frame::trailers(trailers)));
     http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
 }
 
@@ -135,7 +141,7 @@ impl Body for ClientBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                let why = crate::exchange::error_chain(e.as_ref());
+                let why = crate::error_chain(e.as_ref());
                 let _ = this.failure.set(ClientBodyFailure::Malformed(why));
                 Poll::Ready(Some(Err(e)))
             }
@@ -191,8 +197,9 @@ pub struct BodyEnd {
 /// The asynchronous end step: returns trailers to emit, or an error that aborts the stream.
 pub type Finisher = Box<dyn FnOnce(BodyEnd) -> FinisherFuture + Send>;
 
-/// What a finisher eventually yields: trailers to emit, or an error that aborts the stream.
-pub type FinisherFuture = Pin<Box<dyn Future<Output = Result<Option<HeaderMap>, String>> + Send>>;
+/// What a finisher eventually yields: trailers to emit, or the fault that aborts the
+/// stream (the body's error is the fault itself, so whoever reads the body learns why).
+pub type FinisherFuture = Pin<Box<dyn Future<Output = Result<Option<HeaderMap>, Fault>> + Send>>;
 
 /// Options of a [`TapBody`].
 #[derive(Debug, Clone)]
@@ -313,7 +320,7 @@ impl Body for TapBody {
                         this.pending = None;
                         this.done = true;
                         this.held = None;
-                        Poll::Ready(Some(Err(Box::new(StreamError(e)))))
+                        Poll::Ready(Some(Err(Box::new(e))))
                     }
                 };
             }
@@ -469,7 +476,10 @@ mod tests {
                     t.insert("x-sig", "s".parse().unwrap());
                     Ok(Some(t))
                 } else {
-                    Err("bad signature".to_owned())
+                    Err(Fault::client_proxy(
+                        veksel_id::FaultCode::InvalidSignatureValue,
+                        "bad signature",
+                    ))
                 }
             })
         })
@@ -526,13 +536,26 @@ mod tests {
             match f {
                 Ok(f) => got.push(f.into_data().unwrap()),
                 Err(e) => {
-                    error = Some(e.to_string());
+                    error = e.downcast::<Fault>().ok();
                     break;
                 }
             }
         }
         assert_eq!(got, vec![Bytes::from_static(b"part1")]);
-        assert_eq!(error.as_deref(), Some("bad signature"));
+        // The stream's error is the finisher's fault, code and all.
+        let fault = error.expect("the stream ends in the finisher's fault");
+        assert_eq!(fault.code, veksel_id::FaultCode::InvalidSignatureValue);
+        assert_eq!(fault.message, "bad signature");
+    }
+
+    #[tokio::test]
+    async fn an_empty_body_with_trailers_sends_no_empty_data_frame() {
+        let mut t = HeaderMap::new();
+        t.insert("x-sig", "s".parse().unwrap());
+        let mut body = with_trailers(Bytes::new(), t);
+        let first = body.frame().await.unwrap().unwrap();
+        assert!(first.is_trailers(), "{first:?}");
+        assert!(body.frame().await.is_none());
     }
 
     #[tokio::test]

@@ -1,8 +1,9 @@
 //! A veksel gateway (X-Road: security server).
 //!
-//! - **Client side** ([`client_proxy`]): information systems call it with X-Road's
-//!   Message Protocol for REST (`/r1/...`), unchanged from X-Road.
-//! - **Gateway to gateway** ([`server_proxy`]): HTTP/2 over mutual TLS 1.3 with the
+//! - **Client side** ([`exchange::outbound`]): information systems call it with
+//!   X-Road's Message Protocol for REST (`/r1/...`), unchanged from X-Road.
+//! - **Gateway to gateway** ([`exchange::inbound`], [`veksel_proto::peer`]): HTTP/2
+//!   over mutual TLS 1.3 with the
 //!   gateways' authentication certificates; every request and response signed by the
 //!   member's signing key over a descriptor that covers the body digest; bodies
 //!   stream.
@@ -18,7 +19,6 @@ pub mod admin;
 pub mod archive;
 pub mod body;
 pub mod capture;
-pub mod client_proxy;
 pub mod clients;
 pub mod confclient;
 pub mod evidence;
@@ -33,7 +33,6 @@ pub mod msglog;
 pub mod ocsp;
 pub mod renewal;
 pub mod schema;
-pub mod server_proxy;
 pub mod serverconf;
 pub mod signing;
 pub mod stamper;
@@ -295,6 +294,21 @@ pub mod files {
 
 fn signing_stem(member: &MemberId) -> String {
     member.to_string().replace('/', ":")
+}
+
+/// An error with all its causes, for messages that must say what really failed.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        src = cause.source();
+    }
+    s
 }
 
 pub(crate) fn io_err(path: &Path, e: impl std::fmt::Display) -> GatewayError {
@@ -760,7 +774,7 @@ pub async fn start(
     let client_task = tokio::spawn(veksel_net::serve(
         client_l,
         None,
-        move |conn| client_proxy::service(g.clone(), conn),
+        move |conn| exchange::outbound::service(g.clone(), conn),
         ServerLimits::default(),
         shutdown.clone(),
     ));
@@ -768,7 +782,7 @@ pub async fn start(
     let peer_task = tokio::spawn(veksel_net::serve(
         peer_l,
         Some(Arc::new(server_tls)),
-        move |conn| server_proxy::service(g.clone(), conn),
+        move |conn| exchange::inbound::service(g.clone(), conn),
         ServerLimits {
             // Peers pool their connections for 90 s (clients::peer_client): closing
             // idle ones after that keeps a pooled request from racing the close.
@@ -794,7 +808,7 @@ pub async fn start(
         tasks.push(tokio::spawn(veksel_net::serve(
             listener,
             Some(Arc::new(tls)),
-            move |conn| client_proxy::service(g.clone(), conn),
+            move |conn| exchange::outbound::service(g.clone(), conn),
             ServerLimits::default(),
             shutdown.clone(),
         )));

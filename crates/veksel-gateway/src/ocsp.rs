@@ -33,10 +33,7 @@ pub fn auth_staple<'h>(headers: &'h http::HeaderMap, cert_der: &[u8]) -> Option<
         .map(|(_, staple)| staple)
 }
 
-/// Header with the OCSP responses for the sender's TLS (authentication) certificates.
-pub const VEKSEL_OCSP_AUTH: &str = "veksel-ocsp-auth";
-/// Header with the OCSP response for the certificate that signs the descriptor.
-pub const VEKSEL_OCSP_SIGNING: &str = "veksel-ocsp-signing";
+pub use veksel_proto::peer::{VEKSEL_OCSP_AUTH, VEKSEL_OCSP_SIGNING};
 
 /// Largest OCSP response accepted (DER); a single-certificate response is ~500 bytes.
 const MAX_STAPLE_BYTES: usize = 16 * 1024;

@@ -209,27 +209,6 @@ pub fn check_forwardable(end_to_end: &[(String, String)]) -> Result<(), Fault> {
     Ok(())
 }
 
-/// Refuses a gateway-to-gateway message that repeats an X-Road or veksel header
-/// (other than those in `multi_valued`); see [`crate::peer`].
-pub fn refuse_repeated_protocol_headers(
-    headers: &HeaderMap,
-    multi_valued: &[&str],
-) -> Result<(), Fault> {
-    for name in headers.keys() {
-        let n = name.as_str();
-        if is_protocol_header(n)
-            && !multi_valued.contains(&n)
-            && headers.get_all(name).iter().nth(1).is_some()
-        {
-            return Err(Fault::client(
-                FaultCode::InvalidRequest,
-                format!("header {n} appears more than once"),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// True for the X-Road headers a gateway sets itself and for veksel's own headers:
 /// between gateways each is sent once (see [`crate::peer`]).
 pub fn is_protocol_header(name: &str) -> bool {

@@ -77,6 +77,11 @@ impl Net {
         backend: Backend,
         adjust: impl FnOnce(&mut SandboxOptions),
     ) -> Option<Self> {
+        // RUST_LOG=veksel_gateway=debug shows what the nodes did, per test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().unwrap();
         let mut dbs = Vec::new();
         let databases = match backend {

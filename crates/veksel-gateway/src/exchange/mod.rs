@@ -1,5 +1,17 @@
-//! Pieces both sides of an exchange share: the gateway-to-gateway header names,
-//! fault responses, signing and verifying descriptors, and operational records.
+//! The exchange path, split by direction of traffic as linkerd2-proxy splits its
+//! proxy: [`outbound`] is the client side (an information system's request leaves
+//! through this gateway: admit, route, sign, send, check the peer's answer, finish),
+//! [`inbound`] the provider side (a peer's request arrives for a hosted service:
+//! authenticate the peer, admit by window, replay and access, verify, call the
+//! system, finish). What both share is here and in [`tap`] (the one body step: finish
+//! a small body at once, or stream a large one and finish it at its end) and
+//! [`record`] (the one message-log record). The message between gateways itself is
+//! [`veksel_proto::peer`], with no I/O.
+
+pub mod inbound;
+pub mod outbound;
+mod record;
+mod tap;
 
 use crate::Gateway;
 use crate::body::{self, GwBody};
@@ -16,19 +28,7 @@ use veksel_proto::batch::MessageSignature;
 use veksel_proto::jws::Signer;
 use veksel_proto::meta::{ErrorBody, ErrorFormat};
 
-/// When the sender created the message, Unix ms (request header; response trailer).
-pub const VEKSEL_CREATED_AT: &str = "veksel-created-at";
-/// The consumer gateway's id (request header).
-pub const VEKSEL_CONSUMER_GATEWAY: &str = "veksel-consumer-gateway";
-/// Detached JWS over the descriptor (trailer).
-pub const VEKSEL_SIGNATURE: &str = "veksel-signature";
-/// SHA-256 of the body as the sender computed it (trailer), for precise errors.
-pub const VEKSEL_BODY_DIGEST: &str = "veksel-body-digest";
-
-/// Bodies up to this size are read whole and verified before anything is forwarded,
-/// so a bad signature on an ordinary message gets a proper error response. Larger
-/// bodies stream, holding back their last frame until verification succeeds.
-pub const PREFETCH_LIMIT: usize = 256 * 1024;
+pub use tap::PREFETCH_LIMIT;
 
 /// A request handler of one side of the gateway.
 pub type Handler = fn(
@@ -128,27 +128,22 @@ pub async fn sign(
 }
 
 /// Checks a detached JWS over `payload`: the chain in `x5c` must lead to an approved
-/// CA, name `member`, be a signing certificate valid now, and its key must verify.
+/// CA, name `member`, be a signing certificate valid now with a fresh OCSP status, and
+/// its key must verify.
 pub fn verify_signature(
     conf: &ConfState,
     member: &MemberId,
-    signature: Option<&str>,
+    signature: &str,
     payload: &[u8],
     ocsp_staple: Option<&str>,
     now_secs: u64,
     origin: Origin,
-) -> Result<String, Fault> {
+) -> Result<(), Fault> {
     let fault = |code, message: String| Fault {
         origin,
         code,
         message,
     };
-    let signature = signature.ok_or_else(|| {
-        fault(
-            FaultCode::MissingSignature,
-            "the message carries no signature".into(),
-        )
-    })?;
     let parsed = MessageSignature::parse(signature, payload).map_err(|e| {
         fault(
             FaultCode::InvalidSignatureValue,
@@ -178,8 +173,7 @@ pub fn verify_signature(
             FaultCode::InvalidSignatureValue,
             format!("the signature of {member} does not verify over the message as received"),
         )
-    })?;
-    Ok(signature.to_owned())
+    })
 }
 
 /// Adds this gateway's OCSP response for `signer`'s certificate to outgoing headers.
@@ -222,24 +216,15 @@ pub fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Reads a required header as text.
-pub fn required<'a>(headers: &'a HeaderMap, name: &str, origin: Origin) -> Result<&'a str, Fault> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| Fault {
-            origin,
-            code: FaultCode::InvalidRequest,
-            message: format!("the message between gateways lacks the {name} header"),
-        })
-}
-
 /// Accumulates the operational-monitoring record of one exchange.
 #[derive(Debug, Clone)]
 pub struct OpCtx {
     /// The record so far.
     pub record: OpRecord,
     started: tokio::time::Instant,
+    /// Set by whichever copy records the outcome first: an exchange is recorded once,
+    /// whether its end came in a finisher or in the handler.
+    recorded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl OpCtx {
@@ -267,7 +252,15 @@ impl OpCtx {
                 fault_message: None,
             },
             started: tokio::time::Instant::now(),
+            recorded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
+    }
+
+    /// True the first time it is called on any copy of this context.
+    fn first_outcome(&self) -> bool {
+        !self
+            .recorded
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
     }
 
     fn side(&self) -> &'static str {
@@ -286,6 +279,9 @@ impl OpCtx {
         request_size: u64,
         response_size: u64,
     ) {
+        if !self.first_outcome() {
+            return;
+        }
         self.record.response_out_ts = gw.clock.now_ms();
         self.record.status_code = Some(status);
         self.record.request_size = request_size;
@@ -298,6 +294,9 @@ impl OpCtx {
 
     /// Records a fault.
     pub fn finish_fault(mut self, gw: &Arc<Gateway>, fault: &Fault) {
+        if !self.first_outcome() {
+            return;
+        }
         self.record.response_out_ts = gw.clock.now_ms();
         self.record.status_code = Some(fault.http_status());
         self.record.succeeded = false;
@@ -316,19 +315,4 @@ impl OpCtx {
 /// A fresh correlation id for a fault's `detail`.
 pub fn detail_id() -> String {
     uuid::Uuid::new_v4().to_string()
-}
-
-/// An error with all its causes, for messages that must say what really failed.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        src = cause.source();
-    }
-    s
 }
