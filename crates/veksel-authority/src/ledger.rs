@@ -16,7 +16,7 @@
 //! the connection differs.
 
 use crate::AppState;
-use crate::api::{AdminRole, ObserverRole, verify_gateway_jws};
+use crate::auth::{AdminRole, ObserverRole, verify_gateway_jws};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -959,7 +959,7 @@ async fn put_policy(
     .execute(s.registry.db().pool())
     .await
     .map_err(StoreError::from)?;
-    crate::api::changed(
+    crate::changed(
         &s,
         &who,
         "ledger_policy.set",
@@ -1032,7 +1032,7 @@ async fn erase(
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found(format!("no audit record {record}")));
     }
-    crate::api::changed(
+    crate::changed(
         &s,
         &who,
         "audit_record.erase",

@@ -10,6 +10,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod api;
+pub mod auth;
 pub mod ledger;
 pub mod management;
 pub mod model;
@@ -672,4 +673,28 @@ async fn publish_loop(state: Arc<AppState>) {
             }
         };
     }
+}
+
+/// Records a registry change in the audit trail and wakes the configuration
+/// publisher and the ledger sequencer.
+pub(crate) async fn changed(
+    state: &AppState,
+    who: &tokens::Principal,
+    action: &str,
+    subject: &str,
+    detail: serde_json::Value,
+) -> veksel_admin::ApiResult<()> {
+    state
+        .registry
+        .audit(
+            state.clock.now_ms(),
+            &who.id,
+            action,
+            subject,
+            &detail.to_string(),
+        )
+        .await?;
+    state.conf_changed.notify_one();
+    state.ledger_changed.notify_one();
+    Ok(())
 }

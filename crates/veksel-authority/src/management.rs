@@ -8,11 +8,12 @@
 //! fails to apply returns the request to `submitted` with the error.
 
 use crate::AppState;
-use crate::api::{
-    AdminRole, ObserverRole, RegistrationOfficerRole, check_fresh, issue_enrolment_token,
-    verify_gateway_jws,
+use crate::auth::{
+    AdminRole, ObserverRole, RegistrationOfficerRole, check_fresh, verify_gateway_jws,
+    verify_signed,
 };
 use crate::model::EnrolmentToken;
+use crate::tokens::issue_enrolment_token;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
@@ -618,15 +619,12 @@ pub(crate) async fn verify_member_consent(
     jws: &str,
     member: &veksel_id::MemberId,
 ) -> ApiResult<Vec<u8>> {
-    let (_, payload) =
-        crate::api::verify_signed(s, jws, CONSENT_CTY, "consent", |roots, chain, now| {
-            roots
-                .verify_member_signing(chain, member, now)
-                .map_err(|e| {
-                    format!("consent: not signed with a signing certificate of {member}: {e}")
-                })
-        })
-        .await?;
+    let (_, payload) = verify_signed(s, jws, CONSENT_CTY, "consent", |roots, chain, now| {
+        roots
+            .verify_member_signing(chain, member, now)
+            .map_err(|e| format!("consent: not signed with a signing certificate of {member}: {e}"))
+    })
+    .await?;
     Ok(payload)
 }
 

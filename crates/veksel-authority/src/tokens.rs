@@ -107,3 +107,17 @@ pub async fn consume_enrolment_token(
         None => Ok(None),
     }
 }
+
+/// Issues a one-time enrolment token for a registered gateway.
+pub(crate) async fn issue_enrolment_token(
+    s: &crate::AppState,
+    id: &GatewayId,
+) -> veksel_admin::ApiResult<crate::model::EnrolmentToken> {
+    let expires = s.clock.now_ms() + s.config.enrolment_token_ttl_secs as i64 * 1000;
+    let token = create_enrolment_token(s.registry.db(), id, expires).await?;
+    Ok(crate::model::EnrolmentToken {
+        gateway: id.to_string(),
+        token,
+        expires_at: veksel_proto::rfc3339(expires),
+    })
+}

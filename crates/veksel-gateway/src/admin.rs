@@ -264,7 +264,7 @@ async fn ledger_commitment(
     probe
         .validate()
         .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m))?;
-    let answer = crate::ledger_client::append_commitment(&gw, &b.label, &b.commitment)
+    let answer = crate::ledger::append_commitment(&gw, &b.label, &b.commitment)
         .await
         .map_err(|m| ApiError::new(StatusCode::BAD_GATEWAY, "authority", m))?;
     tracing::info!(token = %who, label = %b.label, "ledger commitment submitted");
@@ -589,7 +589,7 @@ async fn evidence_bundle(
     _: Authorized<SecurityOfficer>,
     Path(id): Path<String>,
     Query(q): Query<EvidenceQuery>,
-) -> ApiResult<Json<crate::evidence::Bundle>> {
+) -> ApiResult<Json<veksel_verify::evidence::Bundle>> {
     // Descriptors carry end-user identifiers (X-Road-UserId): security officers only.
     let conf = gw
         .conf

@@ -458,3 +458,20 @@ pub async fn ledger_loop(gw: Arc<Gateway>) {
         }
     }
 }
+
+/// Submits a member's commitment to a document (computed by the member with
+/// [`veksel_proto::ledger::commitment`]; the document and its salt never leave the
+/// member) as a ledger entry signed by this gateway. Returns the authority's answer.
+pub async fn append_commitment(
+    gw: &Gateway,
+    label: &str,
+    commitment: &str,
+) -> Result<serde_json::Value, String> {
+    let entry = LedgerEntry::Commitment {
+        at: gw.clock.now_ms(),
+        gateway: gw.id().to_string(),
+        label: label.to_owned(),
+        commitment: commitment.to_owned(),
+    };
+    submit_entry(gw, &entry).await
+}

@@ -24,10 +24,8 @@ pub mod confclient;
 pub mod evidence;
 pub mod exchange;
 pub mod ledger;
-pub mod ledger_client;
 pub mod management;
 pub mod merklelog;
-pub mod meta;
 pub mod metrics;
 pub mod msglog;
 pub mod ocsp;
@@ -866,7 +864,7 @@ pub async fn start(
 /// Verifies a gateway's whole message log (see [`merklelog::verify`]).
 pub async fn verify_log(
     dir: &Path,
-) -> Result<Result<merklelog::VerifyReport, merklelog::LogVerifyError>, GatewayError> {
+) -> Result<Result<merklelog::VerifyReport, veksel_verify::log::LogVerifyError>, GatewayError> {
     let config = read_config(dir)?;
     let db = open_db(dir, &config).await?;
     // Time stamps are checked against the CAs of the cached global configuration.
@@ -920,7 +918,7 @@ pub async fn export_evidence(
     dir: &Path,
     request_id: &str,
     side: &str,
-) -> Result<evidence::Bundle, GatewayError> {
+) -> Result<veksel_verify::evidence::Bundle, GatewayError> {
     let (config, db, conf) = open_offline(dir).await?;
     let result = evidence::export(
         &db,

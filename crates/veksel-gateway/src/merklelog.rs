@@ -6,107 +6,16 @@
 //! current head with its frontier (`log_head`), so `verify` can recompute everything
 //! and name the first record that was modified, removed, inserted or moved.
 
-use crate::msglog::MessageRecord;
-use serde::{Deserialize, Serialize};
-use veksel_merkle::{Frontier, Hash, leaf_hash};
+use base64::Engine;
+use std::path::Path;
+use veksel_merkle::{Frontier, Hash};
 use veksel_store::sqlx::{self, Row};
 use veksel_store::{Backend, Db, StoreError};
-
-/// The canonical content of one leaf. Field order is the serialisation order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LeafRecord {
-    /// Format version.
-    pub v: u32,
-    /// Position in the log.
-    pub seq: i64,
-    /// `X-Road-Request-Id`.
-    pub request_id: String,
-    /// `consumer` or `provider`.
-    pub side: String,
-    /// `X-Road-Id`.
-    pub xroad_id: String,
-    /// Client.
-    pub client: String,
-    /// Service.
-    pub service: String,
-    /// Method.
-    pub method: String,
-    /// Target.
-    pub target: String,
-    /// Status.
-    pub status: i64,
-    /// Consumer gateway.
-    pub consumer_gateway: String,
-    /// Provider gateway.
-    pub provider_gateway: String,
-    /// Signed request descriptor.
-    pub request_descriptor: String,
-    /// Its JWS.
-    pub request_signature: String,
-    /// Signed response descriptor.
-    pub response_descriptor: String,
-    /// Its JWS.
-    pub response_signature: String,
-    /// SHA-256 (hex) of the stored request body.
-    pub request_body_sha256: Option<String>,
-    /// SHA-256 (hex) of the stored response body.
-    pub response_body_sha256: Option<String>,
-    /// Why bodies are missing in full mode.
-    pub body_note: Option<String>,
-    /// Request body length.
-    pub request_size: i64,
-    /// Response body length.
-    pub response_size: i64,
-    /// Request creation time.
-    pub created_at: i64,
-    /// Logging time.
-    pub logged_at: i64,
-}
+use veksel_verify::archive::{ArchiveReader, check_bodies, safe_name};
+use veksel_verify::log::{Checker, LeafRecord, LogVerifyError};
 
 fn sha256_hex(b: &[u8]) -> String {
     veksel_pki::sha256_hex(b)
-}
-
-impl LeafRecord {
-    /// The leaf for a new record at position `seq`.
-    pub fn from_message(seq: i64, m: &MessageRecord) -> Self {
-        Self {
-            v: 1,
-            seq,
-            request_id: m.request_id.clone(),
-            side: m.side.as_str().to_owned(),
-            xroad_id: m.xroad_id.clone(),
-            client: m.client.clone(),
-            service: m.service.clone(),
-            method: m.method.clone(),
-            target: m.target.clone(),
-            status: i64::from(m.status),
-            consumer_gateway: m.consumer_gateway.clone(),
-            provider_gateway: m.provider_gateway.clone(),
-            request_descriptor: String::from_utf8_lossy(&m.request_descriptor).into_owned(),
-            request_signature: m.request_signature.clone(),
-            response_descriptor: String::from_utf8_lossy(&m.response_descriptor).into_owned(),
-            response_signature: m.response_signature.clone(),
-            request_body_sha256: m.request_body.as_deref().map(sha256_hex),
-            response_body_sha256: m.response_body.as_deref().map(sha256_hex),
-            body_note: m.body_note.clone(),
-            request_size: i64::try_from(m.request_size).unwrap_or(i64::MAX),
-            response_size: i64::try_from(m.response_size).unwrap_or(i64::MAX),
-            created_at: m.created_at,
-            logged_at: m.logged_at,
-        }
-    }
-
-    /// Canonical bytes.
-    pub fn bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    /// The leaf hash.
-    pub fn hash(&self) -> Hash {
-        leaf_hash(&self.bytes())
-    }
 }
 
 pub(crate) fn encode_peaks(f: &Frontier) -> Vec<u8> {
@@ -281,206 +190,9 @@ pub struct VerifyReport {
     pub uncovered: u64,
 }
 
-/// The first problem found.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LogVerifyError {
-    /// A record's content does not match what was logged.
-    #[error("record {seq} (request {request_id}): {reason}")]
-    Record {
-        /// Its position.
-        seq: i64,
-        /// Its request id.
-        request_id: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A record is missing or out of place.
-    #[error("position {seq}: {reason}")]
-    Position {
-        /// The position expected.
-        seq: i64,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The recomputed tree disagrees with a stored root.
-    #[error(
-        "the log's root at size {size} does not match the recomputed tree: a record before position {size} was changed"
-    )]
-    Root {
-        /// The size of the stored root.
-        size: i64,
-    },
-    /// A time stamp does not fit the log or does not verify.
-    #[error("time stamp at size {size}: {reason}")]
-    Stamp {
-        /// The size the stamp claims to cover.
-        size: i64,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The database could not be read.
-    #[error("reading the log: {0}")]
-    Store(String),
-    /// An archive file is missing, changed, out of its chain or malformed.
-    #[error("archive {file}: {reason}")]
-    Archive {
-        /// The file.
-        file: String,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
 /// A storage error while verifying.
 pub(crate) fn store_err(e: impl std::fmt::Display) -> LogVerifyError {
     LogVerifyError::Store(e.to_string())
-}
-
-/// A time stamp as kept: log size, stamped root, token.
-pub type KeptStamp = (i64, Vec<u8>, Vec<u8>);
-
-/// Recomputes the log leaf by leaf and checks every kept root and time stamp when the
-/// recomputed tree reaches its size: over the database, over archive files, or both
-/// in turn.
-#[derive(Debug)]
-pub struct Checker<'a> {
-    frontier: Frontier,
-    roots: std::iter::Peekable<std::vec::IntoIter<(i64, Vec<u8>)>>,
-    stamps: std::iter::Peekable<std::vec::IntoIter<KeptStamp>>,
-    origin: &'a str,
-    cas: Option<&'a veksel_pki::verify::Roots>,
-    roots_checked: u64,
-    stamps_checked: u64,
-}
-
-impl<'a> Checker<'a> {
-    /// Starts at `start` (empty for a whole log) with the kept roots `(size, root)` and
-    /// stamps `(size, root, token)` in size order; those at or below the start are
-    /// outside what is checked and skipped.
-    pub fn new(
-        start: Frontier,
-        roots: Vec<(i64, Vec<u8>)>,
-        stamps: Vec<KeptStamp>,
-        origin: &'a str,
-        cas: Option<&'a veksel_pki::verify::Roots>,
-    ) -> Self {
-        let first = i64::try_from(start.size()).unwrap_or(i64::MAX);
-        let mut roots = roots.into_iter().peekable();
-        while roots.next_if(|(size, _)| *size <= first).is_some() {}
-        let mut stamps = stamps.into_iter().peekable();
-        while stamps.next_if(|(size, _, _)| *size <= first).is_some() {}
-        Self {
-            frontier: start,
-            roots,
-            stamps,
-            origin,
-            cas,
-            roots_checked: 0,
-            stamps_checked: 0,
-        }
-    }
-
-    /// The tree recomputed so far.
-    pub fn frontier(&self) -> &Frontier {
-        &self.frontier
-    }
-
-    /// Adds the next record, whose leaf hash was stored as `stored`; it must match.
-    pub fn push_stored(
-        &mut self,
-        leaf: &LeafRecord,
-        stored: Option<&[u8]>,
-    ) -> Result<(), LogVerifyError> {
-        self.push_inner(leaf, Some(stored))
-    }
-
-    /// Adds the next record, with no stored leaf hash to compare (archive files alone:
-    /// a changed record then shows as a root or stamp that no longer matches).
-    pub fn push(&mut self, leaf: &LeafRecord) -> Result<(), LogVerifyError> {
-        self.push_inner(leaf, None)
-    }
-
-    fn push_inner(
-        &mut self,
-        leaf: &LeafRecord,
-        stored: Option<Option<&[u8]>>,
-    ) -> Result<(), LogVerifyError> {
-        let expected = i64::try_from(self.frontier.size()).unwrap_or(i64::MAX);
-        if leaf.seq != expected {
-            return Err(LogVerifyError::Position {
-                seq: expected,
-                reason: format!(
-                    "the next record found is at position {}: records are missing or out of order",
-                    leaf.seq
-                ),
-            });
-        }
-        let bad = |reason: String| LogVerifyError::Record {
-            seq: leaf.seq,
-            request_id: leaf.request_id.clone(),
-            reason,
-        };
-        let hash = leaf.hash();
-        if let Some(stored) = stored
-            && stored != Some(&hash[..])
-        {
-            return Err(bad(
-                "its content does not match its leaf hash (modified, or moved from another position)"
-                    .into(),
-            ));
-        }
-        check_signed_content(leaf).map_err(bad)?;
-        self.frontier.push(hash);
-        let size = i64::try_from(self.frontier.size()).unwrap_or(i64::MAX);
-        while let Some((root_size, root)) = self.roots.next_if(|(s, _)| *s <= size) {
-            if root_size != size {
-                return Err(LogVerifyError::Position {
-                    seq: root_size,
-                    reason: "a kept root's size is not a position the log passed".into(),
-                });
-            }
-            if root != self.frontier.root() {
-                return Err(LogVerifyError::Root { size });
-            }
-            self.roots_checked += 1;
-        }
-        while let Some((stamp_size, stamped_root, token)) =
-            self.stamps.next_if(|(s, _, _)| *s <= size)
-        {
-            check_stamp(
-                stamp_size,
-                size,
-                &stamped_root,
-                &token,
-                &self.frontier,
-                self.origin,
-                self.cas,
-            )?;
-            self.stamps_checked += 1;
-        }
-        Ok(())
-    }
-
-    /// Ends the check: no kept root or stamp may lie beyond the recomputed tree.
-    /// Returns the tree, and how many roots and stamps were checked.
-    pub fn finish(mut self) -> Result<(Frontier, u64, u64), LogVerifyError> {
-        if let Some((size, _, _)) = self.stamps.next() {
-            return Err(LogVerifyError::Stamp {
-                size,
-                reason: format!(
-                    "a time stamp covers {size} records, but the log has only {}",
-                    self.frontier.size()
-                ),
-            });
-        }
-        if let Some((size, _)) = self.roots.next() {
-            return Err(LogVerifyError::Position {
-                seq: i64::try_from(self.frontier.size()).unwrap_or(i64::MAX),
-                reason: format!("the log once had {size} records; the last ones are missing"),
-            });
-        }
-        Ok((self.frontier, self.roots_checked, self.stamps_checked))
-    }
 }
 
 /// Checks the whole message log — the archive files first, then the database:
@@ -491,7 +203,7 @@ impl<'a> Checker<'a> {
 /// checkpoint with `origin`) and verify against `cas` (the approved CAs).
 pub async fn verify(
     db: &Db,
-    archive_dir: &std::path::Path,
+    archive_dir: &Path,
     origin: &str,
     cas: Option<&veksel_pki::verify::Roots>,
 ) -> Result<VerifyReport, LogVerifyError> {
@@ -506,7 +218,7 @@ pub async fn verify(
             .await
             .map_err(store_err)?;
     let mut checker = Checker::new(Frontier::new(), roots, stamps, origin, cas);
-    let archived = crate::archive::verify_listed(db, archive_dir, &mut checker).await?;
+    let archived = verify_listed(db, archive_dir, &mut checker).await?;
     let mut after: i64 = i64::try_from(checker.frontier().size()).unwrap_or(i64::MAX) - 1;
     const PAGE: i64 = 500;
     loop {
@@ -558,80 +270,106 @@ pub async fn verify(
     })
 }
 
-fn check_stamp(
-    stamp_size: i64,
-    size: i64,
-    stamped_root: &[u8],
-    token: &[u8],
-    frontier: &Frontier,
-    origin: &str,
-    cas: Option<&veksel_pki::verify::Roots>,
-) -> Result<(), LogVerifyError> {
-    let bad = |reason: String| LogVerifyError::Stamp {
-        size: stamp_size,
-        reason,
-    };
-    if stamp_size != size {
-        return Err(bad("the stamp's size is not a position in the log".into()));
-    }
-    let root = frontier.root();
-    if stamped_root != root {
-        return Err(LogVerifyError::Root { size });
-    }
-    let cas = cas.ok_or_else(|| {
-        bad(
-            "no approved CAs to check the time stamp against (no cached global configuration)"
-                .into(),
-        )
-    })?;
-    let hash = crate::stamper::stamped_hash(origin, u64::try_from(size).unwrap_or_default(), &root);
-    veksel_pki::tsa::verify_token(token, &hash, cas, &[]).map_err(|e| bad(e.to_string()))?;
-    Ok(())
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// The signed descriptors must verify with the keys in their own `x5c` certificates,
-/// and the stored columns must agree with what was signed.
-pub fn check_signed_content(leaf: &LeafRecord) -> Result<(), String> {
-    for (what, descriptor, signature) in [
-        ("request", &leaf.request_descriptor, &leaf.request_signature),
-        (
-            "response",
-            &leaf.response_descriptor,
-            &leaf.response_signature,
-        ),
-    ] {
-        let parsed = veksel_proto::batch::MessageSignature::parse(signature, descriptor.as_bytes())
-            .map_err(|e| format!("{what} signature is malformed: {e}"))?;
-        let chain = parsed
-            .header()
-            .chain_der()
-            .map_err(|e| format!("{what} signature: {e}"))?;
-        let cert = chain
-            .first()
-            .ok_or_else(|| format!("{what} signature carries no certificate"))?;
-        let info = veksel_pki::CertInfo::parse(cert)
-            .map_err(|e| format!("{what} signing certificate: {e}"))?;
-        parsed.verify(&info.public_key).map_err(|_| {
-            format!("the {what} signature does not verify over the logged {what} descriptor")
-        })?;
+fn peaks_b64(f: &Frontier) -> Vec<String> {
+    f.peaks().iter().map(|p| b64(p)).collect()
+}
+
+/// Checks the archive files the database lists, in order, feeding their records to
+/// `checker` and comparing each with the leaf hash the database kept for it. Returns
+/// how many records were archived.
+async fn verify_listed(
+    db: &Db,
+    dir: &Path,
+    checker: &mut Checker<'_>,
+) -> Result<u64, LogVerifyError> {
+    let listed: Vec<(i64, i64, String, String)> = sqlx::query_as(
+        "SELECT first_seq, next_seq, file, sha256 FROM log_archives ORDER BY first_seq",
+    )
+    .fetch_all(db.pool())
+    .await
+    .map_err(store_err)?;
+    let mut previous: Option<String> = None;
+    let mut archived = 0u64;
+    for (first, next, file, sha256) in listed {
+        let bad = |reason: String| LogVerifyError::Archive {
+            file: file.clone(),
+            reason,
+        };
+        if !safe_name(&file) {
+            return Err(bad("the database lists an unsafe file name".into()));
+        }
+        let at = i64::try_from(checker.frontier().size()).unwrap_or(i64::MAX);
+        if first != at {
+            return Err(bad(format!(
+                "it starts at position {first}, but the log before it ends at {at}"
+            )));
+        }
+        let mut reader = ArchiveReader::open(&dir.join(&file))?;
+        let h = reader.header();
+        if h.first_seq != first || h.next_seq != next {
+            return Err(bad(format!(
+                "it holds {}..{}, the database says {first}..{next}",
+                h.first_seq, h.next_seq
+            )));
+        }
+        if h.previous_sha256 != previous {
+            return Err(bad("it does not name the previous archive file".into()));
+        }
+        if h.start_peaks != peaks_b64(checker.frontier()) {
+            return Err(bad(
+                "its starting frontier is not the log's before it".into()
+            ));
+        }
+        let kept: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, leaf_hash FROM log_leaves WHERE seq >= $1 AND seq < $2 ORDER BY seq",
+        )
+        .bind(first)
+        .bind(next)
+        .fetch_all(db.pool())
+        .await
+        .map_err(store_err)?;
+        let mut kept = kept.into_iter();
+        while let Some(record) = reader.next_record()? {
+            check_bodies(&record)?;
+            let stored = kept.next().filter(|(seq, _)| *seq == record.leaf.seq);
+            checker.push_stored(&record.leaf, stored.as_ref().map(|(_, h)| h.as_slice()))?;
+        }
+        let (end, actual) = reader.finish()?;
+        if actual != sha256 {
+            return Err(bad(format!(
+                "its SHA-256 is {actual}, the database recorded {sha256}: the file was changed or replaced"
+            )));
+        }
+        if i64::try_from(checker.frontier().size()).unwrap_or(i64::MAX) != next
+            || end.records != next - first
+        {
+            return Err(bad(format!(
+                "it should hold {} records, it holds {}",
+                next - first,
+                end.records
+            )));
+        }
+        if end.root != b64(&checker.frontier().root()) {
+            return Err(bad("its end root is not the recomputed root".into()));
+        }
+        archived += u64::try_from(next - first).unwrap_or_default();
+        previous = Some(sha256);
     }
-    let req: veksel_proto::descriptor::RequestDescriptor =
-        serde_json::from_str(&leaf.request_descriptor)
-            .map_err(|e| format!("request descriptor: {e}"))?;
-    let resp: veksel_proto::descriptor::ResponseDescriptor =
-        serde_json::from_str(&leaf.response_descriptor)
-            .map_err(|e| format!("response descriptor: {e}"))?;
-    let consistent = req.request_id == leaf.request_id
-        && resp.request_id == leaf.request_id
-        && req.client.to_string() == leaf.client
-        && req.service.to_string() == leaf.service
-        && req.method == leaf.method
-        && req.target == leaf.target
-        && i64::from(resp.status) == leaf.status
-        && resp.request_hash
-            == veksel_proto::descriptor::request_hash(leaf.request_descriptor.as_bytes());
-    if !consistent {
-        return Err("the stored fields disagree with the signed descriptors".into());
+    let (after_archives,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM log_leaves WHERE seq >= $1")
+            .bind(i64::try_from(checker.frontier().size()).unwrap_or(i64::MAX))
+            .fetch_one(db.pool())
+            .await
+            .map_err(store_err)?;
+    if after_archives > 0 {
+        return Err(LogVerifyError::Position {
+            seq: i64::try_from(checker.frontier().size()).unwrap_or(i64::MAX),
+            reason: "records were archived into a file the database no longer lists".into(),
+        });
     }
-    Ok(())
+    Ok(archived)
 }

@@ -4,7 +4,7 @@
 //! released, but many exchanges share one commit (and one fsync when commits wait for
 //! the disk).
 
-use crate::merklelog::{self, LeafRecord};
+use crate::merklelog;
 use serde::Serialize;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use veksel_merkle::Frontier;
 use veksel_store::sqlx::{self, Row};
 use veksel_store::{Db, StoreError};
+use veksel_verify::log::LeafRecord;
 
 /// Which side of an exchange a record was written by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,7 +271,7 @@ async fn try_write_batch(
                 let Some(f) = frontier.as_mut() else {
                     return Err("no log frontier".into());
                 };
-                let leaf = LeafRecord::from_message(i64::try_from(f.size()).unwrap_or(i64::MAX), m);
+                let leaf = leaf_record(i64::try_from(f.size()).unwrap_or(i64::MAX), m);
                 let hash = leaf.hash();
                 last_logged = last_logged.max(m.logged_at);
                 let r = insert_message(&mut tx, &leaf, m, &hash).await.map(|()| true);
@@ -586,4 +587,33 @@ pub async fn query_monitoring(db: &Db, q: &LogQuery) -> Result<Vec<OpRecord>, St
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
+}
+
+/// The leaf of a new record at position `seq`.
+pub(crate) fn leaf_record(seq: i64, m: &MessageRecord) -> LeafRecord {
+    LeafRecord {
+        v: 1,
+        seq,
+        request_id: m.request_id.clone(),
+        side: m.side.as_str().to_owned(),
+        xroad_id: m.xroad_id.clone(),
+        client: m.client.clone(),
+        service: m.service.clone(),
+        method: m.method.clone(),
+        target: m.target.clone(),
+        status: i64::from(m.status),
+        consumer_gateway: m.consumer_gateway.clone(),
+        provider_gateway: m.provider_gateway.clone(),
+        request_descriptor: String::from_utf8_lossy(&m.request_descriptor).into_owned(),
+        request_signature: m.request_signature.clone(),
+        response_descriptor: String::from_utf8_lossy(&m.response_descriptor).into_owned(),
+        response_signature: m.response_signature.clone(),
+        request_body_sha256: m.request_body.as_deref().map(veksel_pki::sha256_hex),
+        response_body_sha256: m.response_body.as_deref().map(veksel_pki::sha256_hex),
+        body_note: m.body_note.clone(),
+        request_size: i64::try_from(m.request_size).unwrap_or(i64::MAX),
+        response_size: i64::try_from(m.response_size).unwrap_or(i64::MAX),
+        created_at: m.created_at,
+        logged_at: m.logged_at,
+    }
 }

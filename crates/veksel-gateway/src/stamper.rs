@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use std::time::Duration;
 use veksel_id::{Fault, FaultCode, Origin};
-use veksel_merkle::checkpoint::Checkpoint;
 use veksel_store::sqlx;
 
 /// What the gateway does when time-stamping keeps failing.
@@ -27,24 +26,7 @@ pub enum StampFailureMode {
     KeepServing,
 }
 
-/// The checkpoint origin of a gateway's message log.
-pub fn origin(gateway: &veksel_id::GatewayId) -> String {
-    format!("{gateway}/message-log")
-}
-
-/// The SHA-256 a time stamp covers for a log of `size` records with `root`.
-pub fn stamped_hash(origin: &str, size: u64, root: &[u8; 32]) -> Vec<u8> {
-    let body = Checkpoint {
-        origin: origin.to_owned(),
-        size,
-        root: *root,
-        extensions: vec![],
-    }
-    .body();
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body.as_bytes())
-        .as_ref()
-        .to_vec()
-}
+pub use veksel_verify::log::{origin, stamped_hash};
 
 #[derive(Debug, Default, Clone)]
 struct State {

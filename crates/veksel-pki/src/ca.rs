@@ -120,7 +120,7 @@ impl Profile {
                     KeyUsagePurpose::DigitalSignature,
                     KeyUsagePurpose::ContentCommitment,
                 ];
-                p.custom_extensions = vec![crate::tsa::time_stamping_eku_extension()];
+                p.custom_extensions = vec![time_stamping_eku_extension()];
             }
             Profile::TlsServer { hosts } => {
                 let cn = hosts.first().cloned().unwrap_or_else(|| "veksel".into());
@@ -253,4 +253,16 @@ pub fn self_signed_signing_cert(
         .self_signed(&key.rcgen()?)
         .map_err(|e| PkiError::Issue(e.to_string()))?;
     Ok(cert.der().to_vec())
+}
+
+/// The DER of the critical extended-key-usage extension value `SEQUENCE { timeStamping }`.
+pub fn time_stamping_eku_extension() -> rcgen::CustomExtension {
+    let mut ext = rcgen::CustomExtension::from_oid_content(
+        &[2, 5, 29, 37],
+        vec![
+            0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08,
+        ],
+    );
+    ext.set_criticality(true);
+    ext
 }

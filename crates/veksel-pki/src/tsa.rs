@@ -509,15 +509,3 @@ pub fn verify_token(
         tsa: info,
     })
 }
-
-/// The DER of the critical extended-key-usage extension value `SEQUENCE { timeStamping }`.
-pub fn time_stamping_eku_extension() -> rcgen::CustomExtension {
-    let mut ext = rcgen::CustomExtension::from_oid_content(
-        &[2, 5, 29, 37],
-        vec![
-            0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08,
-        ],
-    );
-    ext.set_criticality(true);
-    ext
-}

@@ -9,10 +9,11 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::path::Path;
-use veksel_gateway::merklelog::LogVerifyError;
-use veksel_gateway::{archive, evidence, stamper};
+use veksel_gateway::{archive, stamper};
 use veksel_sandbox::ORGS;
 use veksel_store::sqlx;
+use veksel_verify::evidence;
+use veksel_verify::log::LogVerifyError;
 
 async fn exchanges(net: &Net, n: usize) -> Vec<String> {
     let muni = ORGS[MUNICIPALITY].subsystem_id();
@@ -159,7 +160,7 @@ async fn archiving(b: Backend) {
     let scratch = tempfile::tempdir().unwrap();
     let copy = scratch.path().join("copy");
     copy_dir(&gw.archive_dir, &copy);
-    let r = archive::verify_dir(&copy, &anchor).unwrap();
+    let r = veksel_verify::archive::verify_dir(&copy, &anchor).unwrap();
     assert_eq!(
         (r.files.len(), r.records, r.first_seq, r.next_seq),
         (2, 8, 0, 8)
@@ -203,7 +204,10 @@ async fn archiving(b: Backend) {
             other => panic!("expected record 2 to be named: {other:?}"),
         }
         gzip(&copy1, &changed);
-        match (archive::verify_dir(&copy, &anchor), standalone_is_root) {
+        match (
+            veksel_verify::archive::verify_dir(&copy, &anchor),
+            standalone_is_root,
+        ) {
             (Err(LogVerifyError::Record { seq: 2, .. }), false) => {}
             (Err(LogVerifyError::Root { size: 5 }), true) => {}
             other => panic!("{from}: {other:?}"),
@@ -252,7 +256,7 @@ async fn archiving(b: Backend) {
     // Standalone, files out of their chain: the second one replaced by another log's
     // file at the same positions is caught by the chain of file hashes.
     copy_dir(&gw.archive_dir, &copy);
-    assert!(archive::verify_dir(&copy, &anchor).is_ok());
+    assert!(veksel_verify::archive::verify_dir(&copy, &anchor).is_ok());
     let original2 = std::fs::read(&file2).unwrap();
     let header_changed =
         gunzip(&file2).replacen("\"previous_sha256\":\"", "\"previous_sha256\":\"00", 1);
@@ -260,7 +264,7 @@ async fn archiving(b: Backend) {
         &copy.join("000000000005-000000000008.jsonl.gz"),
         &header_changed,
     );
-    match archive::verify_dir(&copy, &anchor) {
+    match veksel_verify::archive::verify_dir(&copy, &anchor) {
         Err(LogVerifyError::Archive { file, reason }) => {
             assert!(file.starts_with("000000000005-"), "{file}");
             assert!(reason.contains("file before it"), "{reason}");
@@ -268,7 +272,7 @@ async fn archiving(b: Backend) {
         other => panic!("expected a broken chain: {other:?}"),
     }
     std::fs::write(copy.join("000000000005-000000000008.jsonl.gz"), &original2).unwrap();
-    assert!(archive::verify_dir(&copy, &anchor).is_ok());
+    assert!(veksel_verify::archive::verify_dir(&copy, &anchor).is_ok());
 
     // A database that no longer agrees with its files.
     let db = &gw.db;

@@ -8,9 +8,10 @@ mod common;
 
 use common::*;
 use std::time::Duration;
-use veksel_gateway::{evidence, merklelog, stamper};
+use veksel_gateway::{merklelog, stamper};
 use veksel_sandbox::ORGS;
 use veksel_sandbox::slow_keys::slow_down;
+use veksel_verify::evidence;
 
 const CONCURRENT: usize = 24;
 

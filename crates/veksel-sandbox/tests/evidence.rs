@@ -5,9 +5,9 @@
 mod common;
 
 use common::*;
-use veksel_gateway::evidence::{self, Bundle};
 use veksel_gateway::stamper;
 use veksel_sandbox::ORGS;
+use veksel_verify::evidence::{self, Bundle};
 
 const PYTHON_INCLUSION: &str = r#"
 import base64, hashlib, json, sys

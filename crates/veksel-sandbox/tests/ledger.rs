@@ -420,7 +420,7 @@ async fn ledger(b: Backend) {
         serde_json::from_str(&std::fs::read_to_string(&net.sandbox().info.anchor_file).unwrap())
             .unwrap();
     let client =
-        veksel_gateway::ledger_client::LedgerClient::connect(&anchor, Some(policy_text.clone()))
+        veksel_verify::ledger_client::LedgerClient::connect(&anchor, Some(policy_text.clone()))
             .await
             .unwrap();
     let verified = client.checkpoint().await.unwrap();
@@ -453,7 +453,7 @@ async fn ledger(b: Backend) {
             tokio::time::Instant::now() < deadline_export,
             "no static export"
         );
-        if let Ok(files) = veksel_gateway::ledger_client::LedgerClient::from_directory(
+        if let Ok(files) = veksel_verify::ledger_client::LedgerClient::from_directory(
             &export,
             Some(policy_text.clone()),
         )
@@ -468,7 +468,7 @@ async fn ledger(b: Backend) {
     }
     let mirror = net.dir.path().join("mirror");
     let mirrored = client.mirror(&mirror).await.unwrap();
-    let offline = veksel_gateway::ledger_client::LedgerClient::from_directory(&mirror, None)
+    let offline = veksel_verify::ledger_client::LedgerClient::from_directory(&mirror, None)
         .await
         .unwrap();
     let cp_offline = offline.checkpoint().await.unwrap();

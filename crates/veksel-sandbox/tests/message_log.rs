@@ -4,9 +4,10 @@
 mod common;
 
 use common::*;
-use veksel_gateway::merklelog::{self, LeafRecord, LogVerifyError};
+use veksel_gateway::merklelog;
 use veksel_sandbox::ORGS;
 use veksel_store::sqlx::{self, Row};
+use veksel_verify::log::{LeafRecord, LogVerifyError};
 
 /// These logs have no archive files.
 const NO_ARCHIVES: &str = "/nonexistent/veksel-archives";

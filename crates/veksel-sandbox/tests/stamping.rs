@@ -7,10 +7,11 @@ mod common;
 
 use common::*;
 use std::process::Command;
-use veksel_gateway::merklelog::{self, LogVerifyError};
+use veksel_gateway::merklelog;
 use veksel_gateway::stamper;
 use veksel_sandbox::ORGS;
 use veksel_store::sqlx;
+use veksel_verify::log::LogVerifyError;
 
 fn muni() -> String {
     ORGS[MUNICIPALITY].subsystem_id()

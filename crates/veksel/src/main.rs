@@ -493,7 +493,7 @@ async fn sandbox(data_dir: PathBuf, ephemeral: bool, postgres: Option<String>) -
 
 async fn ledger_client(
     target: &LedgerTarget,
-) -> Result<veksel_gateway::ledger_client::LedgerClient> {
+) -> Result<veksel_verify::ledger_client::LedgerClient> {
     let policy = match &target.policy {
         Some(p) => {
             Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
@@ -504,7 +504,7 @@ async fn ledger_client(
         }
     };
     if let Some(dir) = &target.tiles_dir {
-        return veksel_gateway::ledger_client::LedgerClient::from_directory(dir, policy)
+        return veksel_verify::ledger_client::LedgerClient::from_directory(dir, policy)
             .await
             .map_err(anyhow::Error::msg);
     }
@@ -517,12 +517,12 @@ async fn ledger_client(
             .with_context(|| format!("reading {}", anchor_file.display()))?,
     )
     .context("the anchor file is not a veksel anchor")?;
-    veksel_gateway::ledger_client::LedgerClient::connect(&anchor, policy)
+    veksel_verify::ledger_client::LedgerClient::connect(&anchor, policy)
         .await
         .map_err(anyhow::Error::msg)
 }
 
-fn print_checkpoint(cp: &veksel_gateway::ledger_client::VerifiedCheckpoint) {
+fn print_checkpoint(cp: &veksel_verify::ledger_client::VerifiedCheckpoint) {
     use base64::Engine;
     println!(
         "checkpoint of {}: {} entries, root {}, cosigned by {}",
@@ -537,7 +537,7 @@ fn print_checkpoint(cp: &veksel_gateway::ledger_client::VerifiedCheckpoint) {
     );
 }
 
-fn print_entry(e: &veksel_gateway::ledger_client::ProvenEntry) -> Result<()> {
+fn print_entry(e: &veksel_verify::ledger_client::ProvenEntry) -> Result<()> {
     println!(
         "{} {} signed by {}: {}",
         e.index,
@@ -565,7 +565,7 @@ async fn ledger(command: LedgerCommand) -> Result<()> {
             let text = std::fs::read_to_string(&note)
                 .with_context(|| format!("reading {}", note.display()))?;
             let (cp, cosigners) = policy.verify(&text)?;
-            print_checkpoint(&veksel_gateway::ledger_client::VerifiedCheckpoint {
+            print_checkpoint(&veksel_verify::ledger_client::VerifiedCheckpoint {
                 note: text,
                 checkpoint: cp,
                 cosigners,
@@ -718,7 +718,7 @@ async fn evidence(command: EvidenceCommand) -> Result<()> {
             Ok(())
         }
         EvidenceCommand::Verify { bundle, anchor } => {
-            let bundle: veksel_gateway::evidence::Bundle = serde_json::from_str(
+            let bundle: veksel_verify::evidence::Bundle = serde_json::from_str(
                 &std::fs::read_to_string(&bundle)
                     .with_context(|| format!("reading {}", bundle.display()))?,
             )
@@ -728,7 +728,7 @@ async fn evidence(command: EvidenceCommand) -> Result<()> {
                     .with_context(|| format!("reading {}", anchor.display()))?,
             )
             .context("the anchor file is not valid")?;
-            match veksel_gateway::evidence::verify(&bundle, &anchor) {
+            match veksel_verify::evidence::verify(&bundle, &anchor) {
                 Ok(p) => {
                     println!(
                         "ok: request {} from {} to {} (status {}) is record {} of {} in the log of {}, which existed by {} (time stamp)",
@@ -760,7 +760,7 @@ fn verify_archives(dir: &std::path::Path, anchor: &std::path::Path) -> Result<()
             .with_context(|| format!("reading {}", anchor.display()))?,
     )
     .with_context(|| format!("parsing {}", anchor.display()))?;
-    match veksel_gateway::archive::verify_dir(dir, &anchor) {
+    match veksel_verify::archive::verify_dir(dir, &anchor) {
         Ok(r) => {
             println!(
                 "ok: {} files, positions {}..{} ({} records), {} stored roots and {} time stamps checked",

@@ -6,6 +6,7 @@
 //! [`finish`]: sign the answer bound to the request and log both sides before the
 //! signature, the last thing the consumer needs, leaves.
 
+use super::meta;
 use super::record::{self, Signed};
 use super::tap::{self, Tap};
 use super::{OpCtx, fault_response};
@@ -15,7 +16,7 @@ use crate::confclient::ConfState;
 use crate::msglog::Side;
 use crate::serverconf::{LocalClient, LogMode, ServiceConfig};
 use crate::signing::MemberSigner;
-use crate::{Gateway, error_chain, meta};
+use crate::{Gateway, error_chain};
 use http::{HeaderMap, HeaderValue, Request, Response, request};
 use std::sync::Arc;
 use std::time::Duration;

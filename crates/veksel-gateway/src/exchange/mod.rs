@@ -9,6 +9,7 @@
 //! [`veksel_proto::peer`], with no I/O.
 
 pub mod inbound;
+pub mod meta;
 pub mod outbound;
 mod record;
 mod tap;

@@ -6,6 +6,7 @@
 //! [`finish`]: verify the signed answer and log both sides of the exchange before the
 //! information system gets the whole answer.
 
+use super::meta;
 use super::record::{self, Signed};
 use super::tap::{self, Tap};
 use super::{OpCtx, fault_response};
@@ -15,7 +16,7 @@ use crate::clients::PeerCertHash;
 use crate::confclient::ConfState;
 use crate::msglog::Side;
 use crate::serverconf::{LocalClient, LogMode};
-use crate::{Gateway, error_chain, meta};
+use crate::{Gateway, error_chain};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, request};
 use std::sync::{Arc, OnceLock};

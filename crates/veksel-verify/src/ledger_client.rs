@@ -315,20 +315,3 @@ async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
     }
     Ok(body.to_vec())
 }
-
-/// Submits a member's commitment to a document (computed by the member with
-/// [`veksel_proto::ledger::commitment`]; the document and its salt never leave the
-/// member) as a ledger entry signed by this gateway. Returns the authority's answer.
-pub async fn append_commitment(
-    gw: &crate::Gateway,
-    label: &str,
-    commitment: &str,
-) -> Result<serde_json::Value, String> {
-    let entry = LedgerEntry::Commitment {
-        at: gw.clock.now_ms(),
-        gateway: gw.id().to_string(),
-        label: label.to_owned(),
-        commitment: commitment.to_owned(),
-    };
-    crate::ledger::submit_entry(gw, &entry).await
-}

@@ -3,10 +3,10 @@
 //! (answered by the provider's gateway from its local configuration, as signed
 //! responses like any other).
 
+use super::fault_response;
 use crate::Gateway;
 use crate::body::{self, GwBody};
 use crate::confclient::ConfState;
-use crate::exchange::fault_response;
 use crate::serverconf::{LocalClient, ServiceConfig};
 use http::{HeaderValue, Method, Request, Response};
 use std::sync::Arc;
@@ -32,7 +32,7 @@ pub fn list_clients(
     req: &Request<GwBody>,
     accept: Option<&str>,
 ) -> Response<GwBody> {
-    let detail = crate::exchange::detail_id();
+    let detail = super::detail_id();
     if req.method() != Method::GET {
         let f = Fault::client(FaultCode::BadRequest, "listClients accepts GET only");
         return fault_response(&f, accept, &detail);
@@ -169,7 +169,7 @@ pub fn provider_answer(
         }
         Metaservice::GetOpenApi => {
             let code = single_query_param(query, "serviceCode")
-                .map_err(|f| crate::exchange::reorigin(f, Origin::ServerProxy))?
+                .map_err(|f| super::reorigin(f, Origin::ServerProxy))?
                 .filter(|c| !c.is_empty())
                 .ok_or_else(|| {
                     Fault::server_proxy(
