@@ -92,6 +92,12 @@ pub struct GatewayConfig {
     /// Time allowed for the peer gateway's response to start, seconds.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
+    /// How the provider's replay guard makes a request id durable: `memory` (with the
+    /// exchange's record; the default) or `database` (a commit of its own before the
+    /// provider's system is called: for several nodes sharing one database that must
+    /// never call a system twice for a replay; see `msglog::replay`).
+    #[serde(default)]
+    pub replay_claim: ReplayClaimMode,
     /// Time an information system may pause while it sends a request body, seconds;
     /// a longer pause fails the request with `Client.Timeout`.
     #[serde(default = "default_body_idle_timeout")]
@@ -235,6 +241,7 @@ impl GatewayConfig {
             sync_commit: true,
             request_timeout_secs: default_request_timeout(),
             body_idle_timeout_secs: default_body_idle_timeout(),
+            replay_claim: ReplayClaimMode::default(),
             max_body_bytes: default_max_body(),
             max_logged_body_bytes: default_max_logged_body(),
             capture_memory_bytes: None,
@@ -270,6 +277,17 @@ impl GatewayConfig {
             .clone()
             .unwrap_or_else(|| data_dir.join("archive"))
     }
+}
+
+/// How the provider's replay guard makes a request id durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayClaimMode {
+    /// Checked in memory, committed with the exchange's record.
+    #[default]
+    Memory,
+    /// Committed before the provider's system is called.
+    Database,
 }
 
 /// Files of the data directory.
@@ -621,6 +639,7 @@ pub struct RunningGateway {
     shutdown: Shutdown,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     background: Vec<tokio::task::JoinHandle<()>>,
+    writer: Option<msglog::writer::Writer>,
 }
 
 impl RunningGateway {
@@ -633,6 +652,9 @@ impl RunningGateway {
         for t in self.background {
             t.abort();
             let _ = t.await;
+        }
+        if let Some(writer) = self.writer {
+            self.gateway.log.stop(writer).await;
         }
         self.gateway.db.close().await;
     }
@@ -711,7 +733,15 @@ pub async fn start(
     }
     let db = open_db(dir, &config).await?;
     let serverconf = serverconf::ServerConfStore::load(db.clone()).await?;
-    let (log, writer_task) = msglog::LogWriter::start(db.clone());
+    let sqlite_path = config.database_url.is_none().then(|| dir.join(files::DB));
+    let (log, writer) = msglog::LogWriter::start(msglog::writer::Target::for_db(
+        &db,
+        sqlite_path,
+        config.sync_commit,
+    ))
+    .map_err(GatewayError::Config)?;
+    log.replays
+        .load(msglog::unexpired_claims(&db, clock.now_ms()).await?);
 
     let verifier = veksel_pki::tls::GatewayPeerVerifier::new(conf.clone());
     // One replaceable certificate for every TLS role, so a renewal swaps it everywhere.
@@ -825,7 +855,11 @@ pub async fn start(
     let archive_task = tokio::spawn(archive::archive_loop(gateway.clone()));
     let renewal_task = tokio::spawn(renewal::renewal_loop(gateway.clone()));
     let ledger_task = tokio::spawn(ledger::ledger_loop(gateway.clone()));
-    let janitor = tokio::spawn(msglog::replay_guard_janitor(db.clone(), clock.clone()));
+    let janitor = tokio::spawn(msglog::replay_guard_janitor(
+        db.clone(),
+        clock.clone(),
+        gateway.log.replays.clone(),
+    ));
     let sc = serverconf.clone();
     let reload = tokio::spawn(async move {
         loop {
@@ -856,8 +890,8 @@ pub async fn start(
             ledger_task,
             janitor,
             reload,
-            writer_task,
         ],
+        writer: Some(writer),
     })
 }
 

@@ -58,6 +58,37 @@ impl HeadCache {
     pub fn reset(&mut self) {
         *self = Self::default();
     }
+
+    /// The frontier of the last committed batch, when known.
+    pub fn frontier(&self) -> Option<&Frontier> {
+        self.frontier.as_ref()
+    }
+
+    /// When the last batch root was kept, when known.
+    pub fn last_root_at(&self) -> Option<i64> {
+        self.last_root_at
+    }
+}
+
+/// Creates the head row of an empty log (it exists before anyone locks it, so two
+/// nodes starting an empty log cannot both begin at position 0).
+pub const CREATE_HEAD: &str = "INSERT INTO log_head (id, size, root, peaks, updated_at) VALUES (1, 0, $1, $2, 0) ON CONFLICT (id) DO NOTHING";
+/// Reads the head (SQLite: one writer; PostgreSQL locks the row, see [`load_frontier`]).
+pub const SELECT_HEAD: &str = "SELECT size, peaks FROM log_head WHERE id = 1";
+/// Stores the head after a batch.
+pub const STORE_HEAD: &str =
+    "INSERT INTO log_head (id, size, root, peaks, updated_at) VALUES (1, $1, $2, $3, $4)
+ ON CONFLICT (id) DO UPDATE SET size = excluded.size, root = excluded.root, peaks = excluded.peaks,
+   updated_at = excluded.updated_at";
+/// When the last batch root was kept.
+pub const LAST_ROOT_AT: &str = "SELECT at FROM log_roots ORDER BY size DESC LIMIT 1";
+/// Keeps a batch root.
+pub const KEEP_ROOT: &str =
+    "INSERT INTO log_roots (size, root, at) VALUES ($1, $2, $3) ON CONFLICT (size) DO NOTHING";
+
+/// True when a batch committed at `now_ms` keeps its root.
+pub fn root_due(last_root_at: Option<i64>, now_ms: i64) -> bool {
+    last_root_at.is_none_or(|at| now_ms - at >= ROOT_INTERVAL_MS)
 }
 
 /// The current frontier inside a write transaction; on PostgreSQL the head row is
@@ -74,18 +105,16 @@ pub async fn load_frontier(
     }
     let sql = match backend {
         Backend::Postgres => "SELECT size, peaks FROM log_head WHERE id = 1 FOR UPDATE",
-        Backend::Sqlite => "SELECT size, peaks FROM log_head WHERE id = 1",
+        Backend::Sqlite => SELECT_HEAD,
     };
     // The head row exists before anyone locks it, so two nodes starting an empty log
     // cannot both begin at position 0.
     if !cache.head_row_exists {
-        sqlx::query(
-            "INSERT INTO log_head (id, size, root, peaks, updated_at) VALUES (1, 0, $1, $2, 0) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(veksel_merkle::empty_root().to_vec())
-        .bind(Vec::<u8>::new())
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(CREATE_HEAD)
+            .bind(veksel_merkle::empty_root().to_vec())
+            .bind(Vec::<u8>::new())
+            .execute(&mut **tx)
+            .await?;
     }
     let (size, peaks): (i64, Vec<u8>) = sqlx::query_as(sql).fetch_one(&mut **tx).await?;
     frontier_from_row(size, &peaks)
@@ -104,26 +133,22 @@ pub async fn store_head(
 ) -> Result<Option<i64>, StoreError> {
     let size = i64::try_from(f.size()).unwrap_or(i64::MAX);
     let root = f.root().to_vec();
-    sqlx::query(
-        "INSERT INTO log_head (id, size, root, peaks, updated_at) VALUES (1, $1, $2, $3, $4)
-         ON CONFLICT (id) DO UPDATE SET size = excluded.size, root = excluded.root, peaks = excluded.peaks,
-           updated_at = excluded.updated_at",
-    )
-    .bind(size)
-    .bind(root.clone())
-    .bind(encode_peaks(f))
-    .bind(now_ms)
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query(STORE_HEAD)
+        .bind(size)
+        .bind(root.clone())
+        .bind(encode_peaks(f))
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
     let last = match cache.last_root_at {
         Some(at) => Some(at),
-        None => sqlx::query_as::<_, (i64,)>("SELECT at FROM log_roots ORDER BY size DESC LIMIT 1")
+        None => sqlx::query_as::<_, (i64,)>(LAST_ROOT_AT)
             .fetch_optional(&mut **tx)
             .await?
             .map(|(at,)| at),
     };
-    if last.is_none_or(|at| now_ms - at >= ROOT_INTERVAL_MS) {
-        sqlx::query("INSERT INTO log_roots (size, root, at) VALUES ($1, $2, $3) ON CONFLICT (size) DO NOTHING")
+    if root_due(last, now_ms) {
+        sqlx::query(KEEP_ROOT)
             .bind(size)
             .bind(root)
             .bind(now_ms)

@@ -10,10 +10,12 @@ use super::meta;
 use super::record::{self, Signed};
 use super::tap::{self, Tap};
 use super::{OpCtx, fault_response};
+use crate::ReplayClaimMode;
 use crate::body::{self, BodyEnd, GwBody};
 use crate::capture::{Capture, CapturePolicy};
 use crate::confclient::ConfState;
-use crate::msglog::Side;
+use crate::msglog::replay::Claim;
+use crate::msglog::{ReplayClaim, Side};
 use crate::serverconf::{LocalClient, LogMode, ServiceConfig};
 use crate::signing::MemberSigner;
 use crate::{Gateway, error_chain};
@@ -81,7 +83,7 @@ async fn exchange(
     op.record.request_id = head.request_id.clone();
     op.record.xroad_id = head.xroad_id.clone();
     admit(gw, &conf, &peer, &head)?;
-    replay(gw, &conf, &head).await?;
+    replay(gw, &conf, &head, op).await?;
     let (local, service) = access(gw, &conf, &head)?;
     let log_mode = local.settings.log_mode;
     let (system_body, verified) = verify(gw, &conf, &head, &parts.headers, body, log_mode).await?;
@@ -193,28 +195,50 @@ fn admit(
     .map_err(|e| e.at(ORIGIN))
 }
 
-/// Each request id is served once within its window.
-async fn replay(gw: &Gateway, conf: &ConfState, head: &RequestHead) -> Result<(), Fault> {
+/// Each request id is served once within its window: checked in memory, made durable
+/// with the exchange's record (or, with `replay_claim: database`, committed first).
+async fn replay(
+    gw: &Gateway,
+    conf: &ConfState,
+    head: &RequestHead,
+    op: &mut OpCtx,
+) -> Result<(), Fault> {
     let settings = &conf.conf().settings;
-    let fresh = gw
-        .log
-        .claim_request_id(
-            &head.request_id,
-            head.created_at_ms
-                .saturating_add(settings.request_ttl_ms)
-                .saturating_add(settings.max_clock_skew_ms),
-        )
-        .await
-        .map_err(|e| sfault(FaultCode::DatabaseError, e))?;
-    if !fresh {
-        return Err(sfault(
+    let claim = ReplayClaim {
+        request_id: head.request_id.clone(),
+        expires_at: head
+            .created_at_ms
+            .saturating_add(settings.request_ttl_ms)
+            .saturating_add(settings.max_clock_skew_ms),
+    };
+    let replayed = || {
+        sfault(
             FaultCode::ReplayedMessage,
             format!(
                 "request {} was already received; replays are refused",
                 head.request_id
             ),
-        ));
+        )
+    };
+    match gw.log.claim(&claim, gw.clock.now_ms()) {
+        Claim::Fresh => {}
+        Claim::Replayed => return Err(replayed()),
+        Claim::Full => {
+            return Err(sfault(
+                FaultCode::InternalError,
+                "the replay guard is full; the request is refused rather than possibly replayed",
+            ));
+        }
     }
+    if gw.config.replay_claim == ReplayClaimMode::Database {
+        let fresh = gw
+            .log
+            .commit_claim(claim)
+            .await
+            .map_err(|e| sfault(FaultCode::DatabaseError, e.to_string()))?;
+        return if fresh { Ok(()) } else { Err(replayed()) };
+    }
+    op.replay = Some(claim);
     Ok(())
 }
 
@@ -530,10 +554,14 @@ struct SignAndLog {
 
 impl SignAndLog {
     async fn run(self, end: BodyEnd) -> Result<HeaderMap, Fault> {
-        let (gw, op) = (self.gw.clone(), self.op.clone());
+        let (gw, mut op) = (self.gw.clone(), self.op.clone());
         let request_size = self.request.descriptor.body.length;
         match self.sign_and_log(end).await {
-            Ok((trailers, status, response_size)) => {
+            Ok((trailers, status, response_size, logged)) => {
+                if logged {
+                    // Durable with the record.
+                    op.replay = None;
+                }
                 op.finish_ok(&gw, status, request_size, response_size);
                 Ok(trailers.encode())
             }
@@ -545,7 +573,7 @@ impl SignAndLog {
         }
     }
 
-    async fn sign_and_log(self, end: BodyEnd) -> Result<(SignedTrailers, u16, u64), Fault> {
+    async fn sign_and_log(self, end: BodyEnd) -> Result<(SignedTrailers, u16, u64, bool), Fault> {
         let created_at = self.gw.clock.now_ms();
         let descriptor = self.head.descriptor(self.gw.id(), created_at, end.digest);
         let bytes = descriptor::canonical_bytes(&descriptor);
@@ -561,16 +589,17 @@ impl SignAndLog {
             bytes,
             signature,
         };
-        record::log_exchange(
+        let logged = record::log_exchange(
             &self.gw,
             Side::Provider,
             self.log_mode,
             &self.request,
             &response,
             (self.request_capture, end.capture),
+            self.op.replay.clone(),
         )
         .await?;
-        Ok((trailers, status, size))
+        Ok((trailers, status, size, logged))
     }
 }
 

@@ -17,7 +17,7 @@ mod tap;
 use crate::Gateway;
 use crate::body::{self, GwBody};
 use crate::confclient::ConfState;
-use crate::msglog::{OpRecord, Side};
+use crate::msglog::{OpRecord, ReplayClaim, Side};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use std::future::Future;
 use std::pin::Pin;
@@ -226,6 +226,8 @@ pub struct OpCtx {
     /// Set by whichever copy records the outcome first: an exchange is recorded once,
     /// whether its end came in a finisher or in the handler.
     recorded: Arc<std::sync::atomic::AtomicBool>,
+    /// The provider's replay claim, until a record makes it durable.
+    pub replay: Option<ReplayClaim>,
 }
 
 impl OpCtx {
@@ -254,6 +256,7 @@ impl OpCtx {
             },
             started: tokio::time::Instant::now(),
             recorded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            replay: None,
         }
     }
 
@@ -290,7 +293,7 @@ impl OpCtx {
         self.record.succeeded = true;
         gw.metrics
             .record(self.side(), None, self.started.elapsed().as_secs_f64());
-        gw.log.monitor(self.record);
+        gw.log.monitor(self.record, self.replay);
     }
 
     /// Records a fault.
@@ -309,7 +312,7 @@ impl OpCtx {
             self.started.elapsed().as_secs_f64(),
         );
         self.record.fault_code = Some(kind);
-        gw.log.monitor(self.record);
+        gw.log.monitor(self.record, self.replay);
     }
 }
 

@@ -660,6 +660,7 @@ impl Verify {
             &self.request,
             &response,
             (self.request_capture, end.capture),
+            None,
         )
         .await?;
         Ok(sizes)

@@ -3,7 +3,7 @@
 
 use crate::Gateway;
 use crate::capture::{Capture, StoredBodies};
-use crate::msglog::{MessageRecord, Side};
+use crate::msglog::{MessageRecord, ReplayClaim, Side, WriteError};
 use crate::serverconf::LogMode;
 use veksel_id::{Fault, FaultCode, Origin};
 use veksel_proto::descriptor::{RequestDescriptor, ResponseDescriptor};
@@ -19,10 +19,10 @@ pub(crate) struct Signed<D> {
     pub signature: String,
 }
 
-/// Writes the exchange to the message log (unless the subsystem's mode is `off`)
-/// and returns once it is committed. `request_body` and `response_body` are the copies
-/// kept in full mode; they are held until the record is written, so their memory stays
-/// accounted for.
+/// Writes the exchange to the message log (unless the subsystem's mode is `off`),
+/// with the provider's replay claim, and returns once it is committed: true if a
+/// record was written. `bodies` are the copies kept in full mode; they are held until
+/// the record is written, so their memory stays accounted for.
 pub(crate) async fn log_exchange(
     gw: &Gateway,
     side: Side,
@@ -30,9 +30,10 @@ pub(crate) async fn log_exchange(
     request: &Signed<RequestDescriptor>,
     response: &Signed<ResponseDescriptor>,
     bodies: (Capture, Capture),
-) -> Result<(), Fault> {
+    replay: Option<ReplayClaim>,
+) -> Result<bool, Fault> {
     if mode == LogMode::Off {
-        return Ok(());
+        return Ok(false);
     }
     let mut stored = StoredBodies::of(bodies.0, bodies.1, gw.config.max_logged_body_bytes);
     gw.metrics.body_not_stored(stored.not_stored);
@@ -64,9 +65,17 @@ pub(crate) async fn log_exchange(
         Side::Consumer => Origin::ClientProxy,
         Side::Provider => Origin::ServerProxy,
     };
-    gw.log.log_message(record).await.map_err(|e| Fault {
-        origin,
-        code: FaultCode::DatabaseError,
-        message: format!("the message log could not be written: {e}"),
-    })
+    match gw.log.log_message(record, replay).await {
+        Ok(()) => Ok(true),
+        Err(e @ WriteError::Replayed(_)) => Err(Fault {
+            origin,
+            code: FaultCode::ReplayedMessage,
+            message: e.to_string(),
+        }),
+        Err(WriteError::Database(e)) => Err(Fault {
+            origin,
+            code: FaultCode::DatabaseError,
+            message: format!("the message log could not be written: {e}"),
+        }),
+    }
 }

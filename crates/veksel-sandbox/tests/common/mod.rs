@@ -342,6 +342,7 @@ where
 }
 
 /// What a raw request should look like; tests change fields to break it.
+#[derive(Clone)]
 pub struct RawRequest {
     pub descriptor: RequestDescriptor,
     pub body: Vec<u8>,
@@ -369,6 +370,17 @@ impl RawPeer {
         to_org: usize,
         auth_override: Option<(Vec<Vec<u8>>, veksel_pki::KeyFile)>,
     ) -> Result<Self, String> {
+        let address = net.sandbox().info.gateways[to_org].peer_address.clone();
+        Self::connect_to(net, from_org, &address, auth_override).await
+    }
+
+    /// Like [`RawPeer::connect`], to the gateway-to-gateway listener at `address`.
+    pub async fn connect_to(
+        net: &Net,
+        from_org: usize,
+        address: &str,
+        auth_override: Option<(Vec<Vec<u8>>, veksel_pki::KeyFile)>,
+    ) -> Result<Self, String> {
         let from = &net.sandbox().info.gateways[from_org];
         let keys = veksel_gateway::KeyStore::load(&from.data_dir).unwrap();
         let member: veksel_id::MemberId = ORGS[from_org].member().parse().unwrap();
@@ -387,7 +399,7 @@ impl RawPeer {
             Some((c, k)) => (c, k.rustls_key()),
             None => (keys.auth_chain.clone(), keys.auth_key.rustls_key()),
         };
-        let address = net.sandbox().info.gateways[to_org].peer_address.clone();
+        let address = address.to_owned();
         let send = peer_connection(net, from_org, &address, Some((chain, key))).await?;
         Ok(Self {
             send,

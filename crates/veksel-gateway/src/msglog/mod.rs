@@ -1,15 +1,15 @@
-//! The message log, operational monitoring and the replay guard, written through one
-//! task that groups concurrent writes into a single transaction (group commit): each
-//! exchange still waits for its own record to be committed before the response is
-//! released, but many exchanges share one commit (and one fsync when commits wait for
-//! the disk).
+//! The message log, operational monitoring and the replay guard: their records, the
+//! one writer that commits them in groups ([`writer`]), the replay guard in memory
+//! ([`replay`]), and the queries of the admin API.
 
-use crate::merklelog;
+pub mod replay;
+pub mod writer;
+
+pub use writer::{LogWriter, ReplayClaim, WriteError};
+
 use serde::Serialize;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
 use utoipa::ToSchema;
-use veksel_merkle::Frontier;
 use veksel_store::sqlx::{self, Row};
 use veksel_store::{Db, StoreError};
 use veksel_verify::log::LeafRecord;
@@ -121,268 +121,15 @@ pub struct OpRecord {
     pub fault_message: Option<String>,
 }
 
-enum Op {
-    Message(Box<MessageRecord>, oneshot::Sender<Result<(), String>>),
-    Monitor(Box<OpRecord>),
-    Replay {
-        request_id: String,
-        expires_at: i64,
-        reply: oneshot::Sender<Result<bool, String>>,
-    },
-}
-
-/// Handle to the writer task.
-#[derive(Debug, Clone)]
-pub struct LogWriter {
-    tx: mpsc::Sender<Op>,
-}
-
-impl std::fmt::Debug for Op {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Op")
-    }
-}
-
-/// Most operations committed in one transaction.
-const MAX_BATCH: usize = 512;
-
-impl LogWriter {
-    /// Starts the writer task over a database.
-    pub fn start(db: Db) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(8192);
-        let task = tokio::spawn(write_loop(db, rx));
-        (Self { tx }, task)
-    }
-
-    /// Writes a message-log record and waits until it is committed.
-    pub async fn log_message(&self, record: MessageRecord) -> Result<(), String> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Op::Message(Box::new(record), reply))
-            .await
-            .map_err(|_| "message log writer has stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "message log writer has stopped".to_owned())?
-    }
-
-    /// Queues an operational-monitoring record; does not wait (monitoring must never
-    /// slow the exchange down). Dropped with a warning if the queue is full.
-    pub fn monitor(&self, record: OpRecord) {
-        if self.tx.try_send(Op::Monitor(Box::new(record))).is_err() {
-            tracing::warn!("operational monitoring queue full; a record was dropped");
-        }
-    }
-
-    /// Records a request id; `Ok(false)` means it was seen before (a replay).
-    pub async fn claim_request_id(
-        &self,
-        request_id: &str,
-        expires_at: i64,
-    ) -> Result<bool, String> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Op::Replay {
-                request_id: request_id.to_owned(),
-                expires_at,
-                reply,
-            })
-            .await
-            .map_err(|_| "replay guard writer has stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "replay guard writer has stopped".to_owned())?
-    }
-}
-
-async fn write_loop(db: Db, mut rx: mpsc::Receiver<Op>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut head = merklelog::HeadCache::default();
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let outcome = write_batch(&db, &batch, &mut head).await;
-        for (op, result) in batch.drain(..).zip(outcome) {
-            match op {
-                Op::Message(_, reply) => {
-                    let _ = reply.send(result.map(|_| ()));
-                }
-                Op::Replay { reply, .. } => {
-                    let _ = reply.send(result);
-                }
-                Op::Monitor(_) => {
-                    if let Err(e) = result {
-                        tracing::warn!(error = %e, "operational monitoring record lost");
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Writes a batch in one transaction and returns one result per operation. If the
-/// commit fails, every operation in the batch fails: nothing is acknowledged that
-/// is not stored.
-async fn write_batch(
-    db: &Db,
-    batch: &[Op],
-    head: &mut merklelog::HeadCache,
-) -> Vec<Result<bool, String>> {
-    match try_write_batch(db, batch, head).await {
-        Ok((results, Some((frontier, root_at)))) => {
-            head.committed(frontier, root_at);
-            results
-        }
-        Ok((results, None)) => results,
-        Err(e) => {
-            // The transaction rolled back: the frontier it advanced is not the head.
-            head.reset();
-            vec![Err(format!("message log database: {e}")); batch.len()]
-        }
-    }
-}
-
-/// One result per operation, and the new head if messages were appended.
-type BatchOutcome = (Vec<Result<bool, String>>, Option<(Frontier, Option<i64>)>);
-
-async fn try_write_batch(
-    db: &Db,
-    batch: &[Op],
-    head: &merklelog::HeadCache,
-) -> Result<BatchOutcome, String> {
-    let mut tx = db.pool().begin().await.map_err(|e| e.to_string())?;
-    let mut results = Vec::with_capacity(batch.len());
-    // Loaded at the first message of the batch: each message becomes the next leaf.
-    let mut frontier: Option<Frontier> = None;
-    let mut last_logged = 0;
-    for op in batch {
-        let r = match op {
-            Op::Message(m, _) => {
-                if frontier.is_none() {
-                    frontier = Some(
-                        merklelog::load_frontier(&mut tx, db.backend(), head)
-                            .await
-                            .map_err(|e| e.to_string())?,
-                    );
-                }
-                let Some(f) = frontier.as_mut() else {
-                    return Err("no log frontier".into());
-                };
-                let leaf = leaf_record(i64::try_from(f.size()).unwrap_or(i64::MAX), m);
-                let hash = leaf.hash();
-                last_logged = last_logged.max(m.logged_at);
-                let r = insert_message(&mut tx, &leaf, m, &hash).await.map(|()| true);
-                f.push(hash);
-                r
-            }
-            Op::Monitor(r) => insert_op(&mut tx, r).await.map(|()| true),
-            Op::Replay { request_id, expires_at, .. } => sqlx::query(
-                "INSERT INTO replay_guard (request_id, expires_at) VALUES ($1, $2) ON CONFLICT (request_id) DO NOTHING",
-            )
-            .bind(request_id)
-            .bind(*expires_at)
-            .execute(&mut *tx)
-            .await
-            .map(|d| d.rows_affected() == 1),
-        };
-        // A failed statement poisons a PostgreSQL transaction; fail the batch.
-        results.push(Ok(r.map_err(|e| e.to_string())?));
-    }
-    let new_head = match frontier {
-        Some(f) => {
-            let root_at = merklelog::store_head(&mut tx, &f, last_logged, head)
-                .await
-                .map_err(|e| e.to_string())?;
-            Some((f, root_at))
-        }
-        None => None,
-    };
-    tx.commit().await.map_err(|e| e.to_string())?;
-    Ok((results, new_head))
-}
-
-async fn insert_message(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    leaf: &LeafRecord,
-    m: &MessageRecord,
-    hash: &veksel_merkle::Hash,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO message_log (request_id, side, xroad_id, client, service, method, target, status,
-            consumer_gateway, provider_gateway, request_descriptor, request_signature,
-            response_descriptor, response_signature, request_body, response_body, body_note,
-            request_size, response_size, created_at, logged_at, seq, leaf_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
-    )
-    .bind(&leaf.request_id)
-    .bind(&leaf.side)
-    .bind(&leaf.xroad_id)
-    .bind(&leaf.client)
-    .bind(&leaf.service)
-    .bind(&leaf.method)
-    .bind(&leaf.target)
-    .bind(leaf.status)
-    .bind(&leaf.consumer_gateway)
-    .bind(&leaf.provider_gateway)
-    .bind(&leaf.request_descriptor)
-    .bind(&leaf.request_signature)
-    .bind(&leaf.response_descriptor)
-    .bind(&leaf.response_signature)
-    // Borrowed, not cloned: full-mode bodies are up to max_logged_body_bytes each.
-    .bind(m.request_body.as_deref())
-    .bind(m.response_body.as_deref())
-    .bind(leaf.body_note.clone())
-    .bind(leaf.request_size)
-    .bind(leaf.response_size)
-    .bind(leaf.created_at)
-    .bind(leaf.logged_at)
-    .bind(leaf.seq)
-    .bind(hash.to_vec())
-    .execute(&mut **tx)
-    .await
-    .map(|_| ())
-}
-
-async fn insert_op(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    r: &OpRecord,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO op_monitoring (request_id, side, xroad_id, client, service, method, consumer_gateway,
-            provider_gateway, request_in_ts, request_out_ts, response_in_ts, response_out_ts,
-            request_size, response_size, status_code, succeeded, fault_code, fault_message)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-    )
-    .bind(&r.request_id)
-    .bind(&r.side)
-    .bind(&r.xroad_id)
-    .bind(&r.client)
-    .bind(&r.service)
-    .bind(&r.method)
-    .bind(&r.consumer_gateway)
-    .bind(&r.provider_gateway)
-    .bind(r.request_in_ts)
-    .bind(r.request_out_ts)
-    .bind(r.response_in_ts)
-    .bind(r.response_out_ts)
-    .bind(i64::try_from(r.request_size).unwrap_or(i64::MAX))
-    .bind(i64::try_from(r.response_size).unwrap_or(i64::MAX))
-    .bind(r.status_code.map(i64::from))
-    .bind(i64::from(r.succeeded))
-    .bind(r.fault_code.clone())
-    .bind(r.fault_message.clone())
-    .execute(&mut **tx)
-    .await
-    .map(|_| ())
-}
-
-/// Deletes expired replay-guard entries now and then.
-pub async fn replay_guard_janitor(db: Db, clock: veksel_proto::Clock) {
+/// Deletes expired replay-guard entries now and then, in the database and in memory.
+pub async fn replay_guard_janitor(
+    db: Db,
+    clock: veksel_proto::Clock,
+    memory: std::sync::Arc<replay::ReplayGuard>,
+) {
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
+        memory.purge(clock.now_ms());
         if let Err(e) = sqlx::query("DELETE FROM replay_guard WHERE expires_at < $1")
             .bind(clock.now_ms())
             .execute(db.pool())
@@ -391,6 +138,16 @@ pub async fn replay_guard_janitor(db: Db, clock: veksel_proto::Clock) {
             tracing::warn!(error = %e, "replay guard cleanup failed");
         }
     }
+}
+
+/// The replay claims committed and still in their window (loaded at start).
+pub async fn unexpired_claims(db: &Db, now_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT request_id, expires_at FROM replay_guard WHERE expires_at >= $1")
+            .bind(now_ms)
+            .fetch_all(db.pool())
+            .await?,
+    )
 }
 
 /// A message-log record as the admin API shows it.

@@ -1,0 +1,651 @@
+//! The one writer of the message log, operational monitoring and the replay guard.
+//! Concurrent writes are grouped into one transaction (group commit): each exchange
+//! still waits for its own record to be committed before its response is released,
+//! but many exchanges share one commit, and one fsync when commits wait for the disk.
+//!
+//! With SQLite the writer is a thread of its own with its own connection and cached
+//! prepared statements: a batch costs one hand-off to it and one back, however many
+//! statements it runs. (Through the pool's driver every statement was a hand-off to
+//! the driver's worker thread and back, several per exchange: a quarter of the
+//! gateway's CPU went to waking threads.) With PostgreSQL the statements go over the
+//! pool's connection from the async writer task.
+
+use super::replay::{Claim, ReplayGuard};
+use super::{MessageRecord, OpRecord, leaf_record};
+use crate::merklelog::{self, HeadCache};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use veksel_merkle::Frontier;
+use veksel_store::{Backend, Db, sqlx};
+
+/// Most operations committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// A request id to keep until its window has passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayClaim {
+    /// The request id.
+    pub request_id: String,
+    /// Until when it matters, Unix ms.
+    pub expires_at: i64,
+}
+
+/// Why a write failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The database failed; nothing of the batch is stored.
+    #[error("{0}")]
+    Database(String),
+    /// Another node sharing the database accepted this request id first.
+    #[error("request {0} was already received by another node; replays are refused")]
+    Replayed(String),
+}
+
+enum Op {
+    Message {
+        record: Box<MessageRecord>,
+        replay: Option<ReplayClaim>,
+        reply: oneshot::Sender<Result<(), WriteError>>,
+    },
+    Monitor {
+        record: Box<OpRecord>,
+        replay: Option<ReplayClaim>,
+    },
+    Claim {
+        claim: ReplayClaim,
+        reply: oneshot::Sender<Result<bool, WriteError>>,
+    },
+    /// Ends the writer once what was queued before it is written.
+    Stop,
+}
+
+/// What one operation of a batch came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Done {
+    Written,
+    /// A replay claim another node had made (the operation wrote nothing).
+    AlreadyClaimed,
+}
+
+/// Handle to the writer.
+#[derive(Debug, Clone)]
+pub struct LogWriter {
+    tx: mpsc::Sender<Op>,
+    /// Request ids seen within their window.
+    pub replays: Arc<ReplayGuard>,
+}
+
+/// Where the writer writes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// An SQLite file, through a connection of the writer's own.
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// Wait for the disk at each commit.
+        sync_commit: bool,
+    },
+    /// The pool's database (PostgreSQL).
+    Pool(Db),
+}
+
+impl Target {
+    /// The target for a gateway's database: its own connection for SQLite.
+    pub fn for_db(db: &Db, sqlite_path: Option<PathBuf>, sync_commit: bool) -> Self {
+        match (db.backend(), sqlite_path) {
+            (Backend::Sqlite, Some(path)) => Target::Sqlite { path, sync_commit },
+            _ => Target::Pool(db.clone()),
+        }
+    }
+}
+
+impl LogWriter {
+    /// Starts the writer. With SQLite it is a thread; its handle is returned so the
+    /// gateway can wait for it at shutdown (it ends when every [`LogWriter`] is gone).
+    pub fn start(target: Target) -> Result<(Self, Writer), String> {
+        let (tx, rx) = mpsc::channel(8192);
+        let writer = match target {
+            Target::Sqlite { path, sync_commit } => {
+                let conn = sqlite::open(&path, sync_commit)?;
+                let thread = std::thread::Builder::new()
+                    .name("veksel-log-writer".into())
+                    .spawn(move || sqlite::run(conn, rx))
+                    .map_err(|e| format!("message log writer thread: {e}"))?;
+                Writer::Thread(thread)
+            }
+            Target::Pool(db) => Writer::Task(tokio::spawn(pool::run(db, rx))),
+        };
+        let log = Self {
+            tx,
+            replays: Arc::new(ReplayGuard::default()),
+        };
+        Ok((log, writer))
+    }
+
+    /// Writes a message-log record, and the replay claim of its request if it has one,
+    /// and waits until they are committed.
+    pub async fn log_message(
+        &self,
+        record: MessageRecord,
+        replay: Option<ReplayClaim>,
+    ) -> Result<(), WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Message {
+            record: Box::new(record),
+            replay,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Queues an operational-monitoring record (with the replay claim of an exchange
+    /// that wrote no message record); does not wait: monitoring must never slow the
+    /// exchange down. Dropped with a warning if the queue is full.
+    pub fn monitor(&self, record: OpRecord, replay: Option<ReplayClaim>) {
+        let op = Op::Monitor {
+            record: Box::new(record),
+            replay,
+        };
+        if self.tx.try_send(op).is_err() {
+            tracing::warn!("operational monitoring queue full; a record was dropped");
+        }
+    }
+
+    /// Commits a replay claim on its own; `Ok(false)` when the id was claimed before
+    /// (by this node or another sharing the database).
+    pub async fn commit_claim(&self, claim: ReplayClaim) -> Result<bool, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Claim { claim, reply }).await?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Claims a request id in memory (see [`super::replay`]).
+    pub fn claim(&self, claim: &ReplayClaim, now: i64) -> Claim {
+        self.replays.claim(&claim.request_id, claim.expires_at, now)
+    }
+
+    /// Writes what is queued, then stops the writer and waits for it.
+    pub async fn stop(&self, writer: Writer) {
+        let _ = self.tx.send(Op::Stop).await;
+        match writer {
+            Writer::Thread(thread) => {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+            Writer::Task(task) => {
+                let _ = task.await;
+            }
+        }
+    }
+
+    async fn send(&self, op: Op) -> Result<(), WriteError> {
+        self.tx.send(op).await.map_err(|_| stopped())
+    }
+}
+
+fn stopped() -> WriteError {
+    WriteError::Database("the message log writer has stopped".into())
+}
+
+/// The running writer.
+#[derive(Debug)]
+pub enum Writer {
+    /// SQLite's writer thread.
+    Thread(std::thread::JoinHandle<()>),
+    /// The writer task over the pool.
+    Task(tokio::task::JoinHandle<()>),
+}
+
+/// Takes the operations waiting after `first`, up to a batch; true when a stop came
+/// (it is not part of the batch).
+fn fill(first: Op, rx: &mut mpsc::Receiver<Op>) -> (Vec<Op>, bool) {
+    let mut batch = Vec::with_capacity(16);
+    let mut next = Some(first);
+    while let Some(op) = next.take() {
+        if matches!(op, Op::Stop) {
+            return (batch, true);
+        }
+        batch.push(op);
+        if batch.len() < MAX_BATCH {
+            next = rx.try_recv().ok();
+        }
+    }
+    (batch, false)
+}
+
+/// Answers each operation of a batch: its own outcome, or the batch's failure.
+fn reply(batch: Vec<Op>, outcome: Result<Vec<Done>, String>) {
+    let results: Vec<Result<Done, WriteError>> = match outcome {
+        Ok(done) => done.into_iter().map(Ok).collect(),
+        Err(e) => {
+            let e = WriteError::Database(format!("message log database: {e}"));
+            vec![Err(e); batch.len()]
+        }
+    };
+    for (op, result) in batch.into_iter().zip(results) {
+        match op {
+            Op::Message { reply, record, .. } => {
+                let _ = reply.send(result.and_then(|d| match d {
+                    Done::Written => Ok(()),
+                    Done::AlreadyClaimed => Err(WriteError::Replayed(record.request_id)),
+                }));
+            }
+            Op::Claim { reply, .. } => {
+                let _ = reply.send(result.map(|d| d == Done::Written));
+            }
+            Op::Monitor { .. } => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "operational monitoring record lost");
+                }
+            }
+            Op::Stop => {}
+        }
+    }
+}
+
+/// The leaf and position of the next message, on a frontier.
+fn next_leaf(
+    frontier: &Frontier,
+    m: &MessageRecord,
+) -> (veksel_verify::log::LeafRecord, veksel_merkle::Hash) {
+    let leaf = leaf_record(i64::try_from(frontier.size()).unwrap_or(i64::MAX), m);
+    let hash = leaf.hash();
+    (leaf, hash)
+}
+
+const INSERT_MESSAGE: &str = "INSERT INTO message_log (request_id, side, xroad_id, client, service, method, target, status,
+    consumer_gateway, provider_gateway, request_descriptor, request_signature,
+    response_descriptor, response_signature, request_body, response_body, body_note,
+    request_size, response_size, created_at, logged_at, seq, leaf_hash)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)";
+
+const INSERT_OP: &str = "INSERT INTO op_monitoring (request_id, side, xroad_id, client, service, method, consumer_gateway,
+    provider_gateway, request_in_ts, request_out_ts, response_in_ts, response_out_ts,
+    request_size, response_size, status_code, succeeded, fault_code, fault_message)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
+
+const INSERT_CLAIM: &str = "INSERT INTO replay_guard (request_id, expires_at) VALUES ($1, $2)
+ ON CONFLICT (request_id) DO NOTHING";
+
+fn size_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The writer over the pool (PostgreSQL): several nodes may share the database, so
+/// the head is read under a row lock in every batch.
+mod pool {
+    use super::*;
+
+    pub(super) async fn run(db: Db, mut rx: mpsc::Receiver<Op>) {
+        let mut head = HeadCache::default();
+        while let Some(first) = rx.recv().await {
+            let (batch, stop) = fill(first, &mut rx);
+            let outcome = match write(&db, &batch, &head).await {
+                Ok((done, new_head)) => {
+                    if let Some((frontier, root_at)) = new_head {
+                        head.committed(frontier, root_at);
+                    }
+                    Ok(done)
+                }
+                Err(e) => {
+                    // Rolled back: the frontier it advanced is not the head.
+                    head.reset();
+                    Err(e)
+                }
+            };
+            reply(batch, outcome);
+            if stop {
+                return;
+            }
+        }
+    }
+
+    type Outcome = (Vec<Done>, Option<(Frontier, Option<i64>)>);
+
+    async fn write(db: &Db, batch: &[Op], head: &HeadCache) -> Result<Outcome, String> {
+        let mut tx = db.pool().begin().await.map_err(|e| e.to_string())?;
+        let mut done = Vec::with_capacity(batch.len());
+        // Loaded at the first message of the batch: each message becomes the next leaf.
+        let mut frontier: Option<Frontier> = None;
+        let mut last_logged = 0;
+        for op in batch {
+            let d = match op {
+                Op::Message { record, replay, .. } => {
+                    if let Some(c) = replay
+                        && !claim(&mut tx, c).await?
+                    {
+                        done.push(Done::AlreadyClaimed);
+                        continue;
+                    }
+                    if frontier.is_none() {
+                        let f = merklelog::load_frontier(&mut tx, db.backend(), head)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        frontier = Some(f);
+                    }
+                    let Some(f) = frontier.as_mut() else {
+                        return Err("no log frontier".into());
+                    };
+                    let (leaf, hash) = next_leaf(f, record);
+                    last_logged = last_logged.max(record.logged_at);
+                    insert_message(&mut tx, &leaf, record, &hash).await?;
+                    f.push(hash);
+                    Done::Written
+                }
+                Op::Monitor { record, replay } => {
+                    if let Some(c) = replay {
+                        claim(&mut tx, c).await?;
+                    }
+                    insert_op(&mut tx, record).await?;
+                    Done::Written
+                }
+                Op::Claim { claim: c, .. } => match claim(&mut tx, c).await? {
+                    true => Done::Written,
+                    false => Done::AlreadyClaimed,
+                },
+                Op::Stop => Done::Written,
+            };
+            done.push(d);
+        }
+        let new_head = match frontier {
+            Some(f) => {
+                let root_at = merklelog::store_head(&mut tx, &f, last_logged, head)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Some((f, root_at))
+            }
+            None => None,
+        };
+        tx.commit().await.map_err(|e| e.to_string())?;
+        Ok((done, new_head))
+    }
+
+    type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+    async fn claim(tx: &mut Tx<'_>, c: &ReplayClaim) -> Result<bool, String> {
+        sqlx::query(INSERT_CLAIM)
+            .bind(&c.request_id)
+            .bind(c.expires_at)
+            .execute(&mut **tx)
+            .await
+            .map(|r| r.rows_affected() == 1)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn insert_message(
+        tx: &mut Tx<'_>,
+        leaf: &veksel_verify::log::LeafRecord,
+        m: &MessageRecord,
+        hash: &veksel_merkle::Hash,
+    ) -> Result<(), String> {
+        sqlx::query(INSERT_MESSAGE)
+            .bind(&leaf.request_id)
+            .bind(&leaf.side)
+            .bind(&leaf.xroad_id)
+            .bind(&leaf.client)
+            .bind(&leaf.service)
+            .bind(&leaf.method)
+            .bind(&leaf.target)
+            .bind(leaf.status)
+            .bind(&leaf.consumer_gateway)
+            .bind(&leaf.provider_gateway)
+            .bind(&leaf.request_descriptor)
+            .bind(&leaf.request_signature)
+            .bind(&leaf.response_descriptor)
+            .bind(&leaf.response_signature)
+            // Borrowed, not cloned: full-mode bodies are up to max_logged_body_bytes.
+            .bind(m.request_body.as_deref())
+            .bind(m.response_body.as_deref())
+            .bind(leaf.body_note.clone())
+            .bind(leaf.request_size)
+            .bind(leaf.response_size)
+            .bind(leaf.created_at)
+            .bind(leaf.logged_at)
+            .bind(leaf.seq)
+            .bind(hash.to_vec())
+            .execute(&mut **tx)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn insert_op(tx: &mut Tx<'_>, r: &OpRecord) -> Result<(), String> {
+        sqlx::query(INSERT_OP)
+            .bind(&r.request_id)
+            .bind(&r.side)
+            .bind(&r.xroad_id)
+            .bind(&r.client)
+            .bind(&r.service)
+            .bind(&r.method)
+            .bind(&r.consumer_gateway)
+            .bind(&r.provider_gateway)
+            .bind(r.request_in_ts)
+            .bind(r.request_out_ts)
+            .bind(r.response_in_ts)
+            .bind(r.response_out_ts)
+            .bind(size_i64(r.request_size))
+            .bind(size_i64(r.response_size))
+            .bind(r.status_code.map(i64::from))
+            .bind(i64::from(r.succeeded))
+            .bind(r.fault_code.clone())
+            .bind(r.fault_message.clone())
+            .execute(&mut **tx)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The writer over SQLite: a thread with its own connection, the only one that
+/// appends to the log, so it keeps the head in memory between batches.
+mod sqlite {
+    use super::*;
+    use rusqlite::{Connection, TransactionBehavior, params};
+
+    pub(super) fn open(path: &std::path::Path, sync_commit: bool) -> Result<Connection, String> {
+        let conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let synchronous = if sync_commit { "FULL" } else { "NORMAL" };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;
+             PRAGMA synchronous={synchronous};"
+        ))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(conn)
+    }
+
+    pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
+        let mut head = HeadCache::default();
+        while let Some(first) = rx.blocking_recv() {
+            let (batch, stop) = fill(first, &mut rx);
+            let outcome = match write(&mut conn, &batch, &head) {
+                Ok((done, new_head)) => {
+                    if let Some((frontier, root_at)) = new_head {
+                        head.committed(frontier, root_at);
+                    }
+                    Ok(done)
+                }
+                Err(e) => {
+                    head.reset();
+                    Err(e.to_string())
+                }
+            };
+            reply(batch, outcome);
+            if stop {
+                return;
+            }
+        }
+    }
+
+    type Outcome = (Vec<Done>, Option<(Frontier, Option<i64>)>);
+
+    fn write(
+        conn: &mut Connection,
+        batch: &[Op],
+        head: &HeadCache,
+    ) -> Result<Outcome, rusqlite::Error> {
+        // Immediate: the write lock at the start, so the commit cannot be refused for
+        // a lock another connection took in between.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut done = Vec::with_capacity(batch.len());
+        let mut frontier: Option<Frontier> = None;
+        let mut last_logged = 0;
+        for op in batch {
+            let d = match op {
+                Op::Message { record, replay, .. } => {
+                    if let Some(c) = replay
+                        && !claim(&tx, c)?
+                    {
+                        done.push(Done::AlreadyClaimed);
+                        continue;
+                    }
+                    let f = match frontier.as_mut() {
+                        Some(f) => f,
+                        None => frontier.insert(load_frontier(&tx, head)?),
+                    };
+                    let (leaf, hash) = next_leaf(f, record);
+                    last_logged = last_logged.max(record.logged_at);
+                    insert_message(&tx, &leaf, record, &hash)?;
+                    f.push(hash);
+                    Done::Written
+                }
+                Op::Monitor { record, replay } => {
+                    if let Some(c) = replay {
+                        claim(&tx, c)?;
+                    }
+                    insert_op(&tx, record)?;
+                    Done::Written
+                }
+                Op::Claim { claim: c, .. } => match claim(&tx, c)? {
+                    true => Done::Written,
+                    false => Done::AlreadyClaimed,
+                },
+                Op::Stop => Done::Written,
+            };
+            done.push(d);
+        }
+        let new_head = match frontier {
+            Some(f) => {
+                let root_at = store_head(&tx, &f, last_logged, head)?;
+                Some((f, root_at))
+            }
+            None => None,
+        };
+        tx.commit()?;
+        Ok((done, new_head))
+    }
+
+    fn claim(tx: &rusqlite::Transaction<'_>, c: &ReplayClaim) -> rusqlite::Result<bool> {
+        let mut stmt = tx.prepare_cached(INSERT_CLAIM)?;
+        Ok(stmt.execute(params![c.request_id, c.expires_at])? == 1)
+    }
+
+    fn load_frontier(
+        tx: &rusqlite::Transaction<'_>,
+        head: &HeadCache,
+    ) -> rusqlite::Result<Frontier> {
+        if let Some(f) = head.frontier() {
+            return Ok(f.clone());
+        }
+        tx.prepare_cached(merklelog::CREATE_HEAD)?.execute(params![
+            veksel_merkle::empty_root().to_vec(),
+            Vec::<u8>::new()
+        ])?;
+        let (size, peaks): (i64, Vec<u8>) = tx
+            .prepare_cached(merklelog::SELECT_HEAD)?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        merklelog::frontier_from_row(size, &peaks)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+    }
+
+    fn store_head(
+        tx: &rusqlite::Transaction<'_>,
+        f: &Frontier,
+        now_ms: i64,
+        head: &HeadCache,
+    ) -> rusqlite::Result<Option<i64>> {
+        let size = size_i64(f.size());
+        let root = f.root().to_vec();
+        tx.prepare_cached(merklelog::STORE_HEAD)?.execute(params![
+            size,
+            root,
+            merklelog::encode_peaks(f),
+            now_ms
+        ])?;
+        let last = match head.last_root_at() {
+            Some(at) => Some(at),
+            None => tx
+                .prepare_cached(merklelog::LAST_ROOT_AT)?
+                .query_row([], |r| r.get(0))
+                .map(Some)
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                    e => Err(e),
+                })?,
+        };
+        if merklelog::root_due(last, now_ms) {
+            tx.prepare_cached(merklelog::KEEP_ROOT)?
+                .execute(params![size, root, now_ms])?;
+            return Ok(Some(now_ms));
+        }
+        Ok(last)
+    }
+
+    fn insert_message(
+        tx: &rusqlite::Transaction<'_>,
+        leaf: &veksel_verify::log::LeafRecord,
+        m: &MessageRecord,
+        hash: &veksel_merkle::Hash,
+    ) -> rusqlite::Result<()> {
+        tx.prepare_cached(INSERT_MESSAGE)?.execute(params![
+            leaf.request_id,
+            leaf.side,
+            leaf.xroad_id,
+            leaf.client,
+            leaf.service,
+            leaf.method,
+            leaf.target,
+            leaf.status,
+            leaf.consumer_gateway,
+            leaf.provider_gateway,
+            leaf.request_descriptor,
+            leaf.request_signature,
+            leaf.response_descriptor,
+            leaf.response_signature,
+            m.request_body.as_deref(),
+            m.response_body.as_deref(),
+            leaf.body_note,
+            leaf.request_size,
+            leaf.response_size,
+            leaf.created_at,
+            leaf.logged_at,
+            leaf.seq,
+            &hash[..],
+        ])?;
+        Ok(())
+    }
+
+    fn insert_op(tx: &rusqlite::Transaction<'_>, r: &OpRecord) -> rusqlite::Result<()> {
+        tx.prepare_cached(INSERT_OP)?.execute(params![
+            r.request_id,
+            r.side,
+            r.xroad_id,
+            r.client,
+            r.service,
+            r.method,
+            r.consumer_gateway,
+            r.provider_gateway,
+            r.request_in_ts,
+            r.request_out_ts,
+            r.response_in_ts,
+            r.response_out_ts,
+            size_i64(r.request_size),
+            size_i64(r.response_size),
+            r.status_code.map(i64::from),
+            i64::from(r.succeeded),
+            r.fault_code,
+            r.fault_message,
+        ])?;
+        Ok(())
+    }
+}
