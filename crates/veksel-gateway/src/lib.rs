@@ -159,7 +159,8 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub hsm: Option<signing::HsmConfig>,
     /// Sign messages in batches under one signature when they arrive faster than the
-    /// key signs. Default: on with an HSM, off with key files.
+    /// key signs (a message that finds the key idle is signed alone, at once). Default:
+    /// on.
     #[serde(default)]
     pub batch_signing: Option<bool>,
     /// Witness the network ledger (cosign its checkpoints after checking them).
@@ -407,7 +408,7 @@ impl KeyStore {
         )?;
         let auth_key = KeyFile::load(&dir.join(files::AUTH_KEY))?;
         let config = read_config(dir)?;
-        let batch = config.batch_signing.unwrap_or(config.hsm.is_some());
+        let batch = config.batch_signing.unwrap_or(true);
         let hsm = config.hsm;
         let mut signers = BTreeMap::new();
         let sdir = dir.join(files::SIGNING_DIR);
@@ -601,6 +602,8 @@ pub struct Gateway {
     pub witness_lock: tokio::sync::Mutex<()>,
     /// Memory lent to the body copies of `full` log mode.
     pub capture_budget: capture::CaptureBudget,
+    /// Peers' batch signatures already checked: one check per batch, not per message.
+    pub verified_batches: veksel_proto::batch::VerifiedBatches,
     /// One certificate-renewal round at a time (the periodic check and an operator's
     /// forced renewal both move files in and out of `pending/`).
     pub renewal_lock: tokio::sync::Mutex<()>,
@@ -773,6 +776,7 @@ pub async fn start(
         cosigner: Arc::new(ledger::load_cosigner(dir, &config.id).map_err(GatewayError::Config)?),
         witness_lock: tokio::sync::Mutex::new(()),
         capture_budget,
+        verified_batches: veksel_proto::batch::VerifiedBatches::default(),
         renewal_lock: tokio::sync::Mutex::new(()),
         config: config.clone(),
         clock: clock.clone(),

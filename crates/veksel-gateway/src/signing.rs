@@ -217,29 +217,66 @@ impl MessageSigner {
             .map_err(|e| veksel_proto::jws::JwsError::Signer(e.to_string()))?;
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let start = {
+        // The key is busy: the next signature covers this message too. Otherwise this
+        // task takes the key (the guard is gone before anything is awaited).
+        let descriptor = {
             let mut state = batcher
                 .state
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            state.queue.push(Waiting {
-                cty,
-                descriptor,
-                reply,
-            });
-            !std::mem::replace(&mut state.signing, true)
+            if state.signing {
+                state.queue.push(Waiting {
+                    cty,
+                    descriptor,
+                    reply,
+                });
+                None
+            } else {
+                state.signing = true;
+                Some(descriptor)
+            }
         };
-        if start {
-            tokio::spawn(run_batches(batcher.clone(), self.key.clone()));
-        }
-        answer
+        let Some(descriptor) = descriptor else {
+            return answer.await.map_err(|_| {
+                veksel_proto::jws::JwsError::Signer("the batch signer stopped".into())
+            })?;
+        };
+        // The key was idle: this message is signed at once, alone, on this task (a
+        // blocking key on a blocking thread); no hand-off, no wait.
+        let signed = if self.blocking {
+            let key = self.key.clone();
+            tokio::task::spawn_blocking(move || {
+                veksel_proto::jws::sign_detached(key.as_ref(), cty, true, &descriptor)
+            })
             .await
-            .map_err(|_| veksel_proto::jws::JwsError::Signer("the batch signer stopped".into()))?
+            .map_err(|e| veksel_proto::jws::JwsError::Signer(e.to_string()))?
+        } else {
+            veksel_proto::jws::sign_detached(self.key.as_ref(), cty, true, &descriptor)
+        };
+        // Whatever queued meanwhile is signed in batches by a task of its own.
+        let more = {
+            let mut state = batcher
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if state.queue.is_empty() {
+                state.signing = false;
+            }
+            state.signing
+        };
+        if more {
+            tokio::spawn(run_batches(
+                batcher.clone(),
+                self.key.clone(),
+                self.blocking,
+            ));
+        }
+        signed
     }
 }
 
 /// Signs what is queued, batch after batch, until the queue is empty.
-async fn run_batches(batcher: Arc<Batcher>, key: Arc<dyn Signer>) {
+async fn run_batches(batcher: Arc<Batcher>, key: Arc<dyn Signer>, blocking: bool) {
     loop {
         let batch: Vec<Waiting> = {
             let mut state = batcher
@@ -253,23 +290,31 @@ async fn run_batches(batcher: Arc<Batcher>, key: Arc<dyn Signer>) {
             let n = state.queue.len().min(MAX_BATCH);
             state.queue.drain(..n).collect()
         };
-        let key = key.clone();
-        // The key may block (an HSM call), so it signs off the async workers.
-        let (batch, signed) = match tokio::task::spawn_blocking(move || {
+        let sign = |key: &dyn Signer, batch: &[Waiting]| {
             let items: Vec<(&str, &[u8])> = batch
                 .iter()
                 .map(|w| (w.cty, w.descriptor.as_slice()))
                 .collect();
-            let signed = veksel_proto::batch::sign_batch(key.as_ref(), &items);
-            (batch, signed)
-        })
-        .await
-        {
-            Ok(done) => done,
-            Err(e) => {
-                tracing::error!(error = %e, "batch signing task failed");
-                continue;
+            veksel_proto::batch::sign_batch(key, &items)
+        };
+        let (batch, signed) = if blocking {
+            // An HSM call blocks: it signs off the async workers.
+            let key = key.clone();
+            match tokio::task::spawn_blocking(move || {
+                let signed = sign(key.as_ref(), &batch);
+                (batch, signed)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!(error = %e, "batch signing task failed");
+                    continue;
+                }
             }
+        } else {
+            let signed = sign(key.as_ref(), &batch);
+            (batch, signed)
         };
         match signed {
             Ok(signatures) => {

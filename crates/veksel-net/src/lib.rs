@@ -304,64 +304,60 @@ async fn serve_connection<I, S, B>(
     }
 }
 
-/// Requests in flight on one connection, and since when it has had none.
+/// Requests in flight on one connection, and since when it has had none. Atomics
+/// only: a request's start and end cost no lock and wake nothing; the idle timer
+/// looks at them when it expires and sleeps again if the connection was busy.
 #[derive(Debug)]
 struct Activity {
-    state: std::sync::Mutex<ActivityState>,
-    changed: tokio::sync::Notify,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct ActivityState {
-    in_flight: usize,
-    idle_since: tokio::time::Instant,
-    served_any: bool,
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// When the last request ended, ms after `epoch`.
+    idle_since_ms: std::sync::atomic::AtomicU64,
+    served_any: std::sync::atomic::AtomicBool,
+    epoch: tokio::time::Instant,
 }
 
 impl Activity {
     fn new() -> Self {
         Self {
-            state: std::sync::Mutex::new(ActivityState {
-                in_flight: 0,
-                idle_since: tokio::time::Instant::now(),
-                served_any: false,
-            }),
-            changed: tokio::sync::Notify::new(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            idle_since_ms: std::sync::atomic::AtomicU64::new(0),
+            served_any: std::sync::atomic::AtomicBool::new(false),
+            epoch: tokio::time::Instant::now(),
         }
     }
 
-    fn snapshot(&self) -> ActivityState {
-        *self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn started(&self) {
+        use std::sync::atomic::Ordering;
+        self.served_any.store(true, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn update(&self, f: impl FnOnce(&mut ActivityState)) {
-        f(&mut self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner));
-        self.changed.notify_waiters();
+    fn ended(&self) {
+        use std::sync::atomic::Ordering;
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.idle_since_ms.store(ms, Ordering::Release);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Resolves once nothing has been in flight for the idle time (`first` until the
     /// first request arrives, `later` after it).
     async fn idle_for(&self, first: Duration, later: Duration) {
+        use std::sync::atomic::Ordering;
         loop {
-            // Registered before the state is read, so no change is missed.
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let state = self.snapshot();
-            if state.in_flight > 0 {
-                changed.await;
-                continue;
+            let limit = if self.served_any.load(Ordering::Relaxed) {
+                later
+            } else {
+                first
+            };
+            let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+            tokio::time::sleep_until(self.epoch + since + limit).await;
+            let still = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+            if self.in_flight.load(Ordering::Acquire) == 0 && still == since {
+                return;
             }
-            let limit = if state.served_any { later } else { first };
-            tokio::select! {
-                () = tokio::time::sleep_until(state.idle_since + limit) => return,
-                () = changed => {}
+            if self.in_flight.load(Ordering::Acquire) > 0 {
+                // Busy: look again an idle time from now.
+                tokio::time::sleep(limit).await;
             }
         }
     }
@@ -372,22 +368,14 @@ struct InFlight(Arc<Activity>);
 
 impl InFlight {
     fn start(activity: Arc<Activity>) -> Self {
-        activity.update(|s| {
-            s.in_flight += 1;
-            s.served_any = true;
-        });
+        activity.started();
         Self(activity)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.update(|s| {
-            s.in_flight = s.in_flight.saturating_sub(1);
-            if s.in_flight == 0 {
-                s.idle_since = tokio::time::Instant::now();
-            }
-        });
+        self.0.ended();
     }
 }
 

@@ -173,13 +173,34 @@ impl MessageSignature {
     /// Verifies with an uncompressed P-256 public key point: the signature, and for
     /// a batch, that the descriptor is in the signed batch.
     pub fn verify(&self, public_key_point: &[u8]) -> Result<(), JwsError> {
+        self.verify_with(public_key_point, None)
+    }
+
+    /// Like [`MessageSignature::verify`], checking a batch's signature once: a batch
+    /// JWS found in `verified` (for this key) has had its signature checked already,
+    /// and only this message's place in the batch is checked.
+    pub fn verify_with(
+        &self,
+        public_key_point: &[u8],
+        verified: Option<&VerifiedBatches>,
+    ) -> Result<(), JwsError> {
         match self {
             Self::Single(jws) => jws.verify(public_key_point).map(|_| ()),
             Self::Batch { jws, proof, leaf } => {
-                let manifest: Manifest = serde_json::from_slice(&jws.verify(public_key_point)?)
-                    .map_err(|_| {
-                        JwsError::Malformed("the batch manifest is not the expected JSON")
-                    })?;
+                let fingerprint = verified.map(|_| jws.fingerprint(public_key_point));
+                let manifest = match (verified, fingerprint) {
+                    (Some(v), Some(f)) if v.contains(&f) => jws.unverified_payload()?,
+                    _ => {
+                        let payload = jws.verify(public_key_point)?;
+                        if let (Some(v), Some(f)) = (verified, fingerprint) {
+                            v.insert(f);
+                        }
+                        payload
+                    }
+                };
+                let manifest: Manifest = serde_json::from_slice(&manifest).map_err(|_| {
+                    JwsError::Malformed("the batch manifest is not the expected JSON")
+                })?;
                 if manifest.typ != MANIFEST_TYPE || manifest.size > MAX_BATCH_SIZE {
                     return Err(JwsError::Malformed("not a veksel-batch/1 manifest"));
                 }
@@ -196,10 +217,90 @@ impl MessageSignature {
     }
 }
 
+/// Batch signatures whose ES256 signature has been checked, by their fingerprint
+/// with the verifying key: the many messages of one batch cost one signature check.
+/// Bounded: when full it starts over (a batch's messages arrive close together).
+#[derive(Debug, Default)]
+pub struct VerifiedBatches {
+    seen: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
+}
+
+impl VerifiedBatches {
+    /// Most fingerprints kept.
+    pub const LIMIT: usize = 4096;
+
+    fn contains(&self, fingerprint: &[u8; 32]) -> bool {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(fingerprint)
+    }
+
+    fn insert(&self, fingerprint: [u8; 32]) {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() >= Self::LIMIT {
+            seen.clear();
+        }
+        seen.insert(fingerprint);
+    }
+
+    /// Fingerprints held.
+    pub fn len(&self) -> usize {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// True when none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::jws::SoftwareSigner;
+
+    #[test]
+    fn a_batch_signature_is_checked_once_and_a_forgery_still_fails() {
+        let (s, pk) = signer();
+        let bodies: Vec<Vec<u8>> = (0..8)
+            .map(|i| format!("{{\"n\":{i}}}").into_bytes())
+            .collect();
+        let items: Vec<(&str, &[u8])> = bodies
+            .iter()
+            .map(|b| ("veksel-request+json", b.as_slice()))
+            .collect();
+        let sigs = sign_batch(&s, &items).unwrap();
+        let cache = VerifiedBatches::default();
+        for (sig, body) in sigs.iter().zip(&bodies) {
+            MessageSignature::parse(sig, body)
+                .unwrap()
+                .verify_with(&pk, Some(&cache))
+                .unwrap();
+        }
+        assert_eq!(cache.len(), 1, "one batch, one signature check");
+        // Cached or not, a message outside the batch is refused by its proof.
+        let other = MessageSignature::parse(&sigs[0], b"{\"n\":99}").unwrap();
+        assert!(other.verify_with(&pk, Some(&cache)).is_err());
+        // Another key's fingerprint differs: the cache does not vouch for it.
+        let (_, other_pk) = signer();
+        let m = MessageSignature::parse(&sigs[1], &bodies[1]).unwrap();
+        assert!(m.verify_with(&other_pk, Some(&cache)).is_err());
+        // A batch JWS with a changed signature byte is a new fingerprint, checked, refused.
+        let (jws, proof) = sigs[2].split_once('~').unwrap();
+        let mut forged = jws.to_owned();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        let forged = format!("{forged}~{proof}");
+        let m = MessageSignature::parse(&forged, &bodies[2]).unwrap();
+        assert!(m.verify_with(&pk, Some(&cache)).is_err());
+    }
 
     fn signer() -> (SoftwareSigner, Vec<u8>) {
         let pkcs8 = crate::jws::generate_p256_pkcs8().unwrap();

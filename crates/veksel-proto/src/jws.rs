@@ -207,6 +207,27 @@ impl Unverified {
         })
     }
 
+    /// A digest of this JWS with the key that is to verify it: the same compact JWS
+    /// checked against the same key gives the same value (see
+    /// [`crate::batch::VerifiedBatches`]).
+    pub fn fingerprint(&self, public_key_point: &[u8]) -> [u8; 32] {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for part in [
+            self.header_b64.as_bytes(),
+            b".",
+            self.payload_b64.as_bytes(),
+            b".",
+            &self.signature,
+            b".",
+            public_key_point,
+        ] {
+            ctx.update(part);
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
+
     /// The payload before any signature check: for routing and display only.
     pub fn unverified_payload(&self) -> Result<Vec<u8>, JwsError> {
         unb64(&self.payload_b64)

@@ -124,6 +124,17 @@ fn put(map: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
+/// Inserts a value unique to one message (an id, a time, a hash, a signature). It is
+/// sent outside HPACK's dynamic table (never indexed): indexing values that never
+/// repeat would evict the large ones that do (OCSP responses, identifiers), which a
+/// connection then sends in full with every message.
+fn put_unique(map: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(mut v) = HeaderValue::from_str(value) {
+        v.set_sensitive(true);
+        map.insert(HeaderName::from_static(name), v);
+    }
+}
+
 fn required<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, PeerError> {
     headers
         .get(name)
@@ -187,8 +198,8 @@ impl RequestHead {
             xh::X_ROAD_CLIENT,
             &r1::encode_id(&self.client.to_string()),
         );
-        put(map, xh::X_ROAD_ID, &self.xroad_id);
-        put(map, xh::X_ROAD_REQUEST_ID, &self.request_id);
+        put_unique(map, xh::X_ROAD_ID, &self.xroad_id);
+        put_unique(map, xh::X_ROAD_REQUEST_ID, &self.request_id);
         for (name, value) in [
             (xh::X_ROAD_USER_ID, &self.user_id),
             (xh::X_ROAD_ISSUE, &self.issue),
@@ -198,7 +209,7 @@ impl RequestHead {
                 put(map, name, v);
             }
         }
-        put(map, VEKSEL_CREATED_AT, &self.created_at_ms.to_string());
+        put_unique(map, VEKSEL_CREATED_AT, &self.created_at_ms.to_string());
         put(
             map,
             VEKSEL_CONSUMER_GATEWAY,
@@ -347,12 +358,12 @@ impl SignedTrailers {
     /// The trailers' headers.
     pub fn encode(&self) -> HeaderMap {
         let mut map = HeaderMap::new();
-        put(&mut map, VEKSEL_SIGNATURE, &self.signature);
+        put_unique(&mut map, VEKSEL_SIGNATURE, &self.signature);
         if let Some(at) = self.created_at_ms {
-            put(&mut map, VEKSEL_CREATED_AT, &at.to_string());
+            put_unique(&mut map, VEKSEL_CREATED_AT, &at.to_string());
         }
         if let Some(d) = &self.body_digest {
-            put(&mut map, VEKSEL_BODY_DIGEST, d);
+            put_unique(&mut map, VEKSEL_BODY_DIGEST, d);
         }
         map
     }
@@ -438,7 +449,7 @@ impl ResponseHead {
     /// Writes the end-to-end headers and the X-Road headers of a response.
     pub fn encode(&self, map: &mut HeaderMap) -> Result<(), PeerError> {
         xh::append_all(map, &self.headers)?;
-        put(map, xh::X_ROAD_ID, &self.xroad_id);
+        put_unique(map, xh::X_ROAD_ID, &self.xroad_id);
         put(
             map,
             xh::X_ROAD_CLIENT,
@@ -449,8 +460,8 @@ impl ResponseHead {
             xh::X_ROAD_SERVICE,
             &r1::encode_id(&self.service.to_string()),
         );
-        put(map, xh::X_ROAD_REQUEST_ID, &self.request_id);
-        put(map, xh::X_ROAD_REQUEST_HASH, &self.request_hash);
+        put_unique(map, xh::X_ROAD_REQUEST_ID, &self.request_id);
+        put_unique(map, xh::X_ROAD_REQUEST_HASH, &self.request_hash);
         Ok(())
     }
 

@@ -6,6 +6,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use veksel_proto::Clock;
 
+// glibc's malloc took about 13 % of a gateway's CPU under load (perf); the
+// comparison that chose this one is in BENCHMARKS.md.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "veksel",

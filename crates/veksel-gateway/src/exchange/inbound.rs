@@ -316,7 +316,7 @@ fn access(
 /// system with its last frame held until the signature checks out. The outcome
 /// arrives on the returned channel either way.
 async fn verify(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     conf: &Arc<ConfState>,
     head: &RequestHead,
     headers: &HeaderMap,
@@ -327,7 +327,7 @@ async fn verify(
     let template = head.clone();
     let provider = gw.id().clone();
     let conf = conf.clone();
-    let clock = gw.clock.clone();
+    let gateway = gw.clone();
     let staple = super::header_text(headers, VEKSEL_OCSP_SIGNING);
     let check = move |end: BodyEnd| -> Result<Verified, Fault> {
         let trailers =
@@ -336,12 +336,12 @@ async fn verify(
         let descriptor = template.descriptor(&provider, end.digest);
         let bytes = descriptor::canonical_bytes(&descriptor);
         super::verify_signature(
+            &gateway,
             &conf,
             descriptor.client.member(),
             &trailers.signature,
             &bytes,
             staple.as_deref(),
-            clock.now_secs(),
             ORIGIN,
         )?;
         let signed = Signed {

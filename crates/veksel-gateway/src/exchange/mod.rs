@@ -132,14 +132,15 @@ pub async fn sign(
 /// CA, name `member`, be a signing certificate valid now with a fresh OCSP status, and
 /// its key must verify.
 pub fn verify_signature(
+    gw: &Gateway,
     conf: &ConfState,
     member: &MemberId,
     signature: &str,
     payload: &[u8],
     ocsp_staple: Option<&str>,
-    now_secs: u64,
     origin: Origin,
 ) -> Result<(), Fault> {
+    let now_secs = gw.clock.now_secs();
     let fault = |code, message: String| Fault {
         origin,
         code,
@@ -169,12 +170,14 @@ pub fn verify_signature(
             )
         })?;
     }
-    parsed.verify(&info.public_key).map_err(|_| {
-        fault(
-            FaultCode::InvalidSignatureValue,
-            format!("the signature of {member} does not verify over the message as received"),
-        )
-    })
+    parsed
+        .verify_with(&info.public_key, Some(&gw.verified_batches))
+        .map_err(|_| {
+            fault(
+                FaultCode::InvalidSignatureValue,
+                format!("the signature of {member} does not verify over the message as received"),
+            )
+        })
 }
 
 /// Adds this gateway's OCSP response for `signer`'s certificate to outgoing headers.

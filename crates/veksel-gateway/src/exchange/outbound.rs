@@ -635,12 +635,12 @@ impl Verify {
         );
         let bytes = descriptor::canonical_bytes(&descriptor);
         super::verify_signature(
+            &self.gw,
             &self.conf,
             descriptor.service.subsystem().member(),
             &trailers.signature,
             &bytes,
             self.signing_staple.as_deref(),
-            self.gw.clock.now_secs(),
             Origin::ClientProxy,
         )?;
         let sizes = (

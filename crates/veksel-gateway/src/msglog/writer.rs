@@ -110,7 +110,7 @@ impl LogWriter {
                 let conn = sqlite::open(&path, sync_commit)?;
                 let thread = std::thread::Builder::new()
                     .name("veksel-log-writer".into())
-                    .spawn(move || sqlite::run(conn, rx))
+                    .spawn(move || sqlite::run(conn, sync_commit, rx))
                     .map_err(|e| format!("message log writer thread: {e}"))?;
                 Writer::Thread(thread)
             }
@@ -244,6 +244,16 @@ fn reply(batch: Vec<Op>, outcome: Result<Vec<Done>, String>) {
     }
 }
 
+/// True when a batch holds something an exchange waits for (a record, a claim):
+/// monitoring alone need not wait for the disk, it becomes durable with the next
+/// commit that does (or the next checkpoint). At one exchange at a time this takes an
+/// fsync per exchange and side off the path of the next one.
+fn needs_sync(batch: &[Op]) -> bool {
+    batch
+        .iter()
+        .any(|op| matches!(op, Op::Message { .. } | Op::Claim { .. }))
+}
+
 /// The leaf and position of the next message, on a frontier.
 fn next_leaf(
     frontier: &Frontier,
@@ -305,6 +315,12 @@ mod pool {
 
     async fn write(db: &Db, batch: &[Op], head: &HeadCache) -> Result<Outcome, String> {
         let mut tx = db.pool().begin().await.map_err(|e| e.to_string())?;
+        if !needs_sync(batch) {
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         let mut done = Vec::with_capacity(batch.len());
         // Loaded at the first message of the batch: each message becomes the next leaf.
         let mut frontier: Option<Frontier> = None;
@@ -454,11 +470,20 @@ mod sqlite {
         Ok(conn)
     }
 
-    pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
+    pub(super) fn run(mut conn: Connection, sync_commit: bool, mut rx: mpsc::Receiver<Op>) {
         let mut head = HeadCache::default();
         while let Some(first) = rx.blocking_recv() {
             let (batch, stop) = fill(first, &mut rx);
-            let outcome = match write(&mut conn, &batch, &head) {
+            // Monitoring alone commits without waiting for the disk (see needs_sync).
+            let relax = sync_commit && !needs_sync(&batch);
+            if relax {
+                let _ = conn.execute_batch("PRAGMA synchronous=NORMAL");
+            }
+            let result = write(&mut conn, &batch, &head);
+            if relax {
+                let _ = conn.execute_batch("PRAGMA synchronous=FULL");
+            }
+            let outcome = match result {
                 Ok((done, new_head)) => {
                     if let Some((frontier, root_at)) = new_head {
                         head.committed(frontier, root_at);
