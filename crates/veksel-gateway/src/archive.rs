@@ -263,6 +263,8 @@ pub async fn archive_once(
             })
             .collect(),
         global_configuration: conf_jws.to_owned(),
+        // Every chain this gateway keeps: among them those the file's records name.
+        signing_chains: merklelog::signing_chains(db).await.map_err(db_err)?,
         created_at_ms: now_ms,
     };
 

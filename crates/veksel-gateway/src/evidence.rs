@@ -136,7 +136,24 @@ pub async fn export(
         root,
         extensions: vec![],
     };
+    let named: Vec<String> = [
+        (&record.request_signature, &record.request_descriptor),
+        (&record.response_signature, &record.response_descriptor),
+    ]
+    .into_iter()
+    .filter_map(|(sig, desc)| {
+        veksel_proto::batch::MessageSignature::parse(sig, desc.as_bytes())
+            .ok()
+            .and_then(|m| m.header().x5t_s256.clone())
+    })
+    .collect();
+    let signing_chains = merklelog::signing_chains(db)
+        .await?
+        .into_iter()
+        .filter(|(x5t, _)| named.contains(x5t))
+        .collect();
     Ok(Bundle {
+        signing_chains,
         format: FORMAT.to_owned(),
         gateway: gateway.to_string(),
         record,

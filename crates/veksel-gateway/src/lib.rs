@@ -743,8 +743,17 @@ pub async fn start(
         config.sync_commit,
     ))
     .map_err(GatewayError::Config)?;
+    // A request stays replayable for its lifetime plus the clock skew allowed; the
+    // configuration says how long that is, 10 minutes when none is cached yet.
+    let window_ms = conf
+        .latest()
+        .map(|c| {
+            let s = &c.conf().settings;
+            s.request_ttl_ms.saturating_add(s.max_clock_skew_ms)
+        })
+        .unwrap_or(600_000);
     log.replays
-        .load(msglog::unexpired_claims(&db, clock.now_ms()).await?);
+        .load(msglog::unexpired_claims(&db, clock.now_ms(), window_ms).await?);
 
     let verifier = veksel_pki::tls::GatewayPeerVerifier::new(conf.clone());
     // One replaceable certificate for every TLS role, so a renewal swaps it everywhere.

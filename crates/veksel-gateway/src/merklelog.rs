@@ -242,7 +242,8 @@ pub async fn verify(
             .fetch_all(db.pool())
             .await
             .map_err(store_err)?;
-    let mut checker = Checker::new(Frontier::new(), roots, stamps, origin, cas);
+    let chains = signing_chains(db).await.map_err(store_err)?;
+    let mut checker = Checker::new(Frontier::new(), roots, stamps, origin, cas, &chains);
     let archived = verify_listed(db, archive_dir, &mut checker).await?;
     let mut after: i64 = i64::try_from(checker.frontier().size()).unwrap_or(i64::MAX) - 1;
     const PAGE: i64 = 500;
@@ -397,4 +398,16 @@ async fn verify_listed(
         });
     }
     Ok(archived)
+}
+
+/// Every signing chain the log names, for checking its records (see
+/// [`veksel_verify::log::Chains`]).
+pub async fn signing_chains(db: &Db) -> Result<veksel_verify::log::Chains, StoreError> {
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT x5t, chain FROM signing_chains")
+        .fetch_all(db.pool())
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(x5t, chain)| (x5t, chain.split(',').map(str::to_owned).collect()))
+        .collect())
 }

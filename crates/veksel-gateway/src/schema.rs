@@ -106,4 +106,11 @@ CREATE INDEX log_leaves_request ON log_leaves (request_id, side)
         name: "ledger outbox of local governance events",
         sql: crate::ledger::OUTBOX_MIGRATION,
     },
+    Migration {
+        version: 9,
+        name: "signing chains kept once",
+        sql: r#"
+CREATE TABLE signing_chains (x5t TEXT PRIMARY KEY, chain TEXT NOT NULL, first_seen BIGINT NOT NULL)
+"#,
+    },
 ];

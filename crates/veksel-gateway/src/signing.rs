@@ -158,6 +158,8 @@ pub struct MessageSigner {
     key: Arc<dyn Signer>,
     batch: Option<Arc<Batcher>>,
     blocking: bool,
+    /// The key's chain as messages carry it ([`veksel_proto::peer::VEKSEL_SIGNING_CHAIN`]).
+    chain_header: String,
 }
 
 #[derive(Debug, Default)]
@@ -185,11 +187,18 @@ impl MessageSigner {
     /// signature is a call that waits for the device) signs on a blocking thread, so
     /// the async workers go on serving.
     pub fn new(key: Arc<dyn Signer>, batch: bool, blocking: bool) -> Self {
+        let chain_header = veksel_proto::peer::encode_chain(key.cert_chain());
         Self {
             key,
             batch: batch.then(Default::default),
             blocking,
+            chain_header,
         }
+    }
+
+    /// The key's chain as messages carry it.
+    pub fn chain_header(&self) -> &str {
+        &self.chain_header
     }
 
     /// The key.
@@ -207,11 +216,16 @@ impl MessageSigner {
     pub async fn sign_message(&self, cty: &'static str, descriptor: Vec<u8>) -> Signed {
         let Some(batcher) = &self.batch else {
             if !self.blocking {
-                return veksel_proto::jws::sign_detached(self.key.as_ref(), cty, true, &descriptor);
+                return veksel_proto::jws::sign_detached(
+                    self.key.as_ref(),
+                    cty,
+                    false,
+                    &descriptor,
+                );
             }
             let key = self.key.clone();
             return tokio::task::spawn_blocking(move || {
-                veksel_proto::jws::sign_detached(key.as_ref(), cty, true, &descriptor)
+                veksel_proto::jws::sign_detached(key.as_ref(), cty, false, &descriptor)
             })
             .await
             .map_err(|e| veksel_proto::jws::JwsError::Signer(e.to_string()))?;
@@ -246,12 +260,12 @@ impl MessageSigner {
         let signed = if self.blocking {
             let key = self.key.clone();
             tokio::task::spawn_blocking(move || {
-                veksel_proto::jws::sign_detached(key.as_ref(), cty, true, &descriptor)
+                veksel_proto::jws::sign_detached(key.as_ref(), cty, false, &descriptor)
             })
             .await
             .map_err(|e| veksel_proto::jws::JwsError::Signer(e.to_string()))?
         } else {
-            veksel_proto::jws::sign_detached(self.key.as_ref(), cty, true, &descriptor)
+            veksel_proto::jws::sign_detached(self.key.as_ref(), cty, false, &descriptor)
         };
         // Whatever queued meanwhile is signed in batches by a task of its own.
         let more = {

@@ -2,8 +2,8 @@
 //! share one ES256 signature over the Merkle root of a batch, and each message carries
 //! its own inclusion proof, so throughput is not capped at the key's signing rate.
 //!
-//! Form: `<compact JWS>~<proof>`. The compact JWS (content type [`BATCH_CTY`],
-//! signer's chain in `x5c`) signs a [`Manifest`] `{"typ":"veksel-batch/1","size",
+//! Form: `<compact JWS>~<proof>`. The compact JWS (content type [`BATCH_CTY`], the
+//! signer's certificate named by `x5t#S256`) signs a [`Manifest`] `{"typ":"veksel-batch/1","size",
 //! "root"}`; the proof is base64url JSON `{"index","cty","path"}`. The leaves are
 //! RFC 9162 leaf hashes of `cty || 0x00 || descriptor` in batch order, so a proof
 //! binds both the descriptor bytes and their content type (request or response). A
@@ -74,7 +74,8 @@ fn hash_from_b64(s: &str) -> Result<Hash, JwsError> {
 pub fn sign_batch(signer: &dyn Signer, items: &[(&str, &[u8])]) -> Result<Vec<String>, JwsError> {
     match items {
         [] => Ok(Vec::new()),
-        [(cty, payload)] => Ok(vec![sign_detached(signer, cty, true, payload)?]),
+        // Certificates travel beside messages, not in them (crate::peer).
+        [(cty, payload)] => Ok(vec![sign_detached(signer, cty, false, payload)?]),
         _ => {
             let leaves: Vec<Hash> = items.iter().map(|(c, p)| leaf(c, p)).collect();
             let size = leaves.len() as u64;
@@ -87,7 +88,7 @@ pub fn sign_batch(signer: &dyn Signer, items: &[(&str, &[u8])]) -> Result<Vec<St
             };
             let manifest =
                 serde_json::to_vec(&manifest).map_err(|e| JwsError::Signer(e.to_string()))?;
-            let jws = sign_compact(signer, BATCH_CTY, true, &manifest)?;
+            let jws = sign_compact(signer, BATCH_CTY, false, &manifest)?;
             items
                 .iter()
                 .enumerate()
@@ -294,9 +295,10 @@ mod tests {
         assert!(m.verify_with(&other_pk, Some(&cache)).is_err());
         // A batch JWS with a changed signature byte is a new fingerprint, checked, refused.
         let (jws, proof) = sigs[2].split_once('~').unwrap();
-        let mut forged = jws.to_owned();
-        let last = forged.pop().unwrap();
-        forged.push(if last == 'A' { 'B' } else { 'A' });
+        let mut forged: Vec<char> = jws.chars().collect();
+        let at = forged.len() - 10;
+        forged[at] = if forged[at] == 'A' { 'B' } else { 'A' };
+        let forged: String = forged.into_iter().collect();
         let forged = format!("{forged}~{proof}");
         let m = MessageSignature::parse(&forged, &bodies[2]).unwrap();
         assert!(m.verify_with(&pk, Some(&cache)).is_err());
@@ -337,7 +339,12 @@ mod tests {
                 let m = MessageSignature::parse(sig, &bodies[i]).unwrap();
                 m.verify(&pk).unwrap();
                 assert_eq!(m.cty(), Some(items[i].0));
-                assert_eq!(m.header().x5c.len(), 1);
+                // The certificate is named, not carried.
+                assert!(m.header().x5c.is_empty());
+                assert_eq!(
+                    m.header().x5t_s256.as_deref(),
+                    Some(crate::jws::thumbprint(b"cert").as_str())
+                );
                 // Another message's descriptor under this signature fails.
                 let other = &bodies[(i + 1) % n];
                 if n > 1 {

@@ -34,6 +34,54 @@ pub const VEKSEL_OCSP_AUTH: &str = "veksel-ocsp-auth";
 /// OCSP response for the certificate that signs the descriptor.
 pub const VEKSEL_OCSP_SIGNING: &str = "veksel-ocsp-signing";
 
+/// The signer's certificate chain, leaf first: standard base64 DER certificates
+/// separated by commas. Signatures name their certificate (`x5t#S256`) and do not
+/// carry it; the chain travels beside the message in this header, which repeats on
+/// every message of a signer and so costs a few bytes after the first on a
+/// connection (HPACK).
+pub const VEKSEL_SIGNING_CHAIN: &str = "veksel-signing-chain";
+
+/// Most certificates in a signing chain.
+pub const MAX_CHAIN_CERTS: usize = 4;
+
+/// The value of [`VEKSEL_SIGNING_CHAIN`] for a chain.
+pub fn encode_chain(chain: &[Vec<u8>]) -> String {
+    use base64::Engine;
+    chain
+        .iter()
+        .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The signing chain a message carries, if it carries one.
+pub fn decode_chain(headers: &HeaderMap) -> Result<Option<Vec<Vec<u8>>>, PeerError> {
+    use base64::Engine;
+    let Some(value) = headers.get(VEKSEL_SIGNING_CHAIN) else {
+        return Ok(None);
+    };
+    let bad = |why| PeerError::Malformed {
+        header: VEKSEL_SIGNING_CHAIN,
+        why,
+    };
+    let text = value.to_str().map_err(|_| bad("is not ASCII"))?;
+    let certs: Vec<&str> = text.split(',').map(str::trim).collect();
+    if certs.is_empty() || certs.len() > MAX_CHAIN_CERTS {
+        return Err(bad("must hold 1 to 4 certificates"));
+    }
+    certs
+        .into_iter()
+        .map(|c| {
+            base64::engine::general_purpose::STANDARD
+                .decode(c)
+                .ok()
+                .filter(|der| !der.is_empty())
+                .ok_or_else(|| bad("holds a certificate that is not base64"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
 /// Why a message between gateways is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeerError {
@@ -632,6 +680,26 @@ mod tests {
             RequestHead::decode("GET", &target, &map).unwrap_err(),
             PeerError::Repeated(VEKSEL_SIGNATURE.into())
         );
+    }
+
+    #[test]
+    fn signing_chains_round_trip_and_garbage_is_refused() {
+        let chain = vec![b"leaf".to_vec(), b"ca".to_vec()];
+        let mut map = HeaderMap::new();
+        map.insert(
+            VEKSEL_SIGNING_CHAIN,
+            HeaderValue::from_str(&encode_chain(&chain)).unwrap(),
+        );
+        assert_eq!(decode_chain(&map).unwrap(), Some(chain));
+        assert_eq!(decode_chain(&HeaderMap::new()).unwrap(), None);
+        for bad in ["!!", "a,b,c,d,e", ""] {
+            map.insert(VEKSEL_SIGNING_CHAIN, HeaderValue::from_str(bad).unwrap());
+            assert_eq!(
+                decode_chain(&map).unwrap_err().code(),
+                FaultCode::InvalidRequest,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -94,21 +94,13 @@ async fn batches(b: Backend) {
     assert_eq!(evidence::verify(&bundle, &anchor).unwrap().request_id, id);
 
     // Third-party check: openssl verifies the batch JWS with the certificate it
-    // carries; a few lines of Python recompute the Merkle path from the descriptor.
+    // names; a few lines of Python recompute the Merkle path from the descriptor.
     let signature = batched[0]["request_signature"].as_str().unwrap();
     let descriptor = batched[0]["request_descriptor"].as_str().unwrap();
     let (jws, proof) = signature.split_once('~').unwrap();
     let dir = tempfile::tempdir().unwrap();
     use base64::Engine;
-    let cert = base64::engine::general_purpose::STANDARD
-        .decode(
-            veksel_proto::batch::MessageSignature::parse(signature, descriptor.as_bytes())
-                .unwrap()
-                .header()
-                .x5c[0]
-                .as_str(),
-        )
-        .unwrap();
+    let cert = message_signing_cert(&net, POPULATION, signature).await;
     let cert_pem = veksel_pki::certs_to_pem(&[cert]);
     assert!(openssl_verifies_jws(dir.path(), jws, None, &cert_pem));
     let manifest = base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -45,6 +45,10 @@ enum Tamper {
     Header,
     /// Signs the answer again with another member's key (the tax agency's).
     WrongSigner,
+    /// Leaves out the signing certificate chain the answer carries.
+    NoChain,
+    /// Sends the tax agency's chain with the provider's signature.
+    OtherChain,
     /// Signs the answer again with the provider's own key: a control that the
     /// impostor rebuilds the descriptor exactly, so `WrongSigner` fails for its signer.
     Resigned,
@@ -67,7 +71,9 @@ impl Tamper {
             Tamper::BodyByteNoDigest | Tamper::Header => {
                 Some("Server.ClientProxy.InvalidSignatureValue")
             }
-            Tamper::WrongSigner => Some("Server.ClientProxy.IncorrectCertificate"),
+            Tamper::WrongSigner | Tamper::NoChain | Tamper::OtherChain => {
+                Some("Server.ClientProxy.IncorrectCertificate")
+            }
             Tamper::Hang => Some("Server.ClientProxy.Timeout"),
         }
     }
@@ -194,6 +200,18 @@ async fn forward(
             h.insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("text/x-changed"),
+            );
+        }
+        Tamper::NoChain => {
+            h.remove("veksel-signing-chain");
+        }
+        Tamper::OtherChain => {
+            h.insert(
+                "veksel-signing-chain",
+                HeaderValue::from_str(&veksel_proto::peer::encode_chain(
+                    signers.other.cert_chain(),
+                ))
+                .unwrap(),
             );
         }
         _ => {}
@@ -440,6 +458,8 @@ async fn consumer_refuses_every_tampered_answer() {
         Tamper::BodyByteNoDigest,
         Tamper::Header,
         Tamper::WrongSigner,
+        Tamper::NoChain,
+        Tamper::OtherChain,
         Tamper::Hang,
     ];
     for shape in [

@@ -150,6 +150,19 @@ async fn bundles(b: Backend) {
     let mut x = bundle.clone();
     x.global_configuration = x.global_configuration.replacen('e', "f", 1);
     fails(&x, "step 1");
+    // The signing chains are kept beside the record: each must be the certificate its
+    // signature names, and present.
+    assert_eq!(bundle.signing_chains.len(), 2, "both signers' chains");
+    let mut x = bundle.clone();
+    let chains: Vec<Vec<String>> = x.signing_chains.values().cloned().collect();
+    for (value, other) in x.signing_chains.values_mut().zip(chains.iter().rev()) {
+        *value = other.clone();
+    }
+    fails(&x, "step 4");
+    let mut x = bundle.clone();
+    let first = x.signing_chains.keys().next().unwrap().clone();
+    x.signing_chains.remove(&first);
+    fails(&x, "step 4");
     let mut other_anchor = anchor.clone();
     other_anchor.conf_signing_cert_pem =
         std::fs::read_to_string(net.dir.path().join("authority/tls.pem")).unwrap();

@@ -66,7 +66,12 @@ async fn exchange_signer(net: &Net, client: &str, target: &str) -> Vec<u8> {
     assert_eq!(status, 200, "{}", r.text().await.unwrap());
     let id = id.unwrap();
     let record = &message_log(net, POPULATION, &format!("request_id={id}")).await[0];
-    signing_cert_of(record["request_signature"].as_str().unwrap())
+    message_signing_cert(
+        net,
+        POPULATION,
+        record["request_signature"].as_str().unwrap(),
+    )
+    .await
 }
 
 async fn in_child(dir: &Path) {

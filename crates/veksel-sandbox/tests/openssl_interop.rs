@@ -6,7 +6,7 @@
 mod common;
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use veksel_sandbox::ORGS;
 
@@ -106,13 +106,7 @@ async fn openssl_accepts_certificates_and_signatures() {
         ("response_signature", "response_descriptor"),
     ] {
         let jws = r[sig_field].as_str().unwrap();
-        let header: serde_json::Value = serde_json::from_slice(
-            &URL_SAFE_NO_PAD
-                .decode(jws.split('.').next().unwrap())
-                .unwrap(),
-        )
-        .unwrap();
-        let cert_der = STANDARD.decode(header["x5c"][0].as_str().unwrap()).unwrap();
+        let cert_der = message_signing_cert(&net, TAX, jws).await;
         let payload = r[desc_field].as_str().unwrap().as_bytes();
         assert!(
             openssl_verifies_jws(scratch.path(), jws, Some(payload), &pem(&cert_der)),

@@ -101,7 +101,12 @@ async fn rotation(b: Backend) {
         now_secs(&net),
     )[1]
     .clone();
-    let x5c = signing_cert_of(record["request_signature"].as_str().unwrap());
+    let x5c = message_signing_cert(
+        &net,
+        POPULATION,
+        record["request_signature"].as_str().unwrap(),
+    )
+    .await;
     assert_eq!(veksel_pki::sha256_hex(&x5c), signing_now.sha256);
 
     // A restarted gateway starts on its new keys.

@@ -77,6 +77,10 @@ pub struct Header {
     pub stamps: Vec<KeptStamp>,
     /// The signed global configuration (compact JWS) when the file was written.
     pub global_configuration: String,
+    /// The signing chains the file's records name, by their leaf's `x5t#S256`
+    /// (records logged before chains were kept apart carry theirs in `x5c`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub signing_chains: crate::log::Chains,
     /// When the file was written, Unix milliseconds.
     pub created_at_ms: i64,
 }
@@ -175,6 +179,7 @@ impl ArchiveReader {
                 roots: vec![],
                 stamps: vec![],
                 global_configuration: String::new(),
+                signing_chains: Default::default(),
                 created_at_ms: 0,
             },
             end: None,
@@ -432,7 +437,7 @@ pub fn verify_dir(dir: &Path, anchor: &Anchor) -> Result<DirReport, LogVerifyErr
                 ))
             })
             .collect::<Result<Vec<_>, LogVerifyError>>()?;
-        let mut checker = Checker::new(start, roots, stamps, &h.origin, cas);
+        let mut checker = Checker::new(start, roots, stamps, &h.origin, cas, &h.signing_chains);
         while let Some(record) = reader.next_record()? {
             check_bodies(&record)?;
             checker.push(&record.leaf)?;

@@ -39,6 +39,10 @@ pub struct Bundle {
     pub time_stamp_token: String,
     /// The signed global configuration (compact JWS) naming the approved CAs and TSAs.
     pub global_configuration: String,
+    /// The chains of the certificates that signed the record, by their leaf's
+    /// `x5t#S256` (records logged before chains were kept apart carry theirs in `x5c`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub signing_chains: crate::log::Chains,
 }
 
 /// A signed global configuration checked against the network's anchor (its signature,
@@ -143,7 +147,8 @@ pub fn verify(bundle: &Bundle, anchor: &Anchor) -> Result<Proven, String> {
 
     // 4. Both signatures verify, by certificates from an approved CA naming the right
     //    members, valid when the record was stamped; the stored fields agree with them.
-    crate::log::check_signed_content(record).map_err(|e| format!("step 4, signatures: {e}"))?;
+    crate::log::check_signed_content(record, &bundle.signing_chains)
+        .map_err(|e| format!("step 4, signatures: {e}"))?;
     let req: veksel_proto::descriptor::RequestDescriptor =
         serde_json::from_str(&record.request_descriptor).map_err(|e| format!("step 4: {e}"))?;
     let resp: veksel_proto::descriptor::ResponseDescriptor =
@@ -162,10 +167,9 @@ pub fn verify(bundle: &Bundle, anchor: &Anchor) -> Result<Proven, String> {
             resp.service.subsystem().member().clone(),
         ),
     ] {
-        let chain = veksel_proto::batch::MessageSignature::parse(jws, desc.as_bytes())
-            .map_err(|e| format!("step 4, {what} signature: {e}"))?
-            .header()
-            .chain_der()
+        let signature = veksel_proto::batch::MessageSignature::parse(jws, desc.as_bytes())
+            .map_err(|e| format!("step 4, {what} signature: {e}"))?;
+        let chain = crate::log::signer_chain(&signature, &bundle.signing_chains)
             .map_err(|e| format!("step 4, {what} signature: {e}"))?;
         roots
             .verify_member_signing(&chain, &member, stamp.gen_time)

@@ -155,6 +155,7 @@ pub struct Checker<'a> {
     stamps: std::iter::Peekable<std::vec::IntoIter<KeptStamp>>,
     origin: &'a str,
     cas: Option<&'a veksel_pki::verify::Roots>,
+    chains: &'a Chains,
     roots_checked: u64,
     stamps_checked: u64,
 }
@@ -169,6 +170,7 @@ impl<'a> Checker<'a> {
         stamps: Vec<KeptStamp>,
         origin: &'a str,
         cas: Option<&'a veksel_pki::verify::Roots>,
+        chains: &'a Chains,
     ) -> Self {
         let first = i64::try_from(start.size()).unwrap_or(i64::MAX);
         let mut roots = roots.into_iter().peekable();
@@ -181,6 +183,7 @@ impl<'a> Checker<'a> {
             stamps,
             origin,
             cas,
+            chains,
             roots_checked: 0,
             stamps_checked: 0,
         }
@@ -235,7 +238,7 @@ impl<'a> Checker<'a> {
                     .into(),
             ));
         }
-        check_signed_content(leaf).map_err(bad)?;
+        check_signed_content(leaf, self.chains).map_err(bad)?;
         self.frontier.push(hash);
         let size = i64::try_from(self.frontier.size()).unwrap_or(i64::MAX);
         while let Some((root_size, root)) = self.roots.next_if(|(s, _)| *s <= size) {
@@ -320,9 +323,47 @@ fn check_stamp(
     Ok(())
 }
 
-/// The signed descriptors must verify with the keys in their own `x5c` certificates,
-/// and the stored columns must agree with what was signed.
-pub fn check_signed_content(leaf: &LeafRecord) -> Result<(), String> {
+/// Signing certificate chains by the `x5t#S256` of their leaf, each certificate in
+/// standard base64 DER, leaf first. Message signatures name their certificate and do
+/// not carry it; logs, archives and evidence keep each chain once.
+pub type Chains = std::collections::BTreeMap<String, Vec<String>>;
+
+/// The chain that made a signature: carried in the JWS (`x5c`, records logged before
+/// chains were kept apart) or named by it (`x5t#S256`) and found in `chains`.
+pub fn signer_chain(
+    signature: &veksel_proto::batch::MessageSignature,
+    chains: &Chains,
+) -> Result<Vec<Vec<u8>>, String> {
+    use base64::Engine;
+    let header = signature.header();
+    if !header.x5c.is_empty() {
+        return header.chain_der().map_err(|e| e.to_string());
+    }
+    let named = header
+        .x5t_s256
+        .as_deref()
+        .ok_or("the signature names no certificate")?;
+    let chain = chains
+        .get(named)
+        .ok_or_else(|| format!("the certificate {named} is not among those kept"))?;
+    let der: Vec<Vec<u8>> = chain
+        .iter()
+        .map(|c| base64::engine::general_purpose::STANDARD.decode(c))
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("the kept chain of {named} is not base64"))?;
+    // The kept chain must be the one the signature names, not merely filed under it.
+    let leaf = der.first().ok_or("a kept chain is empty")?;
+    if veksel_proto::jws::thumbprint(leaf) != named {
+        return Err(format!(
+            "the chain kept as {named} is another certificate's"
+        ));
+    }
+    Ok(der)
+}
+
+/// The signed descriptors must verify with the keys of the certificates that made
+/// them, and the stored fields must agree with what was signed.
+pub fn check_signed_content(leaf: &LeafRecord, chains: &Chains) -> Result<(), String> {
     for (what, descriptor, signature) in [
         ("request", &leaf.request_descriptor, &leaf.request_signature),
         (
@@ -333,10 +374,7 @@ pub fn check_signed_content(leaf: &LeafRecord) -> Result<(), String> {
     ] {
         let parsed = veksel_proto::batch::MessageSignature::parse(signature, descriptor.as_bytes())
             .map_err(|e| format!("{what} signature is malformed: {e}"))?;
-        let chain = parsed
-            .header()
-            .chain_der()
-            .map_err(|e| format!("{what} signature: {e}"))?;
+        let chain = signer_chain(&parsed, chains).map_err(|e| format!("{what} signature: {e}"))?;
         let cert = chain
             .first()
             .ok_or_else(|| format!("{what} signature carries no certificate"))?;

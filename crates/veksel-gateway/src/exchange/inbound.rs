@@ -329,18 +329,20 @@ async fn verify(
     let conf = conf.clone();
     let gateway = gw.clone();
     let staple = super::header_text(headers, VEKSEL_OCSP_SIGNING);
+    let carried = peer::decode_chain(headers).map_err(|e| e.at(ORIGIN))?;
     let check = move |end: BodyEnd| -> Result<Verified, Fault> {
         let trailers =
             SignedTrailers::decode(end.trailers.as_ref(), Direction::Request, &end.digest)
                 .map_err(|e| e.at(ORIGIN))?;
         let descriptor = template.descriptor(&provider, end.digest);
         let bytes = descriptor::canonical_bytes(&descriptor);
-        super::verify_signature(
+        let chain = super::verify_signature(
             &gateway,
             &conf,
             descriptor.client.member(),
             &trailers.signature,
             &bytes,
+            carried.as_deref(),
             staple.as_deref(),
             ORIGIN,
         )?;
@@ -348,6 +350,7 @@ async fn verify(
             descriptor,
             bytes,
             signature: trailers.signature,
+            chain,
         };
         Ok((signed, end.capture))
     };
@@ -502,7 +505,7 @@ async fn finish(
             format!("this gateway holds no signing key for member {member}"),
         )
     })?;
-    super::staple_signing(gw, &mut headers, signer.as_ref());
+    super::signing_headers(gw, &mut headers, &signer);
     let sign = SignAndLog {
         gw: gw.clone(),
         op: op.clone(),
@@ -588,6 +591,7 @@ impl SignAndLog {
             descriptor,
             bytes,
             signature,
+            chain: self.signer.cert_chain().to_vec(),
         };
         let logged = record::log_exchange(
             &self.gw,
@@ -596,7 +600,6 @@ impl SignAndLog {
             &self.request,
             &response,
             (self.request_capture, end.capture),
-            self.op.replay.clone(),
         )
         .await?;
         Ok((trailers, status, size, logged))

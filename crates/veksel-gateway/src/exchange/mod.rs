@@ -26,7 +26,6 @@ use veksel_id::{Fault, FaultCode, MemberId, Origin};
 use veksel_net::ConnInfo;
 use veksel_pki::CertInfo;
 use veksel_proto::batch::MessageSignature;
-use veksel_proto::jws::Signer;
 use veksel_proto::meta::{ErrorBody, ErrorFormat};
 
 pub use tap::PREFETCH_LIMIT;
@@ -113,8 +112,8 @@ pub fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
-/// Signs canonical descriptor bytes (alone or in a batch); the JWS carries the
-/// signer's chain (`x5c`).
+/// Signs canonical descriptor bytes (alone or in a batch); the JWS names the signer's
+/// certificate, whose chain travels beside the message ([`signing_headers`]).
 pub async fn sign(
     signer: &crate::signing::MessageSigner,
     cty: &'static str,
@@ -128,18 +127,21 @@ pub async fn sign(
     })
 }
 
-/// Checks a detached JWS over `payload`: the chain in `x5c` must lead to an approved
-/// CA, name `member`, be a signing certificate valid now with a fresh OCSP status, and
-/// its key must verify.
+/// Checks a detached JWS over `payload`: the certificate it names (the chain the
+/// message carries, or the JWS's own `x5c` from a peer that sends it there) must
+/// chain to an approved CA, name `member`, be a signing certificate valid now with a
+/// fresh OCSP status, and its key must verify. Returns the chain.
+#[allow(clippy::too_many_arguments)]
 pub fn verify_signature(
     gw: &Gateway,
     conf: &ConfState,
     member: &MemberId,
     signature: &str,
     payload: &[u8],
+    carried: Option<&[Vec<u8>]>,
     ocsp_staple: Option<&str>,
     origin: Origin,
-) -> Result<(), Fault> {
+) -> Result<Vec<Vec<u8>>, Fault> {
     let now_secs = gw.clock.now_secs();
     let fault = |code, message: String| Fault {
         origin,
@@ -152,10 +154,30 @@ pub fn verify_signature(
             format!("malformed signature: {e}"),
         )
     })?;
-    let chain = parsed
-        .header()
-        .chain_der()
-        .map_err(|e| fault(FaultCode::InvalidSignatureValue, e.to_string()))?;
+    let header = parsed.header();
+    let chain = if header.x5c.is_empty() {
+        let chain = carried.ok_or_else(|| {
+            fault(
+                FaultCode::IncorrectCertificate,
+                format!("the message carries no signing certificate of {member}"),
+            )
+        })?;
+        // The signature names its certificate: the one sent beside it must be that one.
+        let leaf = chain.first().map(|c| veksel_proto::jws::thumbprint(c));
+        if header.x5t_s256.is_none() || leaf != header.x5t_s256 {
+            return Err(fault(
+                FaultCode::IncorrectCertificate,
+                format!(
+                    "the signing certificate sent is not the one the signature of {member} names"
+                ),
+            ));
+        }
+        chain.to_vec()
+    } else {
+        header
+            .chain_der()
+            .map_err(|e| fault(FaultCode::InvalidSignatureValue, e.to_string()))?
+    };
     let info: CertInfo = conf.signing_cert(&chain, member, now_secs).map_err(|e| {
         fault(
             FaultCode::IncorrectCertificate,
@@ -177,11 +199,23 @@ pub fn verify_signature(
                 FaultCode::InvalidSignatureValue,
                 format!("the signature of {member} does not verify over the message as received"),
             )
-        })
+        })?;
+    Ok(chain)
 }
 
-/// Adds this gateway's OCSP response for `signer`'s certificate to outgoing headers.
-pub fn staple_signing(gw: &Gateway, headers: &mut HeaderMap, signer: &dyn Signer) {
+/// Adds what a receiver needs to check `signer`'s signatures to outgoing headers: its
+/// certificate chain, and this gateway's OCSP response for its certificate.
+pub fn signing_headers(
+    gw: &Gateway,
+    headers: &mut HeaderMap,
+    signer: &crate::signing::MessageSigner,
+) {
+    if let Ok(v) = HeaderValue::from_str(signer.chain_header()) {
+        headers.insert(
+            HeaderName::from_static(veksel_proto::peer::VEKSEL_SIGNING_CHAIN),
+            v,
+        );
+    }
     if let Some(sign) = signer
         .cert_chain()
         .first()

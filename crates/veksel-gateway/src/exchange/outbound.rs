@@ -28,7 +28,7 @@ use veksel_proto::conf::Gateway as ConfGateway;
 use veksel_proto::descriptor::{self, REQUEST_CTY, RequestDescriptor};
 use veksel_proto::headers::{self as xh, end_to_end};
 use veksel_proto::peer::{
-    Direction, RequestHead, ResponseHead, SignedTrailers, VEKSEL_OCSP_SIGNING,
+    self, Direction, RequestHead, ResponseHead, SignedTrailers, VEKSEL_OCSP_SIGNING,
 };
 use veksel_proto::r1::{self, R1Target};
 
@@ -361,7 +361,7 @@ async fn sign(
     head.encode(out.headers_mut())
         .map_err(|e| e.at(Origin::Client))?;
     super::staple_auth(gw, out.headers_mut());
-    super::staple_signing(gw, out.headers_mut(), signer.as_ref());
+    super::signing_headers(gw, out.headers_mut(), &signer);
     let announced = tap::announced_len(&parts.headers);
     if let Some(len) = parts.headers.get(http::header::CONTENT_LENGTH) {
         out.headers_mut()
@@ -388,6 +388,7 @@ async fn sign(
                 descriptor,
                 bytes,
                 signature,
+                chain: signer.cert_chain().to_vec(),
             },
             end.capture,
         ));
@@ -565,6 +566,7 @@ async fn finish(
         request_capture,
         log_mode: admitted.log_mode,
         signing_staple: super::header_text(&headers, VEKSEL_OCSP_SIGNING),
+        carried: peer::decode_chain(&headers).map_err(|e| e.at(Origin::ClientProxy))?,
     };
     let capture = gw
         .capture_policy(admitted.log_mode)
@@ -604,6 +606,8 @@ struct Verify {
     log_mode: LogMode,
     /// The provider's OCSP response for its signing certificate.
     signing_staple: Option<String>,
+    /// The provider's signing chain, as its answer carries it.
+    carried: Option<Vec<Vec<u8>>>,
 }
 
 impl Verify {
@@ -634,12 +638,13 @@ impl Verify {
             end.digest,
         );
         let bytes = descriptor::canonical_bytes(&descriptor);
-        super::verify_signature(
+        let chain = super::verify_signature(
             &self.gw,
             &self.conf,
             descriptor.service.subsystem().member(),
             &trailers.signature,
             &bytes,
+            self.carried.as_deref(),
             self.signing_staple.as_deref(),
             Origin::ClientProxy,
         )?;
@@ -652,6 +657,7 @@ impl Verify {
             descriptor,
             bytes,
             signature: trailers.signature,
+            chain,
         };
         record::log_exchange(
             &self.gw,
@@ -660,7 +666,6 @@ impl Verify {
             &self.request,
             &response,
             (self.request_capture, end.capture),
-            None,
         )
         .await?;
         Ok(sizes)

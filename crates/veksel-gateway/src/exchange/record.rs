@@ -3,7 +3,7 @@
 
 use crate::Gateway;
 use crate::capture::{Capture, StoredBodies};
-use crate::msglog::{MessageRecord, ReplayClaim, Side, WriteError};
+use crate::msglog::{MessageRecord, Side, WriteError};
 use crate::serverconf::LogMode;
 use veksel_id::{Fault, FaultCode, Origin};
 use veksel_proto::descriptor::{RequestDescriptor, ResponseDescriptor};
@@ -17,11 +17,24 @@ pub(crate) struct Signed<D> {
     pub bytes: Vec<u8>,
     /// The signature (detached JWS, or batch form).
     pub signature: String,
+    /// The signer's certificate chain, leaf first (the signature names it).
+    pub chain: Vec<Vec<u8>>,
 }
 
-/// Writes the exchange to the message log (unless the subsystem's mode is `off`),
-/// with the provider's replay claim, and returns once it is committed: true if a
-/// record was written. `bodies` are the copies kept in full mode; they are held until
+impl<D> Signed<D> {
+    /// The chain by its leaf's `x5t#S256`, as the log keeps it.
+    fn kept_chain(&self) -> Option<(String, String)> {
+        let leaf = self.chain.first()?;
+        Some((
+            veksel_proto::jws::thumbprint(leaf),
+            veksel_proto::peer::encode_chain(&self.chain),
+        ))
+    }
+}
+
+/// Writes the exchange to the message log (unless the subsystem's mode is `off`) and
+/// returns once it is committed: true if a record was written (it makes the
+/// provider's replay claim durable). `bodies` are the copies kept in full mode; they are held until
 /// the record is written, so their memory stays accounted for.
 pub(crate) async fn log_exchange(
     gw: &Gateway,
@@ -30,7 +43,6 @@ pub(crate) async fn log_exchange(
     request: &Signed<RequestDescriptor>,
     response: &Signed<ResponseDescriptor>,
     bodies: (Capture, Capture),
-    replay: Option<ReplayClaim>,
 ) -> Result<bool, Fault> {
     if mode == LogMode::Off {
         return Ok(false);
@@ -60,12 +72,16 @@ pub(crate) async fn log_exchange(
         response_size: r.body.length,
         created_at: q.created_at_ms,
         logged_at: gw.clock.now_ms(),
+        signing_chains: [request.kept_chain(), response.kept_chain()]
+            .into_iter()
+            .flatten()
+            .collect(),
     };
     let origin = match side {
         Side::Consumer => Origin::ClientProxy,
         Side::Provider => Origin::ServerProxy,
     };
-    match gw.log.log_message(record, replay).await {
+    match gw.log.log_message(record).await {
         Ok(()) => Ok(true),
         Err(e @ WriteError::Replayed(_)) => Err(Fault {
             origin,

@@ -78,6 +78,9 @@ pub struct MessageRecord {
     pub created_at: i64,
     /// Time of logging.
     pub logged_at: i64,
+    /// The chains of the two signing certificates, by their leaf's `x5t#S256`, as
+    /// [`veksel_proto::peer::encode_chain`] writes them: kept once per certificate.
+    pub signing_chains: Vec<(String, String)>,
 }
 
 /// One operational-monitoring record (X-Road op-monitoring equivalent).
@@ -140,14 +143,28 @@ pub async fn replay_guard_janitor(
     }
 }
 
-/// The replay claims committed and still in their window (loaded at start).
-pub async fn unexpired_claims(db: &Db, now_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
-    Ok(
+/// The replay claims committed and still in their window (loaded at start): those of
+/// exchanges that ended in a fault, and the provider's records logged within the
+/// window (a record is its request's claim).
+pub async fn unexpired_claims(
+    db: &Db,
+    now_ms: i64,
+    window_ms: i64,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut claims: Vec<(String, i64)> =
         sqlx::query_as("SELECT request_id, expires_at FROM replay_guard WHERE expires_at >= $1")
             .bind(now_ms)
             .fetch_all(db.pool())
-            .await?,
+            .await?;
+    let logged: Vec<(String,)> = sqlx::query_as(
+        "SELECT request_id FROM message_log WHERE side = 'provider' AND logged_at >= $1",
     )
+    .bind(now_ms.saturating_sub(window_ms))
+    .fetch_all(db.pool())
+    .await?;
+    let until = now_ms.saturating_add(window_ms);
+    claims.extend(logged.into_iter().map(|(id,)| (id, until)));
+    Ok(claims)
 }
 
 /// A message-log record as the admin API shows it.

@@ -1,8 +1,8 @@
 //! The replay guard in memory: the request ids this gateway has accepted within their
 //! time window. A request is checked here before the provider's system is called; its
-//! id becomes durable in the same transaction as the exchange's message-log record
-//! (or its monitoring record, when the exchange ended in a fault), so the guard costs
-//! no commit of its own.
+//! id becomes durable with the exchange's message-log record (the record itself is
+//! the claim: one record per request and side), or with its monitoring record when
+//! the exchange ended in a fault, so the guard costs no commit and no row of its own.
 //!
 //! What holds:
 //! - One gateway node: a request id is served once within its window. After a crash,

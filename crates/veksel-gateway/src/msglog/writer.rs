@@ -45,7 +45,6 @@ pub enum WriteError {
 enum Op {
     Message {
         record: Box<MessageRecord>,
-        replay: Option<ReplayClaim>,
         reply: oneshot::Sender<Result<(), WriteError>>,
     },
     Monitor {
@@ -123,17 +122,14 @@ impl LogWriter {
         Ok((log, writer))
     }
 
-    /// Writes a message-log record, and the replay claim of its request if it has one,
-    /// and waits until they are committed.
-    pub async fn log_message(
-        &self,
-        record: MessageRecord,
-        replay: Option<ReplayClaim>,
-    ) -> Result<(), WriteError> {
+    /// Writes a message-log record and waits until it is committed. The record also
+    /// makes a provider's replay claim durable: a record of the same request and side
+    /// already logged (by another node sharing the database) is
+    /// [`WriteError::Replayed`], and nothing is written.
+    pub async fn log_message(&self, record: MessageRecord) -> Result<(), WriteError> {
         let (reply, rx) = oneshot::channel();
         self.send(Op::Message {
             record: Box::new(record),
-            replay,
             reply,
         })
         .await?;
@@ -264,11 +260,15 @@ fn next_leaf(
     (leaf, hash)
 }
 
+/// A record whose request another node logged first is not inserted (its unique
+/// request id and side): the record itself makes a provider's replay claim durable,
+/// so a successful exchange costs no replay-guard row.
 const INSERT_MESSAGE: &str = "INSERT INTO message_log (request_id, side, xroad_id, client, service, method, target, status,
     consumer_gateway, provider_gateway, request_descriptor, request_signature,
     response_descriptor, response_signature, request_body, response_body, body_note,
     request_size, response_size, created_at, logged_at, seq, leaf_hash)
- VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)";
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
+ ON CONFLICT (request_id, side) DO NOTHING";
 
 const INSERT_OP: &str = "INSERT INTO op_monitoring (request_id, side, xroad_id, client, service, method, consumer_gateway,
     provider_gateway, request_in_ts, request_out_ts, response_in_ts, response_out_ts,
@@ -277,6 +277,28 @@ const INSERT_OP: &str = "INSERT INTO op_monitoring (request_id, side, xroad_id, 
 
 const INSERT_CLAIM: &str = "INSERT INTO replay_guard (request_id, expires_at) VALUES ($1, $2)
  ON CONFLICT (request_id) DO NOTHING";
+
+/// A signing chain, kept once.
+const INSERT_CHAIN: &str = "INSERT INTO signing_chains (x5t, chain, first_seen) VALUES ($1, $2, $3)
+ ON CONFLICT (x5t) DO NOTHING";
+
+/// The chains this writer has committed: a record whose signers are among them costs
+/// no statement for its chains.
+#[derive(Debug, Default)]
+struct KnownChains(std::collections::HashSet<String>);
+
+impl KnownChains {
+    /// The chains of `m` not yet known.
+    fn new_ones<'a>(&self, m: &'a MessageRecord) -> impl Iterator<Item = &'a (String, String)> {
+        m.signing_chains
+            .iter()
+            .filter(|(x5t, _)| !self.0.contains(x5t))
+    }
+}
+
+/// A provider's record is its request's claim too (see `INSERT_MESSAGE`).
+const LOGGED_AS_PROVIDER: &str =
+    "SELECT COUNT(*) FROM message_log WHERE request_id = $1 AND side = 'provider'";
 
 fn size_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -289,13 +311,15 @@ mod pool {
 
     pub(super) async fn run(db: Db, mut rx: mpsc::Receiver<Op>) {
         let mut head = HeadCache::default();
+        let mut known = KnownChains::default();
         while let Some(first) = rx.recv().await {
             let (batch, stop) = fill(first, &mut rx);
-            let outcome = match write(&db, &batch, &head).await {
-                Ok((done, new_head)) => {
+            let outcome = match write(&db, &batch, &head, &known).await {
+                Ok((done, new_head, new_chains)) => {
                     if let Some((frontier, root_at)) = new_head {
                         head.committed(frontier, root_at);
                     }
+                    known.0.extend(new_chains);
                     Ok(done)
                 }
                 Err(e) => {
@@ -311,9 +335,15 @@ mod pool {
         }
     }
 
-    type Outcome = (Vec<Done>, Option<(Frontier, Option<i64>)>);
+    type Outcome = (Vec<Done>, Option<(Frontier, Option<i64>)>, Vec<String>);
 
-    async fn write(db: &Db, batch: &[Op], head: &HeadCache) -> Result<Outcome, String> {
+    async fn write(
+        db: &Db,
+        batch: &[Op],
+        head: &HeadCache,
+        known: &KnownChains,
+    ) -> Result<Outcome, String> {
+        let mut new_chains = Vec::new();
         let mut tx = db.pool().begin().await.map_err(|e| e.to_string())?;
         if !needs_sync(batch) {
             sqlx::query("SET LOCAL synchronous_commit = off")
@@ -327,13 +357,7 @@ mod pool {
         let mut last_logged = 0;
         for op in batch {
             let d = match op {
-                Op::Message { record, replay, .. } => {
-                    if let Some(c) = replay
-                        && !claim(&mut tx, c).await?
-                    {
-                        done.push(Done::AlreadyClaimed);
-                        continue;
-                    }
+                Op::Message { record, .. } => {
                     if frontier.is_none() {
                         let f = merklelog::load_frontier(&mut tx, db.backend(), head)
                             .await
@@ -344,8 +368,23 @@ mod pool {
                         return Err("no log frontier".into());
                     };
                     let (leaf, hash) = next_leaf(f, record);
+                    if !insert_message(&mut tx, &leaf, record, &hash).await? {
+                        done.push(Done::AlreadyClaimed);
+                        continue;
+                    }
+                    for (x5t, chain) in known.new_ones(record) {
+                        if !new_chains.contains(x5t) {
+                            sqlx::query(INSERT_CHAIN)
+                                .bind(x5t)
+                                .bind(chain)
+                                .bind(record.logged_at)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            new_chains.push(x5t.clone());
+                        }
+                    }
                     last_logged = last_logged.max(record.logged_at);
-                    insert_message(&mut tx, &leaf, record, &hash).await?;
                     f.push(hash);
                     Done::Written
                 }
@@ -356,10 +395,17 @@ mod pool {
                     insert_op(&mut tx, record).await?;
                     Done::Written
                 }
-                Op::Claim { claim: c, .. } => match claim(&mut tx, c).await? {
-                    true => Done::Written,
-                    false => Done::AlreadyClaimed,
-                },
+                Op::Claim { claim: c, .. } => {
+                    let (logged,): (i64,) = sqlx::query_as(LOGGED_AS_PROVIDER)
+                        .bind(&c.request_id)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    match logged == 0 && claim(&mut tx, c).await? {
+                        true => Done::Written,
+                        false => Done::AlreadyClaimed,
+                    }
+                }
                 Op::Stop => Done::Written,
             };
             done.push(d);
@@ -374,7 +420,7 @@ mod pool {
             None => None,
         };
         tx.commit().await.map_err(|e| e.to_string())?;
-        Ok((done, new_head))
+        Ok((done, new_head, new_chains))
     }
 
     type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
@@ -394,7 +440,7 @@ mod pool {
         leaf: &veksel_verify::log::LeafRecord,
         m: &MessageRecord,
         hash: &veksel_merkle::Hash,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         sqlx::query(INSERT_MESSAGE)
             .bind(&leaf.request_id)
             .bind(&leaf.side)
@@ -422,7 +468,7 @@ mod pool {
             .bind(hash.to_vec())
             .execute(&mut **tx)
             .await
-            .map(|_| ())
+            .map(|r| r.rows_affected() == 1)
             .map_err(|e| e.to_string())
     }
 
@@ -472,6 +518,7 @@ mod sqlite {
 
     pub(super) fn run(mut conn: Connection, sync_commit: bool, mut rx: mpsc::Receiver<Op>) {
         let mut head = HeadCache::default();
+        let mut known = KnownChains::default();
         while let Some(first) = rx.blocking_recv() {
             let (batch, stop) = fill(first, &mut rx);
             // Monitoring alone commits without waiting for the disk (see needs_sync).
@@ -479,15 +526,16 @@ mod sqlite {
             if relax {
                 let _ = conn.execute_batch("PRAGMA synchronous=NORMAL");
             }
-            let result = write(&mut conn, &batch, &head);
+            let result = write(&mut conn, &batch, &head, &known);
             if relax {
                 let _ = conn.execute_batch("PRAGMA synchronous=FULL");
             }
             let outcome = match result {
-                Ok((done, new_head)) => {
+                Ok((done, new_head, new_chains)) => {
                     if let Some((frontier, root_at)) = new_head {
                         head.committed(frontier, root_at);
                     }
+                    known.0.extend(new_chains);
                     Ok(done)
                 }
                 Err(e) => {
@@ -502,13 +550,15 @@ mod sqlite {
         }
     }
 
-    type Outcome = (Vec<Done>, Option<(Frontier, Option<i64>)>);
+    type Outcome = (Vec<Done>, Option<(Frontier, Option<i64>)>, Vec<String>);
 
     fn write(
         conn: &mut Connection,
         batch: &[Op],
         head: &HeadCache,
+        known: &KnownChains,
     ) -> Result<Outcome, rusqlite::Error> {
+        let mut new_chains = Vec::new();
         // Immediate: the write lock at the start, so the commit cannot be refused for
         // a lock another connection took in between.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -517,20 +567,27 @@ mod sqlite {
         let mut last_logged = 0;
         for op in batch {
             let d = match op {
-                Op::Message { record, replay, .. } => {
-                    if let Some(c) = replay
-                        && !claim(&tx, c)?
-                    {
-                        done.push(Done::AlreadyClaimed);
-                        continue;
-                    }
+                Op::Message { record, .. } => {
                     let f = match frontier.as_mut() {
                         Some(f) => f,
                         None => frontier.insert(load_frontier(&tx, head)?),
                     };
                     let (leaf, hash) = next_leaf(f, record);
+                    if !insert_message(&tx, &leaf, record, &hash)? {
+                        done.push(Done::AlreadyClaimed);
+                        continue;
+                    }
+                    for (x5t, chain) in known.new_ones(record) {
+                        if !new_chains.contains(x5t) {
+                            tx.prepare_cached(INSERT_CHAIN)?.execute(params![
+                                x5t,
+                                chain,
+                                record.logged_at
+                            ])?;
+                            new_chains.push(x5t.clone());
+                        }
+                    }
                     last_logged = last_logged.max(record.logged_at);
-                    insert_message(&tx, &leaf, record, &hash)?;
                     f.push(hash);
                     Done::Written
                 }
@@ -541,10 +598,15 @@ mod sqlite {
                     insert_op(&tx, record)?;
                     Done::Written
                 }
-                Op::Claim { claim: c, .. } => match claim(&tx, c)? {
-                    true => Done::Written,
-                    false => Done::AlreadyClaimed,
-                },
+                Op::Claim { claim: c, .. } => {
+                    let logged: i64 = tx
+                        .prepare_cached(LOGGED_AS_PROVIDER)?
+                        .query_row(params![c.request_id], |r| r.get(0))?;
+                    match logged == 0 && claim(&tx, c)? {
+                        true => Done::Written,
+                        false => Done::AlreadyClaimed,
+                    }
+                }
                 Op::Stop => Done::Written,
             };
             done.push(d);
@@ -557,7 +619,7 @@ mod sqlite {
             None => None,
         };
         tx.commit()?;
-        Ok((done, new_head))
+        Ok((done, new_head, new_chains))
     }
 
     fn claim(tx: &rusqlite::Transaction<'_>, c: &ReplayClaim) -> rusqlite::Result<bool> {
@@ -621,8 +683,8 @@ mod sqlite {
         leaf: &veksel_verify::log::LeafRecord,
         m: &MessageRecord,
         hash: &veksel_merkle::Hash,
-    ) -> rusqlite::Result<()> {
-        tx.prepare_cached(INSERT_MESSAGE)?.execute(params![
+    ) -> rusqlite::Result<bool> {
+        let inserted = tx.prepare_cached(INSERT_MESSAGE)?.execute(params![
             leaf.request_id,
             leaf.side,
             leaf.xroad_id,
@@ -647,7 +709,7 @@ mod sqlite {
             leaf.seq,
             &hash[..],
         ])?;
-        Ok(())
+        Ok(inserted == 1)
     }
 
     fn insert_op(tx: &rusqlite::Transaction<'_>, r: &OpRecord) -> rusqlite::Result<()> {

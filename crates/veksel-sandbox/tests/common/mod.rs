@@ -585,6 +585,36 @@ macro_rules! both_backends {
     };
 }
 
+/// The signing certificate of a message signature logged by gateway `org`: message
+/// signatures name their certificate (`x5t#S256`); the log keeps its chain once.
+pub async fn message_signing_cert(net: &Net, org: usize, signature: &str) -> Vec<u8> {
+    use base64::Engine;
+    let jws = signature.split('~').next().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(jws.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        header.get("x5c").is_none(),
+        "the signature names, not carries: {header}"
+    );
+    let x5t = header["x5t#S256"].as_str().unwrap();
+    let db = &net.sandbox().gateway(org).unwrap().db;
+    let (chain,): (String,) =
+        veksel_store::sqlx::query_as("SELECT chain FROM signing_chains WHERE x5t = $1")
+            .bind(x5t)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    let leaf = base64::engine::general_purpose::STANDARD
+        .decode(chain.split(',').next().unwrap())
+        .unwrap();
+    assert_eq!(veksel_proto::jws::thumbprint(&leaf), x5t);
+    leaf
+}
+
 /// The signing certificate (leaf of `x5c`) of a compact JWS.
 pub fn signing_cert_of(jws: &str) -> Vec<u8> {
     use base64::Engine;
