@@ -159,10 +159,68 @@ pub async fn store_head(
     Ok(last)
 }
 
+/// Most bytes two packed descriptors may unpack to (a descriptor carries at most
+/// 100 headers of 8 KiB).
+const MAX_UNPACKED: u64 = 4 * 1024 * 1024;
+
+/// The two signed descriptors of a record as the log stores them: deflated together
+/// (they share ids, parties and gateways), about half their size. The leaf and
+/// everything that reads a record see them whole; only the stored bytes change.
+pub fn pack_descriptors(request: &[u8], response: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity((request.len() + response.len()) / 2),
+        flate2::Compression::fast(),
+    );
+    let len = u32::try_from(request.len()).unwrap_or(u32::MAX);
+    // Writing to a Vec cannot fail.
+    let _ = z.write_all(&len.to_be_bytes());
+    let _ = z.write_all(request);
+    let _ = z.write_all(response);
+    z.finish().unwrap_or_default()
+}
+
+/// The descriptors [`pack_descriptors`] packed: `(request, response)`.
+pub fn unpack_descriptors(packed: &[u8]) -> Result<(String, String), String> {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    flate2::read::DeflateDecoder::new(packed)
+        .take(MAX_UNPACKED)
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("packed descriptors: {e}"))?;
+    let (len, rest) = raw
+        .split_first_chunk::<4>()
+        .ok_or("packed descriptors are cut short")?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).unwrap_or(usize::MAX);
+    if len > rest.len() {
+        return Err("packed descriptors are cut short".into());
+    }
+    let (request, response) = rest.split_at(len);
+    let text = |b: &[u8]| {
+        String::from_utf8(b.to_vec()).map_err(|_| "packed descriptors are not UTF-8".to_owned())
+    };
+    Ok((text(request)?, text(response)?))
+}
+
+/// A record's two descriptors from its row: packed (`descriptors_z`) or, for records
+/// stored before descriptors were packed, as they are.
+fn descriptors_of(
+    row: &sqlx::any::AnyRow,
+    request_col: usize,
+    response_col: usize,
+    packed_col: usize,
+) -> Result<(String, String), sqlx::Error> {
+    match row.try_get::<Option<Vec<u8>>, _>(packed_col)? {
+        Some(z) => unpack_descriptors(&z).map_err(|e| sqlx::Error::Decode(e.into())),
+        None => Ok((row.try_get(request_col)?, row.try_get(response_col)?)),
+    }
+}
+
 /// The columns [`leaf_from_row`] reads, in its order.
 pub const LEAF_COLUMNS: &str = "seq, request_id, side, xroad_id, client, service, method, target, status, consumer_gateway,
     provider_gateway, request_descriptor, request_signature, response_descriptor, response_signature,
-    request_body, response_body, body_note, request_size, response_size, created_at, logged_at, leaf_hash";
+    request_body, response_body, body_note, request_size, response_size, created_at, logged_at, leaf_hash,
+    descriptors_z";
 
 /// A record as stored, with the leaf hash stored beside it.
 pub fn leaf_from_row(
@@ -170,6 +228,7 @@ pub fn leaf_from_row(
 ) -> Result<(LeafRecord, Option<Vec<u8>>), sqlx::Error> {
     let request_body: Option<Vec<u8>> = row.try_get(15)?;
     let response_body: Option<Vec<u8>> = row.try_get(16)?;
+    let (request_descriptor, response_descriptor) = descriptors_of(row, 11, 13, 23)?;
     let leaf = LeafRecord {
         v: 1,
         seq: row.try_get(0)?,
@@ -183,9 +242,9 @@ pub fn leaf_from_row(
         status: row.try_get(8)?,
         consumer_gateway: row.try_get(9)?,
         provider_gateway: row.try_get(10)?,
-        request_descriptor: row.try_get(11)?,
+        request_descriptor,
         request_signature: row.try_get(12)?,
-        response_descriptor: row.try_get(13)?,
+        response_descriptor,
         response_signature: row.try_get(14)?,
         request_body_sha256: request_body.as_deref().map(sha256_hex),
         response_body_sha256: response_body.as_deref().map(sha256_hex),
@@ -410,4 +469,34 @@ pub async fn signing_chains(db: &Db) -> Result<veksel_verify::log::Chains, Store
         .into_iter()
         .map(|(x5t, chain)| (x5t, chain.split(',').map(str::to_owned).collect()))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_pack_small_and_unpack_exactly() {
+        let request = br#"{"typ":"veksel-request/1","request_id":"f0b075a1","client":"DEV/MUN/30000003/casework"}"#;
+        let response = br#"{"typ":"veksel-response/1","request_id":"f0b075a1","client":"DEV/MUN/30000003/casework"}"#;
+        let packed = pack_descriptors(request, response);
+        assert!(
+            packed.len() < request.len() + response.len(),
+            "{}",
+            packed.len()
+        );
+        let (q, r) = unpack_descriptors(&packed).unwrap();
+        assert_eq!((q.as_bytes(), r.as_bytes()), (&request[..], &response[..]));
+        assert!(unpack_descriptors(b"not deflate").is_err());
+        assert!(unpack_descriptors(&packed[..packed.len() / 2]).is_err());
+        // A length that points past the end is refused, not trusted.
+        let liar = {
+            use std::io::Write;
+            let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+            z.write_all(&1000u32.to_be_bytes()).unwrap();
+            z.write_all(b"short").unwrap();
+            z.finish().unwrap()
+        };
+        assert!(unpack_descriptors(&liar).is_err());
+    }
 }

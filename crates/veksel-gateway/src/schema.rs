@@ -113,4 +113,11 @@ CREATE INDEX log_leaves_request ON log_leaves (request_id, side)
 CREATE TABLE signing_chains (x5t TEXT PRIMARY KEY, chain TEXT NOT NULL, first_seen BIGINT NOT NULL)
 "#,
     },
+    Migration {
+        version: 10,
+        name: "descriptors stored compressed",
+        sql: r#"
+ALTER TABLE message_log ADD COLUMN descriptors_z {{BLOB}}
+"#,
+    },
 ];

@@ -102,10 +102,14 @@ async fn tamper_detection(b: Backend) {
     let mut leaf = message_log_rows(&db, 6).await;
     leaf.request_descriptor = leaf.request_descriptor.replacen("\"GET\"", "\"DELETE\"", 1);
     leaf.method = "DELETE".into();
+    // Descriptors are stored packed: the attacker rewrites them there.
     sqlx::query(
-        "UPDATE message_log SET request_descriptor = $1, method = $2, leaf_hash = $3 WHERE seq = 6",
+        "UPDATE message_log SET descriptors_z = $1, method = $2, leaf_hash = $3 WHERE seq = 6",
     )
-    .bind(&leaf.request_descriptor)
+    .bind(merklelog::pack_descriptors(
+        leaf.request_descriptor.as_bytes(),
+        leaf.response_descriptor.as_bytes(),
+    ))
     .bind(&leaf.method)
     .bind(leaf.hash().to_vec())
     .execute(db.pool())
@@ -182,39 +186,13 @@ both_backends!(
 );
 
 async fn message_log_rows(db: &veksel_store::Db, seq: i64) -> LeafRecord {
-    let r = sqlx::query(
-        "SELECT request_id, side, xroad_id, client, service, method, target, status, consumer_gateway, provider_gateway,
-            request_descriptor, request_signature, response_descriptor, response_signature, body_note, request_size,
-            response_size, created_at, logged_at
-         FROM message_log WHERE seq = $1",
-    )
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM message_log WHERE seq = $1",
+        merklelog::LEAF_COLUMNS
+    )))
     .bind(seq)
     .fetch_one(db.pool())
     .await
     .unwrap();
-    LeafRecord {
-        v: 1,
-        seq,
-        request_id: r.try_get(0).unwrap(),
-        side: r.try_get(1).unwrap(),
-        xroad_id: r.try_get(2).unwrap(),
-        client: r.try_get(3).unwrap(),
-        service: r.try_get(4).unwrap(),
-        method: r.try_get(5).unwrap(),
-        target: r.try_get(6).unwrap(),
-        status: r.try_get(7).unwrap(),
-        consumer_gateway: r.try_get(8).unwrap(),
-        provider_gateway: r.try_get(9).unwrap(),
-        request_descriptor: r.try_get(10).unwrap(),
-        request_signature: r.try_get(11).unwrap(),
-        response_descriptor: r.try_get(12).unwrap(),
-        response_signature: r.try_get(13).unwrap(),
-        request_body_sha256: None,
-        response_body_sha256: None,
-        body_note: r.try_get(14).unwrap(),
-        request_size: r.try_get(15).unwrap(),
-        response_size: r.try_get(16).unwrap(),
-        created_at: r.try_get(17).unwrap(),
-        logged_at: r.try_get(18).unwrap(),
-    }
+    merklelog::leaf_from_row(&row).unwrap().0
 }

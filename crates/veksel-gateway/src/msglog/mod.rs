@@ -258,7 +258,7 @@ pub async fn query_messages(db: &Db, q: &LogQuery) -> Result<Vec<LoggedMessage>,
         "SELECT id, request_id, side, xroad_id, client, service, method, target, status, consumer_gateway,
             provider_gateway, request_descriptor, request_signature, response_descriptor, response_signature,
             CASE WHEN request_body IS NULL AND response_body IS NULL THEN 0 ELSE 1 END,
-            body_note, request_size, response_size, created_at, logged_at
+            body_note, request_size, response_size, created_at, logged_at, descriptors_z
          FROM message_log {FILTER} AND logged_at >= $4 AND logged_at < $5 ORDER BY id DESC LIMIT $6"
     );
     let rows = bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), q)
@@ -266,6 +266,12 @@ pub async fn query_messages(db: &Db, q: &LogQuery) -> Result<Vec<LoggedMessage>,
         .await?;
     rows.iter()
         .map(|r| {
+            let (request_descriptor, response_descriptor) =
+                match r.try_get::<Option<Vec<u8>>, _>(21)? {
+                    Some(z) => crate::merklelog::unpack_descriptors(&z)
+                        .map_err(|e| sqlx::Error::Decode(e.into()))?,
+                    None => (r.try_get(11)?, r.try_get(13)?),
+                };
             Ok(LoggedMessage {
                 id: r.try_get(0)?,
                 request_id: r.try_get(1)?,
@@ -278,9 +284,9 @@ pub async fn query_messages(db: &Db, q: &LogQuery) -> Result<Vec<LoggedMessage>,
                 status: r.try_get(8)?,
                 consumer_gateway: r.try_get(9)?,
                 provider_gateway: r.try_get(10)?,
-                request_descriptor: Some(r.try_get(11)?),
+                request_descriptor: Some(request_descriptor),
                 request_signature: Some(r.try_get(12)?),
-                response_descriptor: Some(r.try_get(13)?),
+                response_descriptor: Some(response_descriptor),
                 response_signature: Some(r.try_get(14)?),
                 has_bodies: r.try_get::<i64, _>(15)? != 0,
                 body_note: r.try_get(16)?,

@@ -263,11 +263,13 @@ fn next_leaf(
 /// A record whose request another node logged first is not inserted (its unique
 /// request id and side): the record itself makes a provider's replay claim durable,
 /// so a successful exchange costs no replay-guard row.
+/// The descriptors are stored packed (merklelog::pack_descriptors); their text
+/// columns stay empty.
 const INSERT_MESSAGE: &str = "INSERT INTO message_log (request_id, side, xroad_id, client, service, method, target, status,
     consumer_gateway, provider_gateway, request_descriptor, request_signature,
     response_descriptor, response_signature, request_body, response_body, body_note,
-    request_size, response_size, created_at, logged_at, seq, leaf_hash)
- VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
+    request_size, response_size, created_at, logged_at, seq, leaf_hash, descriptors_z)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, '', $11, '', $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
  ON CONFLICT (request_id, side) DO NOTHING";
 
 const INSERT_OP: &str = "INSERT INTO op_monitoring (request_id, side, xroad_id, client, service, method, consumer_gateway,
@@ -452,9 +454,7 @@ mod pool {
             .bind(leaf.status)
             .bind(&leaf.consumer_gateway)
             .bind(&leaf.provider_gateway)
-            .bind(&leaf.request_descriptor)
             .bind(&leaf.request_signature)
-            .bind(&leaf.response_descriptor)
             .bind(&leaf.response_signature)
             // Borrowed, not cloned: full-mode bodies are up to max_logged_body_bytes.
             .bind(m.request_body.as_deref())
@@ -466,6 +466,10 @@ mod pool {
             .bind(leaf.logged_at)
             .bind(leaf.seq)
             .bind(hash.to_vec())
+            .bind(merklelog::pack_descriptors(
+                &m.request_descriptor,
+                &m.response_descriptor,
+            ))
             .execute(&mut **tx)
             .await
             .map(|r| r.rows_affected() == 1)
@@ -695,9 +699,7 @@ mod sqlite {
             leaf.status,
             leaf.consumer_gateway,
             leaf.provider_gateway,
-            leaf.request_descriptor,
             leaf.request_signature,
-            leaf.response_descriptor,
             leaf.response_signature,
             m.request_body.as_deref(),
             m.response_body.as_deref(),
@@ -708,6 +710,7 @@ mod sqlite {
             leaf.logged_at,
             leaf.seq,
             &hash[..],
+            merklelog::pack_descriptors(&m.request_descriptor, &m.response_descriptor),
         ])?;
         Ok(inserted == 1)
     }
