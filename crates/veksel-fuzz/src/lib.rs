@@ -309,14 +309,17 @@ pub fn ledger(data: &[u8]) {
 /// The message between gateways as a provider's gateway reads it: a request head from
 /// an arbitrary method, target and headers, and trailers in both directions. No panic;
 /// a head that decodes encodes back to one that decodes the same and builds the same
-/// descriptor; trailers that decode re-encode to the same; the time window holds at
-/// the edges of `i64`.
+/// descriptor; trailers that decode re-encode to the same (signed fields, and a
+/// provider's commit confirmation or fault); the time window holds at the edges of
+/// `i64`.
 ///
 /// Layout: `method target\n` then `name: value` lines; a line `--` starts the trailers;
 /// the first 16 bytes, when present, are read as two `i64` for the window.
 pub fn peer_message(data: &[u8]) {
     use veksel_proto::descriptor::BodyDigest;
-    use veksel_proto::peer::{Direction, RequestHead, ResponseHead, SignedTrailers, check_window};
+    use veksel_proto::peer::{
+        Commit, Direction, RequestHead, ResponseHead, SignedTrailers, check_window,
+    };
     if data.len() >= 16 {
         let created = i64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
         let now = i64::from_le_bytes(data[8..16].try_into().expect("8 bytes"));
@@ -354,6 +357,12 @@ pub fn peer_message(data: &[u8]) {
                 .expect("encoded trailers decode");
             assert_eq!(again, t);
         }
+    }
+    if let Ok(commit) = Commit::decode(Some(&trailers)) {
+        // A fault's message is made printable once; after that it is stable.
+        let once = Commit::decode(Some(&commit.encode())).expect("an encoded commit decodes");
+        let twice = Commit::decode(Some(&once.encode())).expect("an encoded commit decodes");
+        assert_eq!(once, twice);
     }
     let Ok(head) = RequestHead::decode(method, target, &headers) else {
         return;

@@ -11,6 +11,7 @@
 
 use crate::capture::{Capture, CapturePolicy, Capturing};
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -58,6 +59,32 @@ pub fn with_trailers(bytes: Bytes, trailers: HeaderMap) -> GwBody {
     }
     frames.push(Ok(Frame::trailers(trailers)));
     http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+}
+
+/// A body of known bytes held back until `release` resolves, which runs at once on a
+/// task of its own (committing a record while the message's head travels). It
+/// yields whether the bytes may go and the trailers that end the body: the bytes and
+/// then the trailers, or the trailers alone.
+pub fn released_by<F>(bytes: Bytes, release: F) -> GwBody
+where
+    F: Future<Output = (bool, HeaderMap)> + Send + 'static,
+{
+    let pending = tokio::spawn(release);
+    let frames = futures_util::stream::once(async move {
+        let (go, trailers) = pending.await.map_err(|e| -> BoxError { Box::new(e) })?;
+        let mut frames: Vec<Result<Frame<Bytes>, BoxError>> = Vec::with_capacity(2);
+        if go && !bytes.is_empty() {
+            frames.push(Ok(Frame::data(bytes)));
+        }
+        frames.push(Ok(Frame::trailers(trailers)));
+        Ok::<_, BoxError>(futures_util::stream::iter(frames))
+    })
+    .map(|r| match r {
+        Ok(frames) => frames.left_stream(),
+        Err(e) => futures_util::stream::iter(vec![Err(e)]).right_stream(),
+    })
+    .flatten();
+    http_body_util::StreamBody::new(frames).boxed_unsync()
 }
 
 /// An empty body.

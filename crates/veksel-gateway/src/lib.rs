@@ -313,6 +313,21 @@ fn signing_stem(member: &MemberId) -> String {
     member.to_string().replace('/', ":")
 }
 
+/// A named point on the exchange path where the crash tests stop the process: when
+/// `VEKSEL_TEST_CRASH_AT` names it, the process aborts there (as a kill -9 would
+/// stop it). Unset, as everywhere but in those tests, it costs one load.
+pub fn crash_point(name: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT
+        .get_or_init(|| std::env::var("VEKSEL_TEST_CRASH_AT").ok())
+        .as_deref()
+        == Some(name)
+    {
+        eprintln!("VEKSEL_TEST_CRASH_AT={name}: aborting");
+        std::process::abort();
+    }
+}
+
 /// An error with all its causes, for messages that must say what really failed.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

@@ -403,6 +403,12 @@ pub struct SignedTrailers {
 }
 
 impl SignedTrailers {
+    /// Writes these into the head of an answer that is signed before it is sent (a
+    /// small answer; see [`Commit`]).
+    pub fn encode_into(&self, map: &mut HeaderMap) {
+        map.extend(self.encode());
+    }
+
     /// The trailers' headers.
     pub fn encode(&self) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -452,6 +458,84 @@ impl SignedTrailers {
             created_at_ms,
             body_digest,
         })
+    }
+}
+
+/// Head of an answer signed in its head: the length of its body (with
+/// [`VEKSEL_BODY_DIGEST`], what the signed descriptor says of the body, so the
+/// consumer's gateway checks the signature before the body arrives).
+pub const VEKSEL_BODY_LENGTH: &str = "veksel-body-length";
+
+/// Trailer of an answer signed in its head: the provider's record of it is committed.
+pub const VEKSEL_COMMITTED: &str = "veksel-committed";
+/// Trailer of an answer signed in its head whose record the provider could not
+/// commit: the fault's X-Road type (the answer must not be released).
+pub const VEKSEL_ERROR: &str = "veksel-error";
+/// The message of [`VEKSEL_ERROR`]'s fault.
+pub const VEKSEL_ERROR_MESSAGE: &str = "veksel-error-message";
+
+/// How a provider ends an answer whose signature it sent in the answer's head (a
+/// small answer: see docs/protocol.md). The head leaves as soon as the answer is
+/// signed; the body and these trailers follow once the provider's record is
+/// committed (or the trailers alone, naming the fault, if it could not be). The
+/// consumer's gateway checks the signature, and in metadata mode commits its own
+/// record, while the provider commits; no byte of the body leaves the provider before
+/// its record is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Commit {
+    /// The provider's record is committed.
+    Committed,
+    /// It is not: the provider's fault.
+    Failed(Fault),
+}
+
+impl Commit {
+    /// The trailers that say it.
+    pub fn encode(&self) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        match self {
+            Commit::Committed => put(&mut map, VEKSEL_COMMITTED, "1"),
+            Commit::Failed(fault) => {
+                put(&mut map, VEKSEL_ERROR, &fault.type_string());
+                // A header value is visible ASCII; the message is for people.
+                let message: String = fault
+                    .message
+                    .chars()
+                    .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+                    .collect();
+                put_unique(&mut map, VEKSEL_ERROR_MESSAGE, &message);
+            }
+        }
+        map
+    }
+
+    /// Reads the trailers of an answer signed in its head; none, or neither header,
+    /// means the provider did not confirm its record.
+    pub fn decode(trailers: Option<&HeaderMap>) -> Result<Self, PeerError> {
+        let unconfirmed = PeerError::Malformed {
+            header: VEKSEL_COMMITTED,
+            why: "is missing: the provider did not confirm its record",
+        };
+        let t = trailers.ok_or(unconfirmed.clone())?;
+        refuse_repeats(t)?;
+        let text = |name| t.get(name).and_then(|v| v.to_str().ok());
+        if let Some(kind) = text(VEKSEL_ERROR) {
+            let (origin, code) = Fault::parse_type(kind).ok_or(PeerError::Malformed {
+                header: VEKSEL_ERROR,
+                why: "is not a fault type",
+            })?;
+            return Ok(Commit::Failed(Fault {
+                origin,
+                code,
+                message: text(VEKSEL_ERROR_MESSAGE)
+                    .unwrap_or("the provider's gateway could not commit its record")
+                    .to_owned(),
+            }));
+        }
+        match text(VEKSEL_COMMITTED) {
+            Some("1") => Ok(Commit::Committed),
+            _ => Err(unconfirmed),
+        }
     }
 }
 
@@ -700,6 +784,33 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_commit_is_confirmed_or_its_fault_named() {
+        let ok = Commit::Committed.encode();
+        assert_eq!(Commit::decode(Some(&ok)).unwrap(), Commit::Committed);
+        let fault = Fault::server_proxy(FaultCode::DatabaseError, "disk full é");
+        let failed = Commit::Failed(fault.clone()).encode();
+        match Commit::decode(Some(&failed)).unwrap() {
+            Commit::Failed(f) => {
+                assert_eq!((f.origin, f.code), (fault.origin, fault.code));
+                assert_eq!(f.message, "disk full ?");
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [None, Some(HeaderMap::new())] {
+            assert_eq!(
+                Commit::decode(bad.as_ref()).unwrap_err().code(),
+                FaultCode::InvalidRequest
+            );
+        }
+        let mut forged = HeaderMap::new();
+        forged.insert(VEKSEL_ERROR, HeaderValue::from_static("Nobody.Knows"));
+        assert!(Commit::decode(Some(&forged)).is_err());
+        let mut twice = ok.clone();
+        twice.append(VEKSEL_COMMITTED, HeaderValue::from_static("1"));
+        assert!(Commit::decode(Some(&twice)).is_err());
     }
 
     #[test]

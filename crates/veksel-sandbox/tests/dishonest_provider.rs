@@ -52,6 +52,9 @@ enum Tamper {
     /// Signs the answer again with the provider's own key: a control that the
     /// impostor rebuilds the descriptor exactly, so `WrongSigner` fails for its signer.
     Resigned,
+    /// Leaves out the provider's confirmation that its record is committed (an
+    /// answer signed in its head; a streamed answer has none to leave out).
+    NoCommit,
     /// Never answers.
     Hang,
 }
@@ -74,6 +77,7 @@ impl Tamper {
             Tamper::WrongSigner | Tamper::NoChain | Tamper::OtherChain => {
                 Some("Server.ClientProxy.IncorrectCertificate")
             }
+            Tamper::NoCommit => Some("Server.ClientProxy.InvalidRequest"),
             Tamper::Hang => Some("Server.ClientProxy.Timeout"),
         }
     }
@@ -83,6 +87,10 @@ impl Tamper {
         matches!(self, Tamper::RequestHash | Tamper::RequestId | Tamper::Hang)
     }
 }
+
+/// Answers the impostor saw signed in their head, so the test knows it changed
+/// those and not only trailers.
+static SIGNED_IN_HEAD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// What the impostor needs to sign an answer again.
 struct Signers {
@@ -230,6 +238,17 @@ async fn forward(
         created_at_ms: 0,
         body: BodyDigest::of(b""),
     };
+    // A small answer is signed in its head (veksel-body-length says so): change the
+    // signed fields there; a streamed one's are changed in its trailers below.
+    let signed_in_head = h.contains_key("veksel-body-length");
+    if signed_in_head {
+        SIGNED_IN_HEAD.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let digest = BodyDigest {
+            sha256: text(h, "veksel-body-digest"),
+            length: text(h, "veksel-body-length").parse().unwrap(),
+        };
+        tamper_signed_fields(mode, h, &template, digest, &signers);
+    }
     let mut flipped = false;
     let mut hasher = Some(BodyHasher::default());
     let body = body
@@ -261,7 +280,13 @@ async fn forward(
                         .take()
                         .map(BodyHasher::finish)
                         .unwrap_or_else(|| BodyDigest::of(b""));
-                    tamper_trailers(mode, &mut t, &template, digest, &signers);
+                    if signed_in_head {
+                        if mode == Tamper::NoCommit {
+                            t.remove("veksel-committed");
+                        }
+                    } else {
+                        tamper_signed_fields(mode, &mut t, &template, digest, &signers);
+                    }
                     Frame::trailers(t)
                 }
                 Err(other) => other,
@@ -278,7 +303,8 @@ fn text(h: &HeaderMap, name: &str) -> String {
         .to_owned()
 }
 
-fn tamper_trailers(
+/// Changes the signed fields of an answer, in its head or its trailers (`t`).
+fn tamper_signed_fields(
     mode: Tamper,
     t: &mut HeaderMap,
     template: &ResponseDescriptor,
@@ -460,6 +486,7 @@ async fn consumer_refuses_every_tampered_answer() {
         Tamper::WrongSigner,
         Tamper::NoChain,
         Tamper::OtherChain,
+        Tamper::NoCommit,
         Tamper::Hang,
     ];
     for shape in [
@@ -473,11 +500,26 @@ async fn consumer_refuses_every_tampered_answer() {
             if mode == Tamper::Hang && matches!(shape, Shape::StreamedResponse) {
                 continue;
             }
+            // A streamed answer has no commit confirmation to leave out.
+            if mode == Tamper::NoCommit && matches!(shape, Shape::StreamedResponse) {
+                continue;
+            }
             *tamper.lock().unwrap() = mode;
+            let head_signed_before = SIGNED_IN_HEAD.load(std::sync::atomic::Ordering::SeqCst);
             let logged_before = message_log(&net, MUNICIPALITY, "limit=1000").await.len();
             let ops_before = op_records(&net).await;
             let got = call(&net, shape).await;
             let case = format!("{shape:?} {mode:?}");
+            if mode != Tamper::Hang {
+                // Small answers are signed in their head, streamed ones at their end.
+                let head_signed =
+                    SIGNED_IN_HEAD.load(std::sync::atomic::Ordering::SeqCst) > head_signed_before;
+                assert_eq!(
+                    head_signed,
+                    !matches!(shape, Shape::StreamedResponse),
+                    "{case}: signed in the head"
+                );
+            }
             let logged = message_log(&net, MUNICIPALITY, "limit=1000").await.len();
             let Some(expected) = mode.expected() else {
                 assert_eq!(got.status, 200, "{case}");

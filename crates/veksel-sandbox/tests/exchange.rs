@@ -411,6 +411,33 @@ async fn passthrough(b: Backend) {
     let r = net.r1(MUNICIPALITY, &m, &format!("{echo}/redirect")).await;
     assert_eq!(r.status(), 302);
     assert_eq!(r.headers()["location"], "/echo");
+    // Answers without a body (204, 304, any answer to HEAD) are signed and logged
+    // like others; the signed head and commit trailers travel without one.
+    let logged_before = message_log(&net, MUNICIPALITY, "limit=1000").await.len();
+    for code in [204u16, 304] {
+        let r = net
+            .r1(MUNICIPALITY, &m, &format!("{echo}/status/{code}"))
+            .await;
+        assert_eq!(r.status().as_u16(), code);
+        assert!(fault(&r).is_none(), "{code}: {:?}", r.headers());
+        assert!(r.bytes().await.unwrap().is_empty(), "{code}");
+    }
+    let r = net
+        .http
+        .head(format!("{base}/r1/{echo}/bytes/1000"))
+        .header("X-Road-Client", &m)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(fault(&r).is_none(), "HEAD: {:?}", r.headers());
+    assert!(r.bytes().await.unwrap().is_empty());
+    let logged = message_log(&net, MUNICIPALITY, "limit=1000").await.len();
+    assert_eq!(
+        logged,
+        logged_before + 3,
+        "each bodiless answer logged once"
+    );
     net.stop().await;
 }
 both_backends!(

@@ -1,7 +1,10 @@
 //! Crash consistency: under load, the whole sandbox process is killed with SIGKILL at
 //! random moments and restarted. Every response a client received must have its
 //! message-log records on both gateways afterwards, every log must verify, and the
-//! network must serve again after each restart.
+//! network must serve again after each restart. Two more tests stop the process at
+//! the exact points where a small answer's two records are apart: the provider's
+//! being committed while the answer's head is already on its way, and the consumer's
+//! not yet committed though the provider's is.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -9,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod common;
-use common::{MUNI, spawn_with, wait_ready};
+use common::{MUNI, spawn_env, spawn_with, wait_ready};
 
 /// A little pseudo-randomness without a dependency: the clock's nanoseconds.
 fn jitter(max_ms: u64) -> u64 {
@@ -193,4 +196,112 @@ async fn kill_9_under_load(postgres: Option<String>) {
         }
         db.close().await;
     }
+}
+
+/// The request ids a gateway's message log holds for one side.
+async fn logged_ids(gw_dir: &std::path::Path, side: &str) -> BTreeSet<String> {
+    let config = veksel_gateway::read_config(gw_dir).unwrap();
+    let db = veksel_gateway::open_db(gw_dir, &config).await.unwrap();
+    let rows: Vec<(String,)> =
+        veksel_store::sqlx::query_as("SELECT request_id FROM message_log WHERE side = $1")
+            .bind(side)
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    db.close().await;
+    rows.into_iter().map(|r| r.0).collect()
+}
+
+/// Runs a sandbox that aborts at `point` on its first exchange, checks the client got
+/// no answer, restarts it without the crash point, and returns the request ids
+/// logged by the consumer (municipality) and the provider (tax) afterwards, after
+/// checking both logs verify and the network serves again.
+async fn crash_at(point: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    veksel_pki::tls::install_default_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut child = spawn_env(dir.path(), &[], &[("VEKSEL_TEST_CRASH_AT", point)]);
+    let info = wait_ready(&http, dir.path()).await;
+    let client_url = info["gateways"][2]["client_url"].as_str().unwrap();
+    let answer = http
+        .get(format!(
+            "{client_url}/r1/DEV/GOV/10000002/tax/companies/12345678"
+        ))
+        .header("X-Road-Client", MUNI)
+        .send()
+        .await;
+    // The head may have left before the crash; the body must not arrive whole.
+    let received = match answer {
+        Ok(resp) if resp.status() == 200 => resp.bytes().await.is_ok(),
+        _ => false,
+    };
+    assert!(
+        !received,
+        "{point}: an answer arrived from a crashing gateway"
+    );
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "{point}: the process aborted: {status}");
+
+    let mut child = spawn_with(dir.path(), &[]);
+    let info = wait_ready(&http, dir.path()).await;
+    let resp = http
+        .get(format!(
+            "{}/r1/DEV/GOV/10000002/tax/companies/12345678",
+            info["gateways"][2]["client_url"].as_str().unwrap()
+        ))
+        .header("X-Road-Client", MUNI)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{point}: serving again");
+    let served = resp.headers()["x-road-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(resp.bytes().await.is_ok());
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    child.wait().unwrap();
+
+    let mut logs = Vec::new();
+    for (slug, side) in [("municipality", "consumer"), ("tax", "provider")] {
+        let gw_dir = dir.path().join(slug);
+        veksel_gateway::verify_log(&gw_dir)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{point}: {slug}: {e}"));
+        let mut ids = logged_ids(&gw_dir, side).await;
+        assert!(
+            ids.remove(&served),
+            "{point}: {slug} logged the exchange after the restart"
+        );
+        logs.push(ids);
+    }
+    let provider = logs.pop().unwrap();
+    let consumer = logs.pop().unwrap();
+    (consumer, provider)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_the_provider_commits_leaves_no_record_released() {
+    let (consumer, provider) = crash_at("provider-answered").await;
+    // The signed head was out, but the body waits for the provider's commit, and the
+    // consumer's record for the body: neither side holds the crashed exchange.
+    assert!(consumer.is_empty(), "consumer: {consumer:?}");
+    assert!(provider.is_empty(), "provider: {provider:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_the_consumer_commits_leaves_only_the_provider_record() {
+    let (consumer, provider) = crash_at("consumer-verified").await;
+    // The provider committed and released the body; the consumer died checking it
+    // and never released it to its client: the provider's record is evidence of an
+    // answer given, the consumer has none of an answer received.
+    assert!(consumer.is_empty(), "consumer: {consumer:?}");
+    assert_eq!(provider.len(), 1, "provider: {provider:?}");
 }

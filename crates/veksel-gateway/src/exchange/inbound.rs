@@ -8,7 +8,7 @@
 
 use super::meta;
 use super::record::{self, Signed};
-use super::tap::{self, Tap};
+use super::tap::{self, Read, Tap};
 use super::{OpCtx, fault_response};
 use crate::ReplayClaimMode;
 use crate::body::{self, BodyEnd, GwBody};
@@ -20,6 +20,7 @@ use crate::serverconf::{LocalClient, LogMode, ServiceConfig};
 use crate::signing::MemberSigner;
 use crate::{Gateway, error_chain};
 use http::{HeaderMap, HeaderValue, Request, Response, request};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -27,10 +28,10 @@ use veksel_id::{Fault, FaultCode, Origin};
 use veksel_net::ConnInfo;
 use veksel_proto::access::{self, Caller};
 use veksel_proto::conf::Gateway as ConfGateway;
-use veksel_proto::descriptor::{self, RESPONSE_CTY, RequestDescriptor};
+use veksel_proto::descriptor::{self, RESPONSE_CTY, RequestDescriptor, ResponseDescriptor};
 use veksel_proto::headers::end_to_end;
 use veksel_proto::peer::{
-    self, Direction, RequestHead, ResponseHead, SignedTrailers, VEKSEL_OCSP_SIGNING,
+    self, Commit, Direction, RequestHead, ResponseHead, SignedTrailers, VEKSEL_OCSP_SIGNING,
 };
 use veksel_proto::r1::{self, Metaservice};
 
@@ -520,7 +521,7 @@ async fn finish(
         .as_ref()
         .map(CapturePolicy::for_response);
     let service = head.target.service.to_string();
-    let body = tap::tap(
+    let read = tap::read(
         rbody,
         Tap {
             hold_last: false,
@@ -534,9 +535,30 @@ async fn finish(
                 format!("reading the response of {service}: {e}"),
             )
         },
-        move |end| async move { sign.run(end).await.map(Some) },
+        sign,
+        |sign, end| async move { sign.run(end).await.map(Some) },
     )
     .await?;
+    let body = match read {
+        Read::Streaming(body) => body,
+        // A small answer is signed now and leaves at once with its signature in its
+        // head; its record commits while it travels, and its trailers say whether it
+        // did: the consumer's gateway checks and commits its own meanwhile, and
+        // releases the answer only once both are committed.
+        Read::Whole {
+            bytes,
+            end,
+            state: sign,
+        } => {
+            let (signed, commit) = sign.sign_first(end).await?;
+            signed.encode_into(&mut headers);
+            // The body follows its record's commit, or does not come at all: the
+            // length is said in the signed fields, not as framing.
+            headers.remove(http::header::CONTENT_LENGTH);
+            headers.insert(peer::VEKSEL_BODY_LENGTH, bytes.len().into());
+            body::released_by(bytes, commit)
+        }
+    };
     let mut resp = Response::new(body);
     *resp.status_mut() = parts.status;
     *resp.headers_mut() = headers;
@@ -577,8 +599,19 @@ impl SignAndLog {
     }
 
     async fn sign_and_log(self, end: BodyEnd) -> Result<(SignedTrailers, u16, u64, bool), Fault> {
+        let (trailers, response) = self.sign(end.digest).await?;
+        let (status, size) = (response.descriptor.status, response.descriptor.body.length);
+        let logged = self.log(&response, end.capture).await?;
+        Ok((trailers, status, size, logged))
+    }
+
+    /// The answer's descriptor, signed now.
+    async fn sign(
+        &self,
+        digest: descriptor::BodyDigest,
+    ) -> Result<(SignedTrailers, Signed<ResponseDescriptor>), Fault> {
         let created_at = self.gw.clock.now_ms();
-        let descriptor = self.head.descriptor(self.gw.id(), created_at, end.digest);
+        let descriptor = self.head.descriptor(self.gw.id(), created_at, digest);
         let bytes = descriptor::canonical_bytes(&descriptor);
         let signature = super::sign(&self.signer, RESPONSE_CTY, bytes.clone(), ORIGIN).await?;
         let trailers = SignedTrailers {
@@ -586,23 +619,74 @@ impl SignAndLog {
             created_at_ms: Some(created_at),
             body_digest: Some(descriptor.body.sha256.clone()),
         };
-        let (status, size) = (descriptor.status, descriptor.body.length);
         let response = Signed {
             descriptor,
             bytes,
             signature,
             chain: self.signer.cert_chain().to_vec(),
         };
-        let logged = record::log_exchange(
+        Ok((trailers, response))
+    }
+
+    /// Writes the provider's record; true if one was written.
+    async fn log(
+        self,
+        response: &Signed<ResponseDescriptor>,
+        response_capture: Capture,
+    ) -> Result<bool, Fault> {
+        record::log_exchange(
             &self.gw,
             Side::Provider,
             self.log_mode,
             &self.request,
-            &response,
-            (self.request_capture, end.capture),
+            response,
+            (self.request_capture, response_capture),
         )
-        .await?;
-        Ok((trailers, status, size, logged))
+        .await
+    }
+
+    /// Signs a small answer before it is sent; returns what goes in its head and the
+    /// commit of its record, which says whether the body may follow and the trailers
+    /// that end it ([`Commit`]).
+    async fn sign_first(
+        self,
+        end: BodyEnd,
+    ) -> Result<
+        (
+            SignedTrailers,
+            impl Future<Output = (bool, HeaderMap)> + Send + 'static,
+        ),
+        Fault,
+    > {
+        let (gw, mut op) = (self.gw.clone(), self.op.clone());
+        let signed = match self.sign(end.digest.clone()).await {
+            Ok(s) => s,
+            Err(f) => {
+                op.finish_fault(&gw, &f);
+                return Err(f);
+            }
+        };
+        let (head, response) = signed;
+        let commit = async move {
+            crate::crash_point("provider-answered");
+            let request_size = self.request.descriptor.body.length;
+            let (status, size) = (response.descriptor.status, response.descriptor.body.length);
+            match self.log(&response, end.capture).await {
+                Ok(logged) => {
+                    if logged {
+                        op.replay = None;
+                    }
+                    op.finish_ok(&gw, status, request_size, size);
+                    (true, Commit::Committed.encode())
+                }
+                Err(f) => {
+                    tracing::error!(fault = %f.type_string(), message = %f.message, "record of a signed answer not committed; its body withheld");
+                    op.finish_fault(&gw, &f);
+                    (false, Commit::Failed(f).encode())
+                }
+            }
+        };
+        Ok((head, commit))
     }
 }
 

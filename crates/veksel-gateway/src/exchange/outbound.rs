@@ -25,10 +25,11 @@ use tokio::sync::oneshot;
 use veksel_id::{ClientId, Fault, FaultCode, GatewayId, Origin, SubsystemId};
 use veksel_net::ConnInfo;
 use veksel_proto::conf::Gateway as ConfGateway;
-use veksel_proto::descriptor::{self, REQUEST_CTY, RequestDescriptor};
+use veksel_proto::descriptor::{self, REQUEST_CTY, RequestDescriptor, ResponseDescriptor};
 use veksel_proto::headers::{self as xh, end_to_end};
 use veksel_proto::peer::{
-    self, Direction, RequestHead, ResponseHead, SignedTrailers, VEKSEL_OCSP_SIGNING,
+    self, Commit, Direction, RequestHead, ResponseHead, SignedTrailers, VEKSEL_BODY_DIGEST,
+    VEKSEL_CREATED_AT, VEKSEL_OCSP_SIGNING, VEKSEL_SIGNATURE,
 };
 use veksel_proto::r1::{self, R1Target};
 
@@ -572,6 +573,13 @@ async fn finish(
         .capture_policy(admitted.log_mode)
         .as_ref()
         .map(CapturePolicy::for_response);
+    if headers.contains_key(VEKSEL_SIGNATURE) {
+        let bytes = signed_first(gw, op, verify, &headers, rbody, capture).await?;
+        let mut resp = Response::new(body::full(bytes));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = out_headers;
+        return Ok(resp);
+    }
     let body = tap::tap(
         rbody,
         Tap {
@@ -593,6 +601,133 @@ async fn finish(
     *resp.status_mut() = status;
     *resp.headers_mut() = out_headers;
     Ok(resp)
+}
+
+/// A small answer the provider signed in its head ([`Commit`]): its signature is
+/// checked while the provider commits its record; the body follows that commit, is
+/// checked against the signed digest, and only then is this side's record committed
+/// and the answer released. A provider that could not commit is passed on as its
+/// fault; one that never says is a broken exchange.
+async fn signed_first(
+    gw: &Arc<Gateway>,
+    op: &OpCtx,
+    verify: Verify,
+    headers: &HeaderMap,
+    rbody: GwBody,
+    capture: Option<CapturePolicy>,
+) -> Result<Bytes, Fault> {
+    let outcome = check_signed_first(verify, headers, rbody, capture).await;
+    match outcome {
+        Ok((bytes, (status, rq, rp))) => {
+            op.clone().finish_ok(gw, status, rq, rp);
+            Ok(bytes)
+        }
+        Err(f) => {
+            tracing::warn!(fault = %f.type_string(), message = %f.message, "response refused");
+            op.clone().finish_fault(gw, &f);
+            Err(f)
+        }
+    }
+}
+
+async fn check_signed_first(
+    verify: Verify,
+    headers: &HeaderMap,
+    rbody: GwBody,
+    capture: Option<CapturePolicy>,
+) -> Result<(Bytes, (u16, u64, u64)), Fault> {
+    let head = signed_head(headers);
+    let broken = |e: peer::PeerError| e.at(Origin::ClientProxy);
+    let Some(announced) = announced_body(headers) else {
+        // Nothing to check before the body: it comes, then everything is checked.
+        let (bytes, commit) = released_body(rbody).await?;
+        committed(commit.map_err(broken)?)?;
+        let end = BodyEnd {
+            digest: descriptor::BodyDigest::of(&bytes),
+            trailers: Some(head),
+            capture: Capture::of_whole(&bytes, capture.as_ref()),
+        };
+        let sizes = verify.verify_and_log(end).await?;
+        return Ok((bytes, sizes));
+    };
+    // The signature while the provider commits, then the body.
+    let checking = async { verify.check(Some(&head), announced.clone()) };
+    let (checked, released) = tokio::join!(checking, released_body(rbody));
+    let response = checked?;
+    let (bytes, commit) = released?;
+    committed(commit.map_err(broken)?)?;
+    if descriptor::BodyDigest::of(&bytes) != announced {
+        return Err(cfault(
+            FaultCode::InvalidBodyDigest,
+            "the response body does not match the digest the provider signed",
+        ));
+    }
+    crate::crash_point("consumer-verified");
+    let capture = Capture::of_whole(&bytes, capture.as_ref());
+    let sizes = verify.log(response, capture).await?;
+    Ok((bytes, sizes))
+}
+
+/// The body an answer signed in its head says it has (digest and length).
+fn announced_body(headers: &HeaderMap) -> Option<descriptor::BodyDigest> {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    Some(descriptor::BodyDigest {
+        sha256: text(VEKSEL_BODY_DIGEST)?.to_owned(),
+        length: text(peer::VEKSEL_BODY_LENGTH)?.parse().ok()?,
+    })
+}
+
+/// The provider's commit said yes, or its fault.
+fn committed(commit: Commit) -> Result<(), Fault> {
+    match commit {
+        Commit::Committed => Ok(()),
+        Commit::Failed(f) => Err(f),
+    }
+}
+
+/// The body of an answer signed in its head, and how the provider ended it.
+async fn released_body(
+    mut rbody: GwBody,
+) -> Result<(Bytes, Result<Commit, peer::PeerError>), Fault> {
+    use http_body_util::BodyExt;
+    let mut data = bytes::BytesMut::new();
+    while let Some(frame) = rbody.frame().await {
+        let frame = frame.map_err(|e| {
+            cfault(
+                FaultCode::NetworkError,
+                format!("reading the response: {}", error_chain(e.as_ref())),
+            )
+        })?;
+        match frame.into_data() {
+            Ok(d) => {
+                if data.len() + d.len() > tap::PREFETCH_LIMIT {
+                    return Err(cfault(
+                        FaultCode::TooLarge,
+                        "an answer signed in its head is larger than 256 KiB",
+                    ));
+                }
+                data.extend_from_slice(&d);
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    return Ok((data.freeze(), Commit::decode(Some(&trailers))));
+                }
+            }
+        }
+    }
+    Ok((data.freeze(), Commit::decode(None)))
+}
+
+/// The signature, its time and the body's digest, from the head of an answer signed
+/// first (the same fields as trailers otherwise carry).
+fn signed_head(headers: &HeaderMap) -> HeaderMap {
+    let mut signed = HeaderMap::new();
+    for name in [VEKSEL_SIGNATURE, VEKSEL_CREATED_AT, VEKSEL_BODY_DIGEST] {
+        for v in headers.get_all(name) {
+            signed.append(name, v.clone());
+        }
+    }
+    signed
 }
 
 /// Verifies the answer at its end, logs the exchange, records monitoring.
@@ -628,14 +763,25 @@ impl Verify {
     }
 
     async fn verify_and_log(self, end: BodyEnd) -> Result<(u16, u64, u64), Fault> {
-        let trailers =
-            SignedTrailers::decode(end.trailers.as_ref(), Direction::Response, &end.digest)
-                .map_err(|e| e.at(Origin::ClientProxy))?;
+        let response = self.check(end.trailers.as_ref(), end.digest)?;
+        crate::crash_point("consumer-verified");
+        self.log(response, end.capture).await
+    }
+
+    /// The provider's signature over the answer as received (its body's digest and
+    /// the signed fields, from the trailers or the head).
+    fn check(
+        &self,
+        signed: Option<&HeaderMap>,
+        digest: descriptor::BodyDigest,
+    ) -> Result<Signed<ResponseDescriptor>, Fault> {
+        let trailers = SignedTrailers::decode(signed, Direction::Response, &digest)
+            .map_err(|e| e.at(Origin::ClientProxy))?;
         let created_at = trailers.created_at_ms.unwrap_or_default();
         let descriptor = self.head.descriptor(
             &self.request.descriptor.provider_gateway,
             created_at,
-            end.digest,
+            digest,
         );
         let bytes = descriptor::canonical_bytes(&descriptor);
         let chain = super::verify_signature(
@@ -648,24 +794,32 @@ impl Verify {
             self.signing_staple.as_deref(),
             Origin::ClientProxy,
         )?;
-        let sizes = (
-            descriptor.status,
-            self.request.descriptor.body.length,
-            descriptor.body.length,
-        );
-        let response = Signed {
+        Ok(Signed {
             descriptor,
             bytes,
             signature: trailers.signature,
             chain,
-        };
+        })
+    }
+
+    /// This side's record of the exchange; the sizes for monitoring.
+    async fn log(
+        self,
+        response: Signed<ResponseDescriptor>,
+        capture: Capture,
+    ) -> Result<(u16, u64, u64), Fault> {
+        let sizes = (
+            response.descriptor.status,
+            self.request.descriptor.body.length,
+            response.descriptor.body.length,
+        );
         record::log_exchange(
             &self.gw,
             Side::Consumer,
             self.log_mode,
             &self.request,
             &response,
-            (self.request_capture, end.capture),
+            (self.request_capture, capture),
         )
         .await?;
         Ok(sizes)

@@ -33,17 +33,34 @@ pub(crate) struct Tap {
     pub announced_len: Option<u64>,
 }
 
-/// Passes `source` on through `finish`: returns the body to forward, or the fault of
-/// reading it (`read_fault`) or of finishing a small body. A streamed body's finish
-/// runs at its end; its fault then aborts the stream.
-pub(crate) async fn tap<F, Fut>(
+/// A body read as far as the prefetch limit.
+pub(crate) enum Read<S> {
+    /// It ended within the limit: its bytes, its end, and the finish's state, the
+    /// finish not yet run (the caller decides when and how).
+    Whole {
+        /// The body.
+        bytes: bytes::Bytes,
+        /// Its digest, trailers and copy.
+        end: BodyEnd,
+        /// What the finish would have run with.
+        state: S,
+    },
+    /// It goes on: a streaming body that runs the finish at its end.
+    Streaming(GwBody),
+}
+
+/// Reads `source` up to the prefetch limit: a small body comes back whole with the
+/// finish's `state` (nothing run yet); a larger one streams through a [`TapBody`]
+/// that runs `finish(state, end)` at its end.
+pub(crate) async fn read<S, Fut>(
     source: GwBody,
     tap: Tap,
     read_fault: impl FnOnce(BoxError) -> Fault,
-    finish: F,
-) -> Result<GwBody, Fault>
+    state: S,
+    finish: fn(S, BodyEnd) -> Fut,
+) -> Result<Read<S>, Fault>
 where
-    F: FnOnce(BodyEnd) -> Fut + Send + 'static,
+    S: Send + 'static,
     Fut: Future<Output = Result<Option<HeaderMap>, Fault>> + Send + 'static,
 {
     let prefetched = body::prefetch(source, PREFETCH_LIMIT)
@@ -59,13 +76,10 @@ where
                 trailers,
                 capture: Capture::of_whole(&bytes, tap.capture.as_ref()),
             };
-            Ok(match finish(end).await? {
-                Some(trailers) => body::with_trailers(bytes, trailers),
-                None => body::full(bytes),
-            })
+            Ok(Read::Whole { bytes, end, state })
         }
         Prefetched::Partial { prefix, rest } => {
-            let finisher: Finisher = Box::new(move |end| Box::pin(finish(end)));
+            let finisher: Finisher = Box::new(move |end| Box::pin(finish(state, end)));
             let streamed = TapBody::new(
                 rest,
                 prefix,
@@ -76,12 +90,36 @@ where
                 },
                 finisher,
             );
-            Ok(match tap.announced_len {
-                Some(n) => streamed.with_exact_len(n),
-                None => streamed,
-            }
-            .boxed())
+            Ok(Read::Streaming(
+                match tap.announced_len {
+                    Some(n) => streamed.with_exact_len(n),
+                    None => streamed,
+                }
+                .boxed(),
+            ))
         }
+    }
+}
+
+/// Passes `source` on through `finish`: returns the body to forward, or the fault of
+/// reading it (`read_fault`) or of finishing a small body. A streamed body's finish
+/// runs at its end; its fault then aborts the stream.
+pub(crate) async fn tap<F, Fut>(
+    source: GwBody,
+    tap: Tap,
+    read_fault: impl FnOnce(BoxError) -> Fault,
+    finish: F,
+) -> Result<GwBody, Fault>
+where
+    F: FnOnce(BodyEnd) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Option<HeaderMap>, Fault>> + Send + 'static,
+{
+    match read(source, tap, read_fault, finish, |f, end| f(end)).await? {
+        Read::Whole { bytes, end, state } => Ok(match state(end).await? {
+            Some(trailers) => body::with_trailers(bytes, trailers),
+            None => body::full(bytes),
+        }),
+        Read::Streaming(body) => Ok(body),
     }
 }
 

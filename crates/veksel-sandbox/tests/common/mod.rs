@@ -445,7 +445,7 @@ impl RawPeer {
         }
     }
 
-    /// Sends a raw request and returns status, headers and body.
+    /// Sends a raw request and returns status, headers (with the trailers) and body.
     pub async fn send(&mut self, r: RawRequest) -> (u16, HeaderMap, Bytes) {
         self.try_send(r).await.unwrap()
     }
@@ -511,12 +511,21 @@ impl RawPeer {
             .send_request(req)
             .await
             .map_err(|e| e.to_string())?;
-        let (parts, body) = resp.into_parts();
-        let bytes = body
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
+        let (mut parts, body) = resp.into_parts();
+        let (bytes, trailers) = match body.collect().await {
+            Ok(c) => {
+                let trailers = c.trailers().cloned();
+                (c.to_bytes(), trailers)
+            }
+            Err(_) => (Bytes::new(), None),
+        };
+        // A small answer is signed in its head and ends in trailers that say whether
+        // the provider committed it: the caller sees them with the head.
+        if let Some(trailers) = trailers {
+            for (name, value) in &trailers {
+                parts.headers.append(name, value.clone());
+            }
+        }
         Ok((parts.status.as_u16(), parts.headers, bytes))
     }
 }

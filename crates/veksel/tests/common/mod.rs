@@ -16,11 +16,18 @@ pub fn spawn(dir: &Path) -> Child {
 
 /// Starts `veksel sandbox` on ephemeral ports in `dir` with more arguments.
 pub fn spawn_with(dir: &Path, args: &[&str]) -> Child {
+    spawn_env(dir, args, &[])
+}
+
+/// Starts `veksel sandbox` on ephemeral ports in `dir` with more arguments and
+/// environment variables.
+pub fn spawn_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_veksel"))
         .args(["sandbox", "--ephemeral-ports", "--data-dir"])
         .arg(dir)
         .args(args)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
