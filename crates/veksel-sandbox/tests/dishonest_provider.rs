@@ -55,6 +55,8 @@ enum Tamper {
     /// Leaves out the provider's confirmation that its record is committed (an
     /// answer signed in its head; a streamed answer has none to leave out).
     NoCommit,
+    /// Sends more body than an answer signed in its head may have (256 KiB).
+    Oversized,
     /// Never answers.
     Hang,
 }
@@ -78,6 +80,7 @@ impl Tamper {
                 Some("Server.ClientProxy.IncorrectCertificate")
             }
             Tamper::NoCommit => Some("Server.ClientProxy.InvalidRequest"),
+            Tamper::Oversized => Some("Server.ClientProxy.TooLarge"),
             Tamper::Hang => Some("Server.ClientProxy.Timeout"),
         }
     }
@@ -264,6 +267,11 @@ async fn forward(
                         let mut changed = data.to_vec();
                         changed[0] ^= 0x01;
                         Bytes::from(changed)
+                    } else if !flipped && signed_in_head && mode == Tamper::Oversized {
+                        flipped = true;
+                        let mut padded = data.to_vec();
+                        padded.resize(data.len() + 300 * 1024, b' ');
+                        Bytes::from(padded)
                     } else {
                         data
                     };
@@ -487,6 +495,7 @@ async fn consumer_refuses_every_tampered_answer() {
         Tamper::NoChain,
         Tamper::OtherChain,
         Tamper::NoCommit,
+        Tamper::Oversized,
         Tamper::Hang,
     ];
     for shape in [
@@ -500,8 +509,11 @@ async fn consumer_refuses_every_tampered_answer() {
             if mode == Tamper::Hang && matches!(shape, Shape::StreamedResponse) {
                 continue;
             }
-            // A streamed answer has no commit confirmation to leave out.
-            if mode == Tamper::NoCommit && matches!(shape, Shape::StreamedResponse) {
+            // A streamed answer has no commit confirmation to leave out, and no limit
+            // of the head-signed form to break.
+            if matches!(mode, Tamper::NoCommit | Tamper::Oversized)
+                && matches!(shape, Shape::StreamedResponse)
+            {
                 continue;
             }
             *tamper.lock().unwrap() = mode;

@@ -579,6 +579,8 @@ async fn peer_protocol(b: Backend) {
         signing_staple: good.signing_staple.clone(),
         extra_headers: Vec::new(),
         extra_trailers: Vec::new(),
+        omit_headers: Vec::new(),
+        body_error: false,
     };
     assert!(
         good.auth_staple.is_some() && good.signing_staple.is_some(),
@@ -820,7 +822,25 @@ async fn expired_conf(b: Backend) {
     // copy expires, and the authority's published copy (signed before the jump) is
     // just as stale, so no refresh can rescue it.
     let (url, _) = net.admin(MUNICIPALITY);
+    // A connection between gateways opened while the configuration was valid: the
+    // provider refuses new handshakes once it expires, and on this one each request.
+    let mut peer = RawPeer::connect(&net, MUNICIPALITY, POPULATION, None)
+        .await
+        .unwrap();
+    // The server checks a TLS 1.3 client's certificate after the client has finished
+    // its side of the handshake: one answered request makes sure it was accepted
+    // before the clock jumps.
+    let (status, _, _) = peer.send(peer.request(&net, "/x")).await;
+    assert_eq!(status, 200);
     net.clock.advance(11 * 60 * 1000);
+    let (status, headers, _) = peer.send(peer.request(&net, "/x")).await;
+    assert_eq!(
+        (
+            status,
+            headers.get("x-road-error").and_then(|v| v.to_str().ok())
+        ),
+        (500, Some("Server.ServerProxy.OutdatedGlobalConf"))
+    );
     let body = expect_fault(
         net.r1(MUNICIPALITY, &m, &companies).await,
         500,

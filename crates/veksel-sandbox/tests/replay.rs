@@ -77,28 +77,6 @@ async fn second_node(net: &Net, mode: &str) -> (veksel_gateway::RunningGateway, 
     (node, address)
 }
 
-/// The provider-side monitoring records of one request, from the shared database.
-async fn provider_records(net: &Net, request_id: &str) -> Vec<serde_json::Value> {
-    let (admin, token) = net.admin(POPULATION);
-    for _ in 0..50 {
-        let records: Vec<serde_json::Value> = get_json(
-            net,
-            &format!("{admin}/api/v1/op-monitoring?request_id={request_id}"),
-            &token,
-        )
-        .await;
-        let provider: Vec<_> = records
-            .into_iter()
-            .filter(|r| r["side"] == "provider")
-            .collect();
-        if provider.len() >= 2 {
-            return provider;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("the second node's monitoring record did not arrive");
-}
-
 async fn two_nodes(mode: &str) {
     let Some(net) = Net::start(Backend::Postgres).await else {
         return;
@@ -125,7 +103,7 @@ async fn two_nodes(mode: &str) {
     assert!(body.is_empty() || status != 200, "{mode}: {body:?}");
     let logged = message_log(&net, POPULATION, &format!("request_id={request_id}")).await;
     assert_eq!(logged.len(), 1, "{mode}: logged once: {logged:?}");
-    let records = provider_records(&net, &request_id).await;
+    let records = provider_records(&net, &request_id, 2).await;
     let refused = records
         .iter()
         .find(|r| r["succeeded"] == false)

@@ -162,6 +162,8 @@ async fn tsa_down(b: Backend) {
     sandbox.stop().await;
     set_stamp_policy(&net.dir.path().join("municipality"), "fail-closed");
     set_stamp_policy(&net.dir.path().join("population"), "keep-serving");
+    // The tax agency fails closed too, but its stamping fails only later in the test.
+    set_stamp_policy(&net.dir.path().join("tax"), "fail-closed");
     net.sandbox = Some(
         veksel_sandbox::Sandbox::start(veksel_sandbox::SandboxOptions::new(
             net.dir.path().to_owned(),
@@ -221,6 +223,20 @@ async fn tsa_down(b: Backend) {
     let ready = net.http.get(format!("{url}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     assert!(ready.text().await.unwrap().contains("warnings"));
+
+    // A provider that fails closed refuses on its side: the keep-serving population
+    // register sends, the tax agency's gateway refuses.
+    let tax = net.sandbox().gateway(TAX).unwrap().clone();
+    stamper::stamp_and_record(&tax).await;
+    assert!(tax.stamper.status().failing_since_ms.is_some());
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    expect_fault(
+        net.r1(POPULATION, &ORGS[POPULATION].subsystem_id(), &companies())
+            .await,
+        500,
+        "Server.ServerProxy.TimestampingFailed",
+    )
+    .await;
     net.stop().await;
 }
 both_backends!(

@@ -472,10 +472,10 @@ async fn call_backend(
     }
 }
 
-/// The answer to the consumer's gateway: bound to the request by its hash, signed by
-/// the provider's member at the end of its body, and logged before the signature
-/// leaves (a small answer is signed and logged before anything is sent, so a failure
-/// becomes a proper fault response).
+/// The answer to the consumer's gateway: bound to the request by its hash and signed
+/// by the provider's member. A streamed answer is signed at its end and logged before
+/// the signature leaves; a small one is signed in its head and its body follows the
+/// commit of its record ([`SignAndLog::send_first`]).
 async fn finish(
     gw: &Arc<Gateway>,
     op: &OpCtx,
@@ -541,23 +541,11 @@ async fn finish(
     .await?;
     let body = match read {
         Read::Streaming(body) => body,
-        // A small answer is signed now and leaves at once with its signature in its
-        // head; its record commits while it travels, and its trailers say whether it
-        // did: the consumer's gateway checks and commits its own meanwhile, and
-        // releases the answer only once both are committed.
         Read::Whole {
             bytes,
             end,
             state: sign,
-        } => {
-            let (signed, commit) = sign.sign_first(end).await?;
-            signed.encode_into(&mut headers);
-            // The body follows its record's commit, or does not come at all: the
-            // length is said in the signed fields, not as framing.
-            headers.remove(http::header::CONTENT_LENGTH);
-            headers.insert(peer::VEKSEL_BODY_LENGTH, bytes.len().into());
-            body::released_by(bytes, commit)
-        }
+        } => sign.send_first(bytes, end, &mut headers).await?,
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = parts.status;
@@ -643,6 +631,25 @@ impl SignAndLog {
             (self.request_capture, response_capture),
         )
         .await
+    }
+
+    /// A small answer, signed now: it leaves at once with its signature in its head;
+    /// its record commits while it travels, and its trailers say whether it did. The
+    /// consumer's gateway checks and commits its own meanwhile, and releases the
+    /// answer only once both are committed.
+    async fn send_first(
+        self,
+        bytes: bytes::Bytes,
+        end: BodyEnd,
+        headers: &mut HeaderMap,
+    ) -> Result<GwBody, Fault> {
+        let (signed, commit) = self.sign_first(end).await?;
+        signed.encode_into(headers);
+        // The body follows its record's commit, or does not come at all: its length
+        // is said in the signed fields, not as framing.
+        headers.remove(http::header::CONTENT_LENGTH);
+        headers.insert(peer::VEKSEL_BODY_LENGTH, bytes.len().into());
+        Ok(body::released_by(bytes, commit))
     }
 
     /// Signs a small answer before it is sent; returns what goes in its head and the

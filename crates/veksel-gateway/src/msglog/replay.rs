@@ -28,9 +28,16 @@ use std::sync::Mutex;
 const MAX_IDS: usize = 4_000_000;
 
 /// Request ids seen and when each stops mattering (Unix ms).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReplayGuard {
     seen: Mutex<HashMap<u128, i64>>,
+    capacity: usize,
+}
+
+impl Default for ReplayGuard {
+    fn default() -> Self {
+        Self::with_capacity(MAX_IDS)
+    }
 }
 
 /// What the guard says about a request id.
@@ -45,6 +52,14 @@ pub enum Claim {
 }
 
 impl ReplayGuard {
+    /// A guard that holds at most `capacity` live ids.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            seen: Mutex::default(),
+            capacity,
+        }
+    }
+
     /// Claims `request_id` (a UUID, checked by the codec) until `expires_at`.
     pub fn claim(&self, request_id: &str, expires_at: i64, now: i64) -> Claim {
         let Ok(id) = uuid::Uuid::parse_str(request_id) else {
@@ -58,9 +73,9 @@ impl ReplayGuard {
             Some(&until) if until >= now => return Claim::Replayed,
             _ => {}
         }
-        if seen.len() >= MAX_IDS {
+        if seen.len() >= self.capacity {
             seen.retain(|_, until| *until >= now);
-            if seen.len() >= MAX_IDS {
+            if seen.len() >= self.capacity {
                 return Claim::Full;
             }
         }
@@ -119,6 +134,18 @@ mod tests {
         assert_eq!(g.claim(ID, 3_000, 1_001), Claim::Fresh);
         g.purge(5_000);
         assert!(g.is_empty());
+    }
+
+    #[test]
+    fn a_full_guard_refuses_rather_than_forgets() {
+        let g = ReplayGuard::with_capacity(2);
+        let ids: Vec<String> = (0..3).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+        assert_eq!(g.claim(&ids[0], 1_000, 0), Claim::Fresh);
+        assert_eq!(g.claim(&ids[1], 2_000, 0), Claim::Fresh);
+        assert_eq!(g.claim(&ids[2], 2_000, 10), Claim::Full);
+        // Once an id's window has passed, its place is free again.
+        assert_eq!(g.claim(&ids[2], 2_000, 1_001), Claim::Fresh);
+        assert_eq!(g.claim(&ids[1], 2_000, 1_001), Claim::Replayed);
     }
 
     #[test]

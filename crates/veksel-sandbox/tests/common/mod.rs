@@ -207,6 +207,29 @@ pub async fn message_log(net: &Net, org: usize, query: &str) -> Vec<serde_json::
     resp.json().await.unwrap()
 }
 
+/// The provider's monitoring records of a request, once at least `count` have arrived
+/// (they are written behind the exchange).
+pub async fn provider_records(net: &Net, request_id: &str, count: usize) -> Vec<serde_json::Value> {
+    let (admin, token) = net.admin(POPULATION);
+    for _ in 0..50 {
+        let records: Vec<serde_json::Value> = get_json(
+            net,
+            &format!("{admin}/api/v1/op-monitoring?request_id={request_id}"),
+            &token,
+        )
+        .await;
+        let provider: Vec<_> = records
+            .into_iter()
+            .filter(|r| r["side"] == "provider")
+            .collect();
+        if provider.len() >= count {
+            return provider;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("fewer than {count} provider monitoring records of {request_id} arrived");
+}
+
 /// The X-Road fault type of a response, if it has one.
 pub fn fault(resp: &reqwest::Response) -> Option<String> {
     resp.headers()
@@ -359,6 +382,10 @@ pub struct RawRequest {
     pub extra_headers: Vec<(String, String)>,
     /// Trailers appended after the signature (repeats included).
     pub extra_trailers: Vec<(String, String)>,
+    /// Headers the request is built with but that are left out.
+    pub omit_headers: Vec<&'static str>,
+    /// The body breaks off with an error after its data (the stream is reset).
+    pub body_error: bool,
 }
 
 impl RawPeer {
@@ -442,6 +469,8 @@ impl RawPeer {
             signing_staple: self.staples.1.clone(),
             extra_headers: Vec::new(),
             extra_trailers: Vec::new(),
+            omit_headers: Vec::new(),
+            body_error: false,
         }
     }
 
@@ -498,13 +527,19 @@ impl RawPeer {
             );
         }
         let body = r.sent_body.unwrap_or(r.body);
-        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
-            Ok(Frame::data(Bytes::from(body))),
-            Ok(Frame::trailers(trailers)),
-        ];
-        let req = req
+        let end = if r.body_error {
+            Err(std::io::Error::other("the raw peer breaks off its body"))
+        } else {
+            Ok(Frame::trailers(trailers))
+        };
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> =
+            vec![Ok(Frame::data(Bytes::from(body))), end];
+        let mut req = req
             .body(StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync())
             .unwrap();
+        for name in &r.omit_headers {
+            req.headers_mut().remove(*name);
+        }
         self.send.ready().await.map_err(|e| e.to_string())?;
         let resp: Response<hyper::body::Incoming> = self
             .send
