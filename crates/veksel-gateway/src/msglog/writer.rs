@@ -15,6 +15,7 @@ use super::{MessageRecord, OpRecord, leaf_record};
 use crate::merklelog::{self, HeadCache};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use veksel_merkle::Frontier;
 use veksel_store::{Backend, Db, sqlx};
@@ -55,6 +56,8 @@ enum Op {
         claim: ReplayClaim,
         reply: oneshot::Sender<Result<bool, WriteError>>,
     },
+    /// Writes monitoring records carried over from earlier batches (see [`Batcher`]).
+    Flush,
     /// Ends the writer once what was queued before it is written.
     Stop,
 }
@@ -104,16 +107,17 @@ impl LogWriter {
     /// gateway can wait for it at shutdown (it ends when every [`LogWriter`] is gone).
     pub fn start(target: Target) -> Result<(Self, Writer), String> {
         let (tx, rx) = mpsc::channel(8192);
+        let batcher = Batcher::new(tx.downgrade());
         let writer = match target {
             Target::Sqlite { path, sync_commit } => {
                 let conn = sqlite::open(&path, sync_commit)?;
                 let thread = std::thread::Builder::new()
                     .name("veksel-log-writer".into())
-                    .spawn(move || sqlite::run(conn, sync_commit, rx))
+                    .spawn(move || sqlite::run(conn, sync_commit, rx, batcher))
                     .map_err(|e| format!("message log writer thread: {e}"))?;
                 Writer::Thread(thread)
             }
-            Target::Pool(db) => Writer::Task(tokio::spawn(pool::run(db, rx))),
+            Target::Pool(db) => Writer::Task(tokio::spawn(pool::run(db, rx, batcher))),
         };
         let log = Self {
             tx,
@@ -193,21 +197,127 @@ pub enum Writer {
     Task(tokio::task::JoinHandle<()>),
 }
 
-/// Takes the operations waiting after `first`, up to a batch; true when a stop came
-/// (it is not part of the batch).
-fn fill(first: Op, rx: &mut mpsc::Receiver<Op>) -> (Vec<Op>, bool) {
-    let mut batch = Vec::with_capacity(16);
+/// How long monitoring records wait for a commit that an exchange waits for, to be
+/// written with it. At one exchange at a time the next exchange's record comes within
+/// a few milliseconds: its commit takes the previous one's monitoring along, instead of
+/// a transaction (and a wake-up of the writer) of its own per exchange and side.
+const MONITORING_WAIT: Duration = Duration::from_millis(25);
+
+/// What [`fill`] took from the queue.
+struct Filled {
+    ops: Vec<Op>,
+    stop: bool,
+    flush: bool,
+}
+
+/// Takes the operations waiting after `first`, up to a batch, and notes whether a
+/// stop (not part of the batch; nothing after it is taken) or a flush came.
+fn fill(first: Op, rx: &mut mpsc::Receiver<Op>) -> Filled {
+    let mut filled = Filled {
+        ops: Vec::with_capacity(16),
+        stop: false,
+        flush: false,
+    };
     let mut next = Some(first);
     while let Some(op) = next.take() {
-        if matches!(op, Op::Stop) {
-            return (batch, true);
+        match op {
+            Op::Stop => {
+                filled.stop = true;
+                return filled;
+            }
+            Op::Flush => filled.flush = true,
+            op => filled.ops.push(op),
         }
-        batch.push(op);
-        if batch.len() < MAX_BATCH {
+        if filled.ops.len() < MAX_BATCH {
             next = rx.try_recv().ok();
         }
     }
-    (batch, false)
+    filled
+}
+
+/// What the writer does next.
+enum Next {
+    /// Write this batch; then stop if true.
+    Write(Vec<Op>, bool),
+    /// Wait for more.
+    Wait,
+    /// Stop: nothing is left to write.
+    End,
+}
+
+/// Groups operations into the batches the writer commits. Monitoring alone is
+/// carried over to the next batch that something waits for, or written when
+/// [`MONITORING_WAIT`] has passed (a flush the batcher asks for), whichever is first.
+struct Batcher {
+    carried: Vec<Op>,
+    flush_asked: bool,
+    runtime: Option<tokio::runtime::Handle>,
+    queue: mpsc::WeakSender<Op>,
+}
+
+impl Batcher {
+    fn new(queue: mpsc::WeakSender<Op>) -> Self {
+        Self {
+            carried: Vec::new(),
+            flush_asked: false,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            queue,
+        }
+    }
+
+    /// The batch to write now, with whether a stop came; `None` while it is
+    /// monitoring alone that can wait.
+    fn next(&mut self, first: Op, rx: &mut mpsc::Receiver<Op>) -> Option<(Vec<Op>, bool)> {
+        let filled = fill(first, rx);
+        self.carried.extend(filled.ops);
+        if filled.flush {
+            self.flush_asked = false;
+        }
+        let now = filled.stop
+            || filled.flush
+            || self.carried.len() >= MAX_BATCH
+            || needs_sync(&self.carried)
+            || self.runtime.is_none();
+        if !now {
+            self.ask_for_flush();
+            return None;
+        }
+        if self.carried.is_empty() && !filled.stop {
+            return None;
+        }
+        Some((std::mem::take(&mut self.carried), filled.stop))
+    }
+
+    /// What to do after receiving `received` (`None`: the queue has closed).
+    fn take(&mut self, received: Option<Op>, rx: &mut mpsc::Receiver<Op>) -> Next {
+        let (batch, stop) = match received {
+            Some(first) => match self.next(first, rx) {
+                Some(next) => next,
+                None => return Next::Wait,
+            },
+            None => (std::mem::take(&mut self.carried), true),
+        };
+        match batch.is_empty() {
+            true => Next::End,
+            false => Next::Write(batch, stop),
+        }
+    }
+
+    fn ask_for_flush(&mut self) {
+        let Some(runtime) = self.runtime.as_ref().filter(|_| !self.flush_asked) else {
+            return;
+        };
+        self.flush_asked = true;
+        let queue = self.queue.clone();
+        // A runtime shutting down drops the task; what is carried is then written at
+        // the stop, or when the queue closes.
+        runtime.spawn(async move {
+            tokio::time::sleep(MONITORING_WAIT).await;
+            if let Some(tx) = queue.upgrade() {
+                let _ = tx.send(Op::Flush).await;
+            }
+        });
+    }
 }
 
 /// Answers each operation of a batch: its own outcome, or the batch's failure.
@@ -235,7 +345,7 @@ fn reply(batch: Vec<Op>, outcome: Result<Vec<Done>, String>) {
                     tracing::warn!(error = %e, "operational monitoring record lost");
                 }
             }
-            Op::Stop => {}
+            Op::Flush | Op::Stop => {}
         }
     }
 }
@@ -311,11 +421,15 @@ fn size_i64(n: u64) -> i64 {
 mod pool {
     use super::*;
 
-    pub(super) async fn run(db: Db, mut rx: mpsc::Receiver<Op>) {
+    pub(super) async fn run(db: Db, mut rx: mpsc::Receiver<Op>, mut batcher: Batcher) {
         let mut head = HeadCache::default();
         let mut known = KnownChains::default();
-        while let Some(first) = rx.recv().await {
-            let (batch, stop) = fill(first, &mut rx);
+        loop {
+            let (batch, stop) = match batcher.take(rx.recv().await, &mut rx) {
+                Next::Write(batch, stop) => (batch, stop),
+                Next::Wait => continue,
+                Next::End => return,
+            };
             let outcome = match write(&db, &batch, &head, &known).await {
                 Ok((done, new_head, new_chains)) => {
                     if let Some((frontier, root_at)) = new_head {
@@ -408,7 +522,7 @@ mod pool {
                         false => Done::AlreadyClaimed,
                     }
                 }
-                Op::Stop => Done::Written,
+                Op::Flush | Op::Stop => Done::Written,
             };
             done.push(d);
         }
@@ -520,11 +634,20 @@ mod sqlite {
         Ok(conn)
     }
 
-    pub(super) fn run(mut conn: Connection, sync_commit: bool, mut rx: mpsc::Receiver<Op>) {
+    pub(super) fn run(
+        mut conn: Connection,
+        sync_commit: bool,
+        mut rx: mpsc::Receiver<Op>,
+        mut batcher: Batcher,
+    ) {
         let mut head = HeadCache::default();
         let mut known = KnownChains::default();
-        while let Some(first) = rx.blocking_recv() {
-            let (batch, stop) = fill(first, &mut rx);
+        loop {
+            let (batch, stop) = match batcher.take(rx.blocking_recv(), &mut rx) {
+                Next::Write(batch, stop) => (batch, stop),
+                Next::Wait => continue,
+                Next::End => return,
+            };
             // Monitoring alone commits without waiting for the disk (see needs_sync).
             let relax = sync_commit && !needs_sync(&batch);
             if relax {
@@ -611,7 +734,7 @@ mod sqlite {
                         false => Done::AlreadyClaimed,
                     }
                 }
-                Op::Stop => Done::Written,
+                Op::Flush | Op::Stop => Done::Written,
             };
             done.push(d);
         }
@@ -737,5 +860,96 @@ mod sqlite {
             r.fault_message,
         ])?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn monitoring(request_id: &str) -> Op {
+        Op::Monitor {
+            record: Box::new(OpRecord {
+                request_id: request_id.into(),
+                side: "provider".into(),
+                xroad_id: String::new(),
+                client: String::new(),
+                service: String::new(),
+                method: "GET".into(),
+                consumer_gateway: String::new(),
+                provider_gateway: String::new(),
+                request_in_ts: 0,
+                request_out_ts: None,
+                response_in_ts: None,
+                response_out_ts: 0,
+                request_size: 0,
+                response_size: 0,
+                status_code: None,
+                succeeded: true,
+                fault_code: None,
+                fault_message: None,
+            }),
+            replay: None,
+        }
+    }
+
+    fn claim(request_id: &str) -> Op {
+        let (reply, _) = oneshot::channel();
+        Op::Claim {
+            claim: ReplayClaim {
+                request_id: request_id.into(),
+                expires_at: 0,
+            },
+            reply,
+        }
+    }
+
+    fn ids(batch: &[Op]) -> Vec<&str> {
+        batch
+            .iter()
+            .map(|op| match op {
+                Op::Monitor { record, .. } => record.request_id.as_str(),
+                Op::Claim { claim, .. } => claim.request_id.as_str(),
+                _ => "other",
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn monitoring_rides_with_the_next_commit_or_is_flushed() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut batcher = Batcher::new(tx.downgrade());
+
+        // Monitoring alone waits; the next operation that needs a commit takes it along,
+        // in the order they came.
+        assert!(batcher.next(monitoring("a"), &mut rx).is_none());
+        let (batch, stop) = batcher.next(claim("b"), &mut rx).unwrap();
+        assert_eq!((ids(&batch), stop), (vec!["a", "b"], false));
+
+        // With nothing after it, the flush the batcher asked for writes it.
+        assert!(batcher.next(monitoring("c"), &mut rx).is_none());
+        let flush = rx.recv().await.unwrap();
+        assert!(matches!(flush, Op::Flush));
+        let (batch, _) = batcher.next(flush, &mut rx).unwrap();
+        assert_eq!(ids(&batch), vec!["c"]);
+
+        // A stop writes what is carried; so does the queue closing.
+        assert!(batcher.next(monitoring("d"), &mut rx).is_none());
+        let (batch, stop) = batcher.next(Op::Stop, &mut rx).unwrap();
+        assert_eq!((ids(&batch), stop), (vec!["d"], true));
+        assert!(batcher.next(monitoring("e"), &mut rx).is_none());
+        assert!(matches!(
+            batcher.take(None, &mut rx),
+            Next::Write(batch, true) if ids(&batch) == vec!["e"]
+        ));
+        assert!(matches!(batcher.take(None, &mut rx), Next::End));
+    }
+
+    #[test]
+    fn without_a_runtime_monitoring_is_written_at_once() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut batcher = Batcher::new(tx.downgrade());
+        let (batch, stop) = batcher.next(monitoring("a"), &mut rx).unwrap();
+        assert_eq!((ids(&batch), stop), (vec!["a"], false));
     }
 }
