@@ -422,32 +422,6 @@ async fn call(net: &Net, shape: Shape) -> Outcome {
     }
 }
 
-/// The municipality gateway's newest operational record.
-async fn last_op_record(net: &Net) -> serde_json::Value {
-    let (url, token) = net.admin(MUNICIPALITY);
-    // Monitoring records are written behind the exchange: wait for this one.
-    for _ in 0..50 {
-        let records: Vec<serde_json::Value> =
-            get_json(net, &format!("{url}/api/v1/op-monitoring?limit=1"), &token).await;
-        if let Some(r) = records.into_iter().next() {
-            return r;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("no operational record");
-}
-
-async fn op_records(net: &Net) -> usize {
-    let (url, token) = net.admin(MUNICIPALITY);
-    let records: Vec<serde_json::Value> = get_json(
-        net,
-        &format!("{url}/api/v1/op-monitoring?limit=1000"),
-        &token,
-    )
-    .await;
-    records.len()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_refuses_every_tampered_answer() {
     let mut net = Net::start(Backend::Sqlite).await.unwrap();
@@ -519,7 +493,6 @@ async fn consumer_refuses_every_tampered_answer() {
             *tamper.lock().unwrap() = mode;
             let head_signed_before = SIGNED_IN_HEAD.load(std::sync::atomic::Ordering::SeqCst);
             let logged_before = message_log(&net, MUNICIPALITY, "limit=1000").await.len();
-            let ops_before = op_records(&net).await;
             let got = call(&net, shape).await;
             let case = format!("{shape:?} {mode:?}");
             if mode != Tamper::Hang {
@@ -551,19 +524,13 @@ async fn consumer_refuses_every_tampered_answer() {
                     got.received
                 );
                 // Monitoring is written behind the exchange: wait for this record.
-                let mut record = last_op_record(&net).await;
-                for _ in 0..50 {
-                    if op_records(&net).await > ops_before {
-                        record = last_op_record(&net).await;
-                        break;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                assert_eq!(
-                    record["request_id"].as_str(),
-                    got.request_id.as_deref(),
-                    "{case}"
-                );
+                let request_id = got
+                    .request_id
+                    .as_deref()
+                    .expect("the answer names its request");
+                let record =
+                    monitoring_records(&net, MUNICIPALITY, "consumer", request_id, 1).await;
+                let record = &record[0];
                 assert_eq!(record["succeeded"], false, "{case}");
                 assert_eq!(record["fault_code"], expected, "{case}");
             } else {

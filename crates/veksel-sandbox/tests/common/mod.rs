@@ -210,7 +210,19 @@ pub async fn message_log(net: &Net, org: usize, query: &str) -> Vec<serde_json::
 /// The provider's monitoring records of a request, once at least `count` have arrived
 /// (they are written behind the exchange).
 pub async fn provider_records(net: &Net, request_id: &str, count: usize) -> Vec<serde_json::Value> {
-    let (admin, token) = net.admin(POPULATION);
+    monitoring_records(net, POPULATION, "provider", request_id, count).await
+}
+
+/// A gateway's monitoring records of a request on one side (`consumer`, `provider`),
+/// once at least `count` have arrived.
+pub async fn monitoring_records(
+    net: &Net,
+    org: usize,
+    side: &str,
+    request_id: &str,
+    count: usize,
+) -> Vec<serde_json::Value> {
+    let (admin, token) = net.admin(org);
     for _ in 0..50 {
         let records: Vec<serde_json::Value> = get_json(
             net,
@@ -218,16 +230,13 @@ pub async fn provider_records(net: &Net, request_id: &str, count: usize) -> Vec<
             &token,
         )
         .await;
-        let provider: Vec<_> = records
-            .into_iter()
-            .filter(|r| r["side"] == "provider")
-            .collect();
-        if provider.len() >= count {
-            return provider;
+        let of_side: Vec<_> = records.into_iter().filter(|r| r["side"] == side).collect();
+        if of_side.len() >= count {
+            return of_side;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    panic!("fewer than {count} provider monitoring records of {request_id} arrived");
+    panic!("fewer than {count} {side} monitoring records of {request_id} arrived");
 }
 
 /// The X-Road fault type of a response, if it has one.
