@@ -23,6 +23,7 @@ pub mod jws;
 pub mod ledger;
 pub mod management;
 pub mod meta;
+pub mod oauth;
 pub mod peer;
 pub mod r1;
 

@@ -1,0 +1,508 @@
+//! The client assertion of OAuth 2.0's JWT-bearer grant (RFC 7523 §2.1) in
+//! Maskinporten's shape, and the checks a token service makes of it before it looks
+//! anything up: the form and algorithm, the signature with the key the assertion
+//! names, the audience, the time window and the requested scopes. Replay of `jti`,
+//! whether the key belongs to a member, and whether a scope is registered and granted
+//! need the token service's state and are checked there.
+//!
+//! Stricter than Maskinporten where its users were let down (see
+//! `shared/reference/nordic.md` §2): scopes are matched whole, never by prefix, and
+//! an assertion may live at most [`MAX_ASSERTION_LIFETIME_SECS`].
+
+use crate::jws::{JwsError, Unverified};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+
+/// The grant type of the JWT-bearer grant.
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// Longest life of an assertion, `exp − iat`, seconds.
+pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 120;
+/// Clock difference tolerated between the client and the token service, seconds.
+pub const MAX_CLOCK_SKEW_SECS: i64 = 10;
+/// Longest assertion accepted, bytes (it may carry a certificate chain).
+pub const MAX_ASSERTION_LEN: usize = 24 * 1024;
+/// Most scopes one grant may ask for.
+pub const MAX_SCOPES: usize = 32;
+/// Longest scope name.
+pub const MAX_SCOPE_LEN: usize = 128;
+
+/// Why an assertion is refused, each with its RFC 6749 §5.2 error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssertionError {
+    /// Not a compact JWS with JSON header and claims, or over the size limit.
+    #[error("the assertion is malformed: {0}")]
+    Malformed(String),
+    /// An algorithm other than ES256 (`none`, HS256, RS256, …).
+    #[error("the assertion's algorithm {0:?} is not accepted; only ES256 is")]
+    UnsupportedAlgorithm(String),
+    /// Neither a `kid` nor an `x5c` chain names the key, or both do.
+    #[error("the assertion must name its key by exactly one of kid and x5c")]
+    NoKey,
+    /// The signature does not verify with the named key.
+    #[error("the assertion's signature does not verify")]
+    BadSignature,
+    /// A claim the grant needs is missing or empty.
+    #[error("the assertion has no {0} claim")]
+    MissingClaim(&'static str),
+    /// `aud` is not this token service.
+    #[error("the assertion's audience {got:?} is not this token service ({expected})")]
+    WrongAudience {
+        /// The token service's issuer identifier.
+        expected: String,
+        /// What the assertion named.
+        got: Vec<String>,
+    },
+    /// `exp` has passed.
+    #[error("the assertion expired at {exp} (now {now})")]
+    Expired {
+        /// The assertion's `exp`.
+        exp: i64,
+        /// The token service's time.
+        now: i64,
+    },
+    /// `iat` (or `nbf`) is later than now allows.
+    #[error("the assertion is issued in the future ({iat}, now {now})")]
+    NotYetValid {
+        /// The assertion's `iat` or `nbf`.
+        iat: i64,
+        /// The token service's time.
+        now: i64,
+    },
+    /// `exp − iat` is over [`MAX_ASSERTION_LIFETIME_SECS`].
+    #[error("the assertion lives {0} s; at most {MAX_ASSERTION_LIFETIME_SECS} s are accepted")]
+    TooLongLived(i64),
+    /// The scope list is empty, too long or not well formed.
+    #[error("invalid scope: {0}")]
+    InvalidScope(String),
+}
+
+impl AssertionError {
+    /// The OAuth 2.0 error code of the token endpoint's answer: the assertion is the
+    /// grant, so a bad one is `invalid_grant` (RFC 7523 §3.1), a bad scope list
+    /// `invalid_scope`.
+    pub fn oauth_error(&self) -> &'static str {
+        match self {
+            Self::InvalidScope(_) => "invalid_scope",
+            _ => "invalid_grant",
+        }
+    }
+}
+
+impl From<JwsError> for AssertionError {
+    fn from(e: JwsError) -> Self {
+        match e {
+            JwsError::UnsupportedAlgorithm(alg) => Self::UnsupportedAlgorithm(alg),
+            JwsError::BadSignature | JwsError::BadKey => Self::BadSignature,
+            other => Self::Malformed(other.to_string()),
+        }
+    }
+}
+
+/// A one-or-many claim (`aud`, `resource`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One value.
+    One(String),
+    /// Several values.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values.
+    pub fn values(&self) -> Vec<String> {
+        match self {
+            Self::One(v) => vec![v.clone()],
+            Self::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// The claims of a client assertion.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AssertionClaims {
+    /// The client: the member's or subsystem's identifier.
+    #[serde(default)]
+    pub iss: String,
+    /// Must name the token service.
+    pub aud: Option<OneOrMany>,
+    /// Issued at, Unix seconds.
+    pub iat: Option<i64>,
+    /// Not before, Unix seconds.
+    pub nbf: Option<i64>,
+    /// Expires at, Unix seconds.
+    pub exp: Option<i64>,
+    /// Unique id; the token service refuses it a second time.
+    #[serde(default)]
+    pub jti: String,
+    /// Space-separated scopes asked for.
+    #[serde(default)]
+    pub scope: String,
+    /// RFC 8707 resource indicators: the audience of the access token.
+    pub resource: Option<OneOrMany>,
+    /// The member a supplier acts for (Maskinporten's delegation).
+    pub consumer_org: Option<String>,
+    /// RFC 9396 authorization details, passed on to the access token.
+    pub authorization_details: Option<serde_json::Value>,
+}
+
+/// Where the verifying key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRef {
+    /// A key registered to the client under this id.
+    Kid(String),
+    /// A certificate chain, leaf first (DER), to be validated against the network's CAs.
+    Chain(Vec<Vec<u8>>),
+}
+
+/// An assertion whose form is checked and whose signature is not.
+#[derive(Debug, Clone)]
+pub struct ParsedAssertion {
+    jws: Unverified,
+    key: KeyRef,
+}
+
+#[derive(Deserialize)]
+struct KidOnly {
+    kid: Option<String>,
+}
+
+impl ParsedAssertion {
+    /// Parses a compact JWS assertion: ES256 only, the key named by `kid` or `x5c`.
+    pub fn parse(assertion: &str) -> Result<Self, AssertionError> {
+        if assertion.len() > MAX_ASSERTION_LEN {
+            return Err(AssertionError::Malformed(format!(
+                "longer than {MAX_ASSERTION_LEN} bytes"
+            )));
+        }
+        let jws = Unverified::parse(assertion, None)?;
+        // The shared header type does not read `kid`; only assertions use it.
+        let header_json = assertion
+            .split('.')
+            .next()
+            .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+            .ok_or_else(|| AssertionError::Malformed("header is not base64url".into()))?;
+        let kid = serde_json::from_slice::<KidOnly>(&header_json)
+            .map_err(|_| AssertionError::Malformed("kid is not a string".into()))?
+            .kid;
+        let key = match (kid, jws.header.x5c.is_empty()) {
+            (Some(kid), true) if !kid.is_empty() => KeyRef::Kid(kid),
+            (None, false) => KeyRef::Chain(jws.header.chain_der()?),
+            _ => return Err(AssertionError::NoKey),
+        };
+        Ok(Self { jws, key })
+    }
+
+    /// The key the assertion names; the caller resolves it.
+    pub fn key(&self) -> &KeyRef {
+        &self.key
+    }
+
+    /// The claims before the signature is checked: to find the client's keys only.
+    pub fn unverified_claims(&self) -> Result<AssertionClaims, AssertionError> {
+        claims(&self.jws.unverified_payload()?)
+    }
+
+    /// Verifies the signature with the resolved key (an uncompressed P-256 point)
+    /// and checks the claims against the token service `issuer` at `now` (Unix s).
+    pub fn verify(
+        &self,
+        public_key_point: &[u8],
+        issuer: &str,
+        now: i64,
+    ) -> Result<AssertionClaims, AssertionError> {
+        let claims = claims(&self.jws.verify(public_key_point)?)?;
+        check_claims(&claims, issuer, now)?;
+        Ok(claims)
+    }
+}
+
+fn claims(payload: &[u8]) -> Result<AssertionClaims, AssertionError> {
+    serde_json::from_slice(payload)
+        .map_err(|e| AssertionError::Malformed(format!("claims are not the expected JSON: {e}")))
+}
+
+/// The checks of the claims that need no state.
+pub fn check_claims(c: &AssertionClaims, issuer: &str, now: i64) -> Result<(), AssertionError> {
+    if c.iss.is_empty() {
+        return Err(AssertionError::MissingClaim("iss"));
+    }
+    if c.jti.is_empty() {
+        return Err(AssertionError::MissingClaim("jti"));
+    }
+    let aud = c
+        .aud
+        .as_ref()
+        .ok_or(AssertionError::MissingClaim("aud"))?
+        .values();
+    // Exactly the token service: a list that also names others is refused, so an
+    // assertion made for one service cannot be spent at another.
+    if aud.len() != 1 || aud[0] != issuer {
+        return Err(AssertionError::WrongAudience {
+            expected: issuer.to_owned(),
+            got: aud,
+        });
+    }
+    let iat = c.iat.ok_or(AssertionError::MissingClaim("iat"))?;
+    let exp = c.exp.ok_or(AssertionError::MissingClaim("exp"))?;
+    for start in [Some(iat), c.nbf].into_iter().flatten() {
+        if start > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
+            return Err(AssertionError::NotYetValid { iat: start, now });
+        }
+    }
+    if exp <= now.saturating_sub(MAX_CLOCK_SKEW_SECS) {
+        return Err(AssertionError::Expired { exp, now });
+    }
+    let lifetime = exp.saturating_sub(iat);
+    if lifetime > MAX_ASSERTION_LIFETIME_SECS {
+        return Err(AssertionError::TooLongLived(lifetime));
+    }
+    scopes(&c.scope)?;
+    Ok(())
+}
+
+/// The scopes of a `scope` claim (RFC 6749 §3.3): distinct names of visible ASCII
+/// without `"` or `\`, separated by single spaces.
+pub fn scopes(scope: &str) -> Result<Vec<&str>, AssertionError> {
+    if scope.is_empty() {
+        return Err(AssertionError::InvalidScope("no scope asked for".into()));
+    }
+    let names: Vec<&str> = scope.split(' ').collect();
+    if names.len() > MAX_SCOPES {
+        return Err(AssertionError::InvalidScope(format!(
+            "more than {MAX_SCOPES} scopes"
+        )));
+    }
+    for (i, name) in names.iter().enumerate() {
+        let well_formed = !name.is_empty()
+            && name.len() <= MAX_SCOPE_LEN
+            && name
+                .bytes()
+                .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\');
+        if !well_formed {
+            return Err(AssertionError::InvalidScope(format!(
+                "{name:?} is not a scope name"
+            )));
+        }
+        if names[..i].contains(name) {
+            return Err(AssertionError::InvalidScope(format!("{name} asked twice")));
+        }
+    }
+    Ok(names)
+}
+
+/// Whether `granted` contains `asked` as a whole name (never by prefix).
+pub fn scope_granted(granted: &[&str], asked: &str) -> bool {
+    granted.contains(&asked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jws::{SoftwareSigner, generate_p256_pkcs8};
+    use base64::engine::general_purpose::STANDARD;
+
+    const ISSUER: &str = "https://authority.test/token";
+    const NOW: i64 = 1_800_000_000;
+
+    fn key() -> (SoftwareSigner, Vec<u8>) {
+        let s = SoftwareSigner::from_pkcs8(&generate_p256_pkcs8().unwrap(), vec![]).unwrap();
+        let public = s.public_key();
+        (s, public)
+    }
+
+    fn claims_json() -> serde_json::Value {
+        serde_json::json!({
+            "iss": "DEV:MUN:30000003",
+            "aud": ISSUER,
+            "iat": NOW,
+            "exp": NOW + 60,
+            "jti": "0b5c3e5e-7a61-4c55-9d5e-1c0e4d2c9b01",
+            "scope": "dev:population/persons dev:tax/incomes",
+        })
+    }
+
+    /// A compact JWS with any header, signed by `key` over `header.payload`.
+    fn assertion(
+        key: &SoftwareSigner,
+        header: serde_json::Value,
+        claims: serde_json::Value,
+    ) -> String {
+        use crate::jws::Signer;
+        let h = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap());
+        let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+        let sig = key.sign(format!("{h}.{p}").as_bytes()).unwrap();
+        format!("{h}.{p}.{}", URL_SAFE_NO_PAD.encode(sig))
+    }
+
+    fn es256_kid() -> serde_json::Value {
+        serde_json::json!({"alg": "ES256", "kid": "key-1"})
+    }
+
+    fn verify(a: &str, public: &[u8]) -> Result<AssertionClaims, AssertionError> {
+        ParsedAssertion::parse(a)?.verify(public, ISSUER, NOW)
+    }
+
+    #[test]
+    fn a_good_assertion_passes_and_names_its_key() {
+        let (k, public) = key();
+        let a = assertion(&k, es256_kid(), claims_json());
+        let parsed = ParsedAssertion::parse(&a).unwrap();
+        assert_eq!(parsed.key(), &KeyRef::Kid("key-1".into()));
+        let c = parsed.verify(&public, ISSUER, NOW).unwrap();
+        assert_eq!(
+            scopes(&c.scope).unwrap(),
+            ["dev:population/persons", "dev:tax/incomes"]
+        );
+
+        // A chain names the key as well; the caller validates it.
+        let chain = serde_json::json!({"alg": "ES256", "x5c": [STANDARD.encode(b"leaf")]});
+        let parsed = ParsedAssertion::parse(&assertion(&k, chain, claims_json())).unwrap();
+        assert_eq!(parsed.key(), &KeyRef::Chain(vec![b"leaf".to_vec()]));
+    }
+
+    #[test]
+    fn the_wrong_key_and_other_algorithms_are_refused() {
+        let (k, public) = key();
+        let (_, other_public) = key();
+        let a = assertion(&k, es256_kid(), claims_json());
+        assert_eq!(verify(&a, &other_public), Err(AssertionError::BadSignature));
+        // Claims widened after signing.
+        let mut parts: Vec<String> = a.split('.').map(str::to_owned).collect();
+        let mut wider = claims_json();
+        wider["scope"] = "dev:population/persons dev:population/search".into();
+        parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&wider).unwrap());
+        assert_eq!(
+            verify(&parts.join("."), &public),
+            Err(AssertionError::BadSignature)
+        );
+
+        // alg none with no signature, and HS256 "signed" with the public key as secret.
+        for alg in ["none", "HS256", "RS256"] {
+            let h = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","kid":"key-1"}}"#));
+            let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims_json()).unwrap());
+            let forged = format!("{h}.{p}.{}", URL_SAFE_NO_PAD.encode(b"mac"));
+            let e = ParsedAssertion::parse(&forged).unwrap_err();
+            assert_eq!(e, AssertionError::UnsupportedAlgorithm(alg.into()));
+            assert_eq!(e.oauth_error(), "invalid_grant");
+        }
+    }
+
+    #[test]
+    fn the_key_is_named_exactly_once() {
+        let (k, _) = key();
+        for header in [
+            serde_json::json!({"alg": "ES256"}),
+            serde_json::json!({"alg": "ES256", "kid": ""}),
+            serde_json::json!({"alg": "ES256", "kid": "k", "x5c": [STANDARD.encode(b"c")]}),
+        ] {
+            let e = ParsedAssertion::parse(&assertion(&k, header.clone(), claims_json()));
+            assert_eq!(e.unwrap_err(), AssertionError::NoKey, "{header}");
+        }
+        let crit = serde_json::json!({"alg": "ES256", "kid": "k", "crit": ["exp"]});
+        let e = ParsedAssertion::parse(&assertion(&k, crit, claims_json())).unwrap_err();
+        assert!(matches!(e, AssertionError::Malformed(_)), "{e}");
+        let long = "a".repeat(MAX_ASSERTION_LEN + 1);
+        assert!(matches!(
+            ParsedAssertion::parse(&long),
+            Err(AssertionError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn each_claim_check_refuses() {
+        let (k, public) = key();
+        let with = |change: &dyn Fn(&mut serde_json::Value)| {
+            let mut c = claims_json();
+            change(&mut c);
+            verify(&assertion(&k, es256_kid(), c), &public)
+        };
+        assert_eq!(
+            with(&|c| c["aud"] = "https://elsewhere.test/token".into()).unwrap_err(),
+            AssertionError::WrongAudience {
+                expected: ISSUER.into(),
+                got: vec!["https://elsewhere.test/token".into()],
+            }
+        );
+        assert!(matches!(
+            with(&|c| c["aud"] = serde_json::json!([ISSUER, "https://other.test"])),
+            Err(AssertionError::WrongAudience { .. })
+        ));
+        assert!(with(&|c| c["aud"] = serde_json::json!([ISSUER])).is_ok());
+        assert_eq!(
+            with(&|c| {
+                c["iat"] = (NOW - 200).into();
+                c["exp"] = (NOW - 100).into();
+            })
+            .unwrap_err(),
+            AssertionError::Expired {
+                exp: NOW - 100,
+                now: NOW
+            }
+        );
+        assert_eq!(
+            with(&|c| c["exp"] = (NOW + 121).into()).unwrap_err(),
+            AssertionError::TooLongLived(121)
+        );
+        assert!(with(&|c| c["exp"] = (NOW + 120).into()).is_ok());
+        assert_eq!(
+            with(&|c| {
+                c["iat"] = (NOW + 11).into();
+                c["exp"] = (NOW + 60).into();
+            })
+            .unwrap_err(),
+            AssertionError::NotYetValid {
+                iat: NOW + 11,
+                now: NOW
+            }
+        );
+        // Within the skew either way.
+        assert!(with(&|c| c["iat"] = (NOW + 10).into()).is_ok());
+        assert!(
+            with(&|c| {
+                c["iat"] = (NOW - 100).into();
+                c["exp"] = (NOW - 5).into();
+            })
+            .is_ok()
+        );
+        assert!(matches!(
+            with(&|c| c["nbf"] = (NOW + 30).into()),
+            Err(AssertionError::NotYetValid { .. })
+        ));
+        for claim in ["iss", "jti", "aud", "iat", "exp"] {
+            let e = with(&|c| {
+                c.as_object_mut().unwrap().remove(claim);
+            })
+            .unwrap_err();
+            assert_eq!(e, AssertionError::MissingClaim(claim));
+        }
+        let e = with(&|c| c["scope"] = "".into()).unwrap_err();
+        assert_eq!(e.oauth_error(), "invalid_scope");
+        assert!(matches!(
+            with(&|c| c["iat"] = "yesterday".into()),
+            Err(AssertionError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn scopes_are_whole_names() {
+        assert!(scopes("a  b").is_err());
+        assert!(scopes(" a").is_err());
+        assert!(scopes("a a").is_err());
+        assert!(scopes("a\"b").is_err());
+        assert!(scopes("æ").is_err());
+        assert!(scopes(&"x".repeat(MAX_SCOPE_LEN + 1)).is_err());
+        let many = (0..=MAX_SCOPES)
+            .map(|i| format!("s{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(scopes(&many).is_err());
+        // Granted "dev:population" does not grant "dev:population/persons", nor the
+        // other way round.
+        let granted = scopes("dev:population dev:tax/incomes").unwrap();
+        assert!(scope_granted(&granted, "dev:population"));
+        assert!(!scope_granted(&granted, "dev:population/persons"));
+        assert!(!scope_granted(&granted, "dev:tax"));
+    }
+}
