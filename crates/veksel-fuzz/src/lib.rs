@@ -385,3 +385,42 @@ pub fn peer_message(data: &[u8]) {
         assert_eq!(back.request_id, head.request_id);
     }
 }
+
+/// JWT-bearer client assertions (RFC 7523) as a token service receives them. The bytes
+/// go in as the assertion itself: no panic, and the key that signs nothing here
+/// verifies nothing. And, when they read as claims, signed with a test key: then the
+/// verifier's verdict is exactly that of the claim checks alone.
+pub fn client_assertion(data: &[u8]) {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use veksel_proto::jws::Signer;
+    use veksel_proto::oauth::{AssertionClaims, ParsedAssertion, check_claims};
+    const ISSUER: &str = "https://authority.test/token";
+    const NOW: i64 = 1_800_000_000;
+    let (signer, public) = conf_key();
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(parsed) = ParsedAssertion::parse(text)
+    {
+        let _ = parsed.unverified_claims();
+        assert!(
+            parsed.verify(public, ISSUER, NOW).is_err(),
+            "a signature no one made here verifies"
+        );
+    }
+    // Small enough that its base64url stays within the assertion limit.
+    if data.len() > 8 * 1024 {
+        return;
+    }
+    if let Ok(claims) = serde_json::from_slice::<AssertionClaims>(data) {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","kid":"fuzz"}"#);
+        let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(data));
+        let signature = signer.sign(input.as_bytes()).expect("sign");
+        let jwt = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature));
+        let verdict = ParsedAssertion::parse(&jwt).and_then(|p| p.verify(public, ISSUER, NOW));
+        assert_eq!(
+            verdict.map(|_| ()),
+            check_claims(&claims, ISSUER, NOW),
+            "the verifier and the claim checks disagree"
+        );
+    }
+}

@@ -46,4 +46,5 @@ corpora!(
     tsa_ocsp,
     ledger,
     peer_message,
+    client_assertion,
 );
