@@ -61,6 +61,10 @@ pub struct Header {
     /// The signing certificate chain, standard base64 DER, leaf first.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub x5c: Vec<String>,
+    /// A key registered under this id (OAuth client assertions); veksel's own
+    /// messages name their certificate instead.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kid: Option<String>,
     /// RFC 7515 §4.1.11 `crit`: extensions the verifier must understand. veksel
     /// understands none, so a header that has it is refused; never written.
     #[serde(skip_serializing, default)]
@@ -111,6 +115,7 @@ fn header_for(signer: &dyn Signer, cty: &str, with_chain: bool) -> Header {
         } else {
             Vec::new()
         },
+        kid: None,
         crit: None,
         b64: None,
     }

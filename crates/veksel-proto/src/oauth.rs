@@ -10,8 +10,6 @@
 //! an assertion may live at most [`MAX_ASSERTION_LIFETIME_SECS`].
 
 use crate::jws::{JwsError, Unverified};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
 /// The grant type of the JWT-bearer grant.
@@ -163,11 +161,6 @@ pub struct ParsedAssertion {
     key: KeyRef,
 }
 
-#[derive(Deserialize)]
-struct KidOnly {
-    kid: Option<String>,
-}
-
 impl ParsedAssertion {
     /// Parses a compact JWS assertion: ES256 only, the key named by `kid` or `x5c`.
     pub fn parse(assertion: &str) -> Result<Self, AssertionError> {
@@ -177,16 +170,7 @@ impl ParsedAssertion {
             )));
         }
         let jws = Unverified::parse(assertion, None)?;
-        // The shared header type does not read `kid`; only assertions use it.
-        let header_json = assertion
-            .split('.')
-            .next()
-            .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
-            .ok_or_else(|| AssertionError::Malformed("header is not base64url".into()))?;
-        let kid = serde_json::from_slice::<KidOnly>(&header_json)
-            .map_err(|_| AssertionError::Malformed("kid is not a string".into()))?
-            .kid;
-        let key = match (kid, jws.header.x5c.is_empty()) {
+        let key = match (jws.header.kid.clone(), jws.header.x5c.is_empty()) {
             (Some(kid), true) if !kid.is_empty() => KeyRef::Kid(kid),
             (None, false) => KeyRef::Chain(jws.header.chain_der()?),
             _ => return Err(AssertionError::NoKey),
@@ -301,7 +285,8 @@ pub fn scope_granted(granted: &[&str], asked: &str) -> bool {
 mod tests {
     use super::*;
     use crate::jws::{SoftwareSigner, generate_p256_pkcs8};
-    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
     const ISSUER: &str = "https://authority.test/token";
     const NOW: i64 = 1_800_000_000;

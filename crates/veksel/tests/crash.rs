@@ -124,22 +124,10 @@ async fn kill_9_under_load(postgres: Option<String>) {
         }
         child = spawn(dir.path());
         info = wait_ready(&http, dir.path()).await;
-        let resp = http
-            .get(format!(
-                "{}/r1/DEV/GOV/10000002/tax/companies/1234567{round}",
-                info["gateways"][2]["client_url"].as_str().unwrap()
-            ))
-            .header("X-Road-Client", MUNI)
-            .send()
-            .await
-            .unwrap();
+        let resp = company(&http, &info, &format!("1234567{round}")).await;
         assert_eq!(resp.status(), 200, "serving again after restart {round}");
     }
-    let _ = Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status();
-    child.wait().unwrap();
+    interrupt(child);
 
     let received = received.lock().unwrap().clone();
     eprintln!("{} exchanges received across 4 SIGKILLs", received.len());
@@ -172,14 +160,7 @@ async fn kill_9_under_load(postgres: Option<String>) {
             .unwrap()
             .unwrap_or_else(|e| panic!("{slug}: {e}"));
         assert!(report.records > 0, "{slug}");
-        let db = veksel_gateway::open_db(&gw_dir, &config).await.unwrap();
-        let rows: Vec<(String,)> =
-            veksel_store::sqlx::query_as("SELECT request_id FROM message_log WHERE side = $1")
-                .bind(side)
-                .fetch_all(db.pool())
-                .await
-                .unwrap();
-        let logged: BTreeSet<String> = rows.into_iter().map(|r| r.0).collect();
+        let logged = logged_ids(&gw_dir, side).await;
         for (id, provider) in &received {
             let concerned = slug == "municipality"
                 || provider.contains(if slug == "tax" {
@@ -194,8 +175,32 @@ async fn kill_9_under_load(postgres: Option<String>) {
                 );
             }
         }
-        db.close().await;
     }
+}
+
+/// Asks the sandbox at `info` for a company of the tax register, as the municipality.
+async fn company(
+    http: &reqwest::Client,
+    info: &serde_json::Value,
+    number: &str,
+) -> reqwest::Response {
+    http.get(format!(
+        "{}/r1/DEV/GOV/10000002/tax/companies/{number}",
+        info["gateways"][2]["client_url"].as_str().unwrap()
+    ))
+    .header("X-Road-Client", MUNI)
+    .send()
+    .await
+    .unwrap()
+}
+
+/// Stops the sandbox as an operator would (SIGINT) and waits for it.
+fn interrupt(mut child: std::process::Child) {
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    child.wait().unwrap();
 }
 
 /// The request ids a gateway's message log holds for one side.
@@ -245,28 +250,16 @@ async fn crash_at(point: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     let status = child.wait().unwrap();
     assert!(!status.success(), "{point}: the process aborted: {status}");
 
-    let mut child = spawn_with(dir.path(), &[]);
+    let child = spawn_with(dir.path(), &[]);
     let info = wait_ready(&http, dir.path()).await;
-    let resp = http
-        .get(format!(
-            "{}/r1/DEV/GOV/10000002/tax/companies/12345678",
-            info["gateways"][2]["client_url"].as_str().unwrap()
-        ))
-        .header("X-Road-Client", MUNI)
-        .send()
-        .await
-        .unwrap();
+    let resp = company(&http, &info, "12345678").await;
     assert_eq!(resp.status(), 200, "{point}: serving again");
     let served = resp.headers()["x-road-request-id"]
         .to_str()
         .unwrap()
         .to_owned();
     assert!(resp.bytes().await.is_ok());
-    let _ = Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status();
-    child.wait().unwrap();
+    interrupt(child);
 
     let mut logs = Vec::new();
     for (slug, side) in [("municipality", "consumer"), ("tax", "provider")] {

@@ -56,7 +56,7 @@ enum Op {
         claim: ReplayClaim,
         reply: oneshot::Sender<Result<bool, WriteError>>,
     },
-    /// Writes monitoring records carried over from earlier batches (see [`Batcher`]).
+    /// Writes monitoring records carried over from earlier batches (see [`Grouping`]).
     Flush,
     /// Ends the writer once what was queued before it is written.
     Stop,
@@ -107,17 +107,17 @@ impl LogWriter {
     /// gateway can wait for it at shutdown (it ends when every [`LogWriter`] is gone).
     pub fn start(target: Target) -> Result<(Self, Writer), String> {
         let (tx, rx) = mpsc::channel(8192);
-        let batcher = Batcher::new(tx.downgrade());
+        let grouping = Grouping::new(tx.downgrade());
         let writer = match target {
             Target::Sqlite { path, sync_commit } => {
                 let conn = sqlite::open(&path, sync_commit)?;
                 let thread = std::thread::Builder::new()
                     .name("veksel-log-writer".into())
-                    .spawn(move || sqlite::run(conn, sync_commit, rx, batcher))
+                    .spawn(move || sqlite::run(conn, sync_commit, rx, grouping))
                     .map_err(|e| format!("message log writer thread: {e}"))?;
                 Writer::Thread(thread)
             }
-            Target::Pool(db) => Writer::Task(tokio::spawn(pool::run(db, rx, batcher))),
+            Target::Pool(db) => Writer::Task(tokio::spawn(pool::run(db, rx, grouping))),
         };
         let log = Self {
             tx,
@@ -247,15 +247,15 @@ enum Next {
 
 /// Groups operations into the batches the writer commits. Monitoring alone is
 /// carried over to the next batch that something waits for, or written when
-/// [`MONITORING_WAIT`] has passed (a flush the batcher asks for), whichever is first.
-struct Batcher {
+/// [`MONITORING_WAIT`] has passed (a flush the grouping asks for), whichever is first.
+struct Grouping {
     carried: Vec<Op>,
     flush_asked: bool,
     runtime: Option<tokio::runtime::Handle>,
     queue: mpsc::WeakSender<Op>,
 }
 
-impl Batcher {
+impl Grouping {
     fn new(queue: mpsc::WeakSender<Op>) -> Self {
         Self {
             carried: Vec::new(),
@@ -421,11 +421,11 @@ fn size_i64(n: u64) -> i64 {
 mod pool {
     use super::*;
 
-    pub(super) async fn run(db: Db, mut rx: mpsc::Receiver<Op>, mut batcher: Batcher) {
+    pub(super) async fn run(db: Db, mut rx: mpsc::Receiver<Op>, mut grouping: Grouping) {
         let mut head = HeadCache::default();
         let mut known = KnownChains::default();
         loop {
-            let (batch, stop) = match batcher.take(rx.recv().await, &mut rx) {
+            let (batch, stop) = match grouping.take(rx.recv().await, &mut rx) {
                 Next::Write(batch, stop) => (batch, stop),
                 Next::Wait => continue,
                 Next::End => return,
@@ -638,12 +638,12 @@ mod sqlite {
         mut conn: Connection,
         sync_commit: bool,
         mut rx: mpsc::Receiver<Op>,
-        mut batcher: Batcher,
+        mut grouping: Grouping,
     ) {
         let mut head = HeadCache::default();
         let mut known = KnownChains::default();
         loop {
-            let (batch, stop) = match batcher.take(rx.blocking_recv(), &mut rx) {
+            let (batch, stop) = match grouping.take(rx.blocking_recv(), &mut rx) {
                 Next::Write(batch, stop) => (batch, stop),
                 Next::Wait => continue,
                 Next::End => return,
@@ -918,38 +918,38 @@ mod tests {
     #[tokio::test]
     async fn monitoring_rides_with_the_next_commit_or_is_flushed() {
         let (tx, mut rx) = mpsc::channel(16);
-        let mut batcher = Batcher::new(tx.downgrade());
+        let mut grouping = Grouping::new(tx.downgrade());
 
         // Monitoring alone waits; the next operation that needs a commit takes it along,
         // in the order they came.
-        assert!(batcher.next(monitoring("a"), &mut rx).is_none());
-        let (batch, stop) = batcher.next(claim("b"), &mut rx).unwrap();
+        assert!(grouping.next(monitoring("a"), &mut rx).is_none());
+        let (batch, stop) = grouping.next(claim("b"), &mut rx).unwrap();
         assert_eq!((ids(&batch), stop), (vec!["a", "b"], false));
 
-        // With nothing after it, the flush the batcher asked for writes it.
-        assert!(batcher.next(monitoring("c"), &mut rx).is_none());
+        // With nothing after it, the flush the grouping asked for writes it.
+        assert!(grouping.next(monitoring("c"), &mut rx).is_none());
         let flush = rx.recv().await.unwrap();
         assert!(matches!(flush, Op::Flush));
-        let (batch, _) = batcher.next(flush, &mut rx).unwrap();
+        let (batch, _) = grouping.next(flush, &mut rx).unwrap();
         assert_eq!(ids(&batch), vec!["c"]);
 
         // A stop writes what is carried; so does the queue closing.
-        assert!(batcher.next(monitoring("d"), &mut rx).is_none());
-        let (batch, stop) = batcher.next(Op::Stop, &mut rx).unwrap();
+        assert!(grouping.next(monitoring("d"), &mut rx).is_none());
+        let (batch, stop) = grouping.next(Op::Stop, &mut rx).unwrap();
         assert_eq!((ids(&batch), stop), (vec!["d"], true));
-        assert!(batcher.next(monitoring("e"), &mut rx).is_none());
+        assert!(grouping.next(monitoring("e"), &mut rx).is_none());
         assert!(matches!(
-            batcher.take(None, &mut rx),
+            grouping.take(None, &mut rx),
             Next::Write(batch, true) if ids(&batch) == vec!["e"]
         ));
-        assert!(matches!(batcher.take(None, &mut rx), Next::End));
+        assert!(matches!(grouping.take(None, &mut rx), Next::End));
     }
 
     #[test]
     fn without_a_runtime_monitoring_is_written_at_once() {
         let (tx, mut rx) = mpsc::channel(16);
-        let mut batcher = Batcher::new(tx.downgrade());
-        let (batch, stop) = batcher.next(monitoring("a"), &mut rx).unwrap();
+        let mut grouping = Grouping::new(tx.downgrade());
+        let (batch, stop) = grouping.next(monitoring("a"), &mut rx).unwrap();
         assert_eq!((ids(&batch), stop), (vec!["a"], false));
     }
 }
