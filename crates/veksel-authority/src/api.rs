@@ -93,6 +93,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::management::router())
         .merge(crate::ledger::router())
+        .merge(crate::oauth::router())
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(state)
 }
@@ -128,7 +129,9 @@ impl utoipa::Modify for BearerAuth {
 
 /// The OpenAPI 3.1 document of this API.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi().merge_from(crate::management::ManagementDoc::openapi())
+    ApiDoc::openapi()
+        .merge_from(crate::management::ManagementDoc::openapi())
+        .merge_from(crate::oauth::OAuthDoc::openapi())
 }
 
 #[utoipa::path(get, path = "/openapi.json", security(()), responses((status = 200, description = "OpenAPI 3.1 document")))]
@@ -687,6 +690,13 @@ async fn revoke_certificate(
         .registry
         .revoke(&serial, &b.reason, s.clock.now_ms())
         .await?;
+    // Tokens granted on a revoked signing certificate go with it.
+    if let Some((profile, subject)) = s.registry.issued_subject(&serial).await?
+        && profile == "member-signing"
+        && let Ok(member) = subject.parse::<MemberId>()
+    {
+        crate::oauth::revoke_member_tokens(&s, &member).await?;
+    }
     // Publishing at once is what bounds how long the network keeps trusting it.
     changed(
         &s,

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod ledger;
 pub mod management;
 pub mod model;
+pub mod oauth;
 pub mod registry;
 pub mod schema;
 pub mod tokens;
@@ -94,6 +95,9 @@ pub struct AuthorityConfig {
     /// the data directory), for a static web server or CDN to serve.
     #[serde(default)]
     pub ledger_tiles_dir: Option<PathBuf>,
+    /// Life of the access tokens the token service issues, seconds (default 120).
+    #[serde(default)]
+    pub token_lifetime_secs: Option<u64>,
 }
 
 fn default_ledger_interval() -> u64 {
@@ -125,7 +129,17 @@ impl AuthorityConfig {
             tsa_policy_oid: default_tsa_policy(),
             ledger_interval_ms: default_ledger_interval(),
             ledger_tiles_dir: None,
+            token_lifetime_secs: None,
         }
+    }
+
+    /// Life of access tokens, seconds: between 10 s and a day.
+    pub fn token_lifetime_secs(&self) -> i64 {
+        let secs = self
+            .token_lifetime_secs
+            .unwrap_or(veksel_proto::oauth::DEFAULT_TOKEN_LIFETIME_SECS)
+            .clamp(10, 24 * 3600);
+        i64::try_from(secs).unwrap_or(120)
     }
 }
 
@@ -375,6 +389,7 @@ pub struct Metrics {
     conf_expires: Gauge,
     members: Gauge,
     gateways: Gauge,
+    tokens_issued: prometheus_client::metrics::counter::Counter,
 }
 
 impl Metrics {
@@ -399,6 +414,11 @@ impl Metrics {
             "veksel_authority_gateways",
             "Registered gateways",
             m.gateways.clone(),
+        );
+        m.registry.register(
+            "veksel_authority_access_tokens_issued",
+            "Access tokens issued by the token service",
+            m.tokens_issued.clone(),
         );
         m
     }
@@ -429,6 +449,8 @@ pub struct AppState {
     pub ledger_changed: Notify,
     /// Applications to join are counted and stored one at a time.
     pub applications: tokio::sync::Mutex<()>,
+    /// The token service's signing keys.
+    pub token_keys: oauth::TokenKeys,
     published: RwLock<Arc<Published>>,
     metrics: Metrics,
 }
@@ -445,6 +467,23 @@ impl AppState {
     /// Name of the authority's own TSA in the configuration.
     pub fn own_tsa_name(&self) -> String {
         format!("{} veksel TSA", self.config.instance)
+    }
+
+    /// The token service's issuer identifier: the authority's public URL.
+    pub fn issuer(&self) -> &str {
+        &self.config.public_url
+    }
+
+    /// The approved CAs of the published configuration as trust roots.
+    pub fn published_roots(&self) -> Result<veksel_pki::verify::Roots, veksel_pki::PkiError> {
+        let published = self.published();
+        veksel_pki::verify::Roots::from_pems(
+            published
+                .conf
+                .approved_cas
+                .iter()
+                .map(|ca| ca.cert_pem.as_str()),
+        )
     }
 
     /// The configuration currently served.
@@ -490,13 +529,20 @@ impl AppState {
         // Gateways try TSAs in this order and fail over to the next.
         tsas.sort_by_key(|(priority, _)| *priority);
         let tsas = tsas.into_iter().map(|(_, t)| t).collect();
+        let now_secs = i64::try_from(self.clock.now_secs()).unwrap_or(i64::MAX);
+        // A key due to sign from now on starts signing here.
+        self.token_keys
+            .refresh(self.registry.db(), self.clock.now_ms())
+            .await?;
+        let token_service = oauth::conf_part(self, now_secs).await?;
         let mut conf = self
             .registry
             .conf_content(
                 self.config.settings.clone(),
                 approved,
                 tsas,
-                i64::try_from(self.clock.now_secs()).unwrap_or(i64::MAX),
+                Some(token_service),
+                now_secs,
             )
             .await?;
         let content =
@@ -575,6 +621,13 @@ pub async fn start(
     let tls = veksel_pki::tls::https_server_config(&tls_chain, tls_key.rustls_key())
         .map_err(|e| AuthorityError::Server(e.to_string()))?;
     let db = open_db(dir, &config).await?;
+    let token_keys = oauth::TokenKeys::load(
+        dir,
+        &db,
+        config.token_lifetime_secs().unsigned_abs(),
+        clock.now_ms(),
+    )
+    .await?;
     let registry = Registry::new(db, config.instance.clone());
     let placeholder = Arc::new(Published {
         conf: GlobalConf {
@@ -591,6 +644,7 @@ pub async fn start(
             approved_tsas: vec![],
             revoked_cert_sha256: vec![],
             global_groups: vec![],
+            token_service: None,
         },
         jws: String::new(),
         etag: String::new(),
@@ -607,6 +661,7 @@ pub async fn start(
         ledger,
         ledger_changed: Notify::new(),
         applications: tokio::sync::Mutex::new(()),
+        token_keys,
         published: RwLock::new(placeholder),
         metrics: Metrics::new(),
     });
@@ -664,6 +719,9 @@ async fn publish_loop(state: Arc<AppState>) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             () = tokio::time::sleep(wait) => {}
+        }
+        if let Err(e) = oauth::purge(&state).await {
+            tracing::warn!(error = %e, "could not forget expired assertion ids");
         }
         wait = match state.publish().await {
             Ok(_) => period,

@@ -295,6 +295,10 @@ async fn apply(s: &AppState, change: &Change) -> Result<(), StoreError> {
         }
         Change::AddressChange { gateway, address } => r.set_gateway_address(gateway, address).await,
         Change::GatewayDeletion { gateway } => r.remove_gateway(gateway).await,
+        Change::ScopeRegistration { .. }
+        | Change::ScopeDeletion { .. }
+        | Change::ScopeDelegation { .. }
+        | Change::ScopeDelegationWithdrawal { .. } => crate::oauth::apply(s, change).await,
     }
 }
 
@@ -726,12 +730,16 @@ async fn put_policy(
     Authorized(who): Authorized<AdminRole>,
     Json(b): Json<ManagementPolicy>,
 ) -> ApiResult<Json<ManagementPolicy>> {
-    const AUTOMATIC: [&str; 5] = [
+    const AUTOMATIC: [&str; 9] = [
         "client-registration",
         "client-deletion",
         "client-disable",
         "client-enable",
         "address-change",
+        "scope-registration",
+        "scope-deletion",
+        "scope-delegation",
+        "scope-delegation-withdrawal",
     ];
     for kind in &b.auto_approve {
         if !AUTOMATIC.contains(&kind.as_str()) {

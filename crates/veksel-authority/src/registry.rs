@@ -635,6 +635,40 @@ impl Registry {
             .map_err(Into::into)
     }
 
+    /// Profile and subject of an issued certificate by serial (hex).
+    pub async fn issued_subject(&self, serial_hex: &str) -> Result<Option<(String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT profile, subject FROM issued_certs WHERE serial = $1")
+                .bind(serial_hex)
+                .fetch_optional(self.db.pool())
+                .await?,
+        )
+    }
+
+    /// When a certificate this authority issued was revoked, by SHA-256 (hex).
+    pub async fn revoked_at(&self, sha256: &str) -> Result<Option<i64>> {
+        let row: Option<(Option<i64>,)> = sqlx::query_as(
+            "SELECT revoked_at FROM issued_certs WHERE sha256 = $1 AND revoked_at IS NOT NULL",
+        )
+        .bind(sha256)
+        .fetch_optional(self.db.pool())
+        .await?;
+        Ok(row.and_then(|r| r.0))
+    }
+
+    /// The PEM of a member signing certificate this authority issued to `member`,
+    /// by SHA-256 (hex).
+    pub async fn signing_cert_pem(&self, sha256: &str, member: &str) -> Result<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT cert_pem FROM issued_certs WHERE sha256 = $1 AND subject = $2 AND profile = 'member-signing'",
+        )
+        .bind(sha256)
+        .bind(member)
+        .fetch_optional(self.db.pool())
+        .await?;
+        Ok(row.map(|r| r.0))
+    }
+
     /// Revocation state of a certificate by serial (hex): `None` if unknown, else
     /// `Some(revoked_at_ms)`.
     pub async fn revocation(&self, serial_hex: &str) -> Result<Option<Option<i64>>> {
@@ -733,6 +767,7 @@ impl Registry {
         settings: conf::Settings,
         approved_cas: Vec<conf::ApprovedCa>,
         approved_tsas: Vec<conf::ApprovedTsa>,
+        token_service: Option<conf::TokenService>,
         now_secs: i64,
     ) -> Result<GlobalConf> {
         let corrupt = |e: veksel_id::IdError| StoreError::Corrupt(e.to_string());
@@ -827,6 +862,7 @@ impl Registry {
             approved_tsas,
             revoked_cert_sha256: revoked,
             global_groups,
+            token_service,
         })
     }
 

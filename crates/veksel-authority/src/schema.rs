@@ -99,4 +99,9 @@ ALTER TABLE management_requests ADD COLUMN source TEXT;
 CREATE INDEX management_requests_source ON management_requests (source, state)
 "#,
     },
+    Migration {
+        version: 9,
+        name: "token service",
+        sql: crate::oauth::MIGRATION,
+    },
 ];

@@ -52,6 +52,10 @@ pub trait Signer: Send + Sync + std::fmt::Debug {
 pub struct Header {
     /// Always `ES256`.
     pub alg: String,
+    /// Media type of the whole JWS (RFC 7515 §4.1.9), e.g. `at+jwt` for access
+    /// tokens (RFC 9068); veksel's own messages leave it out.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub typ: Option<String>,
     /// Media type of the signed content, e.g. `veksel-request+json`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cty: Option<String>,
@@ -108,6 +112,7 @@ fn header_for(signer: &dyn Signer, cty: &str, with_chain: bool) -> Header {
     let chain = signer.cert_chain();
     Header {
         alg: ES256.to_owned(),
+        typ: None,
         cty: Some(cty.to_owned()),
         x5t_s256: chain.first().map(|c| thumbprint(c)),
         x5c: if with_chain {
@@ -132,8 +137,37 @@ pub fn sign_compact(
     with_chain: bool,
     payload: &[u8],
 ) -> Result<String, JwsError> {
-    let header = serde_json::to_vec(&header_for(signer, cty, with_chain))
-        .map_err(|e| JwsError::Signer(e.to_string()))?;
+    sign_with_header(signer, &header_for(signer, cty, with_chain), payload)
+}
+
+/// Signs a JWT (RFC 7519) whose header names the key by `kid` and the token's type
+/// by `typ`, as OAuth access tokens and ID tokens do: their verifiers find the key in
+/// a JWKS, not in a certificate chain.
+pub fn sign_jwt(
+    signer: &dyn Signer,
+    kid: &str,
+    typ: &str,
+    claims: &[u8],
+) -> Result<String, JwsError> {
+    let header = Header {
+        alg: ES256.to_owned(),
+        typ: Some(typ.to_owned()),
+        cty: None,
+        x5t_s256: None,
+        x5c: Vec::new(),
+        kid: Some(kid.to_owned()),
+        crit: None,
+        b64: None,
+    };
+    sign_with_header(signer, &header, claims)
+}
+
+fn sign_with_header(
+    signer: &dyn Signer,
+    header: &Header,
+    payload: &[u8],
+) -> Result<String, JwsError> {
+    let header = serde_json::to_vec(header).map_err(|e| JwsError::Signer(e.to_string()))?;
     let (h, p) = (b64(&header), b64(payload));
     let input = signing_input(&h, &p);
     let sig = signer.sign(input.as_bytes())?;

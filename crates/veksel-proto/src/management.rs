@@ -86,6 +86,109 @@ pub enum Change {
         /// The gateway.
         gateway: GatewayId,
     },
+    /// The gateway's owner registers (or changes) a scope of its API at the token
+    /// service: who may get it, and whether they may delegate it.
+    ScopeRegistration {
+        /// The gateway submitting; its owner owns the scope.
+        gateway: GatewayId,
+        /// The scope, `prefix:name`; a prefix belongs to the member that used it first.
+        scope: String,
+        /// What the scope gives access to.
+        description: String,
+        /// Who may get tokens with it: members, subsystems, global groups.
+        consumers: Vec<Grantee>,
+        /// Whether a consumer may let a supplier get it on its behalf.
+        #[serde(default)]
+        delegable: bool,
+    },
+    /// The owner withdraws a scope; tokens with it are no longer issued.
+    ScopeDeletion {
+        /// The gateway submitting; its owner owns the scope.
+        gateway: GatewayId,
+        /// The scope.
+        scope: String,
+    },
+    /// The gateway's owner, a consumer of a delegable scope, lets a supplier get
+    /// tokens with it on its behalf (`consumer_org`).
+    ScopeDelegation {
+        /// The gateway submitting; its owner delegates.
+        gateway: GatewayId,
+        /// The scope.
+        scope: String,
+        /// The member that may act for the owner of the gateway.
+        supplier: MemberId,
+    },
+    /// A delegation ends; the supplier's tokens under it stop working.
+    ScopeDelegationWithdrawal {
+        /// The gateway submitting; its owner had delegated.
+        gateway: GatewayId,
+        /// The scope.
+        scope: String,
+        /// The supplier.
+        supplier: MemberId,
+    },
+}
+
+/// Who may get a scope: a client (member or subsystem) or every member of a global
+/// group, written as their identifiers (`GL/GOV/1`, `GL/GOV/1/app`, `GL/group`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Grantee {
+    /// A member or one of its subsystems.
+    Client(veksel_id::ClientId),
+    /// The members and subsystems of a global group.
+    Group(veksel_id::GlobalGroupId),
+}
+
+impl std::fmt::Display for Grantee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Client(c) => c.fmt(f),
+            Self::Group(g) => g.fmt(f),
+        }
+    }
+}
+
+impl std::str::FromStr for Grantee {
+    type Err = veksel_id::IdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // A group id has two parts, a client three or four.
+        if s.split('/').count() == 2 {
+            Ok(Self::Group(s.parse()?))
+        } else {
+            Ok(Self::Client(s.parse()?))
+        }
+    }
+}
+
+impl Serialize for Grantee {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Grantee {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Most grantees of one scope.
+pub const MAX_GRANTEES: usize = 1000;
+
+/// Checks a scope name for registration: one scope (see [`crate::oauth::scopes`])
+/// of the form `prefix:name`.
+pub fn validate_scope_name(scope: &str) -> Result<(), String> {
+    match crate::oauth::scopes(scope) {
+        Ok(names) if names.len() == 1 => {}
+        _ => return Err(format!("{scope:?} is not one scope name")),
+    }
+    match scope.split_once(':') {
+        Some((prefix, name)) if !prefix.is_empty() && !name.is_empty() => Ok(()),
+        _ => Err(format!(
+            "the scope {scope:?} must be prefix:name, the prefix being the owner's"
+        )),
+    }
 }
 
 /// Longest name, address or contact in a change.
@@ -103,11 +206,15 @@ impl Change {
             Self::ClientEnable { .. } => "client-enable",
             Self::AddressChange { .. } => "address-change",
             Self::GatewayDeletion { .. } => "gateway-deletion",
+            Self::ScopeRegistration { .. } => "scope-registration",
+            Self::ScopeDeletion { .. } => "scope-deletion",
+            Self::ScopeDelegation { .. } => "scope-delegation",
+            Self::ScopeDelegationWithdrawal { .. } => "scope-delegation-withdrawal",
         }
     }
 
     /// Every request type.
-    pub const KINDS: [&'static str; 8] = [
+    pub const KINDS: [&'static str; 12] = [
         "member-application",
         "auth-cert-registration",
         "client-registration",
@@ -116,6 +223,10 @@ impl Change {
         "client-enable",
         "address-change",
         "gateway-deletion",
+        "scope-registration",
+        "scope-deletion",
+        "scope-delegation",
+        "scope-delegation-withdrawal",
     ];
 
     /// The gateway the change concerns.
@@ -128,7 +239,11 @@ impl Change {
             | Self::ClientDisable { gateway, .. }
             | Self::ClientEnable { gateway, .. }
             | Self::AddressChange { gateway, .. }
-            | Self::GatewayDeletion { gateway } => gateway,
+            | Self::GatewayDeletion { gateway }
+            | Self::ScopeRegistration { gateway, .. }
+            | Self::ScopeDeletion { gateway, .. }
+            | Self::ScopeDelegation { gateway, .. }
+            | Self::ScopeDelegationWithdrawal { gateway, .. } => gateway,
         }
     }
 
@@ -143,7 +258,11 @@ impl Change {
             Self::MemberApplication { member, .. } => member,
             Self::AuthCertRegistration { gateway, .. }
             | Self::AddressChange { gateway, .. }
-            | Self::GatewayDeletion { gateway } => gateway.owner(),
+            | Self::GatewayDeletion { gateway }
+            | Self::ScopeRegistration { gateway, .. }
+            | Self::ScopeDeletion { gateway, .. }
+            | Self::ScopeDelegation { gateway, .. }
+            | Self::ScopeDelegationWithdrawal { gateway, .. } => gateway.owner(),
         }
     }
 
@@ -204,6 +323,36 @@ impl Change {
                 } else {
                     Err("cert_sha256 must be 64 hex digits".into())
                 }
+            }
+            Self::ScopeRegistration {
+                scope,
+                description,
+                consumers,
+                ..
+            } => {
+                validate_scope_name(scope)?;
+                text("the description", description)?;
+                if consumers.len() > MAX_GRANTEES {
+                    return Err(format!("at most {MAX_GRANTEES} consumers per scope"));
+                }
+                Ok(())
+            }
+            Self::ScopeDeletion { scope, .. } => validate_scope_name(scope),
+            Self::ScopeDelegation {
+                gateway,
+                scope,
+                supplier,
+            }
+            | Self::ScopeDelegationWithdrawal {
+                gateway,
+                scope,
+                supplier,
+            } => {
+                validate_scope_name(scope)?;
+                if supplier == gateway.owner() {
+                    return Err(format!("{supplier} cannot delegate to itself"));
+                }
+                Ok(())
             }
             Self::ClientDeletion { .. }
             | Self::ClientDisable { .. }

@@ -10,7 +10,9 @@
 //! an assertion may live at most [`MAX_ASSERTION_LIFETIME_SECS`].
 
 use crate::jws::{JwsError, Unverified};
-use serde::Deserialize;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
 
 /// The grant type of the JWT-bearer grant.
 pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -98,7 +100,7 @@ impl From<JwsError> for AssertionError {
 }
 
 /// A one-or-many claim (`aud`, `resource`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum OneOrMany {
     /// One value.
@@ -242,7 +244,12 @@ pub fn check_claims(c: &AssertionClaims, issuer: &str, now: i64) -> Result<(), A
     if lifetime > MAX_ASSERTION_LIFETIME_SECS {
         return Err(AssertionError::TooLongLived(lifetime));
     }
-    scopes(&c.scope)?;
+    // A grant may name its scopes in the form instead (RFC 7521 §4.1), and a client
+    // authenticating for introspection names none: the token service requires them
+    // where they are needed; here only their form is checked.
+    if !c.scope.is_empty() {
+        scopes(&c.scope)?;
+    }
     Ok(())
 }
 
@@ -279,6 +286,230 @@ pub fn scopes(scope: &str) -> Result<Vec<&str>, AssertionError> {
 /// Whether `granted` contains `asked` as a whole name (never by prefix).
 pub fn scope_granted(granted: &[&str], asked: &str) -> bool {
     granted.contains(&asked)
+}
+
+/// JWT `typ` of access tokens (RFC 9068 §2.1): a verifier that checks it cannot be
+/// handed an ID token or a client assertion in an access token's place.
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// Default life of an access token, seconds (Maskinporten's default).
+pub const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 120;
+/// Longest access token a verifier looks at, bytes.
+pub const MAX_ACCESS_TOKEN_LEN: usize = 16 * 1024;
+
+/// A public ES256 key as a JSON Web Key (RFC 7517), as published in a JWKS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    /// Always `EC`.
+    pub kty: String,
+    /// Always `P-256`.
+    pub crv: String,
+    /// The point's x coordinate, base64url.
+    pub x: String,
+    /// The point's y coordinate, base64url.
+    pub y: String,
+    /// The key's id: its RFC 7638 thumbprint.
+    pub kid: String,
+    /// Always `sig`.
+    #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
+    pub key_use: Option<String>,
+    /// Always `ES256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+}
+
+impl Jwk {
+    /// The JWK of an uncompressed P-256 point, its `kid` the RFC 7638 thumbprint.
+    pub fn es256(point: &[u8]) -> Result<Self, TokenError> {
+        if point.len() != 65 || point.first() != Some(&4) {
+            return Err(TokenError::Malformed(
+                "not an uncompressed P-256 point".into(),
+            ));
+        }
+        let (x, y) = (
+            URL_SAFE_NO_PAD.encode(&point[1..33]),
+            URL_SAFE_NO_PAD.encode(&point[33..]),
+        );
+        // RFC 7638 §3.2: the required members in lexicographic order, no spaces.
+        let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+        let kid = URL_SAFE_NO_PAD.encode(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes()).as_ref(),
+        );
+        Ok(Self {
+            kty: "EC".into(),
+            crv: "P-256".into(),
+            x,
+            y,
+            kid,
+            key_use: Some("sig".into()),
+            alg: Some("ES256".into()),
+        })
+    }
+
+    /// The uncompressed point, checked to be a P-256 signing key.
+    pub fn point(&self) -> Result<Vec<u8>, TokenError> {
+        if self.kty != "EC" || self.crv != "P-256" {
+            return Err(TokenError::Malformed(format!(
+                "key {} is {} {}, not EC P-256",
+                self.kid, self.kty, self.crv
+            )));
+        }
+        let coordinate = |c: &str| {
+            URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| {
+                    TokenError::Malformed(format!("key {} has a bad coordinate", self.kid))
+                })
+        };
+        let mut point = vec![4u8];
+        point.extend(coordinate(&self.x)?);
+        point.extend(coordinate(&self.y)?);
+        Ok(point)
+    }
+}
+
+/// A JSON Web Key Set (RFC 7517 §5).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwks {
+    /// The keys.
+    pub keys: Vec<Jwk>,
+}
+
+/// The claims of an access token (RFC 9068 with Maskinporten's `consumer` and
+/// `supplier`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessTokenClaims {
+    /// The token service.
+    pub iss: String,
+    /// The client the token was issued to (as `client_id`; RFC 9068 §2.2).
+    pub sub: String,
+    /// The client: the member or subsystem that signed the grant.
+    pub client_id: String,
+    /// The member on whose behalf the API is called.
+    pub consumer: String,
+    /// The member that called for the consumer under a delegation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supplier: Option<String>,
+    /// Space-separated granted scopes.
+    pub scope: String,
+    /// Whom the token is for: the requested resources, else the scopes' owners.
+    pub aud: OneOrMany,
+    /// Issued at, Unix seconds.
+    pub iat: i64,
+    /// Expires at, Unix seconds.
+    pub exp: i64,
+    /// Unique id of the token.
+    pub jti: String,
+    /// RFC 9396 authorization details, as asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<serde_json::Value>,
+}
+
+impl AccessTokenClaims {
+    /// The granted scopes.
+    pub fn scopes(&self) -> Vec<&str> {
+        self.scope.split(' ').filter(|s| !s.is_empty()).collect()
+    }
+}
+
+/// Why an access token is refused by the one who checks it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a compact JWS with JSON header and claims, or over the size limit.
+    #[error("the access token is malformed: {0}")]
+    Malformed(String),
+    /// An algorithm other than ES256.
+    #[error("the access token's algorithm {0:?} is not accepted; only ES256 is")]
+    UnsupportedAlgorithm(String),
+    /// `typ` is not `at+jwt`.
+    #[error("the token's type is {0:?}, not an access token (at+jwt)")]
+    WrongType(Option<String>),
+    /// No published key has the token's `kid`.
+    #[error("no published key of the token service has id {0:?}")]
+    UnknownKey(Option<String>),
+    /// The signature does not verify.
+    #[error("the access token's signature does not verify")]
+    BadSignature,
+    /// Another issuer.
+    #[error("the access token is issued by {got:?}, not by {expected}")]
+    WrongIssuer {
+        /// The trusted issuer.
+        expected: String,
+        /// The token's `iss`.
+        got: String,
+    },
+    /// `exp` has passed.
+    #[error("the access token expired at {exp} (now {now})")]
+    Expired {
+        /// The token's `exp`.
+        exp: i64,
+        /// The verifier's time.
+        now: i64,
+    },
+    /// `iat` is later than now allows.
+    #[error("the access token is issued in the future ({iat}, now {now})")]
+    NotYetValid {
+        /// The token's `iat`.
+        iat: i64,
+        /// The verifier's time.
+        now: i64,
+    },
+}
+
+impl From<JwsError> for TokenError {
+    fn from(e: JwsError) -> Self {
+        match e {
+            JwsError::UnsupportedAlgorithm(alg) => Self::UnsupportedAlgorithm(alg),
+            JwsError::BadSignature | JwsError::BadKey => Self::BadSignature,
+            other => Self::Malformed(other.to_string()),
+        }
+    }
+}
+
+/// Verifies an access token with the token service's published keys: ES256, type
+/// `at+jwt`, a known `kid`, the signature, the issuer and the time window (with
+/// [`MAX_CLOCK_SKEW_SECS`]). Scope, audience and consumer are the caller's to check.
+pub fn verify_access_token(
+    token: &str,
+    keys: &[Jwk],
+    issuer: &str,
+    now: i64,
+) -> Result<AccessTokenClaims, TokenError> {
+    if token.len() > MAX_ACCESS_TOKEN_LEN {
+        return Err(TokenError::Malformed(format!(
+            "longer than {MAX_ACCESS_TOKEN_LEN} bytes"
+        )));
+    }
+    let jws = Unverified::parse(token, None)?;
+    if jws.header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
+        return Err(TokenError::WrongType(jws.header.typ.clone()));
+    }
+    let key = keys
+        .iter()
+        .find(|k| Some(&k.kid) == jws.header.kid.as_ref())
+        .ok_or_else(|| TokenError::UnknownKey(jws.header.kid.clone()))?;
+    let claims: AccessTokenClaims = serde_json::from_slice(&jws.verify(&key.point()?)?)
+        .map_err(|e| TokenError::Malformed(format!("claims are not the expected JSON: {e}")))?;
+    if claims.iss != issuer {
+        return Err(TokenError::WrongIssuer {
+            expected: issuer.to_owned(),
+            got: claims.iss,
+        });
+    }
+    if claims.exp <= now.saturating_sub(MAX_CLOCK_SKEW_SECS) {
+        return Err(TokenError::Expired {
+            exp: claims.exp,
+            now,
+        });
+    }
+    if claims.iat > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
+        return Err(TokenError::NotYetValid {
+            iat: claims.iat,
+            now,
+        });
+    }
+    Ok(claims)
 }
 
 #[cfg(test)]
@@ -462,8 +693,12 @@ mod tests {
             .unwrap_err();
             assert_eq!(e, AssertionError::MissingClaim(claim));
         }
-        let e = with(&|c| c["scope"] = "".into()).unwrap_err();
+        let e = with(&|c| c["scope"] = "a  b".into()).unwrap_err();
         assert_eq!(e.oauth_error(), "invalid_scope");
+        assert!(
+            with(&|c| c["scope"] = "".into()).is_ok(),
+            "scopes may come in the form"
+        );
         assert!(matches!(
             with(&|c| c["iat"] = "yesterday".into()),
             Err(AssertionError::Malformed(_))
@@ -489,5 +724,108 @@ mod tests {
         assert!(scope_granted(&granted, "dev:population"));
         assert!(!scope_granted(&granted, "dev:population/persons"));
         assert!(!scope_granted(&granted, "dev:tax"));
+    }
+
+    fn access_token(
+        signer: &SoftwareSigner,
+        kid: &str,
+        typ: &str,
+        claims: serde_json::Value,
+    ) -> String {
+        crate::jws::sign_jwt(signer, kid, typ, claims.to_string().as_bytes()).unwrap()
+    }
+
+    fn token_claims() -> serde_json::Value {
+        serde_json::json!({
+            "iss": ISSUER, "sub": "DEV/GOV/1/app", "client_id": "DEV/GOV/1/app",
+            "consumer": "DEV/GOV/1", "scope": "tax:income tax:debt",
+            "aud": "DEV/GOV/2/tax/income", "iat": NOW - 5, "exp": NOW + 115, "jti": "t1"
+        })
+    }
+
+    #[test]
+    fn access_tokens_verify_with_the_published_key_only() {
+        let (k, public) = key();
+        let jwk = Jwk::es256(&public).unwrap();
+        assert_eq!(jwk.point().unwrap(), public);
+        assert_eq!(jwk.kid.len(), 43, "a SHA-256 thumbprint, base64url");
+        let keys = [jwk.clone()];
+        let good = access_token(&k, &jwk.kid, ACCESS_TOKEN_TYP, token_claims());
+        let c = verify_access_token(&good, &keys, ISSUER, NOW).unwrap();
+        assert_eq!(c.scopes(), ["tax:income", "tax:debt"]);
+        assert_eq!(c.aud.values(), ["DEV/GOV/2/tax/income"]);
+        assert_eq!(c.supplier, None);
+
+        let (other, other_public) = key();
+        let forged = access_token(&other, &jwk.kid, ACCESS_TOKEN_TYP, token_claims());
+        assert_eq!(
+            verify_access_token(&forged, &keys, ISSUER, NOW).unwrap_err(),
+            TokenError::BadSignature
+        );
+        let other_kid = Jwk::es256(&other_public).unwrap().kid;
+        let unknown = access_token(&other, &other_kid, ACCESS_TOKEN_TYP, token_claims());
+        assert_eq!(
+            verify_access_token(&unknown, &keys, ISSUER, NOW).unwrap_err(),
+            TokenError::UnknownKey(Some(other_kid))
+        );
+        let id_token = access_token(&k, &jwk.kid, "JWT", token_claims());
+        assert_eq!(
+            verify_access_token(&id_token, &keys, ISSUER, NOW).unwrap_err(),
+            TokenError::WrongType(Some("JWT".into()))
+        );
+        assert!(matches!(
+            verify_access_token(&good, &keys, "https://other.test", NOW),
+            Err(TokenError::WrongIssuer { .. })
+        ));
+        assert_eq!(
+            verify_access_token(&good, &keys, ISSUER, NOW + 126).unwrap_err(),
+            TokenError::Expired {
+                exp: NOW + 115,
+                now: NOW + 126
+            }
+        );
+        assert!(
+            verify_access_token(&good, &keys, ISSUER, NOW + 124).is_ok(),
+            "within the skew"
+        );
+        assert!(matches!(
+            verify_access_token(&good, &keys, ISSUER, NOW - 20),
+            Err(TokenError::NotYetValid { .. })
+        ));
+        // alg none and HS256 keyed with the public key (the classic confusion).
+        let claims_b64 = URL_SAFE_NO_PAD.encode(token_claims().to_string());
+        let none = format!(
+            "{}.{claims_b64}.",
+            URL_SAFE_NO_PAD.encode(format!(
+                r#"{{"alg":"none","typ":"at+jwt","kid":"{}"}}"#,
+                jwk.kid
+            ))
+        );
+        assert_eq!(
+            verify_access_token(&none, &keys, ISSUER, NOW).unwrap_err(),
+            TokenError::UnsupportedAlgorithm("none".into())
+        );
+        let h = URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"alg":"HS256","typ":"at+jwt","kid":"{}"}}"#,
+            jwk.kid
+        ));
+        let mac = aws_lc_rs::hmac::sign(
+            &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &public),
+            format!("{h}.{claims_b64}").as_bytes(),
+        );
+        let hs = format!("{h}.{claims_b64}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref()));
+        assert_eq!(
+            verify_access_token(&hs, &keys, ISSUER, NOW).unwrap_err(),
+            TokenError::UnsupportedAlgorithm("HS256".into())
+        );
+        assert!(matches!(
+            verify_access_token(&"a".repeat(MAX_ACCESS_TOKEN_LEN + 1), &keys, ISSUER, NOW),
+            Err(TokenError::Malformed(_))
+        ));
+        let bad_point = Jwk {
+            x: "AAAA".into(),
+            ..jwk
+        };
+        assert!(matches!(bad_point.point(), Err(TokenError::Malformed(_))));
     }
 }
