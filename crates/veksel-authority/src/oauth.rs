@@ -27,13 +27,13 @@ use utoipa::ToSchema;
 use veksel_admin::{ApiError, ApiResult, Authorized};
 use veksel_id::{ClientId, MemberId};
 use veksel_pki::{CertInfo, KeyFile, certs_from_pem};
-use veksel_proto::conf::{Delegation, RevokedTokens, TokenService};
 use veksel_proto::jws::SoftwareSigner;
 use veksel_proto::management::{Change, Grantee};
 use veksel_proto::oauth::{
     ACCESS_TOKEN_TYP, AccessTokenClaims, AssertionClaims, AssertionError, JWT_BEARER_GRANT, Jwk,
-    Jwks, KeyRef, MAX_CLOCK_SKEW_SECS, OneOrMany, ParsedAssertion, scopes,
+    Jwks, KeyRef, MAX_CLOCK_SKEW_SECS, OneOrMany, ParsedAssertion, TokenResponse, scopes,
 };
+use veksel_proto::oauth::{Delegation, RevokedTokens, TokenService};
 use veksel_store::sqlx::{self, Row};
 use veksel_store::{Db, StoreError};
 
@@ -639,19 +639,6 @@ impl Form {
     }
 }
 
-/// The token endpoint's answer (RFC 6749 §5.1).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TokenResponse {
-    /// The access token, a JWT.
-    pub access_token: String,
-    /// Always `Bearer`.
-    pub token_type: String,
-    /// Seconds until it expires.
-    pub expires_in: i64,
-    /// The granted scopes.
-    pub scope: String,
-}
-
 /// A client whose signed assertion checked out.
 struct Authenticated {
     client: ClientId,
@@ -836,7 +823,7 @@ fn asked(claims: &AssertionClaims, form: &Form) -> Result<Asked, OAuthError> {
     Ok(Asked { scopes, resources })
 }
 
-#[utoipa::path(post, path = "/oauth/v1/token", security(()), request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<JWT>[&scope=…][&resource=…]"), responses((status = 200, body = TokenResponse), (status = 400, description = "RFC 6749 §5.2 error: invalid_request, invalid_grant, invalid_scope, invalid_target, unsupported_grant_type")))]
+#[utoipa::path(post, path = "/oauth/v1/token", security(()), request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<JWT>[&scope=…][&resource=…]"), responses((status = 200, description = "RFC 6749 §5.1: access_token, token_type Bearer, expires_in, scope"), (status = 400, description = "RFC 6749 §5.2 error: invalid_request, invalid_grant, invalid_scope, invalid_target, unsupported_grant_type")))]
 async fn token(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -767,7 +767,7 @@ impl Registry {
         settings: conf::Settings,
         approved_cas: Vec<conf::ApprovedCa>,
         approved_tsas: Vec<conf::ApprovedTsa>,
-        token_service: Option<conf::TokenService>,
+        token_service: Option<veksel_proto::oauth::TokenService>,
         now_secs: i64,
     ) -> Result<GlobalConf> {
         let corrupt = |e: veksel_id::IdError| StoreError::Corrupt(e.to_string());

@@ -384,6 +384,13 @@ async fn put_client(
             "is_cert_sha256 entries must be 64 hex digits",
         ));
     }
+    if b.tokens.len() > 64 {
+        return Err(ApiError::bad_request("at most 64 token rules per client"));
+    }
+    for rule in &b.tokens {
+        veksel_proto::management::validate_scope_name(&rule.scope)
+            .map_err(ApiError::bad_request)?;
+    }
     let change = ConfigChange::new(
         gw.clock.now_ms(),
         "client.set",

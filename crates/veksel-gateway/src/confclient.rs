@@ -14,6 +14,7 @@ use veksel_pki::verify::{Roots, Usage};
 use veksel_pki::{CertInfo, certs_from_pem, sha256_hex};
 use veksel_proto::Clock;
 use veksel_proto::conf::{Anchor, ConfIndex, GlobalConf};
+use veksel_proto::oauth::{AccessTokenClaims, TokenError};
 
 /// A verified configuration with the look-ups built from it.
 #[derive(Debug)]
@@ -26,6 +27,9 @@ pub struct ConfState {
     pub jws: String,
     /// Signing certificates already validated under this configuration.
     signers: std::sync::Mutex<std::collections::HashMap<(String, MemberId), CertInfo>>,
+    /// Access tokens already verified with this configuration's keys, by SHA-256:
+    /// a token is used for many calls in its life, its signature checked once.
+    tokens: std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<AccessTokenClaims>>>,
     /// OCSP responses already verified, by (response hash, certificate hash).
     ocsp_checked: std::sync::Mutex<OcspCache>,
     /// The approved CAs' subject names (DER) and certificates, in configuration order.
@@ -44,6 +48,50 @@ impl ConfState {
     /// The document.
     pub fn conf(&self) -> &GlobalConf {
         self.index.conf()
+    }
+
+    /// Verifies an access token with the token service's keys of this
+    /// configuration, remembering the signature check; the time window is checked on
+    /// every call.
+    pub fn access_token(
+        &self,
+        token: &str,
+        now_secs: i64,
+    ) -> Result<Arc<AccessTokenClaims>, TokenError> {
+        let ts = self.conf().token_service.as_ref().ok_or_else(|| {
+            TokenError::Malformed("the global configuration names no token service".into())
+        })?;
+        let mut key = [0u8; 32];
+        key.copy_from_slice(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
+        );
+        let cached = self.tokens.lock().ok().and_then(|m| m.get(&key).cloned());
+        let claims = match cached {
+            Some(c) => c,
+            None => {
+                // The window is checked below for cached and new tokens alike.
+                let c = Arc::new(veksel_proto::oauth::verify_access_token(
+                    token, &ts.keys, &ts.issuer, now_secs,
+                )?);
+                if let Ok(mut m) = self.tokens.lock() {
+                    if m.len() >= SIGNER_CACHE_LIMIT {
+                        m.retain(|_, v| v.exp > now_secs);
+                        if m.len() >= SIGNER_CACHE_LIMIT {
+                            m.clear();
+                        }
+                    }
+                    m.insert(key, c.clone());
+                }
+                c
+            }
+        };
+        if claims.exp <= now_secs.saturating_sub(veksel_proto::oauth::MAX_CLOCK_SKEW_SECS) {
+            return Err(TokenError::Expired {
+                exp: claims.exp,
+                now: now_secs,
+            });
+        }
+        Ok(claims)
     }
 
     /// Verified OCSP responses (see [`crate::ocsp::check`]).
@@ -246,6 +294,7 @@ impl ConfClient {
             roots,
             jws: jws.to_owned(),
             signers: Default::default(),
+            tokens: Default::default(),
             ocsp_checked: Default::default(),
             ca_certs,
             issuers: Default::default(),
@@ -419,7 +468,7 @@ impl PeerTrust for ConfClient {
 }
 
 /// Reads a response body, stopping as soon as it exceeds `max_bytes`.
-async fn read_limited(
+pub(crate) async fn read_limited(
     mut resp: reqwest::Response,
     max_bytes: usize,
 ) -> Result<bytes::Bytes, String> {

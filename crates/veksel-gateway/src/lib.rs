@@ -34,6 +34,7 @@ pub mod schema;
 pub mod serverconf;
 pub mod signing;
 pub mod stamper;
+pub mod tokens;
 
 use confclient::ConfClient;
 use serde::{Deserialize, Serialize};
@@ -622,6 +623,8 @@ pub struct Gateway {
     /// One certificate-renewal round at a time (the periodic check and an operator's
     /// forced renewal both move files in and out of `pending/`).
     pub renewal_lock: tokio::sync::Mutex<()>,
+    /// Access tokens this gateway got for its clients' calls.
+    pub tokens: tokens::TokenCache,
 }
 
 impl Gateway {
@@ -802,6 +805,7 @@ pub async fn start(
         capture_budget,
         verified_batches: veksel_proto::batch::VerifiedBatches::default(),
         renewal_lock: tokio::sync::Mutex::new(()),
+        tokens: tokens::TokenCache::default(),
         config: config.clone(),
         clock: clock.clone(),
         conf: conf.clone(),

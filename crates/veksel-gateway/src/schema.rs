@@ -120,4 +120,12 @@ CREATE TABLE signing_chains (x5t TEXT PRIMARY KEY, chain TEXT NOT NULL, first_se
 ALTER TABLE message_log ADD COLUMN descriptors_z {{BLOB}}
 "#,
     },
+    Migration {
+        version: 11,
+        name: "scopes services require, tokens clients get",
+        sql: r#"
+ALTER TABLE services ADD COLUMN scopes TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE local_clients ADD COLUMN tokens TEXT NOT NULL DEFAULT '[]'
+"#,
+    },
 ];

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use utoipa::ToSchema;
-use veksel_id::{ClientId, SubsystemId};
+use veksel_id::{ClientId, MemberId, SubsystemId};
 use veksel_proto::access::{AccessRule, Endpoint};
 use veksel_store::{Db, StoreError, sqlx};
 
@@ -61,6 +61,26 @@ pub struct ClientSettings {
     /// act as this subsystem over HTTPS.
     #[serde(default)]
     pub is_cert_sha256: Vec<String>,
+    /// Services for whose calls the gateway gets an access token itself, signed with
+    /// the member's key, when the information system sends none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<TokenRule>,
+}
+
+/// The gateway gets a token with `scope` for calls of this subsystem to `service`;
+/// the token's audience is the service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRule {
+    /// The service, `INSTANCE/CLASS/CODE/SUBSYSTEM/SERVICE`.
+    #[schema(value_type = String)]
+    pub service: veksel_id::ServiceId,
+    /// The scope to ask for.
+    pub scope: String,
+    /// Ask as a supplier for this member (`consumer_org`), under its delegation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub consumer_org: Option<MemberId>,
 }
 
 /// A REST service provided by a hosted subsystem.
@@ -83,6 +103,35 @@ pub struct ServiceConfig {
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     pub endpoints: Vec<Endpoint>,
+    /// Scopes a caller's access token must have (`Authorization: Bearer`), each on
+    /// the whole service or on some of its endpoints; checked on top of access rights.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<RequiredScope>,
+}
+
+/// A scope a service requires of the access tokens its callers present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequiredScope {
+    /// The scope, registered at the network's token service.
+    pub scope: String,
+    /// The endpoints it is required on; the whole service when empty.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl ServiceConfig {
+    /// The scopes a call of `method` on `segments` needs.
+    pub fn scopes_for(&self, method: &str, segments: &[String]) -> Vec<&str> {
+        self.scopes
+            .iter()
+            .filter(|r| {
+                r.endpoints.is_empty() || r.endpoints.iter().any(|e| e.matches(method, segments))
+            })
+            .map(|r| r.scope.as_str())
+            .collect()
+    }
 }
 
 fn default_timeout_ms() -> u64 {
@@ -184,6 +233,18 @@ pub fn validate_service(code: &str, s: &ServiceConfig) -> Result<(), String> {
     {
         return Err("openapi description is larger than 4 MiB".into());
     }
+    if s.scopes.len() > 32 {
+        return Err("at most 32 required scopes per service".into());
+    }
+    for r in &s.scopes {
+        veksel_proto::management::validate_scope_name(&r.scope)?;
+        if r.endpoints.iter().any(|e| !e.path.starts_with('/')) {
+            return Err(format!(
+                "an endpoint of scope {} must start with '/'",
+                r.scope
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -276,12 +337,12 @@ impl ServerConfStore {
         let _one_at_a_time = self.reloading.lock().await;
         let version = self.stored_version().await?;
         let mut clients = BTreeMap::new();
-        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
-            "SELECT id, log_mode, allow_loopback_http, is_cert_sha256 FROM local_clients",
+        let rows: Vec<(String, String, i64, String, String)> = sqlx::query_as(
+            "SELECT id, log_mode, allow_loopback_http, is_cert_sha256, tokens FROM local_clients",
         )
         .fetch_all(self.db.pool())
         .await?;
-        for (id, mode, loopback, certs) in rows {
+        for (id, mode, loopback, certs, tokens) in rows {
             let sid: SubsystemId = id
                 .parse()
                 .map_err(|e| StoreError::Corrupt(format!("client {id}: {e}")))?;
@@ -294,6 +355,7 @@ impl ServerConfStore {
                             .ok_or_else(|| StoreError::Corrupt(format!("log mode {mode}")))?,
                         allow_loopback_http: loopback != 0,
                         is_cert_sha256: parse_json(&certs, "is_cert_sha256")?,
+                        tokens: parse_json(&tokens, "token rules")?,
                     },
                     services: BTreeMap::new(),
                     access: Vec::new(),
@@ -301,13 +363,22 @@ impl ServerConfStore {
                 },
             );
         }
-        type ServiceRow = (String, String, String, i64, i64, Option<String>, String);
+        type ServiceRow = (
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            Option<String>,
+            String,
+            String,
+        );
         let services: Vec<ServiceRow> = sqlx::query_as(
-            "SELECT client_id, code, base_url, timeout_ms, enabled, openapi, endpoints FROM services",
+            "SELECT client_id, code, base_url, timeout_ms, enabled, openapi, endpoints, scopes FROM services",
         )
         .fetch_all(self.db.pool())
         .await?;
-        for (cid, code, base_url, timeout_ms, enabled, openapi, endpoints) in services {
+        for (cid, code, base_url, timeout_ms, enabled, openapi, endpoints, scopes) in services {
             if let Some(c) = clients.values_mut().find(|c| c.id.to_string() == cid) {
                 c.services.insert(
                     code,
@@ -317,6 +388,7 @@ impl ServerConfStore {
                         enabled: enabled != 0,
                         openapi,
                         endpoints: parse_json(&endpoints, "endpoints")?,
+                        scopes: parse_json(&scopes, "required scopes")?,
                     },
                 );
             }
@@ -391,14 +463,16 @@ impl ServerConfStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.db.pool().begin().await?;
         sqlx::query(
-            "INSERT INTO local_clients (id, log_mode, allow_loopback_http, is_cert_sha256) VALUES ($1, $2, $3, $4)
+            "INSERT INTO local_clients (id, log_mode, allow_loopback_http, is_cert_sha256, tokens) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (id) DO UPDATE SET log_mode = excluded.log_mode,
-               allow_loopback_http = excluded.allow_loopback_http, is_cert_sha256 = excluded.is_cert_sha256",
+               allow_loopback_http = excluded.allow_loopback_http, is_cert_sha256 = excluded.is_cert_sha256,
+               tokens = excluded.tokens",
         )
         .bind(id.to_string())
         .bind(s.log_mode.as_str())
         .bind(i64::from(s.allow_loopback_http))
         .bind(json(&s.is_cert_sha256))
+        .bind(json(&s.tokens))
         .execute(&mut *tx)
         .await?;
         self.commit(tx, change).await
@@ -444,11 +518,11 @@ impl ServerConfStore {
         }
         let mut tx = self.db.pool().begin().await?;
         sqlx::query(
-            "INSERT INTO services (client_id, code, base_url, timeout_ms, enabled, openapi, endpoints)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO services (client_id, code, base_url, timeout_ms, enabled, openapi, endpoints, scopes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (client_id, code) DO UPDATE SET base_url = excluded.base_url,
                timeout_ms = excluded.timeout_ms, enabled = excluded.enabled,
-               openapi = excluded.openapi, endpoints = excluded.endpoints",
+               openapi = excluded.openapi, endpoints = excluded.endpoints, scopes = excluded.scopes",
         )
         .bind(id.to_string())
         .bind(code)
@@ -457,6 +531,7 @@ impl ServerConfStore {
         .bind(i64::from(s.enabled))
         .bind(s.openapi.clone())
         .bind(json(&s.endpoints))
+        .bind(json(&s.scopes))
         .execute(&mut *tx)
         .await?;
         self.commit(tx, change).await
@@ -638,6 +713,7 @@ mod tests {
             enabled: true,
             openapi: None,
             endpoints: vec![Endpoint::any()],
+            scopes: vec![],
         };
         assert!(validate_service("persons", &ok).is_ok());
         assert!(validate_service("listMethods", &ok).is_err());

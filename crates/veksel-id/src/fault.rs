@@ -71,6 +71,13 @@ fault_codes! {
     ServiceDisabled,
     /// The client has no access right to the service or endpoint.
     AccessDenied,
+    /// The service requires an access token and the request carries none.
+    MissingAccessToken,
+    /// The access token is not valid here: forged, expired, revoked, for another
+    /// audience, or presented by someone it was not issued to.
+    InvalidAccessToken,
+    /// The access token is valid but lacks the scope the service requires.
+    InsufficientScope,
     /// The cached global configuration has expired or is missing.
     OutdatedGlobalConf,
     /// The peer gateway could not be reached or the connection broke.

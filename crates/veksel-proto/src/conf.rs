@@ -166,47 +166,7 @@ pub struct GlobalConf {
     /// The network's token service: what gateways need to check access tokens
     /// without asking the authority.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_service: Option<TokenService>,
-}
-
-/// The token service as gateways see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenService {
-    /// The issuer identifier (`iss` of its tokens).
-    pub issuer: String,
-    /// Its signing keys, current and retired ones whose tokens may still be valid.
-    pub keys: Vec<crate::oauth::Jwk>,
-    /// Tokens of these members issued before the instant are revoked.
-    #[serde(default)]
-    pub revoked: Vec<RevokedTokens>,
-    /// Scopes members have delegated to suppliers.
-    #[serde(default)]
-    pub delegations: Vec<Delegation>,
-}
-
-/// Every token of a member issued before an instant is revoked (its signing
-/// certificate was revoked, or an officer revoked its tokens).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RevokedTokens {
-    /// The member: a token whose client or consumer is of this member is revoked.
-    pub member: MemberId,
-    /// Tokens issued before this instant, Unix seconds.
-    pub issued_before: i64,
-}
-
-/// A member (the consumer) lets a supplier get tokens with one of its scopes on
-/// its behalf (Maskinporten's delegation through Altinn).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Delegation {
-    /// The scope.
-    pub scope: String,
-    /// The member that holds the scope and delegates it.
-    pub consumer: MemberId,
-    /// The member that may act for it.
-    pub supplier: MemberId,
+    pub token_service: Option<crate::oauth::TokenService>,
 }
 
 /// The trust root a gateway receives out of band.

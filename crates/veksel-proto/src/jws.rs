@@ -162,6 +162,26 @@ pub fn sign_jwt(
     sign_with_header(signer, &header, claims)
 }
 
+/// Signs a JWT whose header carries the signer's certificate chain (`x5c`), as a
+/// client assertion does when the token service is to validate the chain.
+pub fn sign_jwt_with_chain(signer: &dyn Signer, claims: &[u8]) -> Result<String, JwsError> {
+    let header = Header {
+        alg: ES256.to_owned(),
+        typ: Some("JWT".to_owned()),
+        cty: None,
+        x5t_s256: None,
+        x5c: signer
+            .cert_chain()
+            .iter()
+            .map(|c| STANDARD.encode(c))
+            .collect(),
+        kid: None,
+        crit: None,
+        b64: None,
+    };
+    sign_with_header(signer, &header, claims)
+}
+
 fn sign_with_header(
     signer: &dyn Signer,
     header: &Header,

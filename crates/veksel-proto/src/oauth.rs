@@ -288,6 +288,60 @@ pub fn scope_granted(granted: &[&str], asked: &str) -> bool {
     granted.contains(&asked)
 }
 
+/// What a client asks the token service for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Grant {
+    /// The client: a member or subsystem identifier, whose member signs.
+    pub client: String,
+    /// Space-separated scopes.
+    pub scope: String,
+    /// RFC 8707 resources: the token's audience.
+    pub resources: Vec<String>,
+    /// The member a supplier acts for.
+    pub consumer_org: Option<String>,
+}
+
+impl Grant {
+    /// A client assertion for this grant, signed with the member's signing key and
+    /// carrying its chain, valid for 60 s from `now`.
+    pub fn assertion(
+        &self,
+        signer: &dyn crate::jws::Signer,
+        issuer: &str,
+        now: i64,
+        jti: &str,
+    ) -> Result<String, JwsError> {
+        let mut claims = serde_json::json!({
+            "iss": self.client, "aud": issuer, "iat": now, "exp": now + 60,
+            "jti": jti, "scope": self.scope,
+        });
+        if !self.resources.is_empty() {
+            claims["resource"] = if self.resources.len() == 1 {
+                self.resources[0].clone().into()
+            } else {
+                self.resources.clone().into()
+            };
+        }
+        if let Some(org) = &self.consumer_org {
+            claims["consumer_org"] = org.clone().into();
+        }
+        crate::jws::sign_jwt_with_chain(signer, claims.to_string().as_bytes())
+    }
+}
+
+/// The token endpoint's answer (RFC 6749 §5.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    /// The access token, a JWT.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+    /// The granted scopes.
+    pub scope: String,
+}
+
 /// JWT `typ` of access tokens (RFC 9068 §2.1): a verifier that checks it cannot be
 /// handed an ID token or a client assertion in an access token's place.
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
@@ -510,6 +564,153 @@ pub fn verify_access_token(
         });
     }
     Ok(claims)
+}
+
+/// The token service as gateways see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenService {
+    /// The issuer identifier (`iss` of its tokens).
+    pub issuer: String,
+    /// Its signing keys, current and retired ones whose tokens may still be valid.
+    pub keys: Vec<Jwk>,
+    /// Tokens of these members issued before the instant are revoked.
+    #[serde(default)]
+    pub revoked: Vec<RevokedTokens>,
+    /// Scopes members have delegated to suppliers.
+    #[serde(default)]
+    pub delegations: Vec<Delegation>,
+}
+
+/// Every token of a member issued before an instant is revoked (its signing
+/// certificate was revoked, or an officer revoked its tokens).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokedTokens {
+    /// The member: a token whose client or consumer is of this member is revoked.
+    pub member: veksel_id::MemberId,
+    /// Tokens issued before this instant, Unix seconds.
+    pub issued_before: i64,
+}
+
+/// A member (the consumer) lets a supplier get tokens with one of its scopes on
+/// its behalf (Maskinporten's delegation through Altinn).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delegation {
+    /// The scope.
+    pub scope: String,
+    /// The member that holds the scope and delegates it.
+    pub consumer: veksel_id::MemberId,
+    /// The member that may act for it.
+    pub supplier: veksel_id::MemberId,
+}
+
+/// Why a valid access token does not admit this call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRefusal {
+    /// The token lacks the scope the service requires.
+    #[error("the access token does not have scope {0}")]
+    MissingScope(String),
+    /// The audience names neither the service, its subsystem nor its member.
+    #[error("the access token is for {got:?}, not for {service}")]
+    WrongAudience {
+        /// The service called.
+        service: String,
+        /// The token's audience.
+        got: Vec<String>,
+    },
+    /// The caller is neither the token's consumer nor its supplier.
+    #[error("the access token was issued to {client} for {consumer}; {caller} may not use it")]
+    WrongConsumer {
+        /// The calling member.
+        caller: String,
+        /// The token's client.
+        client: String,
+        /// The token's consumer.
+        consumer: String,
+    },
+    /// The consumer no longer delegates the scope to the supplier.
+    #[error("{consumer} does not delegate scope {scope} to {supplier}")]
+    NoDelegation {
+        /// The scope.
+        scope: String,
+        /// The token's consumer.
+        consumer: String,
+        /// The token's supplier.
+        supplier: String,
+    },
+    /// The token service revoked the tokens of the consumer or client.
+    #[error("the access token is revoked: the tokens of {0} issued until then are")]
+    Revoked(String),
+}
+
+/// Whether a verified access token admits `caller` (the calling member) to
+/// `service` (`INSTANCE/CLASS/CODE/SUBSYSTEM/SERVICE`) that requires `scope`, by the
+/// configuration's delegations and revocations.
+pub fn authorise(
+    claims: &AccessTokenClaims,
+    scope: &str,
+    service: &veksel_id::ServiceId,
+    caller: &veksel_id::MemberId,
+    ts: &TokenService,
+) -> Result<(), TokenRefusal> {
+    let client: Option<veksel_id::ClientId> = claims.client_id.parse().ok();
+    let client_member = client.as_ref().map(|c| c.member().to_string());
+    for r in &ts.revoked {
+        let member = r.member.to_string();
+        if claims.iat <= r.issued_before
+            && (member == claims.consumer || Some(&member) == client_member.as_ref())
+        {
+            return Err(TokenRefusal::Revoked(member));
+        }
+    }
+    if !scope_granted(&claims.scopes(), scope) {
+        return Err(TokenRefusal::MissingScope(scope.to_owned()));
+    }
+    let names = [
+        service.to_string(),
+        service.subsystem().to_string(),
+        service.subsystem().member().to_string(),
+    ];
+    let aud = claims.aud.values();
+    if !aud.iter().any(|a| names.contains(a)) {
+        return Err(TokenRefusal::WrongAudience {
+            service: service.to_string(),
+            got: aud,
+        });
+    }
+    let caller_text = caller.to_string();
+    let wrong_consumer = || TokenRefusal::WrongConsumer {
+        caller: caller_text.clone(),
+        client: claims.client_id.clone(),
+        consumer: claims.consumer.clone(),
+    };
+    // The client that got the token must be the one calling with it.
+    if client_member.as_deref() != Some(caller_text.as_str()) {
+        return Err(wrong_consumer());
+    }
+    match &claims.supplier {
+        None if claims.consumer == caller_text => Ok(()),
+        None => Err(wrong_consumer()),
+        Some(supplier) if supplier == &caller_text => {
+            let delegated = ts.delegations.iter().any(|d| {
+                d.scope == scope
+                    && d.consumer.to_string() == claims.consumer
+                    && &d.supplier.to_string() == supplier
+            });
+            if delegated {
+                Ok(())
+            } else {
+                Err(TokenRefusal::NoDelegation {
+                    scope: scope.to_owned(),
+                    consumer: claims.consumer.clone(),
+                    supplier: supplier.clone(),
+                })
+            }
+        }
+        Some(_) => Err(wrong_consumer()),
+    }
 }
 
 #[cfg(test)]

@@ -129,7 +129,10 @@ impl Service {
         assert_eq!(status, 400, "{body}");
         assert_eq!(body["error"], error, "{body}");
         let description = body["error_description"].as_str().unwrap();
-        assert!(description.contains(says), "{says:?} not in {description:?}");
+        assert!(
+            description.contains(says),
+            "{says:?} not in {description:?}"
+        );
     }
 
     async fn jwks(&self) -> Jwks {
@@ -212,7 +215,10 @@ async fn registered_scopes(net: &Net) {
                "consumers": [municipality], "delegable": true}),
     )
     .await;
-    assert_eq!(r["state"], "approved", "the owner's consent and the policy approve: {r}");
+    assert_eq!(
+        r["state"], "approved",
+        "the owner's consent and the policy approve: {r}"
+    );
     let r = manage(
         net,
         TAX,
@@ -232,7 +238,10 @@ async fn registered_scopes(net: &Net) {
     .await;
     assert_eq!(r["state"], "submitted", "{r}");
     assert!(
-        r["reason"].as_str().unwrap().contains(&format!("belongs to {tax}")),
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("belongs to {tax}")),
         "{r}"
     );
 }
@@ -278,10 +287,13 @@ async fn token_service(backend: Backend) {
     assert_eq!(t.exp - t.iat, 120);
 
     // The same assertion a second time.
-    svc.refused(&assertion, "invalid_grant", "used before").await;
+    svc.refused(&assertion, "invalid_grant", "used before")
+        .await;
 
     // Without a resource the audience is the scope's owner.
-    let (status, body) = svc.grant(&mun.assertion(&mun.claims(svc.issuer(), INCOME))).await;
+    let (status, body) = svc
+        .grant(&mun.assertion(&mun.claims(svc.issuer(), INCOME)))
+        .await;
     assert_eq!(status, 200, "{body}");
     let t = verify_access_token(
         body["access_token"].as_str().unwrap(),
@@ -366,7 +378,9 @@ async fn token_service(backend: Backend) {
         "not a valid signing certificate",
     )
     .await;
-    let (_, body) = svc.grant(&with(&|c| c["resource"] = "has space".into())).await;
+    let (_, body) = svc
+        .grant(&with(&|c| c["resource"] = "has space".into()))
+        .await;
     assert_eq!(body["error"], "invalid_target", "{body}");
     let (_, body) = svc
         .grant(&with(&|c| {
@@ -394,7 +408,10 @@ async fn token_service(backend: Backend) {
         &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &public),
         format!("{header}.{payload}").as_bytes(),
     );
-    let hs = format!("{header}.{payload}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref()));
+    let hs = format!(
+        "{header}.{payload}.{}",
+        URL_SAFE_NO_PAD.encode(mac.as_ref())
+    );
     svc.refused(&hs, "invalid_grant", "\"HS256\" is not accepted")
         .await;
     let tax_client = Client::of(&net, TAX, &tax);
@@ -544,7 +561,10 @@ async fn token_service(backend: Backend) {
             &[("grant_type", "client_credentials"), ("assertion", "x")],
         )
         .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("unsupported_grant_type")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
     let (_, body) = svc
         .form(
             "/oauth/v1/token",
@@ -596,7 +616,9 @@ async fn token_service(backend: Backend) {
     let jwks = svc.jwks().await;
     assert_eq!(jwks.keys.len(), 2);
     verify_access_token(&token, &jwks.keys, svc.issuer(), now()).unwrap();
-    let (_, body) = svc.grant(&mun.assertion(&mun.claims(svc.issuer(), INCOME))).await;
+    let (_, body) = svc
+        .grant(&mun.assertion(&mun.claims(svc.issuer(), INCOME)))
+        .await;
     let fresh = body["access_token"].as_str().unwrap().to_owned();
     let header: Value = serde_json::from_slice(
         &URL_SAFE_NO_PAD
@@ -682,4 +704,425 @@ async fn token_service_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_service_on_postgres() {
     token_service(Backend::Postgres).await;
+}
+
+/// A Python with authlib, pyjwt and requests from PyPI: a virtualenv made once in the
+/// target directory.
+fn python_with_oauth_libraries() -> std::path::PathBuf {
+    use std::process::Command;
+    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-oauth");
+    let python = venv.join("bin").join("python3");
+    let ready = || {
+        Command::new(&python)
+            .args(["-c", "import authlib, jwt, requests, cryptography"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !ready() {
+        let out = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .output()
+            .expect("python3 is installed");
+        assert!(out.status.success(), "python3 -m venv: {out:?}");
+        let out = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "authlib==1.6.5",
+                "pyjwt[crypto]==2.10.1",
+                "requests==2.34.2",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "installing authlib and pyjwt from PyPI failed (needs network once): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    python
+}
+
+/// authlib's unmodified RFC 7523 client (`AssertionSession`) gets a token with the
+/// member's key file and certificate chain; pyjwt verifies it from the published
+/// JWKS, and authlib's RFC 7638 thumbprint is the key's id.
+const OAUTH_CLIENT_SCRIPT: &str = r#"
+import base64, json, sys, uuid
+import jwt, requests
+from authlib.integrations.requests_client import AssertionSession
+from authlib.jose import JsonWebKey
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+base, ca, key_path, chain_path, client, scope, resource = sys.argv[1:8]
+meta = requests.get(f"{base}/.well-known/oauth-authorization-server", verify=ca).json()
+chain = [base64.b64encode(c.public_bytes(Encoding.DER)).decode()
+         for c in x509.load_pem_x509_certificates(open(chain_path, "rb").read())]
+session = AssertionSession(
+    token_endpoint=meta["token_endpoint"], issuer=client, subject=client,
+    audience=meta["issuer"], claims={"jti": str(uuid.uuid4()), "resource": resource},
+    scope=scope, key=open(key_path).read(), header={"alg": "ES256", "x5c": chain},
+    expires_in=60)
+# Only the network's CA, not a CA bundle named in the environment.
+session.trust_env = False
+session.verify = ca
+token = session.refresh_token()
+access = token["access_token"]
+header = jwt.get_unverified_header(access)
+jwks = requests.get(meta["jwks_uri"], verify=ca).json()
+jwk = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
+claims = jwt.decode(access, jwt.PyJWK(jwk).key, algorithms=["ES256"],
+                    audience=resource, issuer=meta["issuer"])
+try:
+    jwt.decode(access, jwt.PyJWK(jwk).key, algorithms=["ES256"], audience="someone-else")
+    wrong_audience = "accepted"
+except jwt.InvalidAudienceError:
+    wrong_audience = "refused"
+print(json.dumps({"claims": claims, "typ": header.get("typ"), "scope": token["scope"],
+                  "expires_in": token["expires_in"],
+                  "thumbprint_is_kid": JsonWebKey.import_key(jwk).thumbprint() == header["kid"],
+                  "wrong_audience": wrong_audience}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authlib_gets_a_token_and_pyjwt_verifies_it() {
+    let net = Net::start(Backend::Sqlite).await.unwrap();
+    registered_scopes(&net).await;
+    let municipality = ORGS[MUNICIPALITY].member();
+    let resource = format!("{}/tax/income", ORGS[TAX].member());
+    let gw = net.sandbox().gateway(MUNICIPALITY).unwrap();
+    let stem = municipality.replace('/', ":");
+    let signing = gw.dir.join("signing");
+    let (url, ca) = {
+        let info = &net.sandbox().info;
+        (info.authority_url.clone(), info.authority_ca_file.clone())
+    };
+    let python = python_with_oauth_libraries();
+    let args: Vec<String> = vec![
+        "-c".into(),
+        OAUTH_CLIENT_SCRIPT.into(),
+        url.clone(),
+        common::path(&ca).into(),
+        common::path(&signing.join(format!("{stem}.key"))).into(),
+        common::path(&signing.join(format!("{stem}.pem"))).into(),
+        municipality.clone(),
+        INCOME.into(),
+        resource.clone(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["typ"], "at+jwt");
+    assert_eq!(answer["scope"], INCOME);
+    assert_eq!(answer["expires_in"], 120);
+    assert_eq!(answer["thumbprint_is_kid"], true);
+    assert_eq!(answer["wrong_audience"], "refused");
+    let claims = &answer["claims"];
+    assert_eq!(claims["iss"], url.as_str());
+    assert_eq!(claims["aud"], resource.as_str());
+    assert_eq!(claims["consumer"], municipality.as_str());
+    assert_eq!(claims["client_id"], municipality.as_str());
+    net.stop().await;
+}
+
+/// A call through a gateway's client side with an optional bearer token.
+async fn call_with_token(
+    net: &Net,
+    org: usize,
+    client: &str,
+    path: &str,
+    token: Option<&str>,
+) -> reqwest::Response {
+    let mut req = net
+        .http
+        .get(format!("{}/r1/{path}", net.client_url(org)))
+        .header("X-Road-Client", client);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap()
+}
+
+async fn scopes_on_the_exchange(backend: Backend) {
+    let Some(net) = Net::start(backend).await else {
+        eprintln!("skipped: VEKSEL_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let svc = Service::of(&net);
+    registered_scopes(&net).await;
+    const COMPANIES: &str = "tax:companies";
+    let tax = ORGS[TAX].member();
+    let municipality = ORGS[MUNICIPALITY].member();
+    let population = ORGS[POPULATION].member();
+    let r = manage(
+        &net,
+        TAX,
+        json!({"type": "scope-registration", "scope": COMPANIES, "description": "Business register",
+               "consumers": [municipality], "delegable": true}),
+    )
+    .await;
+    assert_eq!(r["state"], "approved", "{r}");
+
+    // The tax agency's companies service now requires the scope on top of its
+    // access rights (which let every sandbox member in).
+    let (admin, admin_token) = net.admin(TAX);
+    let client_url = format!(
+        "{admin}/api/v1/clients/{}",
+        ORGS[TAX].subsystem_id().replace('/', ":")
+    );
+    let client: Value = net
+        .http
+        .get(&client_url)
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut service = client["services"]["companies"].clone();
+    service["scopes"] = json!([{"scope": COMPANIES}]);
+    let resp = net
+        .http
+        .put(format!("{client_url}/services/companies"))
+        .bearer_auth(&admin_token)
+        .json(&service)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204, "{}", resp.text().await.unwrap());
+    let mut bad = service.clone();
+    bad["scopes"] = json!([{"scope": "no-prefix"}]);
+    let resp = net
+        .http
+        .put(format!("{client_url}/services/companies"))
+        .bearer_auth(&admin_token)
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+
+    let companies = format!("{}/companies/12345678", ORGS[TAX].subsystem_id());
+    let mun_app = ORGS[MUNICIPALITY].subsystem_id();
+    let mun = Client::of(&net, MUNICIPALITY, &municipality);
+    let token_for =
+        |client: &Client, scope: &str, resource: Option<&str>, consumer_org: Option<&str>| {
+            let mut c = client.claims(svc.issuer(), scope);
+            if let Some(r) = resource {
+                c["resource"] = r.into();
+            }
+            if let Some(o) = consumer_org {
+                c["consumer_org"] = o.into();
+            }
+            let assertion = client.assertion(&c);
+            let svc = &svc;
+            async move {
+                let (status, body) = svc.grant(&assertion).await;
+                assert_eq!(status, 200, "{body}");
+                body["access_token"].as_str().unwrap().to_owned()
+            }
+        };
+
+    // With a token for the service: through.
+    let service_id = format!("{}/companies", ORGS[TAX].subsystem_id());
+    let good = token_for(&mun, COMPANIES, Some(&service_id), None).await;
+    let resp = call_with_token(&net, MUNICIPALITY, &mun_app, &companies, Some(&good)).await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    // The default audience, the scope's owner, names the provider too.
+    let owner_aud = token_for(&mun, COMPANIES, None, None).await;
+    let resp = call_with_token(&net, MUNICIPALITY, &mun_app, &companies, Some(&owner_aud)).await;
+    assert_eq!(resp.status(), 200);
+
+    // Without one, with another scope, for another audience, forged, or someone
+    // else's: each its precise fault.
+    let resp = call_with_token(&net, MUNICIPALITY, &mun_app, &companies, None).await;
+    let f = common::expect_fault(resp, 500, "Server.ServerProxy.MissingAccessToken").await;
+    assert!(f["message"].as_str().unwrap().contains(COMPANIES), "{f}");
+    let other_scope = token_for(&mun, INCOME, Some(&service_id), None).await;
+    let resp = call_with_token(&net, MUNICIPALITY, &mun_app, &companies, Some(&other_scope)).await;
+    common::expect_fault(resp, 500, "Server.ServerProxy.InsufficientScope").await;
+    let elsewhere = token_for(
+        &mun,
+        COMPANIES,
+        Some(&format!("{}/persons", ORGS[POPULATION].subsystem_id())),
+        None,
+    )
+    .await;
+    let resp = call_with_token(&net, MUNICIPALITY, &mun_app, &companies, Some(&elsewhere)).await;
+    let f = common::expect_fault(resp, 500, "Server.ServerProxy.InvalidAccessToken").await;
+    assert!(f["message"].as_str().unwrap().contains("not for"), "{f}");
+    let (h, p, _) = {
+        let mut parts = good.split('.');
+        (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        )
+    };
+    let tax_client = Client::of(&net, TAX, &tax);
+    let forged = format!(
+        "{h}.{p}.{}",
+        URL_SAFE_NO_PAD.encode(
+            tax_client
+                .signer
+                .sign(format!("{h}.{p}").as_bytes())
+                .unwrap()
+        )
+    );
+    let resp = call_with_token(&net, MUNICIPALITY, &mun_app, &companies, Some(&forged)).await;
+    let f = common::expect_fault(resp, 500, "Server.ServerProxy.InvalidAccessToken").await;
+    assert!(f["message"].as_str().unwrap().contains("signature"), "{f}");
+    // The municipality's token in the population agency's hands.
+    let pop_app = ORGS[POPULATION].subsystem_id();
+    let resp = call_with_token(&net, POPULATION, &pop_app, &companies, Some(&good)).await;
+    let f = common::expect_fault(resp, 500, "Server.ServerProxy.InvalidAccessToken").await;
+    assert!(
+        f["message"].as_str().unwrap().contains("may not use it"),
+        "{f}"
+    );
+
+    // A supplier acting for the municipality: admitted while the delegation stands.
+    let r = manage(
+        &net,
+        MUNICIPALITY,
+        json!({"type": "scope-delegation", "scope": COMPANIES, "supplier": population}),
+    )
+    .await;
+    assert_eq!(r["state"], "approved", "{r}");
+    let pop = Client::of(&net, POPULATION, &population);
+    let delegated = token_for(&pop, COMPANIES, Some(&service_id), Some(&municipality)).await;
+    let provider = net.sandbox().gateway(TAX).unwrap();
+    wait_until_gateway_has(provider, |ts| !ts.delegations.is_empty()).await;
+    let resp = call_with_token(&net, POPULATION, &pop_app, &companies, Some(&delegated)).await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let r = manage(
+        &net,
+        MUNICIPALITY,
+        json!({"type": "scope-delegation-withdrawal", "scope": COMPANIES, "supplier": population}),
+    )
+    .await;
+    assert_eq!(r["state"], "approved", "{r}");
+    wait_until_gateway_has(provider, |ts| ts.delegations.is_empty()).await;
+    let resp = call_with_token(&net, POPULATION, &pop_app, &companies, Some(&delegated)).await;
+    let f = common::expect_fault(resp, 500, "Server.ServerProxy.InvalidAccessToken").await;
+    assert!(
+        f["message"].as_str().unwrap().contains("does not delegate"),
+        "{f}"
+    );
+
+    // The municipality's gateway gets tokens itself for its information system,
+    // which then needs no key: one grant serves several calls.
+    let mun_admin = net.admin(MUNICIPALITY);
+    let settings_url = format!(
+        "{}/api/v1/clients/{}",
+        mun_admin.0,
+        mun_app.replace('/', ":")
+    );
+    let set_rules = |rules: Value| {
+        let (http, url, token) = (&net.http, &settings_url, &mun_admin.1);
+        async move {
+            let current: Value = http
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let mut settings = current["settings"].clone();
+            settings["tokens"] = rules;
+            let resp = http
+                .put(url)
+                .bearer_auth(token)
+                .json(&settings)
+                .send()
+                .await
+                .unwrap();
+            resp.status().as_u16()
+        }
+    };
+    assert_eq!(
+        set_rules(json!([{"service": service_id, "scope": COMPANIES}])).await,
+        204
+    );
+    assert_eq!(
+        set_rules(json!([{"service": service_id, "scope": "bad scope"}])).await,
+        400
+    );
+    let log_url = format!("/api/v1/oauth/tokens?consumer={municipality}&limit=1000");
+    let before = svc.get::<Value>(&log_url).await.as_array().unwrap().len();
+    for _ in 0..3 {
+        let resp = call_with_token(&net, MUNICIPALITY, &mun_app, &companies, None).await;
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+    assert_eq!(
+        svc.get::<Value>(&log_url).await.as_array().unwrap().len(),
+        before + 1,
+        "one token for three calls"
+    );
+    // A scope the member does not hold: the gateway says why it has no token.
+    assert_eq!(
+        set_rules(json!([{"service": service_id, "scope": DEBT}])).await,
+        204
+    );
+    let resp = call_with_token(&net, MUNICIPALITY, &mun_app, &companies, None).await;
+    let f = common::expect_fault(resp, 500, "Server.ClientProxy.MissingAccessToken").await;
+    assert!(
+        f["message"].as_str().unwrap().contains("invalid_scope"),
+        "{f}"
+    );
+
+    // Revoked with the member: the token that worked a moment ago stops working.
+    let (status, _) = svc
+        .admin_post("/api/v1/oauth/revocations", json!({"member": municipality}))
+        .await;
+    assert_eq!(status, 204);
+    wait_until_gateway_has(provider, |ts| !ts.revoked.is_empty()).await;
+    let resp = call_with_token(&net, MUNICIPALITY, &mun_app, &companies, Some(&good)).await;
+    let f = common::expect_fault(resp, 500, "Server.ServerProxy.InvalidAccessToken").await;
+    assert!(f["message"].as_str().unwrap().contains("revoked"), "{f}");
+    net.stop().await;
+}
+
+/// Refreshes a gateway's configuration until its token service part satisfies `ready`.
+async fn wait_until_gateway_has(
+    gw: &veksel_gateway::Gateway,
+    ready: impl Fn(&veksel_proto::oauth::TokenService) -> bool,
+) {
+    for _ in 0..100 {
+        let _ = gw.conf.refresh().await;
+        if let Some(state) = gw.conf.latest()
+            && state.conf().token_service.as_ref().is_some_and(&ready)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the gateway never got the change")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_on_the_exchange_on_sqlite() {
+    scopes_on_the_exchange(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_on_the_exchange_on_postgres() {
+    scopes_on_the_exchange(Backend::Postgres).await;
 }

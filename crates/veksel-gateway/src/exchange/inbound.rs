@@ -86,6 +86,9 @@ async fn exchange(
     admit(gw, &conf, &peer, &head)?;
     replay(gw, &conf, &head, op).await?;
     let (local, service) = access(gw, &conf, &head)?;
+    if let Some(svc) = &service {
+        access_token(gw, &conf, &head, svc)?;
+    }
     let log_mode = local.settings.log_mode;
     let (system_body, verified) = verify(gw, &conf, &head, &parts.headers, body, log_mode).await?;
     op.record.request_out_ts = Some(gw.clock.now_ms());
@@ -310,6 +313,77 @@ fn access(
     }
     let svc = svc.clone();
     Ok((local, Some(svc)))
+}
+
+/// The access token a service requires (`Authorization: Bearer`): verified with the
+/// token service's keys from the global configuration, then its scope, audience,
+/// consumer, delegation and revocation checked for this call.
+fn access_token(
+    gw: &Gateway,
+    conf: &ConfState,
+    head: &RequestHead,
+    svc: &ServiceConfig,
+) -> Result<(), Fault> {
+    let segments = r1::decoded_segments(&head.target.service_path);
+    let needed = svc.scopes_for(&head.method, &segments);
+    if needed.is_empty() {
+        return Ok(());
+    }
+    let mut presented = head
+        .headers
+        .iter()
+        .filter(|(name, _)| name == "authorization")
+        .map(|(_, value)| value);
+    let token = match (presented.next(), presented.next()) {
+        (Some(value), None) => value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim),
+        (Some(_), Some(_)) => {
+            return Err(sfault(
+                FaultCode::InvalidAccessToken,
+                "the request has more than one Authorization header",
+            ));
+        }
+        (None, _) => None,
+    }
+    .ok_or_else(|| {
+        sfault(
+            FaultCode::MissingAccessToken,
+            format!(
+                "Service {} requires an access token with scope {}: send Authorization: Bearer <token>",
+                head.target.service,
+                needed.join(" and ")
+            ),
+        )
+    })?;
+    let now = i64::try_from(gw.clock.now_secs()).unwrap_or(i64::MAX);
+    let claims = conf
+        .access_token(token, now)
+        .map_err(|e| sfault(FaultCode::InvalidAccessToken, e.to_string()))?;
+    let Some(ts) = conf.conf().token_service.as_ref() else {
+        return Err(sfault(
+            FaultCode::InvalidAccessToken,
+            "the global configuration names no token service",
+        ));
+    };
+    for scope in needed {
+        veksel_proto::oauth::authorise(
+            &claims,
+            scope,
+            &head.target.service,
+            head.client.member(),
+            ts,
+        )
+        .map_err(|e| {
+            let code = match e {
+                veksel_proto::oauth::TokenRefusal::MissingScope(_) => FaultCode::InsufficientScope,
+                _ => FaultCode::InvalidAccessToken,
+            };
+            sfault(code, e.to_string())
+        })?;
+    }
+    Ok(())
 }
 
 /// The member's signature over the request as it arrived. A small body is verified

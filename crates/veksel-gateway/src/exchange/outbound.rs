@@ -89,7 +89,8 @@ async fn exchange(
     op: &mut OpCtx,
 ) -> Result<Response<GwBody>, Fault> {
     let (parts, body) = req.into_parts();
-    let admitted = admit(gw, conn, &parts, op)?;
+    let mut admitted = admit(gw, conn, &parts, op)?;
+    attach_token(gw, &mut admitted).await?;
     let peer = route(gw, &admitted, op)?;
     let (out, signed_rx, client_body) = sign(gw, &admitted, &parts, body, &peer).await?;
     op.record.request_out_ts = Some(gw.clock.now_ms());
@@ -176,6 +177,52 @@ fn admit(
         conf,
         log_mode,
     })
+}
+
+/// Adds an access token the gateway gets itself, when the client's settings ask for
+/// one for this service and the information system sent no `Authorization`.
+async fn attach_token(gw: &Gateway, admitted: &mut Admitted) -> Result<(), Fault> {
+    let head = &mut admitted.head;
+    if head.headers.iter().any(|(name, _)| name == "authorization") {
+        return Ok(());
+    }
+    let Some(client) = head.client.as_subsystem() else {
+        return Ok(());
+    };
+    let rule = gw.serverconf.current().clients.get(client).and_then(|c| {
+        c.settings
+            .tokens
+            .iter()
+            .find(|r| r.service == head.target.service)
+            .cloned()
+    });
+    let Some(rule) = rule else {
+        return Ok(());
+    };
+    let grant = veksel_proto::oauth::Grant {
+        client: client.member().to_string(),
+        scope: rule.scope.clone(),
+        resources: vec![head.target.service.to_string()],
+        consumer_org: rule.consumer_org.as_ref().map(ToString::to_string),
+    };
+    let token = gw.tokens.get(gw, &grant).await.map_err(|e| {
+        cfault(
+            FaultCode::MissingAccessToken,
+            format!(
+                "could not get an access token with scope {}: {e}",
+                rule.scope
+            ),
+        )
+    })?;
+    // The header list is in canonical order (names sorted): keep it so.
+    let at = head
+        .headers
+        .iter()
+        .position(|(name, _)| name.as_str() > "authorization")
+        .unwrap_or(head.headers.len());
+    head.headers
+        .insert(at, ("authorization".to_owned(), format!("Bearer {token}")));
+    Ok(())
 }
 
 /// Refuses ambiguous framing and bodies announced over the limit, before a byte of
