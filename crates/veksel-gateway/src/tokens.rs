@@ -2,7 +2,8 @@
 //! the client member's signing key (which never leaves the gateway), kept until
 //! shortly before they expire, one grant at a time per client, scope and audience.
 
-use crate::Gateway;
+use crate::confclient::ConfClient;
+use crate::{Gateway, KeyStore};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,7 +69,7 @@ impl TokenCache {
         {
             return Ok(token.clone());
         }
-        let answer = fetch(gw, grant).await?;
+        let answer = fetch(&gw.conf, &gw.keys.get(), now, grant).await?;
         let life = answer.expires_in.max(0);
         let renew_at = now + (life * 3 / 4).min(life - MIN_REMAINING_SECS);
         *held = Some((answer.access_token.clone(), renew_at));
@@ -77,9 +78,14 @@ impl TokenCache {
 }
 
 /// Asks the network's token service for `grant`, signing with the client member's
-/// key.
-pub async fn fetch(gw: &Gateway, grant: &Grant) -> Result<TokenResponse, TokenFetchError> {
-    let conf = gw.conf.latest().ok_or(TokenFetchError::NoService)?;
+/// key from `keys` (a running gateway's, or a data directory's for the command line).
+pub async fn fetch(
+    conf_client: &ConfClient,
+    keys: &KeyStore,
+    now: i64,
+    grant: &Grant,
+) -> Result<TokenResponse, TokenFetchError> {
+    let conf = conf_client.latest().ok_or(TokenFetchError::NoService)?;
     let issuer = conf
         .conf()
         .token_service
@@ -91,12 +97,9 @@ pub async fn fetch(gw: &Gateway, grant: &Grant) -> Result<TokenResponse, TokenFe
         .client
         .parse()
         .map_err(|e: veksel_id::IdError| TokenFetchError::NoKey(e.to_string()))?;
-    let signer = gw
-        .keys
-        .get()
+    let signer = keys
         .signer(client.member())
         .ok_or_else(|| TokenFetchError::NoKey(client.member().to_string()))?;
-    let now = i64::try_from(gw.clock.now_secs()).unwrap_or(i64::MAX);
     let assertion = grant
         .assertion(
             signer.as_ref(),
@@ -109,9 +112,8 @@ pub async fn fetch(gw: &Gateway, grant: &Grant) -> Result<TokenResponse, TokenFe
         "grant_type={}&assertion={assertion}",
         veksel_proto::oauth::JWT_BEARER_GRANT.replace(':', "%3A")
     );
-    let url = format!("{}/oauth/v1/token", gw.conf.anchor().authority_url);
-    let resp = gw
-        .conf
+    let url = format!("{}/oauth/v1/token", conf_client.anchor().authority_url);
+    let resp = conf_client
         .http()
         .post(&url)
         .header("content-type", "application/x-www-form-urlencoded")

@@ -645,6 +645,24 @@ pub enum TokenRefusal {
     Revoked(String),
 }
 
+/// The revocation that covers a token: of its consumer's or its client's member,
+/// at or after the token was issued.
+pub fn revocation_of<'a>(
+    claims: &AccessTokenClaims,
+    ts: &'a TokenService,
+) -> Option<&'a RevokedTokens> {
+    let client_member = claims
+        .client_id
+        .parse::<veksel_id::ClientId>()
+        .ok()
+        .map(|c| c.member().to_string());
+    ts.revoked.iter().find(|r| {
+        let member = r.member.to_string();
+        claims.iat <= r.issued_before
+            && (member == claims.consumer || Some(&member) == client_member.as_ref())
+    })
+}
+
 /// Whether a verified access token admits `caller` (the calling member) to
 /// `service` (`INSTANCE/CLASS/CODE/SUBSYSTEM/SERVICE`) that requires `scope`, by the
 /// configuration's delegations and revocations.
@@ -655,16 +673,14 @@ pub fn authorise(
     caller: &veksel_id::MemberId,
     ts: &TokenService,
 ) -> Result<(), TokenRefusal> {
-    let client: Option<veksel_id::ClientId> = claims.client_id.parse().ok();
-    let client_member = client.as_ref().map(|c| c.member().to_string());
-    for r in &ts.revoked {
-        let member = r.member.to_string();
-        if claims.iat <= r.issued_before
-            && (member == claims.consumer || Some(&member) == client_member.as_ref())
-        {
-            return Err(TokenRefusal::Revoked(member));
-        }
+    if let Some(r) = revocation_of(claims, ts) {
+        return Err(TokenRefusal::Revoked(r.member.to_string()));
     }
+    let client_member = claims
+        .client_id
+        .parse::<veksel_id::ClientId>()
+        .ok()
+        .map(|c| c.member().to_string());
     if !scope_granted(&claims.scopes(), scope) {
         return Err(TokenRefusal::MissingScope(scope.to_owned()));
     }

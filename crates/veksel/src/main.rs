@@ -74,6 +74,52 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Access tokens of the network's token service.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Get an access token with a member's signing key from a gateway's data
+    /// directory (the JWT-bearer grant); prints the token.
+    Get {
+        /// The gateway's data directory (its keys and cached configuration).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The client: a member or subsystem id whose member's key the gateway holds.
+        #[arg(long)]
+        client: String,
+        /// Space-separated scopes.
+        #[arg(long)]
+        scope: String,
+        /// The token's audience, e.g. a service id (repeatable).
+        #[arg(long)]
+        resource: Vec<String>,
+        /// Ask as a supplier for this member, under its delegation.
+        #[arg(long)]
+        consumer_org: Option<String>,
+        /// Print the token service's whole JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify an access token with the keys of a gateway's cached configuration;
+    /// prints its claims.
+    Verify {
+        /// The gateway's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Also require this scope (whole-name match).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Also require this audience.
+        #[arg(long)]
+        audience: Option<String>,
+        /// The token; `-` reads it from standard input.
+        token: String,
+    },
 }
 
 /// Which ledger, trusted how.
@@ -416,6 +462,7 @@ async fn main() -> Result<()> {
         Command::Gateway { command } => gateway(command, clock).await,
         Command::Evidence { command } => evidence(command).await,
         Command::Ledger { command } => ledger(command).await,
+        Command::Token { command } => token(command, clock).await,
         Command::Log {
             command:
                 LogCommand::Verify {
@@ -1085,5 +1132,102 @@ async fn gateway(command: GatewayCommand, clock: Clock) -> Result<()> {
             path,
             body,
         } => print(&api_call(&api, &method, &path, parse_body(body)?).await?),
+    }
+}
+
+/// The cached global configuration and HTTP client of a gateway's data directory,
+/// read without writing anything (the gateway may be running).
+fn gateway_conf(
+    data_dir: &std::path::Path,
+    clock: &Clock,
+) -> Result<(
+    veksel_gateway::confclient::ConfClient,
+    std::sync::Arc<veksel_gateway::confclient::ConfState>,
+)> {
+    let anchor = veksel_gateway::read_anchor(data_dir)?;
+    let conf = veksel_gateway::confclient::ConfClient::new(
+        anchor,
+        data_dir.join(veksel_gateway::files::CONF_CACHE),
+        clock.clone(),
+    )?;
+    let state = conf.latest().with_context(|| {
+        format!(
+            "{} has no valid cached global configuration; start the gateway once",
+            data_dir.display()
+        )
+    })?;
+    Ok((conf, state))
+}
+
+async fn token(command: TokenCommand, clock: Clock) -> Result<()> {
+    match command {
+        TokenCommand::Get {
+            data_dir,
+            client,
+            scope,
+            resource,
+            consumer_org,
+            json,
+        } => {
+            let (conf, _) = gateway_conf(&data_dir, &clock)?;
+            let keys = veksel_gateway::KeyStore::load(&data_dir)?;
+            let grant = veksel_proto::oauth::Grant {
+                client,
+                scope,
+                resources: resource,
+                consumer_org,
+            };
+            let now = i64::try_from(clock.now_secs())?;
+            let answer = veksel_gateway::tokens::fetch(&conf, &keys, now, &grant).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                println!("{}", answer.access_token);
+            }
+            Ok(())
+        }
+        TokenCommand::Verify {
+            data_dir,
+            scope,
+            audience,
+            token,
+        } => {
+            let token = if token == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(
+                    &mut std::io::Read::take(std::io::stdin(), 64 * 1024),
+                    &mut text,
+                )?;
+                text.trim().to_owned()
+            } else {
+                token
+            };
+            let (_, state) = gateway_conf(&data_dir, &clock)?;
+            let now = i64::try_from(clock.now_secs())?;
+            let claims = state.access_token(&token, now)?;
+            if let Some(ts) = &state.conf().token_service
+                && let Some(r) = veksel_proto::oauth::revocation_of(&claims, ts)
+            {
+                bail!(
+                    "the token is revoked: the tokens of {} issued until then are",
+                    r.member
+                );
+            }
+            if let Some(scope) = scope
+                && !claims.scopes().contains(&scope.as_str())
+            {
+                bail!(
+                    "the token does not have scope {scope} (it has: {})",
+                    claims.scope
+                );
+            }
+            if let Some(aud) = audience
+                && !claims.aud.values().contains(&aud)
+            {
+                bail!("the token is for {:?}, not for {aud}", claims.aud.values());
+            }
+            println!("{}", serde_json::to_string_pretty(&*claims)?);
+            Ok(())
+        }
     }
 }

@@ -4,27 +4,10 @@
 //! archive directory alone; a changed archive makes both fail with exit status 1.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 mod common;
-use common::{MUNI, spawn, wait_ready};
-
-fn veksel(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_veksel"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("veksel runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
+use common::{MUNI, spawn, veksel, wait_ready};
 
 /// The records a gateway's newest time stamp covers, from its metrics.
 async fn stamped(http: &reqwest::Client, metrics_url: &str) -> usize {
@@ -77,11 +60,7 @@ async fn run_sandbox_and_call(dir: &Path, calls: usize) -> serde_json::Value {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status();
-    child.wait().unwrap();
+    common::interrupt_and_wait(&mut child);
     info
 }
 

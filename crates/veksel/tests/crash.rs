@@ -7,7 +7,6 @@
 //! not yet committed though the provider's is.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -196,11 +195,7 @@ async fn company(
 
 /// Stops the sandbox as an operator would (SIGINT) and waits for it.
 fn interrupt(mut child: std::process::Child) {
-    let _ = Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status();
-    child.wait().unwrap();
+    common::interrupt_and_wait(&mut child);
 }
 
 /// The request ids a gateway's message log holds for one side.

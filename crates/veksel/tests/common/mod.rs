@@ -54,3 +54,29 @@ pub async fn wait_ready(http: &reqwest::Client, dir: &Path) -> serde_json::Value
     }
     panic!("the sandbox did not become ready");
 }
+
+/// Runs a `veksel` command; returns whether it succeeded and its output.
+pub fn veksel(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_veksel"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("veksel runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Stops a sandbox as Ctrl-C would and waits for it.
+pub fn interrupt_and_wait(child: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    child.wait().unwrap();
+}
