@@ -1045,4 +1045,87 @@ mod tests {
         };
         assert!(matches!(bad_point.point(), Err(TokenError::Malformed(_))));
     }
+
+    #[test]
+    fn authorise_checks_scope_audience_consumer_delegation_and_revocation() {
+        let service: veksel_id::ServiceId = "DEV/GOV/2/tax/income".parse().unwrap();
+        let mun: veksel_id::MemberId = "DEV/MUN/3".parse().unwrap();
+        let pop: veksel_id::MemberId = "DEV/GOV/1".parse().unwrap();
+        let mut ts = TokenService {
+            issuer: ISSUER.into(),
+            keys: vec![],
+            revoked: vec![],
+            delegations: vec![],
+        };
+        let claims = |client: &str, consumer: &str, supplier: Option<&str>, aud: &str| {
+            let mut c: AccessTokenClaims = serde_json::from_value(token_claims()).unwrap();
+            c.client_id = client.into();
+            c.consumer = consumer.into();
+            c.supplier = supplier.map(Into::into);
+            c.aud = OneOrMany::One(aud.into());
+            c.scope = "tax:income".into();
+            c
+        };
+        let own = claims("DEV/MUN/3", "DEV/MUN/3", None, "DEV/GOV/2/tax/income");
+        assert_eq!(authorise(&own, "tax:income", &service, &mun, &ts), Ok(()));
+        for aud in ["DEV/GOV/2/tax", "DEV/GOV/2"] {
+            let c = claims("DEV/MUN/3", "DEV/MUN/3", None, aud);
+            assert_eq!(
+                authorise(&c, "tax:income", &service, &mun, &ts),
+                Ok(()),
+                "{aud}"
+            );
+        }
+        assert_eq!(
+            authorise(&own, "tax:inc", &service, &mun, &ts),
+            Err(TokenRefusal::MissingScope("tax:inc".into()))
+        );
+        for aud in ["DEV/GOV/2/tax/other", "DEV/GOV/22", "DEV/GOV/2/taxes"] {
+            let c = claims("DEV/MUN/3", "DEV/MUN/3", None, aud);
+            assert!(matches!(
+                authorise(&c, "tax:income", &service, &mun, &ts),
+                Err(TokenRefusal::WrongAudience { .. })
+            ));
+        }
+        // Someone else's token.
+        assert!(matches!(
+            authorise(&own, "tax:income", &service, &pop, &ts),
+            Err(TokenRefusal::WrongConsumer { .. })
+        ));
+        let delegated = claims("DEV/GOV/1", "DEV/MUN/3", Some("DEV/GOV/1"), "DEV/GOV/2");
+        assert!(matches!(
+            authorise(&delegated, "tax:income", &service, &pop, &ts),
+            Err(TokenRefusal::NoDelegation { .. })
+        ));
+        ts.delegations.push(Delegation {
+            scope: "tax:income".into(),
+            consumer: mun.clone(),
+            supplier: pop.clone(),
+        });
+        assert_eq!(
+            authorise(&delegated, "tax:income", &service, &pop, &ts),
+            Ok(())
+        );
+        // The consumer cannot use its supplier's token, nor a third party.
+        assert!(authorise(&delegated, "tax:income", &service, &mun, &ts).is_err());
+        ts.revoked.push(RevokedTokens {
+            member: mun.clone(),
+            issued_before: NOW - 6,
+        });
+        assert_eq!(
+            authorise(&own, "tax:income", &service, &mun, &ts),
+            Ok(()),
+            "issued after"
+        );
+        ts.revoked[0].issued_before = NOW - 5;
+        assert_eq!(
+            authorise(&own, "tax:income", &service, &mun, &ts),
+            Err(TokenRefusal::Revoked("DEV/MUN/3".into()))
+        );
+        assert_eq!(
+            authorise(&delegated, "tax:income", &service, &pop, &ts),
+            Err(TokenRefusal::Revoked("DEV/MUN/3".into())),
+            "a revoked consumer's delegated tokens go too"
+        );
+    }
 }
