@@ -94,6 +94,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::management::router())
         .merge(crate::ledger::router())
         .merge(crate::oauth::router())
+        .merge(crate::token_endpoint::router())
+        .merge(crate::oidc::router())
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(state)
 }
@@ -132,6 +134,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
         .merge_from(crate::management::ManagementDoc::openapi())
         .merge_from(crate::oauth::OAuthDoc::openapi())
+        .merge_from(crate::token_endpoint::TokenDoc::openapi())
+        .merge_from(crate::oidc::OidcDoc::openapi())
 }
 
 #[utoipa::path(get, path = "/openapi.json", security(()), responses((status = 200, description = "OpenAPI 3.1 document")))]

@@ -15,8 +15,11 @@ pub mod ledger;
 pub mod management;
 pub mod model;
 pub mod oauth;
+pub mod oauth_wire;
+pub mod oidc;
 pub mod registry;
 pub mod schema;
+pub mod token_endpoint;
 pub mod tokens;
 
 use model::Role;
@@ -98,6 +101,9 @@ pub struct AuthorityConfig {
     /// Life of the access tokens the token service issues, seconds (default 120).
     #[serde(default)]
     pub token_lifetime_secs: Option<u64>,
+    /// How people log in (OpenID Connect); nobody can when absent.
+    #[serde(default)]
+    pub people_login: Option<oidc::PeopleLogin>,
 }
 
 fn default_ledger_interval() -> u64 {
@@ -130,6 +136,7 @@ impl AuthorityConfig {
             ledger_interval_ms: default_ledger_interval(),
             ledger_tiles_dir: None,
             token_lifetime_secs: None,
+            people_login: None,
         }
     }
 

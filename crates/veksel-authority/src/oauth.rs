@@ -12,6 +12,7 @@
 //! token itself).
 
 use crate::auth::{AdminRole, ObserverRole, RegistrationOfficerRole};
+use crate::oauth_wire::{Form, OAuthError, no_store};
 use crate::{AppState, AuthorityError, changed};
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -39,8 +40,6 @@ use veksel_store::{Db, StoreError};
 
 /// Client authentication by a signed JWT (RFC 7523 §2.2), for introspection.
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// Largest form accepted at the token and introspection endpoints.
-const MAX_FORM: usize = 64 * 1024;
 /// Longest resource indicator.
 const MAX_RESOURCE_LEN: usize = 255;
 /// Most resource indicators in one grant.
@@ -94,6 +93,7 @@ struct KeyRow {
 #[derive(Debug)]
 pub struct TokenKeys {
     dir: PathBuf,
+    subject_salt: Vec<u8>,
     lifetime_secs: i64,
     current: RwLock<Option<(Jwk, Arc<SoftwareSigner>)>>,
     published: RwLock<Vec<KeyRow>>,
@@ -107,8 +107,29 @@ impl TokenKeys {
         lifetime_secs: u64,
         now_ms: i64,
     ) -> Result<Self, AuthorityError> {
+        let keys_dir = dir.join(KEYS_DIR);
+        std::fs::create_dir_all(&keys_dir).map_err(|e| AuthorityError::DataDir {
+            path: keys_dir.clone(),
+            message: e.to_string(),
+        })?;
+        // The key of people's pairwise subjects: random once, kept like a key.
+        let salt_path = keys_dir.join("subject.salt");
+        let subject_salt = match std::fs::read_to_string(&salt_path) {
+            Ok(text) => hex::decode(text.trim()).map_err(|e| AuthorityError::DataDir {
+                path: salt_path.clone(),
+                message: e.to_string(),
+            })?,
+            Err(_) => {
+                let mut salt = [0u8; 32];
+                aws_lc_rs::rand::fill(&mut salt)
+                    .map_err(|_| AuthorityError::Signing("no randomness".into()))?;
+                veksel_pki::keys::write_secret_text(&salt_path, &hex::encode(salt))?;
+                salt.to_vec()
+            }
+        };
         let keys = Self {
-            dir: dir.join(KEYS_DIR),
+            dir: keys_dir,
+            subject_salt,
             lifetime_secs: i64::try_from(lifetime_secs).unwrap_or(i64::MAX),
             current: RwLock::new(None),
             published: RwLock::new(Vec::new()),
@@ -208,8 +229,13 @@ impl TokenKeys {
         Ok(())
     }
 
+    /// The secret that makes people's subjects pairwise per relying party.
+    pub fn subject_salt(&self) -> &[u8] {
+        &self.subject_salt
+    }
+
     /// The key that signs now.
-    fn signer(&self) -> Option<(String, Arc<SoftwareSigner>)> {
+    pub(crate) fn signer(&self) -> Option<(String, Arc<SoftwareSigner>)> {
         self.current
             .read()
             .ok()
@@ -517,128 +543,6 @@ fn may_get(s: &AppState, scope: &ScopeDto, client: &ClientId) -> bool {
 
 // === The token endpoint ===
 
-/// An RFC 6749 §5.2 error answer.
-#[derive(Debug)]
-pub struct OAuthError {
-    status: StatusCode,
-    error: &'static str,
-    description: String,
-}
-
-impl OAuthError {
-    fn new(error: &'static str, description: impl Into<String>) -> Self {
-        Self {
-            status: if error == "invalid_client" {
-                StatusCode::UNAUTHORIZED
-            } else {
-                StatusCode::BAD_REQUEST
-            },
-            error,
-            description: description.into(),
-        }
-    }
-
-    fn server(e: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %e, "token service failed");
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            error: "server_error",
-            description: "the token service could not answer; try again".into(),
-        }
-    }
-}
-
-impl From<AssertionError> for OAuthError {
-    fn from(e: AssertionError) -> Self {
-        Self::new(e.oauth_error(), e.to_string())
-    }
-}
-
-impl From<StoreError> for OAuthError {
-    fn from(e: StoreError) -> Self {
-        Self::server(e)
-    }
-}
-
-impl IntoResponse for OAuthError {
-    fn into_response(self) -> Response {
-        let mut r = (
-            self.status,
-            Json(serde_json::json!({"error": self.error, "error_description": self.description})),
-        )
-            .into_response();
-        no_store(r.headers_mut());
-        r
-    }
-}
-
-fn no_store(h: &mut HeaderMap) {
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-}
-
-/// A form's parameters; each may appear once (RFC 6749 §3.2), except `resource`
-/// (RFC 8707 §2).
-struct Form(Vec<(String, String)>);
-
-impl Form {
-    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Self, OAuthError> {
-        let form_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| {
-                v.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            });
-        if !form_type {
-            return Err(OAuthError::new(
-                "invalid_request",
-                "the request must be application/x-www-form-urlencoded",
-            ));
-        }
-        if body.len() > MAX_FORM {
-            return Err(OAuthError::new(
-                "invalid_request",
-                format!("the request is larger than {MAX_FORM} bytes"),
-            ));
-        }
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(body)
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        for (i, (name, _)) in pairs.iter().enumerate() {
-            if name != "resource" && pairs[..i].iter().any(|(n, _)| n == name) {
-                return Err(OAuthError::new(
-                    "invalid_request",
-                    format!("the parameter {name} is given more than once"),
-                ));
-            }
-        }
-        Ok(Self(pairs))
-    }
-
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn all(&self, name: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    fn required(&self, name: &str) -> Result<&str, OAuthError> {
-        self.get(name)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| OAuthError::new("invalid_request", format!("{name} is missing")))
-    }
-}
-
 /// A client whose signed assertion checked out.
 struct Authenticated {
     client: ClientId,
@@ -693,6 +597,29 @@ async fn authenticate(s: &AppState, assertion: &str) -> Result<Authenticated, OA
         ));
     }
     Ok(Authenticated { client, claims })
+}
+
+/// Authenticates a client by its assertion (`private_key_jwt`, RFC 7523 §2.2),
+/// spending its `jti`; the client is the assertion's `iss`.
+pub(crate) async fn authenticate_client(
+    s: &AppState,
+    assertion: &str,
+) -> Result<ClientId, OAuthError> {
+    let caller = authenticate(s, assertion)
+        .await
+        .map_err(|e| OAuthError::new("invalid_client", e.description().to_owned()))?;
+    let mut tx = s
+        .registry
+        .db()
+        .pool()
+        .begin()
+        .await
+        .map_err(StoreError::from)?;
+    use_jti(&mut tx, &caller.client, &caller.claims)
+        .await
+        .map_err(|e| OAuthError::new("invalid_client", e.description().to_owned()))?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(caller.client)
 }
 
 /// A `kid` names a signing certificate this authority issued: its SHA-256, hex.
@@ -823,22 +750,10 @@ fn asked(claims: &AssertionClaims, form: &Form) -> Result<Asked, OAuthError> {
     Ok(Asked { scopes, resources })
 }
 
-#[utoipa::path(post, path = "/oauth/v1/token", security(()), request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<JWT>[&scope=…][&resource=…]"), responses((status = 200, description = "RFC 6749 §5.1: access_token, token_type Bearer, expires_in, scope"), (status = 400, description = "RFC 6749 §5.2 error: invalid_request, invalid_grant, invalid_scope, invalid_target, unsupported_grant_type")))]
-async fn token(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, OAuthError> {
-    let form = Form::parse(&headers, &body)?;
-    let grant = form.required("grant_type")?;
-    if grant != JWT_BEARER_GRANT {
-        return Err(OAuthError::new(
-            "unsupported_grant_type",
-            format!("only {JWT_BEARER_GRANT} is supported"),
-        ));
-    }
-    let Authenticated { client, claims } = authenticate(&s, form.required("assertion")?).await?;
-    let asked = asked(&claims, &form)?;
+/// The JWT-bearer grant (RFC 7523 §2.1) at the token endpoint.
+pub(crate) async fn jwt_bearer_grant(s: &AppState, form: &Form) -> Result<Response, OAuthError> {
+    let Authenticated { client, claims } = authenticate(s, form.required("assertion")?).await?;
+    let asked = asked(&claims, form)?;
     let (consumer, supplier) = match &claims.consumer_org {
         Some(org) if org != &client.member().to_string() => {
             let consumer: MemberId = org.parse().map_err(|e| {
@@ -850,12 +765,12 @@ async fn token(
     };
     let mut owners = BTreeSet::new();
     for name in &asked.scopes {
-        let scope = find_scope(&s, name)
+        let scope = find_scope(s, name)
             .await?
             .ok_or_else(|| OAuthError::new("invalid_scope", format!("unknown scope {name}")))?;
         match &supplier {
             None => {
-                if !may_get(&s, &scope, &client) {
+                if !may_get(s, &scope, &client) {
                     return Err(OAuthError::new(
                         "invalid_scope",
                         format!("scope {name} is not granted to {client}"),
@@ -863,13 +778,13 @@ async fn token(
                 }
             }
             Some(supplier) => {
-                if !may_get(&s, &scope, &ClientId::Member(consumer.clone())) {
+                if !may_get(s, &scope, &ClientId::Member(consumer.clone())) {
                     return Err(OAuthError::new(
                         "invalid_scope",
                         format!("scope {name} is not granted to {consumer}"),
                     ));
                 }
-                if !scope.delegable || !delegated(&s, name, &consumer, supplier).await? {
+                if !scope.delegable || !delegated(s, name, &consumer, supplier).await? {
                     return Err(OAuthError::new(
                         "invalid_grant",
                         format!("{consumer} has not delegated scope {name} to {supplier}"),
@@ -986,20 +901,7 @@ async fn introspect(
             format!("client_assertion_type must be {CLIENT_ASSERTION_TYPE}"),
         ));
     }
-    let caller = authenticate(&s, form.required("client_assertion")?)
-        .await
-        .map_err(|e| OAuthError::new("invalid_client", e.description))?;
-    let mut tx = s
-        .registry
-        .db()
-        .pool()
-        .begin()
-        .await
-        .map_err(StoreError::from)?;
-    use_jti(&mut tx, &caller.client, &caller.claims)
-        .await
-        .map_err(|e| OAuthError::new("invalid_client", e.description))?;
-    tx.commit().await.map_err(StoreError::from)?;
+    let caller = authenticate_client(&s, form.required("client_assertion")?).await?;
     let token = form.required("token")?;
     let now = i64::try_from(s.clock.now_secs()).unwrap_or(i64::MAX);
     let keys = s.token_keys.jwks().keys;
@@ -1016,7 +918,7 @@ async fn introspect(
     }
     // Only a party the token is for learns what it says: an owner of one of its
     // scopes, or a member its audience names.
-    let caller_member = caller.client.member().to_string();
+    let caller_member = caller.member().to_string();
     let mut entitled = claims
         .aud
         .values()
@@ -1270,7 +1172,7 @@ async fn revoke_tokens(
     Authorized(who): Authorized<RegistrationOfficerRole>,
     Json(b): Json<RevokeTokensRequest>,
 ) -> ApiResult<StatusCode> {
-    let member: MemberId = crate::api::parse_id(&b.member, "member id")?;
+    let member: MemberId = veksel_admin::path_id(&b.member, "member id")?;
     s.registry.member(&member).await?;
     revoke_member_tokens(&s, &member).await?;
     changed(
@@ -1288,7 +1190,6 @@ async fn revoke_tokens(
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/.well-known/oauth-authorization-server", get(metadata))
-        .route("/oauth/v1/token", post(token))
         .route("/oauth/v1/introspect", post(introspect))
         .route("/oauth/v1/jwks", get(jwks))
         .route("/api/v1/oauth/scopes", get(list_scopes))
@@ -1300,7 +1201,6 @@ pub fn router() -> Router<Arc<AppState>> {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(
-    token,
     introspect,
     metadata,
     jwks,

@@ -104,4 +104,9 @@ CREATE INDEX management_requests_source ON management_requests (source, state)
         name: "token service",
         sql: crate::oauth::MIGRATION,
     },
+    Migration {
+        version: 10,
+        name: "login for people",
+        sql: crate::oidc::MIGRATION,
+    },
 ];

@@ -466,6 +466,8 @@ impl Sandbox {
             config.settings.ocsp_freshness_secs = options.ocsp_freshness_secs;
             config.ledger_interval_ms = options.ledger_interval_ms;
             config.ledger_tiles_dir = Some(PathBuf::from(LEDGER_TILES_DIR));
+            // A test network: people log in with the test login.
+            config.people_login = Some(veksel_authority::oidc::PeopleLogin { test_login: true });
             if let Databases::Postgres { authority, .. } = &options.databases {
                 config.database_url = Some(authority.clone());
             }

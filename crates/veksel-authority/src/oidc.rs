@@ -1,0 +1,1085 @@
+//! Login for people: an OpenID Connect provider (authorization code flow with PKCE,
+//! discovery, ID tokens with `pid` and an `acr` level) whose login page is served
+//! by the authority in the network's languages.
+//!
+//! The login method built here is the test login of test identity providers: it asks
+//! for a person number and believes it. It is for sandboxes and test networks, is off
+//! unless `people_login.test_login` is set, and says so on the page and in the `amr`
+//! claim (`test`). Relying parties are registered by an officer; public ones must use
+//! PKCE, and members' own systems may authenticate with their signing key
+//! (`private_key_jwt`).
+
+use crate::auth::{ObserverRole, RegistrationOfficerRole};
+use crate::oauth_wire::{Form, OAuthError, no_store};
+use crate::{AppState, changed};
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+use veksel_admin::{ApiError, ApiResult, Authorized};
+use veksel_proto::jws::sign_jwt;
+use veksel_store::sqlx;
+use veksel_store::{Db, StoreError};
+
+/// Tables of the login service.
+pub const MIGRATION: &str = r#"
+CREATE TABLE oidc_clients (
+    client_id TEXT PRIMARY KEY, name TEXT NOT NULL, redirect_uris TEXT NOT NULL,
+    auth_method TEXT NOT NULL, created_at BIGINT NOT NULL);
+CREATE TABLE oidc_logins (
+    id TEXT PRIMARY KEY, csrf_sha256 TEXT NOT NULL, client_id TEXT NOT NULL,
+    redirect_uri TEXT NOT NULL, state TEXT, nonce TEXT, code_challenge TEXT NOT NULL,
+    acr TEXT NOT NULL, expires_at BIGINT NOT NULL);
+CREATE TABLE oidc_codes (
+    code_sha256 TEXT PRIMARY KEY, client_id TEXT NOT NULL, redirect_uri TEXT NOT NULL,
+    code_challenge TEXT NOT NULL, nonce TEXT, pid TEXT NOT NULL, acr TEXT NOT NULL,
+    auth_time BIGINT NOT NULL, expires_at BIGINT NOT NULL, used BIGINT NOT NULL DEFAULT 0)
+"#;
+
+/// The login levels (eIDAS: substantial, high), lowest first.
+pub const ACR_LEVELS: [&str; 2] = ["substantial", "high"];
+/// How long a login page may wait for its person, seconds.
+const LOGIN_TTL_SECS: i64 = 600;
+/// How long an authorization code lives, seconds.
+const CODE_TTL_SECS: i64 = 60;
+/// Life of an ID token, seconds.
+const ID_TOKEN_TTL_SECS: i64 = 300;
+/// The cookie that binds a login page to the browser that opened it.
+const LOGIN_COOKIE: &str = "veksel_login";
+/// Longest value of any authorization parameter.
+const MAX_PARAM: usize = 512;
+/// Most redirect URIs of one relying party.
+const MAX_REDIRECT_URIS: usize = 10;
+/// The stylesheet of the login page, served from the authority itself so the page
+/// needs no inline style and its policy can forbid them.
+const LOGIN_CSS: &str = include_str!("../templates/login.css");
+
+/// How people log in, in `authority.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeopleLogin {
+    /// The test login: a person types a person number (6 to 12 digits) and is
+    /// believed. Only for sandboxes and test networks.
+    #[serde(default)]
+    pub test_login: bool,
+}
+
+// === The page's words ===
+
+/// A language of the login page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// English.
+    En,
+    /// Danish.
+    Da,
+}
+
+impl Lang {
+    fn code(self) -> &'static str {
+        match self {
+            Self::En => "en",
+            Self::Da => "da",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s
+            .trim()
+            .split(['-', '_'])
+            .next()?
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "en" => Some(Self::En),
+            "da" => Some(Self::Da),
+            _ => None,
+        }
+    }
+
+    /// The first supported language of `ui_locales` (space-separated), then of
+    /// `Accept-Language`, then English.
+    fn choose(ui_locales: Option<&str>, headers: &HeaderMap) -> Self {
+        let accept = headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        ui_locales
+            .unwrap_or_default()
+            .split(' ')
+            .chain(
+                accept
+                    .split(',')
+                    .map(|l| l.split(';').next().unwrap_or_default()),
+            )
+            .find_map(Self::parse)
+            .unwrap_or(Self::En)
+    }
+
+    fn other(self) -> Self {
+        match self {
+            Self::En => Self::Da,
+            Self::Da => Self::En,
+        }
+    }
+
+    fn words(self) -> &'static Words {
+        match self {
+            Self::En => &EN,
+            Self::Da => &DA,
+        }
+    }
+}
+
+/// The strings of the login page in one language.
+#[derive(Debug)]
+pub struct Words {
+    title: &'static str,
+    test_notice: &'static str,
+    wants: &'static str,
+    pid_label: &'static str,
+    pid_hint: &'static str,
+    level_legend: &'static str,
+    substantial: &'static str,
+    high: &'static str,
+    submit: &'static str,
+    pid_error: &'static str,
+    expired: &'static str,
+    other_language: &'static str,
+}
+
+const EN: Words = Words {
+    title: "Log in",
+    test_notice: "Test login: no real identity is checked. For test networks only.",
+    wants: "wants to know who you are",
+    pid_label: "Person number",
+    pid_hint: "6 to 12 digits, as in the test population",
+    level_legend: "Level of assurance",
+    substantial: "Substantial",
+    high: "High",
+    submit: "Log in",
+    pid_error: "A person number has 6 to 12 digits and nothing else.",
+    expired: "This login page has expired or was opened in another browser. Go back to the service and start again.",
+    other_language: "Dansk",
+};
+
+const DA: Words = Words {
+    title: "Log ind",
+    test_notice: "Testlogin: ingen rigtig identitet kontrolleres. Kun til testnet.",
+    wants: "vil vide, hvem du er",
+    pid_label: "Personnummer",
+    pid_hint: "6 til 12 cifre, som i testbefolkningen",
+    level_legend: "Sikringsniveau",
+    substantial: "Betydeligt",
+    high: "Højt",
+    submit: "Log ind",
+    pid_error: "Et personnummer har 6 til 12 cifre og intet andet.",
+    expired: "Denne loginside er udløbet eller blev åbnet i en anden browser. Gå tilbage til tjenesten og start forfra.",
+    other_language: "English",
+};
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    lang: &'a str,
+    other_lang: &'a str,
+    w: &'a Words,
+    instance: &'a str,
+    client_name: &'a str,
+    login_id: &'a str,
+    pid: &'a str,
+    acr: &'a str,
+    error: Option<&'a str>,
+    switch_href: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "login_error.html")]
+struct ErrorPage<'a> {
+    lang: &'a str,
+    title: &'a str,
+    message: &'a str,
+}
+
+/// Security headers of every page: nothing but the authority's own stylesheet
+/// loads, forms go only to the authority and, after login, to the relying party.
+fn page(status: StatusCode, html: String, form_target: Option<&str>) -> Response {
+    let mut r = (status, html).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    let form_action = match form_target {
+        Some(origin) => format!("'self' {origin}"),
+        None => "'self'".into(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+    )) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    no_store(h);
+    r
+}
+
+fn error_page(lang: Lang, status: StatusCode, message: &str) -> Response {
+    let html = ErrorPage {
+        lang: lang.code(),
+        title: lang.words().title,
+        message,
+    }
+    .render()
+    .unwrap_or_else(|_| message.to_owned());
+    page(status, html, None)
+}
+
+// === Relying parties ===
+
+/// A registered relying party.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OidcClient {
+    /// The client id. For `private_key_jwt`, a member or subsystem id whose
+    /// member's signing key authenticates it.
+    pub client_id: String,
+    /// Shown on the login page.
+    pub name: String,
+    /// Exact redirect URIs (https, or http on a loopback address).
+    pub redirect_uris: Vec<String>,
+    /// `none` (public: PKCE only) or `private_key_jwt`.
+    pub auth_method: String,
+}
+
+impl OidcClient {
+    fn validate(&self) -> Result<(), String> {
+        let text_ok =
+            |v: &str| !v.trim().is_empty() && v.len() <= 200 && !v.chars().any(char::is_control);
+        if !text_ok(&self.client_id) || !text_ok(&self.name) {
+            return Err(
+                "client_id and name must have 1 to 200 characters and no control characters".into(),
+            );
+        }
+        match self.auth_method.as_str() {
+            "none" => {}
+            "private_key_jwt" => {
+                self.client_id.parse::<veksel_id::ClientId>().map_err(|e| {
+                    format!("a private_key_jwt client_id is a member or subsystem id: {e}")
+                })?;
+            }
+            other => {
+                return Err(format!(
+                    "auth_method {other:?} is not none or private_key_jwt"
+                ));
+            }
+        }
+        if self.redirect_uris.is_empty() || self.redirect_uris.len() > MAX_REDIRECT_URIS {
+            return Err(format!("1 to {MAX_REDIRECT_URIS} redirect_uris"));
+        }
+        for uri in &self.redirect_uris {
+            let parsed: http::Uri = uri
+                .parse()
+                .map_err(|e| format!("redirect_uri {uri}: {e}"))?;
+            let host = parsed.host().unwrap_or_default();
+            let loopback = host == "127.0.0.1" || host == "[::1]" || host == "localhost";
+            let scheme_ok = match parsed.scheme_str() {
+                Some("https") => true,
+                Some("http") => loopback,
+                _ => false,
+            };
+            if !scheme_ok || uri.contains('#') || uri.len() > MAX_PARAM {
+                return Err(format!(
+                    "redirect_uri {uri} must be https (http only on loopback), without a fragment"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn find_client(db: &Db, client_id: &str) -> Result<Option<OidcClient>, StoreError> {
+    let row: Option<(String, String, String)> = sqlx::query_as(
+        "SELECT name, redirect_uris, auth_method FROM oidc_clients WHERE client_id = $1",
+    )
+    .bind(client_id)
+    .fetch_optional(db.pool())
+    .await?;
+    row.map(|(name, uris, auth_method)| {
+        Ok(OidcClient {
+            client_id: client_id.to_owned(),
+            name,
+            redirect_uris: serde_json::from_str(&uris)
+                .map_err(|e| StoreError::Corrupt(format!("redirect_uris: {e}")))?,
+            auth_method,
+        })
+    })
+    .transpose()
+}
+
+// === The authorization endpoint and the login page ===
+
+/// Parameters of an authorization request (OpenID Connect Core §3.1.2.1).
+#[derive(Debug, Default, Deserialize)]
+pub struct AuthorizeQuery {
+    response_type: Option<String>,
+    client_id: Option<String>,
+    redirect_uri: Option<String>,
+    scope: Option<String>,
+    state: Option<String>,
+    nonce: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+    acr_values: Option<String>,
+    ui_locales: Option<String>,
+}
+
+fn sha256_hex(v: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, v).as_ref())
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        // Without randomness no secret can be made; a fixed one would be guessable.
+        return String::new();
+    }
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The origin of a URI, for the page's form-action.
+fn origin(uri: &str) -> Option<String> {
+    let parsed: http::Uri = uri.parse().ok()?;
+    Some(format!(
+        "{}://{}",
+        parsed.scheme_str()?,
+        parsed.authority()?
+    ))
+}
+
+/// A redirect back to the relying party with an error (RFC 6749 §4.1.2.1).
+fn redirect_error(
+    redirect_uri: &str,
+    state: Option<&str>,
+    issuer: &str,
+    error: &str,
+    description: &str,
+) -> Response {
+    let mut url = format!(
+        "{redirect_uri}{}error={error}&error_description={}",
+        if redirect_uri.contains('?') { '&' } else { '?' },
+        urlencode(description)
+    );
+    if let Some(state) = state {
+        url.push_str(&format!("&state={}", urlencode(state)));
+    }
+    url.push_str(&format!("&iss={}", urlencode(issuer)));
+    see_other(&url)
+}
+
+fn see_other(url: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(url) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    no_store(r.headers_mut());
+    r
+}
+
+fn urlencode(v: &str) -> String {
+    form_urlencoded::byte_serialize(v.as_bytes()).collect()
+}
+
+async fn authorize(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    Query(q): Query<AuthorizeQuery>,
+) -> Result<Response, Response> {
+    let lang = Lang::choose(q.ui_locales.as_deref(), &headers);
+    let bad = |m: &str| error_page(lang, StatusCode::BAD_REQUEST, m);
+    let too_long = [
+        &q.client_id,
+        &q.redirect_uri,
+        &q.scope,
+        &q.state,
+        &q.nonce,
+        &q.code_challenge,
+        &q.acr_values,
+        &q.ui_locales,
+    ]
+    .iter()
+    .any(|v| v.as_ref().is_some_and(|v| v.len() > MAX_PARAM));
+    if too_long {
+        return Err(bad(&format!(
+            "A parameter is longer than {MAX_PARAM} characters."
+        )));
+    }
+    // Until the client and its redirect URI are known good, errors are shown here:
+    // redirecting them would make the authority an open redirector.
+    let client_id = q
+        .client_id
+        .as_deref()
+        .ok_or_else(|| bad("client_id is missing."))?;
+    let client = find_client(s.registry.db(), client_id)
+        .await
+        .map_err(|e| error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?
+        .ok_or_else(|| bad("This service is not registered for login."))?;
+    let redirect_uri = q
+        .redirect_uri
+        .as_deref()
+        .ok_or_else(|| bad("redirect_uri is missing."))?;
+    if !client.redirect_uris.iter().any(|u| u == redirect_uri) {
+        return Err(bad("redirect_uri is not one the service registered."));
+    }
+    let state = q.state.as_deref();
+    let fail = |error: &str, description: &str| {
+        redirect_error(redirect_uri, state, s.issuer(), error, description)
+    };
+    if q.response_type.as_deref() != Some("code") {
+        return Err(fail(
+            "unsupported_response_type",
+            "only response_type=code is supported",
+        ));
+    }
+    if !q
+        .scope
+        .as_deref()
+        .unwrap_or_default()
+        .split(' ')
+        .any(|v| v == "openid")
+    {
+        return Err(fail("invalid_scope", "scope must include openid"));
+    }
+    let challenge = q.code_challenge.as_deref().unwrap_or_default();
+    if q.code_challenge_method.as_deref() != Some("S256") || challenge.len() != 43 {
+        return Err(fail(
+            "invalid_request",
+            "PKCE is required: code_challenge (S256, 43 characters) and code_challenge_method=S256",
+        ));
+    }
+    let acr = match q.acr_values.as_deref() {
+        None | Some("") => ACR_LEVELS[0],
+        Some(values) => match values
+            .split(' ')
+            .find_map(|v| ACR_LEVELS.iter().find(|l| **l == v))
+        {
+            Some(level) => level,
+            None => {
+                return Err(fail(
+                    "invalid_request",
+                    "acr_values names no supported level (substantial, high)",
+                ));
+            }
+        },
+    };
+    if !s.config.people_login.as_ref().is_some_and(|p| p.test_login) {
+        return Err(fail(
+            "temporarily_unavailable",
+            "no login method is configured for people",
+        ));
+    }
+    let (login_id, csrf) = (random_token(), random_token());
+    if login_id.is_empty() || csrf.is_empty() {
+        return Err(error_page(
+            lang,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no randomness",
+        ));
+    }
+    let now = i64::try_from(s.clock.now_secs()).unwrap_or(i64::MAX);
+    let pool = s.registry.db().pool();
+    let stored = async {
+        sqlx::query("DELETE FROM oidc_logins WHERE expires_at < $1").bind(now).execute(pool).await?;
+        sqlx::query(
+            "INSERT INTO oidc_logins (id, csrf_sha256, client_id, redirect_uri, state, nonce, code_challenge, acr, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&login_id)
+        .bind(sha256_hex(csrf.as_bytes()))
+        .bind(client_id)
+        .bind(redirect_uri)
+        .bind(state)
+        .bind(q.nonce.as_deref())
+        .bind(challenge)
+        .bind(acr)
+        .bind(now + LOGIN_TTL_SECS)
+        .execute(pool)
+        .await
+    }
+    .await;
+    stored.map_err(|e| error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+    // The other language is the same request again with ui_locales set.
+    let other = lang.other();
+    let mut query: Vec<(String, String)> =
+        form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+            .filter(|(k, _)| k != "ui_locales")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+    query.push(("ui_locales".into(), other.code().into()));
+    let switch = format!(
+        "/oidc/v1/authorize?{}",
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query)
+            .finish()
+    );
+    let view = LoginView {
+        client: &client,
+        login_id: &login_id,
+        pid: "",
+        acr,
+        error: None,
+        redirect_uri,
+        switch_href: Some(switch),
+    };
+    let mut r = login_page(&s, lang, &view, StatusCode::OK);
+    let cookie = format!(
+        "{LOGIN_COOKIE}={csrf}; Path=/oidc/v1; Max-Age={LOGIN_TTL_SECS}; HttpOnly; Secure; SameSite=Lax"
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(r)
+}
+
+/// What one rendering of the login page shows.
+struct LoginView<'a> {
+    client: &'a OidcClient,
+    login_id: &'a str,
+    pid: &'a str,
+    acr: &'a str,
+    error: Option<&'a str>,
+    redirect_uri: &'a str,
+    switch_href: Option<String>,
+}
+
+fn login_page(s: &AppState, lang: Lang, v: &LoginView<'_>, status: StatusCode) -> Response {
+    let html = LoginPage {
+        lang: lang.code(),
+        other_lang: lang.other().code(),
+        w: lang.words(),
+        instance: &s.config.instance,
+        client_name: &v.client.name,
+        login_id: v.login_id,
+        pid: v.pid,
+        acr: v.acr,
+        error: v.error,
+        switch_href: v.switch_href.clone(),
+    }
+    .render();
+    match html {
+        Ok(html) => page(status, html, origin(v.redirect_uri).as_deref()),
+        Err(e) => error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// The login form's fields.
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    login: String,
+    pid: String,
+    #[serde(default)]
+    acr: Option<String>,
+    #[serde(default)]
+    lang: Option<String>,
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
+}
+
+type LoginRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+    i64,
+);
+
+async fn login(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Response> {
+    let fallback = Lang::choose(None, &headers);
+    if body.len() > 16 * 1024 {
+        return Err(error_page(
+            fallback,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The form is too large.",
+        ));
+    }
+    let form: LoginForm = serde_urlencoded_form(&body)
+        .map_err(|m| error_page(fallback, StatusCode::BAD_REQUEST, &m))?;
+    let lang = form
+        .lang
+        .as_deref()
+        .and_then(Lang::parse)
+        .unwrap_or(fallback);
+    let expired = || error_page(lang, StatusCode::BAD_REQUEST, lang.words().expired);
+    let pool = s.registry.db().pool();
+    let now = i64::try_from(s.clock.now_secs()).unwrap_or(i64::MAX);
+    let row: Option<LoginRow> = sqlx::query_as(
+        "SELECT csrf_sha256, client_id, redirect_uri, state, nonce, code_challenge, acr, expires_at FROM oidc_logins WHERE id = $1",
+    )
+    .bind(&form.login)
+    .fetch_optional(pool)
+    .await
+    .map_err(|e| error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+    let Some((
+        csrf_sha256,
+        client_id,
+        redirect_uri,
+        state,
+        nonce,
+        challenge,
+        asked_acr,
+        expires_at,
+    )) = row
+    else {
+        return Err(expired());
+    };
+    // The cookie proves the form comes from the browser the page was shown to.
+    let presented = cookie_value(&headers, LOGIN_COOKIE).unwrap_or_default();
+    let same_browser: bool = sha256_hex(presented.as_bytes())
+        .as_bytes()
+        .ct_eq(csrf_sha256.as_bytes())
+        .into();
+    if !same_browser || expires_at < now {
+        return Err(expired());
+    }
+    let client = find_client(s.registry.db(), &client_id)
+        .await
+        .map_err(|e| error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?
+        .ok_or_else(expired)?;
+    // The person may choose a higher level than asked for, never a lower one.
+    let acr = form
+        .acr
+        .as_deref()
+        .filter(|a| {
+            ACR_LEVELS.iter().position(|l| l == a)
+                >= ACR_LEVELS.iter().position(|l| *l == asked_acr)
+        })
+        .unwrap_or(&asked_acr)
+        .to_owned();
+    let pid = form.pid.trim();
+    if !(6..=12).contains(&pid.len()) || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        let shown: String = pid.chars().take(32).collect();
+        let view = LoginView {
+            client: &client,
+            login_id: &form.login,
+            pid: &shown,
+            acr: &acr,
+            error: Some(lang.words().pid_error),
+            redirect_uri: &redirect_uri,
+            switch_href: None,
+        };
+        return Err(login_page(&s, lang, &view, StatusCode::BAD_REQUEST));
+    }
+    let code = random_token();
+    if code.is_empty() {
+        return Err(error_page(
+            lang,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no randomness",
+        ));
+    }
+    let done = async {
+        let mut tx = pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM oidc_logins WHERE id = $1")
+            .bind(&form.login)
+            .execute(&mut *tx)
+            .await?;
+        if deleted.rows_affected() == 1 {
+            sqlx::query(
+                "INSERT INTO oidc_codes (code_sha256, client_id, redirect_uri, code_challenge, nonce, pid, acr, auth_time, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(sha256_hex(code.as_bytes()))
+            .bind(&client_id)
+            .bind(&redirect_uri)
+            .bind(&challenge)
+            .bind(nonce.as_deref())
+            .bind(pid)
+            .bind(&acr)
+            .bind(now)
+            .bind(now + CODE_TTL_SECS)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok::<bool, sqlx::Error>(deleted.rows_affected() == 1)
+    }
+    .await
+    .map_err(|e| error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+    if !done {
+        // The same form submitted twice: the first submission won.
+        return Err(expired());
+    }
+    let mut url = format!(
+        "{redirect_uri}{}code={code}&iss={}",
+        if redirect_uri.contains('?') { '&' } else { '?' },
+        urlencode(s.issuer())
+    );
+    if let Some(state) = state {
+        url.push_str(&format!("&state={}", urlencode(&state)));
+    }
+    let mut r = see_other(&url);
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}=; Path=/oidc/v1; Max-Age=0; HttpOnly; Secure; SameSite=Lax"
+    )) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(r)
+}
+
+fn serde_urlencoded_form(body: &[u8]) -> Result<LoginForm, String> {
+    let mut fields = std::collections::BTreeMap::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        if fields.insert(k.into_owned(), v.into_owned()).is_some() {
+            return Err("A form field is given twice.".into());
+        }
+    }
+    let value = serde_json::to_value(fields).map_err(|e| e.to_string())?;
+    serde_json::from_value(value).map_err(|e| format!("The form is incomplete: {e}"))
+}
+
+// === The code grant at the token endpoint ===
+
+/// The claims of an ID token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdTokenClaims {
+    /// The issuer.
+    pub iss: String,
+    /// The person, pairwise per relying party.
+    pub sub: String,
+    /// The relying party.
+    pub aud: String,
+    /// Issued at, Unix seconds.
+    pub iat: i64,
+    /// Expires at, Unix seconds.
+    pub exp: i64,
+    /// When the person logged in, Unix seconds.
+    pub auth_time: i64,
+    /// The relying party's nonce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// The level: `substantial` or `high`.
+    pub acr: String,
+    /// How: `test` for the test login.
+    pub amr: Vec<String>,
+    /// The person number.
+    pub pid: String,
+    /// Its unique id.
+    pub jti: String,
+}
+
+/// The pairwise subject of a person for a relying party: a keyed hash, so relying
+/// parties cannot link their users by `sub` (they can by `pid`, which they are
+/// given because public services need it).
+fn pairwise_sub(s: &AppState, client_id: &str, pid: &str) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, s.token_keys.subject_salt());
+    let tag = aws_lc_rs::hmac::sign(&key, format!("{client_id}\0{pid}").as_bytes());
+    URL_SAFE_NO_PAD.encode(&tag.as_ref()[..20])
+}
+
+type CodeRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+);
+
+/// `grant_type=authorization_code` at the token endpoint.
+pub(crate) async fn code_grant(s: &AppState, form: &Form) -> Result<Response, OAuthError> {
+    let code = form.required("code")?;
+    let redirect_uri = form.required("redirect_uri")?;
+    let verifier = form.required("code_verifier")?;
+    let client_id = match (form.get("client_id"), form.get("client_assertion")) {
+        (_, Some(assertion)) => {
+            if form.get("client_assertion_type") != Some(crate::oauth::CLIENT_ASSERTION_TYPE) {
+                return Err(OAuthError::new(
+                    "invalid_client",
+                    "client_assertion_type must be jwt-bearer",
+                ));
+            }
+            let caller = crate::oauth::authenticate_client(s, assertion).await?;
+            caller.to_string()
+        }
+        (Some(id), None) => id.to_owned(),
+        (None, None) => return Err(OAuthError::new("invalid_client", "client_id is missing")),
+    };
+    let client = find_client(s.registry.db(), &client_id)
+        .await?
+        .ok_or_else(|| {
+            OAuthError::new(
+                "invalid_client",
+                format!("{client_id} is not a registered relying party"),
+            )
+        })?;
+    if client.auth_method == "private_key_jwt" && form.get("client_assertion").is_none() {
+        return Err(OAuthError::new(
+            "invalid_client",
+            format!("{client_id} must authenticate with a client assertion"),
+        ));
+    }
+    // RFC 7636 §4.1: 43 to 128 unreserved characters.
+    if !(43..=128).contains(&verifier.len())
+        || !verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    {
+        return Err(OAuthError::new(
+            "invalid_request",
+            "code_verifier must be 43 to 128 unreserved characters",
+        ));
+    }
+    let pool = s.registry.db().pool();
+    let now = i64::try_from(s.clock.now_secs()).unwrap_or(i64::MAX);
+    let mut tx = pool.begin().await.map_err(StoreError::from)?;
+    // Spent first: of two redemptions of one code, only one passes this line.
+    let spent = sqlx::query("UPDATE oidc_codes SET used = 1 WHERE code_sha256 = $1 AND used = 0")
+        .bind(sha256_hex(code.as_bytes()))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+    let row: Option<CodeRow> = sqlx::query_as(
+        "SELECT client_id, redirect_uri, code_challenge, nonce, pid, acr, auth_time, expires_at, used FROM oidc_codes WHERE code_sha256 = $1",
+    )
+    .bind(sha256_hex(code.as_bytes()))
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(StoreError::from)?;
+    tx.commit().await.map_err(StoreError::from)?;
+    let invalid = |m: &str| OAuthError::new("invalid_grant", m.to_owned());
+    let Some((code_client, code_redirect, challenge, nonce, pid, acr, auth_time, expires_at, _)) =
+        row
+    else {
+        return Err(invalid("unknown authorization code"));
+    };
+    if spent.rows_affected() == 0 {
+        return Err(invalid("the authorization code has been used before"));
+    }
+    if expires_at < now {
+        return Err(invalid("the authorization code has expired"));
+    }
+    if code_client != client_id {
+        return Err(invalid(
+            "the authorization code was issued to another client",
+        ));
+    }
+    if code_redirect != redirect_uri {
+        return Err(invalid(
+            "redirect_uri differs from the authorization request's",
+        ));
+    }
+    let computed = URL_SAFE_NO_PAD.encode(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()).as_ref(),
+    );
+    if !bool::from(computed.as_bytes().ct_eq(challenge.as_bytes())) {
+        return Err(invalid("code_verifier does not match the code_challenge"));
+    }
+    let sub = pairwise_sub(s, &client_id, &pid);
+    let id_token = IdTokenClaims {
+        iss: s.issuer().to_owned(),
+        sub: sub.clone(),
+        aud: client_id.clone(),
+        iat: now,
+        exp: now + ID_TOKEN_TTL_SECS,
+        auth_time,
+        nonce,
+        acr: acr.clone(),
+        amr: vec!["test".into()],
+        pid: pid.clone(),
+        jti: uuid::Uuid::new_v4().to_string(),
+    };
+    let (kid, signer) = s
+        .token_keys
+        .signer()
+        .ok_or_else(|| OAuthError::server("no token-signing key"))?;
+    let id_jwt = sign_jwt(
+        signer.as_ref(),
+        &kid,
+        "JWT",
+        &serde_json::to_vec(&id_token).map_err(OAuthError::server)?,
+    )
+    .map_err(OAuthError::server)?;
+    let access = serde_json::json!({
+        "iss": s.issuer(), "sub": sub, "client_id": client_id, "aud": s.issuer(),
+        "scope": "openid", "pid": pid, "acr": acr, "iat": now, "exp": now + ID_TOKEN_TTL_SECS,
+        "jti": uuid::Uuid::new_v4().to_string(),
+    });
+    let access_jwt = sign_jwt(
+        signer.as_ref(),
+        &kid,
+        veksel_proto::oauth::ACCESS_TOKEN_TYP,
+        access.to_string().as_bytes(),
+    )
+    .map_err(OAuthError::server)?;
+    let mut r = Json(serde_json::json!({
+        "access_token": access_jwt, "token_type": "Bearer", "expires_in": ID_TOKEN_TTL_SECS,
+        "id_token": id_jwt, "scope": "openid",
+    }))
+    .into_response();
+    no_store(r.headers_mut());
+    Ok(r)
+}
+
+// === Discovery and the stylesheet ===
+
+async fn discovery(State(s): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let base = &s.config.public_url;
+    Json(serde_json::json!({
+        "issuer": s.issuer(),
+        "authorization_endpoint": format!("{base}/oidc/v1/authorize"),
+        "token_endpoint": format!("{base}/oauth/v1/token"),
+        "jwks_uri": format!("{base}/oauth/v1/jwks"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", veksel_proto::oauth::JWT_BEARER_GRANT],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["none", "private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
+        "scopes_supported": ["openid"],
+        "claims_supported": ["iss", "sub", "aud", "iat", "exp", "auth_time", "nonce", "acr", "amr", "pid"],
+        "acr_values_supported": ACR_LEVELS,
+        "ui_locales_supported": ["en", "da"],
+        "authorization_response_iss_parameter_supported": true,
+    }))
+}
+
+async fn stylesheet() -> Response {
+    let mut r = LOGIN_CSS.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    r
+}
+
+// === Admin ===
+
+#[utoipa::path(post, path = "/api/v1/oidc/clients", request_body = OidcClient, responses((status = 201, body = OidcClient), (status = 400), (status = 409)))]
+async fn add_client(
+    State(s): State<Arc<AppState>>,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
+    Json(b): Json<OidcClient>,
+) -> ApiResult<(StatusCode, Json<OidcClient>)> {
+    b.validate().map_err(ApiError::bad_request)?;
+    let done = sqlx::query(
+        "INSERT INTO oidc_clients (client_id, name, redirect_uris, auth_method, created_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (client_id) DO NOTHING",
+    )
+    .bind(&b.client_id)
+    .bind(&b.name)
+    .bind(serde_json::to_string(&b.redirect_uris).unwrap_or_default())
+    .bind(&b.auth_method)
+    .bind(s.clock.now_ms())
+    .execute(s.registry.db().pool())
+    .await
+    .map_err(StoreError::from)?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("relying party {} exists", b.client_id),
+        ));
+    }
+    changed(
+        &s,
+        &who,
+        "oidc.client.add",
+        &b.client_id,
+        serde_json::to_value(&b).unwrap_or_default(),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(b)))
+}
+
+#[utoipa::path(get, path = "/api/v1/oidc/clients", responses((status = 200, body = Vec<OidcClient>)))]
+async fn list_clients(
+    State(s): State<Arc<AppState>>,
+    Authorized(_): Authorized<ObserverRole>,
+) -> ApiResult<Json<Vec<OidcClient>>> {
+    let ids: Vec<(String,)> =
+        sqlx::query_as("SELECT client_id FROM oidc_clients ORDER BY client_id")
+            .fetch_all(s.registry.db().pool())
+            .await
+            .map_err(StoreError::from)?;
+    let mut out = Vec::new();
+    for (id,) in ids {
+        if let Some(c) = find_client(s.registry.db(), &id).await? {
+            out.push(c);
+        }
+    }
+    Ok(Json(out))
+}
+
+#[utoipa::path(delete, path = "/api/v1/oidc/clients/{id}", params(("id" = String, Path)), responses((status = 204), (status = 404)))]
+async fn remove_client(
+    State(s): State<Arc<AppState>>,
+    Authorized(who): Authorized<RegistrationOfficerRole>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let done = sqlx::query("DELETE FROM oidc_clients WHERE client_id = $1")
+        .bind(&id)
+        .execute(s.registry.db().pool())
+        .await
+        .map_err(StoreError::from)?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::not_found(format!("relying party {id}")));
+    }
+    changed(&s, &who, "oidc.client.remove", &id, serde_json::json!({})).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Routes of the login service.
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/oidc/v1/authorize", get(authorize))
+        .route("/oidc/v1/login", post(login))
+        .route("/oidc/v1/login.css", get(stylesheet))
+        .route("/api/v1/oidc/clients", get(list_clients).post(add_client))
+        .route("/api/v1/oidc/clients/{id}", delete(remove_client))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(add_client, list_clients, remove_client))]
+pub(crate) struct OidcDoc;

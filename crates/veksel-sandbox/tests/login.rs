@@ -1,0 +1,529 @@
+//! Login for people: the authority's OpenID Connect provider with the sandbox's test
+//! login. The code flow with PKCE is driven by hand (and every way of breaking it),
+//! by authlib from PyPI as an unmodified relying party, and through the login page
+//! in Debian's chromium by keyboard, with an axe-core scan.
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::{Backend, Net, authority_client};
+use serde_json::{Value, json};
+use veksel_proto::oauth::Jwks;
+
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+/// A PKCE pair (RFC 7636): a verifier and its S256 challenge.
+fn pkce() -> (String, String) {
+    let verifier = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let challenge = URL_SAFE_NO_PAD.encode(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()).as_ref(),
+    );
+    (verifier, challenge)
+}
+
+struct Provider {
+    http: reqwest::Client,
+    url: String,
+    admin: String,
+}
+
+impl Provider {
+    fn of(net: &Net) -> Self {
+        let (_, url, admin) = authority_client(net);
+        let info = &net.sandbox().info;
+        let ca = std::fs::read_to_string(&info.authority_ca_file).unwrap();
+        let roots = veksel_pki::certs_from_pem(&ca).unwrap();
+        // Redirects are the flow's steps: each is looked at, none is followed.
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(veksel_pki::tls::https_client_config(&roots).unwrap())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self { http, url, admin }
+    }
+
+    async fn register(&self, client: Value) -> u16 {
+        self.http
+            .post(format!("{}/api/v1/oidc/clients", self.url))
+            .bearer_auth(&self.admin)
+            .json(&client)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    fn authorize_url(&self, client_id: &str, challenge: &str, extra: &str) -> String {
+        format!(
+            "{}/oidc/v1/authorize?response_type=code&client_id={client_id}&redirect_uri={}&scope=openid&state=st4te&nonce=n0nce&code_challenge={challenge}&code_challenge_method=S256{extra}",
+            self.url,
+            urlencode(REDIRECT)
+        )
+    }
+
+    /// Opens the login page; returns status, the page, and the login cookie.
+    async fn open(
+        &self,
+        url: &str,
+        lang: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, String, Option<String>) {
+        let mut req = self.http.get(url);
+        if let Some(l) = lang {
+            req = req.header("accept-language", l);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let cookie = headers
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+        (status, headers, resp.text().await.unwrap(), cookie)
+    }
+
+    async fn submit(&self, cookie: Option<&str>, fields: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(format!("{}/oidc/v1/login", self.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(fields));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn redeem(&self, fields: &[(&str, &str)]) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}/oauth/v1/token", self.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(fields))
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+
+    /// The whole flow for `pid`; returns the code.
+    async fn code_for(&self, client_id: &str, challenge: &str, pid: &str) -> String {
+        let (status, _, page, cookie) = self
+            .open(&self.authorize_url(client_id, challenge, ""), None)
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let resp = self
+            .submit(
+                cookie.as_deref(),
+                &[("login", &login_id(&page)), ("pid", pid), ("lang", "en")],
+            )
+            .await;
+        assert_eq!(resp.status(), 303);
+        query_param(resp.headers()["location"].to_str().unwrap(), "code").unwrap()
+    }
+}
+
+fn urlencode(v: &str) -> String {
+    let mut s = String::new();
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            s.push(char::from(b));
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+fn form(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn login_id(page: &str) -> String {
+    let at = page
+        .find("name=\"login\" value=\"")
+        .expect("the page has its login id")
+        + 20;
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+fn query_param(url: &str, name: &str) -> Option<String> {
+    reqwest::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Verifies an ID token with the provider's JWKS; returns its claims.
+fn verify_id_token(token: &str, jwks: &Jwks) -> Value {
+    let jws = veksel_proto::jws::Unverified::parse(token, None).unwrap();
+    assert_eq!(jws.header.typ.as_deref(), Some("JWT"));
+    let key = jwks
+        .keys
+        .iter()
+        .find(|k| Some(&k.kid) == jws.header.kid.as_ref())
+        .expect("the key is published");
+    serde_json::from_slice(&jws.verify(&key.point().unwrap()).unwrap()).unwrap()
+}
+
+async fn code_flow(backend: Backend) {
+    let Some(net) = Net::start(backend).await else {
+        eprintln!("skipped: VEKSEL_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let p = Provider::of(&net);
+    let discovery: Value = p
+        .http
+        .get(format!("{}/.well-known/openid-configuration", p.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], p.url.as_str());
+    assert_eq!(
+        discovery["code_challenge_methods_supported"],
+        json!(["S256"])
+    );
+    assert_eq!(
+        discovery["acr_values_supported"],
+        json!(["substantial", "high"])
+    );
+
+    // Relying parties: one public (PKCE), one a member's system that signs.
+    let public = json!({"client_id": "case-portal", "name": "Case portal",
+        "redirect_uris": [REDIRECT], "auth_method": "none"});
+    assert_eq!(p.register(public.clone()).await, 201);
+    assert_eq!(p.register(public).await, 409);
+    assert_eq!(
+        p.register(json!({"client_id": "x", "name": "x", "redirect_uris": ["http://evil.example/cb"], "auth_method": "none"})).await,
+        400,
+        "plain http only on loopback"
+    );
+    assert_eq!(
+        p.register(json!({"client_id": "not-a-member", "name": "x", "redirect_uris": [REDIRECT], "auth_method": "private_key_jwt"})).await,
+        400
+    );
+    assert_eq!(
+        p.register(
+            json!({"client_id": "DEV/MUN/30000003/casework", "name": "Casework",
+            "redirect_uris": [REDIRECT], "auth_method": "private_key_jwt"})
+        )
+        .await,
+        201
+    );
+
+    // The page: in the language asked for, with its security headers.
+    let (verifier, challenge) = pkce();
+    let (status, headers, page, cookie) = p
+        .open(
+            &p.authorize_url("case-portal", &challenge, ""),
+            Some("da-DK,da;q=0.9"),
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("<html lang=\"da\">") && page.contains("Personnummer"),
+        "{page}"
+    );
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("form-action 'self' http://127.0.0.1:9"),
+        "{csp}"
+    );
+    assert_eq!(headers["x-frame-options"], "DENY");
+    let cookie = cookie.expect("a login cookie");
+    assert!(
+        headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("HttpOnly; Secure; SameSite=Lax")
+    );
+    let id = login_id(&page);
+
+    // A bad person number: the page again, with the error tied to the field.
+    let resp = p
+        .submit(
+            Some(&cookie),
+            &[("login", &id), ("pid", "12ab"), ("lang", "da")],
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    let again = resp.text().await.unwrap();
+    assert!(
+        again.contains("aria-invalid=\"true\"") && again.contains("role=\"alert\""),
+        "{again}"
+    );
+    // The form from another browser (no cookie, or another one): refused.
+    let resp = p
+        .submit(None, &[("login", &id), ("pid", "0101701234")])
+        .await;
+    assert_eq!(resp.status(), 400);
+    let resp = p
+        .submit(
+            Some("veksel_login=forged"),
+            &[("login", &id), ("pid", "0101701234")],
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    // The person asks for high, above the substantial the service asked for.
+    let resp = p
+        .submit(
+            Some(&cookie),
+            &[
+                ("login", &id),
+                ("pid", "0101701234"),
+                ("acr", "high"),
+                ("lang", "da"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(REDIRECT), "{location}");
+    assert_eq!(query_param(&location, "state").as_deref(), Some("st4te"));
+    assert_eq!(
+        query_param(&location, "iss").as_deref(),
+        Some(p.url.as_str())
+    );
+    let code = query_param(&location, "code").unwrap();
+    // The same form again: the first submission won.
+    let resp = p
+        .submit(Some(&cookie), &[("login", &id), ("pid", "0101701234")])
+        .await;
+    assert_eq!(resp.status(), 400);
+
+    // Redeeming: a wrong verifier fails and spends the code.
+    let (status, body) = p
+        .redeem(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", "case-portal"),
+            ("code_verifier", &pkce().0),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("code_verifier"),
+        "{body}"
+    );
+    let (_, body) = p
+        .redeem(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", "case-portal"),
+            ("code_verifier", &verifier),
+        ])
+        .await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("used before"),
+        "{body}"
+    );
+
+    // A good redemption.
+    let jwks: Jwks = p
+        .http
+        .get(format!("{}/oauth/v1/jwks", p.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (verifier, challenge) = pkce();
+    let code = p.code_for("case-portal", &challenge, "0101701234").await;
+    let good = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("client_id", "case-portal"),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let (status, body) = p.redeem(&good).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    let id_token = verify_id_token(body["id_token"].as_str().unwrap(), &jwks);
+    assert_eq!(id_token["iss"], p.url.as_str());
+    assert_eq!(id_token["aud"], "case-portal");
+    assert_eq!(id_token["pid"], "0101701234");
+    assert_eq!(id_token["acr"], "substantial");
+    assert_eq!(id_token["amr"], json!(["test"]));
+    assert_eq!(id_token["nonce"], "n0nce");
+    assert_ne!(
+        id_token["sub"], "0101701234",
+        "the subject is pairwise, not the number"
+    );
+    let (status, body) = p.redeem(&good).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "replayed code"
+    );
+
+    // The member's system must sign: its client_id alone is refused, an assertion
+    // by its member's key is accepted; its subject for the same person differs.
+    let (verifier, challenge) = pkce();
+    let code = p
+        .code_for("DEV/MUN/30000003/casework", &challenge, "0101701234")
+        .await;
+    let (status, body) = p
+        .redeem(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", "DEV/MUN/30000003/casework"),
+            ("code_verifier", &verifier),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+    let (verifier, challenge) = pkce();
+    let code = p
+        .code_for("DEV/MUN/30000003/casework", &challenge, "0101701234")
+        .await;
+    let gw = net.sandbox().gateway(common::MUNICIPALITY).unwrap();
+    let signer = gw
+        .keys
+        .get()
+        .signer(&"DEV/MUN/30000003".parse().unwrap())
+        .unwrap();
+    let grant = veksel_proto::oauth::Grant {
+        client: "DEV/MUN/30000003/casework".into(),
+        scope: String::new(),
+        resources: vec![],
+        consumer_org: None,
+    };
+    let now = i64::try_from(net.clock.now_secs()).unwrap();
+    let assertion = grant
+        .assertion(
+            signer.as_ref(),
+            &p.url,
+            now,
+            &uuid::Uuid::new_v4().to_string(),
+        )
+        .unwrap();
+    let (status, body) = p
+        .redeem(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            (
+                "client_assertion_type",
+                veksel_authority::oauth::CLIENT_ASSERTION_TYPE,
+            ),
+            ("client_assertion", &assertion),
+            ("code_verifier", &verifier),
+        ])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let member_token = verify_id_token(body["id_token"].as_str().unwrap(), &jwks);
+    assert_eq!(member_token["pid"], "0101701234");
+    assert_ne!(
+        member_token["sub"], id_token["sub"],
+        "pairwise per relying party"
+    );
+    // A code for one client cannot be redeemed by another.
+    let (verifier, challenge) = pkce();
+    let code = p.code_for("case-portal", &challenge, "0101701234").await;
+    let (_, body) = p
+        .redeem(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            (
+                "client_assertion_type",
+                veksel_authority::oauth::CLIENT_ASSERTION_TYPE,
+            ),
+            (
+                "client_assertion",
+                &grant
+                    .assertion(signer.as_ref(), &p.url, now, "another-jti")
+                    .unwrap(),
+            ),
+            ("code_verifier", &verifier),
+        ])
+        .await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("another client"),
+        "{body}"
+    );
+
+    // Errors before the client is known are shown, never redirected; after, they
+    // go back to the client.
+    let (status, _, page, _) = p
+        .open(&p.authorize_url("unknown", &challenge, ""), None)
+        .await;
+    assert_eq!(status, 400);
+    assert!(page.contains("not registered"), "{page}");
+    let evil = p
+        .authorize_url("case-portal", &challenge, "")
+        .replace(&urlencode(REDIRECT), &urlencode("https://evil.example/cb"));
+    let (status, _, page, _) = p.open(&evil, None).await;
+    assert_eq!(status, 400, "{page}");
+    let base = p.authorize_url("case-portal", &challenge, "");
+    for (url, error) in [
+        (
+            base.replace("response_type=code", "response_type=token"),
+            "unsupported_response_type",
+        ),
+        (format!("{base}&acr_values=low"), "invalid_request"),
+        (
+            base.replace("&code_challenge_method=S256", ""),
+            "invalid_request",
+        ),
+        (
+            base.replace("scope=openid", "scope=profile"),
+            "invalid_scope",
+        ),
+    ] {
+        let resp = p.http.get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 303, "{url}");
+        let location = resp.headers()["location"].to_str().unwrap();
+        assert!(location.starts_with(REDIRECT), "{location}");
+        assert_eq!(
+            query_param(location, "error").as_deref(),
+            Some(error),
+            "{location}"
+        );
+        assert_eq!(query_param(location, "state").as_deref(), Some("st4te"));
+    }
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_flow_with_pkce_on_sqlite() {
+    code_flow(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_flow_with_pkce_on_postgres() {
+    code_flow(Backend::Postgres).await;
+}
