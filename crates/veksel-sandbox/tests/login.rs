@@ -527,3 +527,101 @@ async fn code_flow_with_pkce_on_sqlite() {
 async fn code_flow_with_pkce_on_postgres() {
     code_flow(Backend::Postgres).await;
 }
+
+/// authlib's unmodified OAuth 2.0 client as the relying party: it makes the
+/// authorization URL with PKCE and a nonce, a plain HTTP session plays the browser on
+/// the login page, and authlib redeems the code and validates the ID token
+/// (signature from the JWKS, issuer, audience, nonce, times) with its own OpenID
+/// Connect rules.
+const RELYING_PARTY_SCRIPT: &str = r#"
+import json, re, sys
+import requests
+from authlib.common.security import generate_token
+from authlib.integrations.requests_client import OAuth2Session
+from authlib.jose import JsonWebKey, jwt
+from authlib.oidc.core import CodeIDToken
+
+issuer, ca, client_id, redirect_uri, pid = sys.argv[1:6]
+browser = requests.Session()
+browser.trust_env = False
+browser.verify = ca
+meta = browser.get(f"{issuer}/.well-known/openid-configuration").json()
+rp = OAuth2Session(client_id, redirect_uri=redirect_uri, scope="openid",
+                   code_challenge_method="S256", token_endpoint_auth_method="none")
+rp.trust_env = False
+rp.verify = ca
+verifier, nonce = generate_token(48), generate_token(16)
+url, state = rp.create_authorization_url(meta["authorization_endpoint"], code_verifier=verifier,
+                                         nonce=nonce, acr_values="high", ui_locales="da")
+page = browser.get(url)
+login = re.search(r'name="login" value="([^"]+)"', page.text).group(1)
+resp = browser.post(f"{issuer}/oidc/v1/login", data={"login": login, "pid": pid},
+                    allow_redirects=False)
+location = resp.headers["location"]
+token = rp.fetch_token(meta["token_endpoint"], authorization_response=location,
+                       code_verifier=verifier)
+keys = JsonWebKey.import_key_set(browser.get(meta["jwks_uri"]).json())
+claims = jwt.decode(token["id_token"], keys, claims_cls=CodeIDToken,
+                    claims_options={"iss": {"essential": True, "value": meta["issuer"]}},
+                    claims_params={"nonce": nonce, "client_id": client_id})
+claims.validate()
+try:
+    other = jwt.decode(token["id_token"], keys, claims_cls=CodeIDToken,
+                       claims_params={"nonce": "another", "client_id": client_id})
+    other.validate()
+    wrong_nonce = "accepted"
+except Exception:
+    wrong_nonce = "refused"
+print(json.dumps({"claims": dict(claims), "page_lang_da": 'lang="da"' in page.text,
+                  "wrong_nonce": wrong_nonce}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authlib_logs_a_person_in_as_a_relying_party() {
+    let net = Net::start(Backend::Sqlite).await.unwrap();
+    let p = Provider::of(&net);
+    assert_eq!(
+        p.register(
+            json!({"client_id": "authlib-rp", "name": "authlib relying party",
+            "redirect_uris": [REDIRECT], "auth_method": "none"})
+        )
+        .await,
+        201
+    );
+    let ca = net.sandbox().info.authority_ca_file.clone();
+    let python = common::python_with_oauth_libraries();
+    let args: Vec<String> = vec![
+        "-c".into(),
+        RELYING_PARTY_SCRIPT.into(),
+        p.url.clone(),
+        common::path(&ca).into(),
+        "authlib-rp".into(),
+        REDIRECT.into(),
+        "0101701234".into(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["page_lang_da"], true);
+    assert_eq!(answer["wrong_nonce"], "refused");
+    let claims = &answer["claims"];
+    assert_eq!(claims["iss"], p.url.as_str());
+    assert_eq!(claims["aud"], "authlib-rp");
+    assert_eq!(claims["pid"], "0101701234");
+    assert_eq!(
+        claims["acr"], "high",
+        "the level the relying party asked for"
+    );
+    net.stop().await;
+}

@@ -706,46 +706,6 @@ async fn token_service_on_postgres() {
     token_service(Backend::Postgres).await;
 }
 
-/// A Python with authlib, pyjwt and requests from PyPI: a virtualenv made once in the
-/// target directory.
-fn python_with_oauth_libraries() -> std::path::PathBuf {
-    use std::process::Command;
-    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-oauth");
-    let python = venv.join("bin").join("python3");
-    let ready = || {
-        Command::new(&python)
-            .args(["-c", "import authlib, jwt, requests, cryptography"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !ready() {
-        let out = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .output()
-            .expect("python3 is installed");
-        assert!(out.status.success(), "python3 -m venv: {out:?}");
-        let out = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "authlib==1.6.5",
-                "pyjwt[crypto]==2.10.1",
-                "requests==2.34.2",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "installing authlib and pyjwt from PyPI failed (needs network once): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    python
-}
-
 /// authlib's unmodified RFC 7523 client (`AssertionSession`) gets a token with the
 /// member's key file and certificate chain; pyjwt verifies it from the published
 /// JWKS, and authlib's RFC 7638 thumbprint is the key's id.
@@ -800,7 +760,7 @@ async fn authlib_gets_a_token_and_pyjwt_verifies_it() {
         let info = &net.sandbox().info;
         (info.authority_url.clone(), info.authority_ca_file.clone())
     };
-    let python = python_with_oauth_libraries();
+    let python = common::python_with_oauth_libraries();
     let args: Vec<String> = vec![
         "-c".into(),
         OAUTH_CLIENT_SCRIPT.into(),

@@ -827,3 +827,43 @@ def rfc9162_root(leaf, index, size, path):
         fn >>= 1; sn >>= 1
     return r if sn == 0 else None
 "#;
+
+/// A Python with authlib, pyjwt and requests from PyPI: a virtualenv made once in the
+/// target directory.
+pub fn python_with_oauth_libraries() -> std::path::PathBuf {
+    use std::process::Command;
+    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-oauth");
+    let python = venv.join("bin").join("python3");
+    let ready = || {
+        Command::new(&python)
+            .args(["-c", "import authlib, jwt, requests, cryptography"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !ready() {
+        let out = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .output()
+            .expect("python3 is installed");
+        assert!(out.status.success(), "python3 -m venv: {out:?}");
+        let out = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "authlib==1.6.5",
+                "pyjwt[crypto]==2.10.1",
+                "requests==2.34.2",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "installing authlib and pyjwt from PyPI failed (needs network once): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    python
+}
