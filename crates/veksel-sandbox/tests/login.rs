@@ -59,6 +59,17 @@ impl Provider {
             .as_u16()
     }
 
+    async fn jwks(&self) -> Jwks {
+        self.http
+            .get(format!("{}/oauth/v1/jwks", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     fn authorize_url(&self, client_id: &str, challenge: &str, extra: &str) -> String {
         format!(
             "{}/oidc/v1/authorize?response_type=code&client_id={client_id}&redirect_uri={}&scope=openid&state=st4te&nonce=n0nce&code_challenge={challenge}&code_challenge_method=S256{extra}",
@@ -343,15 +354,7 @@ async fn code_flow(backend: Backend) {
     );
 
     // A good redemption.
-    let jwks: Jwks = p
-        .http
-        .get(format!("{}/oauth/v1/jwks", p.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = p.jwks().await;
     let (verifier, challenge) = pkce();
     let code = p.code_for("case-portal", &challenge, "0101701234").await;
     let good = [
@@ -623,5 +626,295 @@ async fn authlib_logs_a_person_in_as_a_relying_party() {
         claims["acr"], "high",
         "the level the relying party asked for"
     );
+    net.stop().await;
+}
+
+/// axe-core from the npm registry, fetched once into the target directory.
+fn axe_source() -> String {
+    use std::process::Command;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("axe-core");
+    let script = dir.join("package").join("axe.min.js");
+    if !script.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("npm")
+            .args(["pack", "axe-core@4.10.3", "--silent"])
+            .current_dir(&dir)
+            .output()
+            .expect("npm is installed");
+        assert!(
+            out.status.success(),
+            "npm pack axe-core (needs the registry once): {out:?}"
+        );
+        let out = Command::new("tar")
+            .args(["xzf", "axe-core-4.10.3.tgz", "package/axe.min.js"])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    std::fs::read_to_string(script).unwrap()
+}
+
+/// chromedriver on a free loopback port, stopped when dropped.
+struct Chromedriver {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Chromedriver {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        use std::os::unix::process::CommandExt;
+        // Its own process group, so that stopping it stops the browsers it started
+        // even when a test fails before closing its session.
+        let mut child = std::process::Command::new("chromedriver")
+            .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("Debian's chromium-driver is installed (.ci/run installs it)");
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if reqwest::get(format!("{url}/status")).await.is_ok() {
+                return Self { child, url };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("chromedriver did not start");
+    }
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The relying party's callback: answers with a page and hands over the query.
+async fn callback_server() -> (String, tokio::sync::mpsc::Receiver<String>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let app = axum::Router::new().route(
+        "/callback",
+        axum::routing::get(move |uri: http::Uri| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(uri.query().unwrap_or_default().to_owned()).await;
+                axum::response::Html(
+                    "<!DOCTYPE html><html lang=\"en\"><head><title>Signed in</title></head><body><main><h1>Signed in</h1></main></body></html>",
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/callback", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, rx)
+}
+
+/// Runs axe-core in the page; returns its violations as `id: help (nodes)`.
+async fn axe_violations(browser: &fantoccini::Client, axe: &str) -> Vec<String> {
+    let step = std::time::Duration::from_secs(30);
+    tokio::time::timeout(step, browser.execute(axe, vec![]))
+        .await
+        .expect("axe-core loads within 30 s")
+        .unwrap();
+    let found = tokio::time::timeout(step, browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice']})
+               .then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' (' + v.nodes.length + ')')))
+               .catch(e => done(['axe failed: ' + e]));",
+            vec![],
+        ))
+        .await
+        .expect("axe-core answers within 30 s")
+        .unwrap();
+    serde_json::from_value(found).unwrap()
+}
+
+async fn screenshot(browser: &fantoccini::Client, name: &str) {
+    let png = browser.screenshot().await.unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+/// Presses a key where the keyboard focus is, as a person would.
+async fn press(browser: &fantoccini::Client, key: fantoccini::key::Key) {
+    let focused = browser.active_element().await.unwrap();
+    focused
+        .send_keys(&char::from(key).to_string())
+        .await
+        .unwrap();
+}
+
+/// An attribute of the element that has the keyboard focus.
+async fn focused_attr(browser: &fantoccini::Client, name: &str) -> Option<String> {
+    let focused = browser.active_element().await.unwrap();
+    focused.attr(name).await.unwrap()
+}
+
+/// The SPKI pin of the authority's TLS certificate, for chromium to trust it
+/// without trusting anything else.
+fn spki_pin(cert_pem: &std::path::Path) -> String {
+    let script = format!(
+        "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | openssl base64 -A",
+        common::path(cert_pem)
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_logs_in_by_keyboard_in_chromium() {
+    use fantoccini::key::Key;
+    let net = Net::start(Backend::Sqlite).await.unwrap();
+    let p = Provider::of(&net);
+    let (redirect, mut arrived) = callback_server().await;
+    assert_eq!(
+        p.register(
+            json!({"client_id": "browser-rp", "name": "Sermersooq self-service",
+            "redirect_uris": [redirect], "auth_method": "none"})
+        )
+        .await,
+        201
+    );
+    let tls_cert = net
+        .sandbox()
+        .info
+        .authority_ca_file
+        .with_file_name("tls.pem");
+    let driver = Chromedriver::start().await;
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"binary": "/usr/bin/chromium", "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--window-size=1000,900", "--lang=en-GB",
+            format!("--ignore-certificate-errors-spki-list={}", spki_pin(&tls_cert)),
+        ]}),
+    );
+    let browser =
+        fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&driver.url)
+            .await
+            .expect("a chromium session");
+    let axe = axe_source();
+
+    let (verifier, challenge) = pkce();
+    let url = p
+        .authorize_url("browser-rp", &challenge, "&acr_values=substantial")
+        .replace(&urlencode(REDIRECT), &urlencode(&redirect));
+    browser.goto(&url).await.unwrap();
+    screenshot(&browser, "login-page").await;
+    assert_eq!(axe_violations(&browser, &axe).await, Vec::<String>::new());
+    let focused = browser.active_element().await.unwrap();
+    assert_eq!(
+        focused.attr("id").await.unwrap().as_deref(),
+        Some("pid"),
+        "the field has focus"
+    );
+
+    // A mistake the browser's own checks (length) let through: the page says what
+    // is wrong, at the field.
+    focused
+        .send_keys(&format!("1234ab5{}", char::from(Key::Enter)))
+        .await
+        .unwrap();
+    let shown = browser
+        .wait()
+        .at_most(std::time::Duration::from_secs(10))
+        .for_element(fantoccini::Locator::Css("#pid-error"))
+        .await;
+    if shown.is_err() {
+        screenshot(&browser, "login-error-missing").await;
+        panic!("no error shown: {}", browser.source().await.unwrap());
+    }
+    screenshot(&browser, "login-error").await;
+    assert_eq!(axe_violations(&browser, &axe).await, Vec::<String>::new());
+    let field = browser.active_element().await.unwrap();
+    assert_eq!(
+        field.attr("aria-invalid").await.unwrap().as_deref(),
+        Some("true")
+    );
+
+    // Correct it (the caret starts before the kept text: End, then erase), choose
+    // the high level with the arrow key, submit with Enter.
+    let backspaces: String = std::iter::repeat_n(char::from(Key::Backspace), 7).collect();
+    field
+        .send_keys(&format!(
+            "{}{backspaces}0101701234{}",
+            char::from(Key::End),
+            char::from(Key::Tab)
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        focused_attr(&browser, "id").await.as_deref(),
+        Some("acr-substantial")
+    );
+    press(&browser, Key::Right).await;
+    assert_eq!(
+        focused_attr(&browser, "id").await.as_deref(),
+        Some("acr-high")
+    );
+    press(&browser, Key::Tab).await;
+    assert_eq!(
+        focused_attr(&browser, "type").await.as_deref(),
+        Some("submit")
+    );
+    press(&browser, Key::Enter).await;
+
+    let Ok(Some(query)) =
+        tokio::time::timeout(std::time::Duration::from_secs(15), arrived.recv()).await
+    else {
+        screenshot(&browser, "login-no-return").await;
+        panic!(
+            "the browser did not come back to the relying party: at {}: {}",
+            browser.current_url().await.unwrap(),
+            browser.source().await.unwrap()
+        );
+    };
+    screenshot(&browser, "signed-in").await;
+    let code = query_param(&format!("{redirect}?{query}"), "code").unwrap();
+    assert_eq!(
+        query_param(&format!("{redirect}?{query}"), "state").as_deref(),
+        Some("st4te")
+    );
+    browser.close().await.unwrap();
+
+    let (status, body) = p
+        .redeem(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &redirect),
+            ("client_id", "browser-rp"),
+            ("code_verifier", &verifier),
+        ])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let jwks = p.jwks().await;
+    let claims = verify_id_token(body["id_token"].as_str().unwrap(), &jwks);
+    assert_eq!(claims["pid"], "0101701234");
+    assert_eq!(claims["acr"], "high", "chosen with the arrow key");
+    drop(driver);
     net.stop().await;
 }
