@@ -114,18 +114,18 @@ impl TokenKeys {
         })?;
         // The key of people's pairwise subjects: random once, kept like a key.
         let salt_path = keys_dir.join("subject.salt");
-        let subject_salt = match std::fs::read_to_string(&salt_path) {
-            Ok(text) => hex::decode(text.trim()).map_err(|e| AuthorityError::DataDir {
+        let subject_salt = if salt_path.exists() {
+            let text = veksel_pki::keys::read_secret_text(&salt_path)?;
+            hex::decode(text.trim()).map_err(|e| AuthorityError::DataDir {
                 path: salt_path.clone(),
                 message: e.to_string(),
-            })?,
-            Err(_) => {
-                let mut salt = [0u8; 32];
-                aws_lc_rs::rand::fill(&mut salt)
-                    .map_err(|_| AuthorityError::Signing("no randomness".into()))?;
-                veksel_pki::keys::write_secret_text(&salt_path, &hex::encode(salt))?;
-                salt.to_vec()
-            }
+            })?
+        } else {
+            let mut salt = [0u8; 32];
+            aws_lc_rs::rand::fill(&mut salt)
+                .map_err(|_| AuthorityError::Signing("no randomness".into()))?;
+            veksel_pki::keys::write_secret_text(&salt_path, &hex::encode(salt))?;
+            salt.to_vec()
         };
         let keys = Self {
             dir: keys_dir,

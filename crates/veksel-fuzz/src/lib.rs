@@ -424,3 +424,76 @@ pub fn client_assertion(data: &[u8]) {
         );
     }
 }
+
+/// Access tokens from arbitrary bytes, as the token and as its signed claims, then
+/// the gateway's rules over whatever verified: no panic; nothing verifies that was
+/// not signed with the published key; a signed token verifies exactly when its claims
+/// parse and its issuer and window hold.
+pub fn access_token(data: &[u8]) {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use veksel_proto::oauth::{
+        ACCESS_TOKEN_TYP, AccessTokenClaims, Jwk, MAX_CLOCK_SKEW_SECS, TokenService, authorise,
+        verify_access_token,
+    };
+    const ISSUER: &str = "https://authority.test";
+    const NOW: i64 = 1_800_000_000;
+    let (signer, public) = conf_key();
+    let Ok(jwk) = Jwk::es256(public) else {
+        return;
+    };
+    let keys = [jwk.clone()];
+    if let Ok(text) = std::str::from_utf8(data) {
+        assert!(
+            verify_access_token(text, &keys, ISSUER, NOW).is_err(),
+            "a token no one signed here verifies"
+        );
+    }
+    if data.len() > 8 * 1024 {
+        return;
+    }
+    let header = format!(
+        r#"{{"alg":"ES256","typ":"{ACCESS_TOKEN_TYP}","kid":"{}"}}"#,
+        jwk.kid
+    );
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(data)
+    );
+    let signature = veksel_proto::jws::Signer::sign(signer, input.as_bytes()).expect("sign");
+    let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature));
+    let verdict = verify_access_token(&token, &keys, ISSUER, NOW);
+    let expected = serde_json::from_slice::<AccessTokenClaims>(data)
+        .ok()
+        .filter(|c| {
+            c.iss == ISSUER
+                && c.exp > NOW - MAX_CLOCK_SKEW_SECS
+                && c.iat <= NOW + MAX_CLOCK_SKEW_SECS
+        });
+    assert_eq!(
+        verdict.is_ok(),
+        expected.is_some(),
+        "the verifier and the claim checks disagree"
+    );
+    if let Ok(claims) = verdict {
+        let ts = TokenService {
+            issuer: ISSUER.into(),
+            keys: keys.to_vec(),
+            revoked: vec![],
+            delegations: vec![],
+        };
+        let service = "DEV/GOV/1/app/svc".parse().expect("service id");
+        let caller = "DEV/GOV/2".parse().expect("member id");
+        if authorise(&claims, "a:b", &service, &caller, &ts).is_ok() {
+            assert!(
+                claims.scopes().contains(&"a:b"),
+                "admitted without the scope"
+            );
+            assert_eq!(
+                claims.consumer, "DEV/GOV/2",
+                "admitted for another consumer"
+            );
+        }
+    }
+}

@@ -47,4 +47,5 @@ corpora!(
     ledger,
     peer_message,
     client_assertion,
+    access_token,
 );

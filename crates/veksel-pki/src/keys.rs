@@ -102,6 +102,12 @@ fn read_private(path: &Path) -> Result<String, PkiError> {
     std::fs::read_to_string(path).map_err(io)
 }
 
+/// Reads a secret written by [`write_secret_text`], refusing one that group or
+/// others can read.
+pub fn read_secret_text(path: &Path) -> Result<String, PkiError> {
+    read_private(path)
+}
+
 /// Writes a secret (a key, a salt) with mode 0600, atomically.
 pub fn write_secret_text(path: &Path, text: &str) -> Result<(), PkiError> {
     write_private(path, text)

@@ -68,8 +68,8 @@ async fn openssl_accepts_certificates_and_signatures() {
     }
     assert_eq!(
         keys,
-        5 + 3 * 3,
-        "CA, configuration-signing, TLS, TSA and ledger keys, and three keys per gateway (authentication, signing, witness)"
+        6 + 3 * 3,
+        "CA, configuration-signing, TLS, TSA, ledger and token-signing keys, and three keys per gateway (authentication, signing, witness)"
     );
 
     // The global configuration JWS verifies with the anchor's certificate.
