@@ -448,13 +448,13 @@ pub(crate) async fn apply(s: &AppState, change: &Change) -> Result<(), StoreErro
 /// A prefix belongs to the member that registered a scope with it first.
 async fn check_prefix(s: &AppState, scope: &str, owner: &str) -> Result<(), StoreError> {
     let prefix = scope.split_once(':').map_or(scope, |(p, _)| p);
+    // Compared here, not with LIKE: `_` and `%` are legal in scope names and are
+    // LIKE's wildcards.
     let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT name, owner FROM oauth_scopes WHERE name LIKE $1 AND owner <> $2")
-            .bind(format!("{}:%", prefix.replace(['%', '_'], "")))
+        sqlx::query_as("SELECT name, owner FROM oauth_scopes WHERE owner <> $1")
             .bind(owner)
             .fetch_all(s.registry.db().pool())
             .await?;
-    // LIKE ignored the wildcards taken out above; compare the prefix exactly.
     match rows
         .iter()
         .find(|(name, _)| name.split_once(':').map(|(p, _)| p) == Some(prefix))
@@ -1083,8 +1083,9 @@ pub struct RotateRequest {
     /// Seconds until the new key signs (default: twice the configuration refresh
     /// interval, so every gateway has it before the first token it signs).
     pub activate_in_secs: Option<u64>,
-    /// Withdraw the current key at once, for a key that is compromised: its tokens
-    /// stop verifying as soon as gateways have the new configuration.
+    /// Withdraw the current key at once, for a key that is compromised: the new key
+    /// signs at once (`activate_in_secs` is ignored), and the old key's tokens stop
+    /// verifying as soon as gateways have the new configuration.
     #[serde(default)]
     pub withdraw_current: bool,
 }
@@ -1122,10 +1123,14 @@ async fn rotate_keys(
 ) -> ApiResult<Json<KeysDto>> {
     let b = body.map(|Json(b)| b).unwrap_or_default();
     let now = s.clock.now_ms();
-    let delay = b
-        .activate_in_secs
-        .unwrap_or(2 * s.config.settings.refresh_interval_secs)
-        .min(7 * 24 * 3600);
+    // A withdrawn key must not sign another token, so its successor signs at once.
+    let delay = if b.withdraw_current {
+        0
+    } else {
+        b.activate_in_secs
+            .unwrap_or(2 * s.config.settings.refresh_interval_secs)
+            .min(7 * 24 * 3600)
+    };
     let active_from = now + i64::try_from(delay).unwrap_or(0) * 1000;
     let db = s.registry.db();
     let previous = s.token_keys.signer().map(|(kid, _)| kid);

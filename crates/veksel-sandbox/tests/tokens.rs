@@ -244,6 +244,20 @@ async fn registered_scopes(net: &Net) {
             .contains(&format!("belongs to {tax}")),
         "{r}"
     );
+    // Also a prefix with a character SQL's LIKE would take as a wildcard.
+    for (org, scope, state) in [
+        (TAX, "tax_2:a", "approved"),
+        (POPULATION, "tax_2:b", "submitted"),
+    ] {
+        let r = manage(
+            net,
+            org,
+            json!({"type": "scope-registration", "scope": scope, "description": "Underscored",
+                   "consumers": [], "delegable": false}),
+        )
+        .await;
+        assert_eq!(r["state"], state, "{scope}: {r}");
+    }
 }
 
 async fn token_service(backend: Backend) {
@@ -631,13 +645,25 @@ async fn token_service(backend: Backend) {
     let (status, _) = svc
         .admin_post(
             "/api/v1/oauth/keys/rotate",
-            json!({"activate_in_secs": 0, "withdraw_current": true}),
+            json!({"withdraw_current": true}),
         )
         .await;
     assert_eq!(status, 200);
     let jwks = svc.jwks().await;
     assert!(jwks.keys.iter().all(|k| k.kid != new_kid), "withdrawn");
     assert!(verify_access_token(&fresh, &jwks.keys, svc.issuer(), now()).is_err());
+    // Its successor signs at once: the service never stands without a key.
+    let (status, body) = svc
+        .grant(&mun.assertion(&mun.claims(svc.issuer(), INCOME)))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    verify_access_token(
+        body["access_token"].as_str().unwrap(),
+        &jwks.keys,
+        svc.issuer(),
+        now(),
+    )
+    .unwrap();
     // Gateways get the keys with the configuration.
     let conf = wait_for_conf(&net, |ts| ts["keys"].as_array().unwrap().len() == 2).await;
     assert_eq!(conf["issuer"], svc.issuer());
