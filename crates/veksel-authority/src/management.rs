@@ -299,6 +299,9 @@ async fn apply(s: &AppState, change: &Change) -> Result<(), StoreError> {
         | Change::ScopeDeletion { .. }
         | Change::ScopeDelegation { .. }
         | Change::ScopeDelegationWithdrawal { .. } => crate::oauth::apply(s, change).await,
+        Change::RelyingPartyRegistration { .. } | Change::RelyingPartyDeletion { .. } => {
+            crate::oidc::apply(s, change).await
+        }
     }
 }
 
@@ -730,7 +733,7 @@ async fn put_policy(
     Authorized(who): Authorized<AdminRole>,
     Json(b): Json<ManagementPolicy>,
 ) -> ApiResult<Json<ManagementPolicy>> {
-    const AUTOMATIC: [&str; 9] = [
+    const AUTOMATIC: [&str; 11] = [
         "client-registration",
         "client-deletion",
         "client-disable",
@@ -740,6 +743,8 @@ async fn put_policy(
         "scope-deletion",
         "scope-delegation",
         "scope-delegation-withdrawal",
+        "relying-party-registration",
+        "relying-party-deletion",
     ];
     for kind in &b.auto_approve {
         if !AUTOMATIC.contains(&kind.as_str()) {

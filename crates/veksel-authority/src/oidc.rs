@@ -1069,6 +1069,59 @@ async fn remove_client(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Applies an approved relying-party change: a member's subsystem, which
+/// authenticates with the member's signing key (`private_key_jwt`).
+pub(crate) async fn apply(
+    s: &AppState,
+    change: &veksel_proto::management::Change,
+) -> Result<(), StoreError> {
+    use veksel_proto::management::Change;
+    let pool = s.registry.db().pool();
+    match change {
+        Change::RelyingPartyRegistration {
+            subsystem,
+            name,
+            redirect_uris,
+            ..
+        } => {
+            let client = OidcClient {
+                client_id: subsystem.to_string(),
+                name: name.clone(),
+                redirect_uris: redirect_uris.clone(),
+                auth_method: "private_key_jwt".into(),
+            };
+            client.validate().map_err(StoreError::Invalid)?;
+            sqlx::query(
+                "INSERT INTO oidc_clients (client_id, name, redirect_uris, auth_method, created_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (client_id) DO UPDATE SET name = excluded.name,
+                 redirect_uris = excluded.redirect_uris, auth_method = excluded.auth_method",
+            )
+            .bind(&client.client_id)
+            .bind(&client.name)
+            .bind(serde_json::to_string(&client.redirect_uris).unwrap_or_default())
+            .bind(&client.auth_method)
+            .bind(s.clock.now_ms())
+            .execute(pool)
+            .await?;
+            Ok(())
+        }
+        Change::RelyingPartyDeletion { subsystem, .. } => {
+            let done = sqlx::query("DELETE FROM oidc_clients WHERE client_id = $1")
+                .bind(subsystem.to_string())
+                .execute(pool)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("relying party {subsystem}")));
+            }
+            Ok(())
+        }
+        other => Err(StoreError::Invalid(format!(
+            "{} is not a relying-party change",
+            other.kind()
+        ))),
+    }
+}
+
 /// Routes of the login service.
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()

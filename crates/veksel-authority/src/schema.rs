@@ -109,4 +109,12 @@ CREATE INDEX management_requests_source ON management_requests (source, state)
         name: "login for people",
         sql: crate::oidc::MIGRATION,
     },
+    Migration {
+        version: 11,
+        name: "relying parties by management request",
+        sql: r#"
+INSERT INTO management_policy (kind, auto_approve) VALUES ('relying-party-registration', 1);
+INSERT INTO management_policy (kind, auto_approve) VALUES ('relying-party-deletion', 1)
+"#,
+    },
 ];

@@ -127,6 +127,25 @@ pub enum Change {
         /// The supplier.
         supplier: MemberId,
     },
+    /// The gateway's owner registers one of its subsystems as a relying party of
+    /// people's login; it authenticates with the member's signing key.
+    RelyingPartyRegistration {
+        /// The gateway submitting; its owner owns the subsystem.
+        gateway: GatewayId,
+        /// The subsystem, which is the relying party's `client_id`.
+        subsystem: SubsystemId,
+        /// Shown on the login page.
+        name: String,
+        /// Exact redirect URIs.
+        redirect_uris: Vec<String>,
+    },
+    /// The relying party is removed.
+    RelyingPartyDeletion {
+        /// The gateway submitting; its owner owns the subsystem.
+        gateway: GatewayId,
+        /// The subsystem.
+        subsystem: SubsystemId,
+    },
 }
 
 /// Who may get a scope: a client (member or subsystem) or every member of a global
@@ -210,11 +229,13 @@ impl Change {
             Self::ScopeDeletion { .. } => "scope-deletion",
             Self::ScopeDelegation { .. } => "scope-delegation",
             Self::ScopeDelegationWithdrawal { .. } => "scope-delegation-withdrawal",
+            Self::RelyingPartyRegistration { .. } => "relying-party-registration",
+            Self::RelyingPartyDeletion { .. } => "relying-party-deletion",
         }
     }
 
     /// Every request type.
-    pub const KINDS: [&'static str; 12] = [
+    pub const KINDS: [&'static str; 14] = [
         "member-application",
         "auth-cert-registration",
         "client-registration",
@@ -227,6 +248,8 @@ impl Change {
         "scope-deletion",
         "scope-delegation",
         "scope-delegation-withdrawal",
+        "relying-party-registration",
+        "relying-party-deletion",
     ];
 
     /// The gateway the change concerns.
@@ -243,7 +266,9 @@ impl Change {
             | Self::ScopeRegistration { gateway, .. }
             | Self::ScopeDeletion { gateway, .. }
             | Self::ScopeDelegation { gateway, .. }
-            | Self::ScopeDelegationWithdrawal { gateway, .. } => gateway,
+            | Self::ScopeDelegationWithdrawal { gateway, .. }
+            | Self::RelyingPartyRegistration { gateway, .. }
+            | Self::RelyingPartyDeletion { gateway, .. } => gateway,
         }
     }
 
@@ -262,7 +287,9 @@ impl Change {
             | Self::ScopeRegistration { gateway, .. }
             | Self::ScopeDeletion { gateway, .. }
             | Self::ScopeDelegation { gateway, .. }
-            | Self::ScopeDelegationWithdrawal { gateway, .. } => gateway.owner(),
+            | Self::ScopeDelegationWithdrawal { gateway, .. }
+            | Self::RelyingPartyRegistration { gateway, .. }
+            | Self::RelyingPartyDeletion { gateway, .. } => gateway.owner(),
         }
     }
 
@@ -353,6 +380,34 @@ impl Change {
                     return Err(format!("{supplier} cannot delegate to itself"));
                 }
                 Ok(())
+            }
+            Self::RelyingPartyRegistration {
+                gateway,
+                subsystem,
+                name,
+                redirect_uris,
+            } => {
+                text("the name", name)?;
+                if subsystem.member() != gateway.owner() {
+                    return Err(format!(
+                        "{subsystem} is not a subsystem of {}, the gateway's owner",
+                        gateway.owner()
+                    ));
+                }
+                if redirect_uris.is_empty() || redirect_uris.len() > 10 {
+                    return Err("1 to 10 redirect_uris".into());
+                }
+                Ok(())
+            }
+            Self::RelyingPartyDeletion { gateway, subsystem } => {
+                if subsystem.member() == gateway.owner() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{subsystem} is not a subsystem of {}",
+                        gateway.owner()
+                    ))
+                }
             }
             Self::ClientDeletion { .. }
             | Self::ClientDisable { .. }

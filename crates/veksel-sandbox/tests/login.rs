@@ -60,8 +60,14 @@ impl Provider {
     }
 
     async fn jwks(&self) -> Jwks {
+        self.admin_get("/oauth/v1/jwks").await
+    }
+
+    /// GET a path of the authority with the admin token; the JSON answer.
+    async fn admin_get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
         self.http
-            .get(format!("{}/oauth/v1/jwks", self.url))
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.admin)
             .send()
             .await
             .unwrap()
@@ -225,14 +231,38 @@ async fn code_flow(backend: Backend) {
         p.register(json!({"client_id": "not-a-member", "name": "x", "redirect_uris": [REDIRECT], "auth_method": "private_key_jwt"})).await,
         400
     );
-    assert_eq!(
-        p.register(
-            json!({"client_id": "DEV/MUN/30000003/casework", "name": "Casework",
-            "redirect_uris": [REDIRECT], "auth_method": "private_key_jwt"})
+    // A member registers its own system by management request; another member
+    // cannot register it.
+    let r = common::manage(
+        &net,
+        common::MUNICIPALITY,
+        json!({"type": "relying-party-registration", "subsystem": "DEV/MUN/30000003/casework",
+               "name": "Casework", "redirect_uris": [REDIRECT]}),
+    )
+    .await;
+    assert_eq!(r["state"], "approved", "{r}");
+    let (admin, token) = net.admin(common::POPULATION);
+    let resp = net
+        .http
+        .post(format!("{admin}/api/v1/management-requests"))
+        .bearer_auth(token)
+        .json(
+            &json!({"type": "relying-party-registration", "subsystem": "DEV/MUN/30000003/casework",
+                      "name": "Hijack", "redirect_uris": ["https://evil.example/cb"]}),
         )
-        .await,
-        201
-    );
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let clients: Value = p.admin_get("/api/v1/oidc/clients").await;
+    let casework = clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client_id"] == "DEV/MUN/30000003/casework")
+        .unwrap();
+    assert_eq!(casework["auth_method"], "private_key_jwt");
+    assert_eq!(casework["name"], "Casework");
 
     // The page: in the language asked for, with its security headers.
     let (verifier, challenge) = pkce();

@@ -8,7 +8,7 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::{Backend, MUNICIPALITY, Net, POPULATION, TAX, authority_client};
+use common::{Backend, MUNICIPALITY, Net, POPULATION, TAX, authority_client, manage};
 use serde_json::{Value, json};
 use veksel_proto::jws::Signer;
 use veksel_proto::oauth::{JWT_BEARER_GRANT, Jwks, verify_access_token};
@@ -184,24 +184,6 @@ fn form_body(form: &[(&str, &str)]) -> String {
         }
     }
     s
-}
-
-/// Submits a change through a gateway's admin API; returns the request as the
-/// authority answers it.
-async fn manage(net: &Net, org: usize, change: Value) -> Value {
-    let (admin, token) = net.admin(org);
-    let resp = net
-        .http
-        .post(format!("{admin}/api/v1/management-requests"))
-        .bearer_auth(token)
-        .json(&change)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(status, 202, "{body}");
-    body
 }
 
 async fn registered_scopes(net: &Net) {

@@ -867,3 +867,21 @@ pub fn python_with_oauth_libraries() -> std::path::PathBuf {
     }
     python
 }
+
+/// Submits a change through a gateway's admin API; returns the request as the
+/// authority answers it.
+pub async fn manage(net: &Net, org: usize, change: serde_json::Value) -> serde_json::Value {
+    let (admin, token) = net.admin(org);
+    let resp = net
+        .http
+        .post(format!("{admin}/api/v1/management-requests"))
+        .bearer_auth(token)
+        .json(&change)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    body
+}
