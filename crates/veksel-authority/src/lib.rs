@@ -104,6 +104,10 @@ pub struct AuthorityConfig {
     /// How people log in (OpenID Connect); nobody can when absent.
     #[serde(default)]
     pub people_login: Option<oidc::PeopleLogin>,
+    /// How long the token log keeps an issued token's record after it expired, days
+    /// (default 365).
+    #[serde(default)]
+    pub token_log_retention_days: Option<u64>,
 }
 
 fn default_ledger_interval() -> u64 {
@@ -137,6 +141,7 @@ impl AuthorityConfig {
             ledger_tiles_dir: None,
             token_lifetime_secs: None,
             people_login: None,
+            token_log_retention_days: None,
         }
     }
 

@@ -1217,11 +1217,22 @@ pub fn router() -> Router<Arc<AppState>> {
 ))]
 pub(crate) struct OAuthDoc;
 
-/// Forgets used assertion ids once their assertions have expired.
-pub(crate) async fn purge(s: &AppState) -> Result<(), StoreError> {
+/// Forgets used assertion ids once their assertions have expired, and the token
+/// log's records once they are older than its retention (process state is kept for
+/// accountability, not for ever).
+pub async fn purge(s: &AppState) -> Result<(), StoreError> {
     let now = i64::try_from(s.clock.now_secs()).unwrap_or(i64::MAX);
     sqlx::query("DELETE FROM oauth_assertions WHERE expires_at < $1")
         .bind(now)
+        .execute(s.registry.db().pool())
+        .await?;
+    let retention_days = i64::try_from(s.config.token_log_retention_days.unwrap_or(365))
+        .unwrap_or(i64::MAX / 86_400_000);
+    let keep_after_ms = now
+        .saturating_mul(1000)
+        .saturating_sub(retention_days.saturating_mul(86_400_000));
+    sqlx::query("DELETE FROM oauth_tokens WHERE expires_at < $1")
+        .bind(keep_after_ms)
         .execute(s.registry.db().pool())
         .await?;
     Ok(())

@@ -687,6 +687,21 @@ async fn token_service(backend: Backend) {
     .await;
     assert!(conf["revoked"][0]["issued_before"].as_i64().unwrap() >= now() - 10);
 
+    // The token log keeps its records for a year after they expired, then forgets.
+    let state = net.sandbox().authority.as_ref().unwrap().state.clone();
+    let log_url = "/api/v1/oauth/tokens?limit=1000";
+    let before = svc.get::<Value>(log_url).await.as_array().unwrap().len();
+    assert!(before >= 5);
+    net.clock.advance(364 * 86_400_000);
+    veksel_authority::oauth::purge(&state).await.unwrap();
+    assert_eq!(
+        svc.get::<Value>(log_url).await.as_array().unwrap().len(),
+        before
+    );
+    net.clock.advance(2 * 86_400_000);
+    veksel_authority::oauth::purge(&state).await.unwrap();
+    assert_eq!(svc.get::<Value>(log_url).await, json!([]));
+
     net.stop().await;
 }
 
