@@ -94,21 +94,21 @@ impl Form {
                 "the request must be application/x-www-form-urlencoded",
             ));
         }
+        Self::from_body(body).map_err(|m| OAuthError::new("invalid_request", m))
+    }
+
+    /// Reads a form body of at most 64 KiB whose fields appear once each (but
+    /// `resource`), whatever its media type says; the login page's form too.
+    pub fn from_body(body: &[u8]) -> Result<Self, String> {
         if body.len() > MAX_FORM {
-            return Err(OAuthError::new(
-                "invalid_request",
-                format!("the request is larger than {MAX_FORM} bytes"),
-            ));
+            return Err(format!("the request is larger than {MAX_FORM} bytes"));
         }
         let pairs: Vec<(String, String)> = form_urlencoded::parse(body)
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
         for (i, (name, _)) in pairs.iter().enumerate() {
             if name != "resource" && pairs[..i].iter().any(|(n, _)| n == name) {
-                return Err(OAuthError::new(
-                    "invalid_request",
-                    format!("the parameter {name} is given more than once"),
-                ));
+                return Err(format!("the parameter {name} is given more than once"));
             }
         }
         Ok(Self(pairs))

@@ -355,13 +355,12 @@ fn sha256_hex(v: &[u8]) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, v).as_ref())
 }
 
-fn random_token() -> String {
+/// 32 random bytes, base64url; none without randomness (a fixed secret would be
+/// guessable).
+fn random_token() -> Option<String> {
     let mut bytes = [0u8; 32];
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        // Without randomness no secret can be made; a fixed one would be guessable.
-        return String::new();
-    }
-    URL_SAFE_NO_PAD.encode(bytes)
+    aws_lc_rs::rand::fill(&mut bytes).ok()?;
+    Some(URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// The origin of a URI, for the page's form-action.
@@ -496,14 +495,13 @@ async fn authorize(
             "no login method is configured for people",
         ));
     }
-    let (login_id, csrf) = (random_token(), random_token());
-    if login_id.is_empty() || csrf.is_empty() {
+    let (Some(login_id), Some(csrf)) = (random_token(), random_token()) else {
         return Err(error_page(
             lang,
             StatusCode::INTERNAL_SERVER_ERROR,
             "no randomness",
         ));
-    }
+    };
     let now = i64::try_from(s.clock.now_secs()).unwrap_or(i64::MAX);
     let pool = s.registry.db().pool();
     let stored = async {
@@ -590,17 +588,6 @@ fn login_page(s: &AppState, lang: Lang, v: &LoginView<'_>, status: StatusCode) -
     }
 }
 
-/// The login form's fields.
-#[derive(Debug, Deserialize)]
-struct LoginForm {
-    login: String,
-    pid: String,
-    #[serde(default)]
-    acr: Option<String>,
-    #[serde(default)]
-    lang: Option<String>,
-}
-
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
@@ -634,20 +621,23 @@ async fn login(
             "The form is too large.",
         ));
     }
-    let form: LoginForm = serde_urlencoded_form(&body)
-        .map_err(|m| error_page(fallback, StatusCode::BAD_REQUEST, &m))?;
-    let lang = form
-        .lang
-        .as_deref()
-        .and_then(Lang::parse)
-        .unwrap_or(fallback);
+    let form =
+        Form::from_body(&body).map_err(|m| error_page(fallback, StatusCode::BAD_REQUEST, &m))?;
+    let (Some(login_id), Some(pid)) = (form.get("login"), form.get("pid")) else {
+        return Err(error_page(
+            fallback,
+            StatusCode::BAD_REQUEST,
+            "The form has no login or pid field.",
+        ));
+    };
+    let lang = form.get("lang").and_then(Lang::parse).unwrap_or(fallback);
     let expired = || error_page(lang, StatusCode::BAD_REQUEST, lang.words().expired);
     let pool = s.registry.db().pool();
     let now = i64::try_from(s.clock.now_secs()).unwrap_or(i64::MAX);
     let row: Option<LoginRow> = sqlx::query_as(
         "SELECT csrf_sha256, client_id, redirect_uri, state, nonce, code_challenge, acr, expires_at FROM oidc_logins WHERE id = $1",
     )
-    .bind(&form.login)
+    .bind(login_id)
     .fetch_optional(pool)
     .await
     .map_err(|e| error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
@@ -679,20 +669,19 @@ async fn login(
         .ok_or_else(expired)?;
     // The person may choose a higher level than asked for, never a lower one.
     let acr = form
-        .acr
-        .as_deref()
+        .get("acr")
         .filter(|a| {
             ACR_LEVELS.iter().position(|l| l == a)
                 >= ACR_LEVELS.iter().position(|l| *l == asked_acr)
         })
         .unwrap_or(&asked_acr)
         .to_owned();
-    let pid = form.pid.trim();
+    let pid = pid.trim();
     if !(6..=12).contains(&pid.len()) || !pid.bytes().all(|b| b.is_ascii_digit()) {
         let shown: String = pid.chars().take(32).collect();
         let view = LoginView {
             client: &client,
-            login_id: &form.login,
+            login_id,
             pid: &shown,
             acr: &acr,
             error: Some(lang.words().pid_error),
@@ -701,18 +690,17 @@ async fn login(
         };
         return Err(login_page(&s, lang, &view, StatusCode::BAD_REQUEST));
     }
-    let code = random_token();
-    if code.is_empty() {
+    let Some(code) = random_token() else {
         return Err(error_page(
             lang,
             StatusCode::INTERNAL_SERVER_ERROR,
             "no randomness",
         ));
-    }
+    };
     let done = async {
         let mut tx = pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM oidc_logins WHERE id = $1")
-            .bind(&form.login)
+            .bind(login_id)
             .execute(&mut *tx)
             .await?;
         if deleted.rows_affected() == 1 {
@@ -756,17 +744,6 @@ async fn login(
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     Ok(r)
-}
-
-fn serde_urlencoded_form(body: &[u8]) -> Result<LoginForm, String> {
-    let mut fields = std::collections::BTreeMap::new();
-    for (k, v) in form_urlencoded::parse(body) {
-        if fields.insert(k.into_owned(), v.into_owned()).is_some() {
-            return Err("A form field is given twice.".into());
-        }
-    }
-    let value = serde_json::to_value(fields).map_err(|e| e.to_string())?;
-    serde_json::from_value(value).map_err(|e| format!("The form is incomplete: {e}"))
 }
 
 // === The code grant at the token endpoint ===

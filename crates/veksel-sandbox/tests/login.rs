@@ -414,6 +414,50 @@ async fn code_flow(backend: Backend) {
         (400, Some("invalid_grant")),
         "replayed code"
     );
+    // A made-up code, a verifier that is not one, and a code redeemed too late.
+    let (verifier, challenge) = pkce();
+    let code = p.code_for("case-portal", &challenge, "0101701234").await;
+    let redeem_with = |code: &str, verifier: &str| {
+        let fields = [
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.to_owned()),
+            ("redirect_uri", REDIRECT.to_owned()),
+            ("client_id", "case-portal".to_owned()),
+            ("code_verifier", verifier.to_owned()),
+        ];
+        let p = &p;
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            p.redeem(&fields).await
+        }
+    };
+    let (_, body) = redeem_with("made-up", &verifier).await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("unknown authorization code"),
+        "{body}"
+    );
+    let (_, body) = redeem_with(&code, "short").await;
+    assert_eq!(body["error"], "invalid_request", "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("code_verifier"),
+        "{body}"
+    );
+    net.clock.advance(61_000);
+    let (_, body) = redeem_with(&code, &verifier).await;
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{body}"
+    );
 
     // The member's system must sign: its client_id alone is refused, an assertion
     // by its member's key is accepted; its subject for the same person differs.
