@@ -27,6 +27,8 @@ use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 use veksel_admin::{ApiError, ApiResult, Authorized};
 use veksel_proto::jws::sign_jwt;
+use veksel_proto::oauth::OneOrMany;
+use veksel_proto::person::Level;
 use veksel_store::sqlx;
 use veksel_store::{Db, StoreError};
 
@@ -45,8 +47,6 @@ CREATE TABLE oidc_codes (
     auth_time BIGINT NOT NULL, expires_at BIGINT NOT NULL, used BIGINT NOT NULL DEFAULT 0)
 "#;
 
-/// The login levels (eIDAS: substantial, high), lowest first.
-pub const ACR_LEVELS: [&str; 2] = ["substantial", "high"];
 /// How long a login page may wait for its person, seconds.
 const LOGIN_TTL_SECS: i64 = 600;
 /// How long an authorization code lives, seconds.
@@ -475,12 +475,9 @@ async fn authorize(
         ));
     }
     let acr = match q.acr_values.as_deref() {
-        None | Some("") => ACR_LEVELS[0],
-        Some(values) => match values
-            .split(' ')
-            .find_map(|v| ACR_LEVELS.iter().find(|l| **l == v))
-        {
-            Some(level) => level,
+        None | Some("") => Level::Substantial.as_str(),
+        Some(values) => match values.split(' ').find_map(Level::from_acr) {
+            Some(level) => level.as_str(),
             None => {
                 return Err(fail(
                     "invalid_request",
@@ -671,8 +668,9 @@ async fn login(
     let acr = form
         .get("acr")
         .filter(|a| {
-            ACR_LEVELS.iter().position(|l| l == a)
-                >= ACR_LEVELS.iter().position(|l| *l == asked_acr)
+            Level::from_acr(a)
+                .zip(Level::from_acr(&asked_acr))
+                .is_some_and(|(chosen, asked)| chosen >= asked)
         })
         .unwrap_or(&asked_acr)
         .to_owned();
@@ -748,33 +746,7 @@ async fn login(
 
 // === The code grant at the token endpoint ===
 
-/// The claims of an ID token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IdTokenClaims {
-    /// The issuer.
-    pub iss: String,
-    /// The person, pairwise per relying party.
-    pub sub: String,
-    /// The relying party.
-    pub aud: String,
-    /// Issued at, Unix seconds.
-    pub iat: i64,
-    /// Expires at, Unix seconds.
-    pub exp: i64,
-    /// When the person logged in, Unix seconds.
-    pub auth_time: i64,
-    /// The relying party's nonce.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nonce: Option<String>,
-    /// The level: `substantial` or `high`.
-    pub acr: String,
-    /// How: `test` for the test login.
-    pub amr: Vec<String>,
-    /// The person number.
-    pub pid: String,
-    /// Its unique id.
-    pub jti: String,
-}
+pub use veksel_proto::person::IdTokenClaims;
 
 /// The pairwise subject of a person for a relying party: a keyed hash, so relying
 /// parties cannot link their users by `sub` (they can by `pid`, which they are
@@ -890,7 +862,7 @@ pub(crate) async fn code_grant(s: &AppState, form: &Form) -> Result<Response, OA
     let id_token = IdTokenClaims {
         iss: s.issuer().to_owned(),
         sub: sub.clone(),
-        aud: client_id.clone(),
+        aud: OneOrMany::One(client_id.clone()),
         iat: now,
         exp: now + ID_TOKEN_TTL_SECS,
         auth_time,
@@ -951,7 +923,7 @@ async fn discovery(State(s): State<Arc<AppState>>) -> Json<serde_json::Value> {
         "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
         "scopes_supported": ["openid"],
         "claims_supported": ["iss", "sub", "aud", "iat", "exp", "auth_time", "nonce", "acr", "amr", "pid"],
-        "acr_values_supported": ACR_LEVELS,
+        "acr_values_supported": Level::ALL.map(Level::as_str),
         "ui_locales_supported": ["en", "da"],
         "authorization_response_iss_parameter_supported": true,
     }))

@@ -543,6 +543,12 @@ async fn message_log(
     Authorized(caller): Authorized<Observer>,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Json<Vec<LoggedMessage>>> {
+    if caller.role == "observer" && q.person.is_some() {
+        // Which exchanges concern a person is itself personal data.
+        return Err(ApiError::forbidden(
+            "finding records by person is for security officers",
+        ));
+    }
     let records = msglog::query_messages(&gw.db, &q).await?;
     // Descriptors name end users: observers get what evidence export would let them
     // have, which is the metadata.

@@ -14,7 +14,8 @@ use veksel_pki::verify::{Roots, Usage};
 use veksel_pki::{CertInfo, certs_from_pem, sha256_hex};
 use veksel_proto::Clock;
 use veksel_proto::conf::{Anchor, ConfIndex, GlobalConf};
-use veksel_proto::oauth::{AccessTokenClaims, TokenError};
+use veksel_proto::oauth::{AccessTokenClaims, SignedClaims, TokenError};
+use veksel_proto::person::IdTokenClaims;
 
 /// A verified configuration with the look-ups built from it.
 #[derive(Debug)]
@@ -27,9 +28,10 @@ pub struct ConfState {
     pub jws: String,
     /// Signing certificates already validated under this configuration.
     signers: std::sync::Mutex<std::collections::HashMap<(String, MemberId), CertInfo>>,
-    /// Access tokens already verified with this configuration's keys, by SHA-256:
-    /// a token is used for many calls in its life, its signature checked once.
-    tokens: std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<AccessTokenClaims>>>,
+    /// Access tokens already verified with this configuration's keys.
+    tokens: VerifiedTokens<AccessTokenClaims>,
+    /// People's ID tokens already verified with this configuration's keys.
+    id_tokens: VerifiedTokens<IdTokenClaims>,
     /// OCSP responses already verified, by (response hash, certificate hash).
     ocsp_checked: std::sync::Mutex<OcspCache>,
     /// The approved CAs' subject names (DER) and certificates, in configuration order.
@@ -40,6 +42,52 @@ pub struct ConfState {
 
 /// Verified OCSP responses, by (response hash, certificate hash).
 pub type OcspCache = std::collections::HashMap<(String, String), veksel_pki::ocsp::Checked>;
+
+/// Tokens already verified with one configuration's keys, by SHA-256 of the token: a
+/// token is used for many calls in its life, its signature checked once.
+#[derive(Debug)]
+struct VerifiedTokens<C>(std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<C>>>);
+
+impl<C> Default for VerifiedTokens<C> {
+    fn default() -> Self {
+        Self(Default::default())
+    }
+}
+
+impl<C: SignedClaims> VerifiedTokens<C> {
+    /// The token's claims, verified by `verify` the first time; the time window is
+    /// checked at `now_secs` for remembered and new tokens alike.
+    fn get_or_verify(
+        &self,
+        token: &str,
+        now_secs: i64,
+        verify: impl FnOnce() -> Result<C, TokenError>,
+    ) -> Result<Arc<C>, TokenError> {
+        let mut key = [0u8; 32];
+        key.copy_from_slice(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
+        );
+        let cached = self.0.lock().ok().and_then(|m| m.get(&key).cloned());
+        let claims = match cached {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(verify()?);
+                if let Ok(mut m) = self.0.lock() {
+                    if m.len() >= SIGNER_CACHE_LIMIT {
+                        m.retain(|_, v| v.expires_at() > now_secs);
+                        if m.len() >= SIGNER_CACHE_LIMIT {
+                            m.clear();
+                        }
+                    }
+                    m.insert(key, c.clone());
+                }
+                c
+            }
+        };
+        veksel_proto::oauth::check_window(claims.as_ref(), now_secs)?;
+        Ok(claims)
+    }
+}
 
 /// Most validated signing certificates remembered per configuration version.
 const SIGNER_CACHE_LIMIT: usize = 10_000;
@@ -58,40 +106,26 @@ impl ConfState {
         token: &str,
         now_secs: i64,
     ) -> Result<Arc<AccessTokenClaims>, TokenError> {
-        let ts = self.conf().token_service.as_ref().ok_or_else(|| {
+        let ts = self.token_service()?;
+        self.tokens.get_or_verify(token, now_secs, || {
+            veksel_proto::oauth::verify_access_token(token, &ts.keys, &ts.issuer, now_secs)
+        })
+    }
+
+    /// Verifies a person's ID token with the provider's keys of this configuration
+    /// (the network's token service signs them), its window checked at `at_secs`;
+    /// like access tokens, each token's signature is checked once.
+    pub fn id_token(&self, token: &str, at_secs: i64) -> Result<Arc<IdTokenClaims>, TokenError> {
+        let ts = self.token_service()?;
+        self.id_tokens.get_or_verify(token, at_secs, || {
+            veksel_proto::person::verify_id_token(token, &ts.keys, &ts.issuer, at_secs)
+        })
+    }
+
+    fn token_service(&self) -> Result<&veksel_proto::oauth::TokenService, TokenError> {
+        self.conf().token_service.as_ref().ok_or_else(|| {
             TokenError::Malformed("the global configuration names no token service".into())
-        })?;
-        let mut key = [0u8; 32];
-        key.copy_from_slice(
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
-        );
-        let cached = self.tokens.lock().ok().and_then(|m| m.get(&key).cloned());
-        let claims = match cached {
-            Some(c) => c,
-            None => {
-                // The window is checked below for cached and new tokens alike.
-                let c = Arc::new(veksel_proto::oauth::verify_access_token(
-                    token, &ts.keys, &ts.issuer, now_secs,
-                )?);
-                if let Ok(mut m) = self.tokens.lock() {
-                    if m.len() >= SIGNER_CACHE_LIMIT {
-                        m.retain(|_, v| v.exp > now_secs);
-                        if m.len() >= SIGNER_CACHE_LIMIT {
-                            m.clear();
-                        }
-                    }
-                    m.insert(key, c.clone());
-                }
-                c
-            }
-        };
-        if claims.exp <= now_secs.saturating_sub(veksel_proto::oauth::MAX_CLOCK_SKEW_SECS) {
-            return Err(TokenError::Expired {
-                exp: claims.exp,
-                now: now_secs,
-            });
-        }
-        Ok(claims)
+        })
     }
 
     /// Verified OCSP responses (see [`crate::ocsp::check`]).
@@ -295,6 +329,7 @@ impl ConfClient {
             jws: jws.to_owned(),
             signers: Default::default(),
             tokens: Default::default(),
+            id_tokens: Default::default(),
             ocsp_checked: Default::default(),
             ca_certs,
             issuers: Default::default(),

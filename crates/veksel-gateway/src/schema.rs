@@ -128,4 +128,13 @@ ALTER TABLE services ADD COLUMN scopes TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE local_clients ADD COLUMN tokens TEXT NOT NULL DEFAULT '[]'
 "#,
     },
+    Migration {
+        version: 12,
+        name: "verified persons",
+        sql: r#"
+ALTER TABLE services ADD COLUMN person_level TEXT;
+ALTER TABLE message_log ADD COLUMN person_id TEXT;
+CREATE INDEX message_log_person ON message_log (person_id, logged_at)
+"#,
+    },
 ];

@@ -107,6 +107,12 @@ pub struct ServiceConfig {
     /// the whole service or on some of its endpoints; checked on top of access rights.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<RequiredScope>,
+    /// Calls must come for a person verified at this level or above (`substantial`
+    /// or `high`): the caller's ID token, checked by both gateways. Without it a
+    /// service takes `X-Road-UserId` as the unverified claim it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub person_level: Option<veksel_proto::person::Level>,
 }
 
 /// A scope a service requires of the access tokens its callers present.
@@ -372,13 +378,16 @@ impl ServerConfStore {
             Option<String>,
             String,
             String,
+            Option<String>,
         );
         let services: Vec<ServiceRow> = sqlx::query_as(
-            "SELECT client_id, code, base_url, timeout_ms, enabled, openapi, endpoints, scopes FROM services",
+            "SELECT client_id, code, base_url, timeout_ms, enabled, openapi, endpoints, scopes, person_level FROM services",
         )
         .fetch_all(self.db.pool())
         .await?;
-        for (cid, code, base_url, timeout_ms, enabled, openapi, endpoints, scopes) in services {
+        for (cid, code, base_url, timeout_ms, enabled, openapi, endpoints, scopes, person_level) in
+            services
+        {
             if let Some(c) = clients.values_mut().find(|c| c.id.to_string() == cid) {
                 c.services.insert(
                     code,
@@ -389,6 +398,12 @@ impl ServerConfStore {
                         openapi,
                         endpoints: parse_json(&endpoints, "endpoints")?,
                         scopes: parse_json(&scopes, "required scopes")?,
+                        person_level: match person_level {
+                            None => None,
+                            Some(l) => Some(veksel_proto::person::Level::from_acr(&l).ok_or_else(
+                                || StoreError::Corrupt(format!("person level {l:?}")),
+                            )?),
+                        },
                     },
                 );
             }
@@ -518,11 +533,12 @@ impl ServerConfStore {
         }
         let mut tx = self.db.pool().begin().await?;
         sqlx::query(
-            "INSERT INTO services (client_id, code, base_url, timeout_ms, enabled, openapi, endpoints, scopes)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO services (client_id, code, base_url, timeout_ms, enabled, openapi, endpoints, scopes, person_level)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (client_id, code) DO UPDATE SET base_url = excluded.base_url,
                timeout_ms = excluded.timeout_ms, enabled = excluded.enabled,
-               openapi = excluded.openapi, endpoints = excluded.endpoints, scopes = excluded.scopes",
+               openapi = excluded.openapi, endpoints = excluded.endpoints, scopes = excluded.scopes,
+               person_level = excluded.person_level",
         )
         .bind(id.to_string())
         .bind(code)
@@ -532,6 +548,7 @@ impl ServerConfStore {
         .bind(s.openapi.clone())
         .bind(json(&s.endpoints))
         .bind(json(&s.scopes))
+        .bind(s.person_level.map(|l| l.as_str()))
         .execute(&mut *tx)
         .await?;
         self.commit(tx, change).await
@@ -714,6 +731,7 @@ mod tests {
             openapi: None,
             endpoints: vec![Endpoint::any()],
             scopes: vec![],
+            person_level: None,
         };
         assert!(validate_service("persons", &ok).is_ok());
         assert!(validate_service("listMethods", &ok).is_err());

@@ -78,6 +78,11 @@ fault_codes! {
     InvalidAccessToken,
     /// The access token is valid but lacks the scope the service requires.
     InsufficientScope,
+    /// The person's ID token is not valid here: forged, expired, issued to another
+    /// system, or not naming a person at a known level.
+    InvalidPersonToken,
+    /// The service requires a person verified at a level the request does not bring.
+    VerifiedPersonRequired,
     /// The cached global configuration has expired or is missing.
     OutdatedGlobalConf,
     /// The peer gateway could not be reached or the connection broke.

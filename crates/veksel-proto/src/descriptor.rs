@@ -110,6 +110,10 @@ pub struct RequestDescriptor {
     pub issue: Option<String>,
     /// `X-Road-Represented-Party`.
     pub represented_party: Option<String>,
+    /// The person the information system acts for, verified by both gateways from
+    /// their ID token; absent (and left out of the canonical bytes) otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<crate::person::VerifiedPerson>,
     /// Gateway that sends the request.
     pub consumer_gateway: GatewayId,
     /// Gateway the request is addressed to.
@@ -179,6 +183,7 @@ mod tests {
             user_id: None,
             issue: Some("case-1".into()),
             represented_party: None,
+            person: None,
             consumer_gateway: "GL/GOV/1/gw".parse().unwrap(),
             provider_gateway: "GL/GOV/2/gw".parse().unwrap(),
             created_at_ms: 1,

@@ -25,6 +25,7 @@ pub mod management;
 pub mod meta;
 pub mod oauth;
 pub mod peer;
+pub mod person;
 pub mod r1;
 
 /// The node's time source. Core code never reads the clock itself; it takes the time

@@ -467,34 +467,56 @@ impl AccessTokenClaims {
     }
 }
 
-/// Why an access token is refused by the one who checks it.
+/// Why a token (an access token, or a person's ID token) is refused by the one who
+/// checks it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// Not a compact JWS with JSON header and claims, or over the size limit.
-    #[error("the access token is malformed: {0}")]
+    #[error("the token is malformed: {0}")]
     Malformed(String),
     /// An algorithm other than ES256.
-    #[error("the access token's algorithm {0:?} is not accepted; only ES256 is")]
+    #[error("the token's algorithm {0:?} is not accepted; only ES256 is")]
     UnsupportedAlgorithm(String),
-    /// `typ` is not `at+jwt`.
-    #[error("the token's type is {0:?}, not an access token (at+jwt)")]
-    WrongType(Option<String>),
+    /// `typ` is not the one this kind of token has.
+    #[error("the token's type is {got:?}, not {expected}")]
+    WrongType {
+        /// The type this kind of token has.
+        expected: &'static str,
+        /// The token's `typ`.
+        got: Option<String>,
+    },
     /// No published key has the token's `kid`.
     #[error("no published key of the token service has id {0:?}")]
     UnknownKey(Option<String>),
     /// The signature does not verify.
-    #[error("the access token's signature does not verify")]
+    #[error("the token's signature does not verify")]
     BadSignature,
     /// Another issuer.
-    #[error("the access token is issued by {got:?}, not by {expected}")]
+    #[error("the token is issued by {got:?}, not by {expected}")]
     WrongIssuer {
         /// The trusted issuer.
         expected: String,
         /// The token's `iss`.
         got: String,
     },
+    /// Issued to someone else.
+    #[error("the token is issued to {got:?}, not to {expected}")]
+    WrongAudience {
+        /// Who presents it.
+        expected: String,
+        /// The token's `aud`.
+        got: String,
+    },
+    /// A claim the verifier needs is missing or not what the issuer writes.
+    #[error("the token's {claim} claim {why}")]
+    BadClaim {
+        /// The claim.
+        claim: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
     /// `exp` has passed.
-    #[error("the access token expired at {exp} (now {now})")]
+    #[error("the token expired at {exp} (now {now})")]
     Expired {
         /// The token's `exp`.
         exp: i64,
@@ -502,7 +524,7 @@ pub enum TokenError {
         now: i64,
     },
     /// `iat` is later than now allows.
-    #[error("the access token is issued in the future ({iat}, now {now})")]
+    #[error("the token is issued in the future ({iat}, now {now})")]
     NotYetValid {
         /// The token's `iat`.
         iat: i64,
@@ -521,49 +543,116 @@ impl From<JwsError> for TokenError {
     }
 }
 
-/// Verifies an access token with the token service's published keys: ES256, type
-/// `at+jwt`, a known `kid`, the signature, the issuer and the time window (with
-/// [`MAX_CLOCK_SKEW_SECS`]). Scope, audience and consumer are the caller's to check.
+/// The claims every token of the token service carries: its issuer and time window.
+pub trait SignedClaims: serde::de::DeserializeOwned {
+    /// `iss`.
+    fn issuer(&self) -> &str;
+    /// `iat`, Unix seconds.
+    fn issued_at(&self) -> i64;
+    /// `exp`, Unix seconds.
+    fn expires_at(&self) -> i64;
+}
+
+/// Implements [`SignedClaims`] for claims with `iss`, `iat` and `exp` fields.
+macro_rules! signed_claims {
+    ($claims:ty) => {
+        impl $crate::oauth::SignedClaims for $claims {
+            fn issuer(&self) -> &str {
+                &self.iss
+            }
+            fn issued_at(&self) -> i64 {
+                self.iat
+            }
+            fn expires_at(&self) -> i64 {
+                self.exp
+            }
+        }
+    };
+}
+pub(crate) use signed_claims;
+
+signed_claims!(AccessTokenClaims);
+
+/// The kind of token a verifier expects: its `typ` and how long it may be.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenKind {
+    /// The JWT `typ` the issuer writes.
+    pub typ: &'static str,
+    /// Longest token looked at, bytes.
+    pub max_len: usize,
+}
+
+/// Access tokens (RFC 9068).
+pub const ACCESS_TOKEN: TokenKind = TokenKind {
+    typ: ACCESS_TOKEN_TYP,
+    max_len: MAX_ACCESS_TOKEN_LEN,
+};
+
+/// Checks a token's time window at `now` (with [`MAX_CLOCK_SKEW_SECS`]).
+pub fn check_window<C: SignedClaims>(claims: &C, now: i64) -> Result<(), TokenError> {
+    if claims.expires_at() <= now.saturating_sub(MAX_CLOCK_SKEW_SECS) {
+        return Err(TokenError::Expired {
+            exp: claims.expires_at(),
+            now,
+        });
+    }
+    if claims.issued_at() > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
+        return Err(TokenError::NotYetValid {
+            iat: claims.issued_at(),
+            now,
+        });
+    }
+    Ok(())
+}
+
+/// Verifies a token of the token service with its published keys: ES256, the
+/// kind's `typ` and size, a known `kid`, the signature, the issuer and the time
+/// window at `now`. What the token grants is the caller's to check.
+pub fn verify_token<C: SignedClaims>(
+    token: &str,
+    kind: TokenKind,
+    keys: &[Jwk],
+    issuer: &str,
+    now: i64,
+) -> Result<C, TokenError> {
+    if token.len() > kind.max_len {
+        return Err(TokenError::Malformed(format!(
+            "longer than {} bytes",
+            kind.max_len
+        )));
+    }
+    let jws = Unverified::parse(token, None)?;
+    if jws.header.typ.as_deref() != Some(kind.typ) {
+        return Err(TokenError::WrongType {
+            expected: kind.typ,
+            got: jws.header.typ.clone(),
+        });
+    }
+    let key = keys
+        .iter()
+        .find(|k| Some(&k.kid) == jws.header.kid.as_ref())
+        .ok_or_else(|| TokenError::UnknownKey(jws.header.kid.clone()))?;
+    let claims: C = serde_json::from_slice(&jws.verify(&key.point()?)?)
+        .map_err(|e| TokenError::Malformed(format!("claims are not the expected JSON: {e}")))?;
+    if claims.issuer() != issuer {
+        return Err(TokenError::WrongIssuer {
+            expected: issuer.to_owned(),
+            got: claims.issuer().to_owned(),
+        });
+    }
+    check_window(&claims, now)?;
+    Ok(claims)
+}
+
+/// Verifies an access token with the token service's published keys (see
+/// [`verify_token`]). Scope, audience and consumer are the caller's to check.
 pub fn verify_access_token(
     token: &str,
     keys: &[Jwk],
     issuer: &str,
     now: i64,
 ) -> Result<AccessTokenClaims, TokenError> {
-    if token.len() > MAX_ACCESS_TOKEN_LEN {
-        return Err(TokenError::Malformed(format!(
-            "longer than {MAX_ACCESS_TOKEN_LEN} bytes"
-        )));
-    }
-    let jws = Unverified::parse(token, None)?;
-    if jws.header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
-        return Err(TokenError::WrongType(jws.header.typ.clone()));
-    }
-    let key = keys
-        .iter()
-        .find(|k| Some(&k.kid) == jws.header.kid.as_ref())
-        .ok_or_else(|| TokenError::UnknownKey(jws.header.kid.clone()))?;
-    let claims: AccessTokenClaims = serde_json::from_slice(&jws.verify(&key.point()?)?)
-        .map_err(|e| TokenError::Malformed(format!("claims are not the expected JSON: {e}")))?;
-    if claims.iss != issuer {
-        return Err(TokenError::WrongIssuer {
-            expected: issuer.to_owned(),
-            got: claims.iss,
-        });
-    }
-    if claims.exp <= now.saturating_sub(MAX_CLOCK_SKEW_SECS) {
-        return Err(TokenError::Expired {
-            exp: claims.exp,
-            now,
-        });
-    }
-    if claims.iat > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
-        return Err(TokenError::NotYetValid {
-            iat: claims.iat,
-            now,
-        });
-    }
-    Ok(claims)
+    verify_token(token, ACCESS_TOKEN, keys, issuer, now)
 }
 
 /// The token service as gateways see it.
@@ -988,7 +1077,10 @@ mod tests {
         let id_token = access_token(&k, &jwk.kid, "JWT", token_claims());
         assert_eq!(
             verify_access_token(&id_token, &keys, ISSUER, NOW).unwrap_err(),
-            TokenError::WrongType(Some("JWT".into()))
+            TokenError::WrongType {
+                expected: ACCESS_TOKEN_TYP,
+                got: Some("JWT".into())
+            }
         );
         assert!(matches!(
             verify_access_token(&good, &keys, "https://other.test", NOW),

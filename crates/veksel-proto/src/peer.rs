@@ -41,6 +41,10 @@ pub const VEKSEL_OCSP_SIGNING: &str = "veksel-ocsp-signing";
 /// connection (HPACK).
 pub const VEKSEL_SIGNING_CHAIN: &str = "veksel-signing-chain";
 
+/// A person's ID token: sent by the information system to its gateway, and by that
+/// gateway to the provider's, which verifies it again (see [`crate::person`]).
+pub const VEKSEL_ID_TOKEN: &str = "veksel-id-token";
+
 /// Most certificates in a signing chain.
 pub const MAX_CHAIN_CERTS: usize = 4;
 
@@ -230,6 +234,12 @@ pub struct RequestHead {
     pub issue: Option<String>,
     /// `X-Road-Represented-Party`.
     pub represented_party: Option<String>,
+    /// The person's ID token, as sent ([`VEKSEL_ID_TOKEN`]).
+    pub id_token: Option<String>,
+    /// The person that token names, once the gateway holding the head verified it:
+    /// what the descriptor names. A head whose token went unverified builds a
+    /// descriptor without the person, which the consumer's signature then fails.
+    pub person: Option<crate::person::VerifiedPerson>,
     /// The consumer's gateway.
     pub consumer_gateway: GatewayId,
     /// When the consumer's gateway created the request, Unix ms.
@@ -256,6 +266,14 @@ impl RequestHead {
             if let Some(v) = value {
                 put(map, name, v);
             }
+        }
+        if let Some(token) = &self.id_token {
+            // An information system sends the token; its gateway may not alter it.
+            let value = HeaderValue::from_str(token).map_err(|_| PeerError::Malformed {
+                header: VEKSEL_ID_TOKEN,
+                why: "is not a visible ASCII header value",
+            })?;
+            map.insert(HeaderName::from_static(VEKSEL_ID_TOKEN), value);
         }
         put_unique(map, VEKSEL_CREATED_AT, &self.created_at_ms.to_string());
         put(
@@ -317,6 +335,8 @@ impl RequestHead {
             user_id: xh::optional_field(headers, xh::X_ROAD_USER_ID)?,
             issue: xh::optional_field(headers, xh::X_ROAD_ISSUE)?,
             represented_party: xh::optional_field(headers, xh::X_ROAD_REPRESENTED_PARTY)?,
+            id_token: id_token(headers)?,
+            person: None,
             consumer_gateway,
             created_at_ms,
         })
@@ -337,12 +357,29 @@ impl RequestHead {
             user_id: self.user_id.clone(),
             issue: self.issue.clone(),
             represented_party: self.represented_party.clone(),
+            person: self.person.clone(),
             consumer_gateway: self.consumer_gateway.clone(),
             provider_gateway: provider_gateway.clone(),
             created_at_ms: self.created_at_ms,
             body,
         }
     }
+}
+
+/// The [`VEKSEL_ID_TOKEN`] of a message, if it carries one (its repeats are refused
+/// before).
+pub fn id_token(headers: &HeaderMap) -> Result<Option<String>, PeerError> {
+    headers
+        .get(VEKSEL_ID_TOKEN)
+        .map(|v| {
+            v.to_str()
+                .map(|t| t.trim().to_owned())
+                .map_err(|_| PeerError::Malformed {
+                    header: VEKSEL_ID_TOKEN,
+                    why: "is not visible ASCII",
+                })
+        })
+        .transpose()
 }
 
 /// Refuses a request created more than `ttl_ms` ago or more than `skew_ms` ahead.
@@ -661,6 +698,8 @@ mod tests {
             user_id: Some("GL0101".into()),
             issue: None,
             represented_party: None,
+            id_token: Some("eyJ.eyJ.sig".into()),
+            person: None,
             consumer_gateway: "GL/MUN/3/gw1".parse().unwrap(),
             created_at_ms: 1_800_000_000_000,
         }

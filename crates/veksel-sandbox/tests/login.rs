@@ -5,180 +5,10 @@
 
 mod common;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{Backend, Net, authority_client};
+use common::people::{Provider, REDIRECT, login_id, pkce, query_param, urlencode};
+use common::{Backend, Net};
 use serde_json::{Value, json};
 use veksel_proto::oauth::Jwks;
-
-const REDIRECT: &str = "http://127.0.0.1:9/callback";
-
-/// A PKCE pair (RFC 7636): a verifier and its S256 challenge.
-fn pkce() -> (String, String) {
-    let verifier = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    let challenge = URL_SAFE_NO_PAD.encode(
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()).as_ref(),
-    );
-    (verifier, challenge)
-}
-
-struct Provider {
-    http: reqwest::Client,
-    url: String,
-    admin: String,
-}
-
-impl Provider {
-    fn of(net: &Net) -> Self {
-        let (_, url, admin) = authority_client(net);
-        let info = &net.sandbox().info;
-        let ca = std::fs::read_to_string(&info.authority_ca_file).unwrap();
-        let roots = veksel_pki::certs_from_pem(&ca).unwrap();
-        // Redirects are the flow's steps: each is looked at, none is followed.
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(veksel_pki::tls::https_client_config(&roots).unwrap())
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        Self { http, url, admin }
-    }
-
-    async fn register(&self, client: Value) -> u16 {
-        self.http
-            .post(format!("{}/api/v1/oidc/clients", self.url))
-            .bearer_auth(&self.admin)
-            .json(&client)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-
-    async fn jwks(&self) -> Jwks {
-        self.admin_get("/oauth/v1/jwks").await
-    }
-
-    /// GET a path of the authority with the admin token; the JSON answer.
-    async fn admin_get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
-        self.http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(&self.admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    fn authorize_url(&self, client_id: &str, challenge: &str, extra: &str) -> String {
-        format!(
-            "{}/oidc/v1/authorize?response_type=code&client_id={client_id}&redirect_uri={}&scope=openid&state=st4te&nonce=n0nce&code_challenge={challenge}&code_challenge_method=S256{extra}",
-            self.url,
-            urlencode(REDIRECT)
-        )
-    }
-
-    /// Opens the login page; returns status, the page, and the login cookie.
-    async fn open(
-        &self,
-        url: &str,
-        lang: Option<&str>,
-    ) -> (u16, reqwest::header::HeaderMap, String, Option<String>) {
-        let mut req = self.http.get(url);
-        if let Some(l) = lang {
-            req = req.header("accept-language", l);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let cookie = headers
-            .get("set-cookie")
-            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
-        (status, headers, resp.text().await.unwrap(), cookie)
-    }
-
-    async fn submit(&self, cookie: Option<&str>, fields: &[(&str, &str)]) -> reqwest::Response {
-        let mut req = self
-            .http
-            .post(format!("{}/oidc/v1/login", self.url))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(fields));
-        if let Some(c) = cookie {
-            req = req.header("cookie", c);
-        }
-        req.send().await.unwrap()
-    }
-
-    async fn redeem(&self, fields: &[(&str, &str)]) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(format!("{}/oauth/v1/token", self.url))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(fields))
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap())
-    }
-
-    /// The whole flow for `pid`; returns the code.
-    async fn code_for(&self, client_id: &str, challenge: &str, pid: &str) -> String {
-        let (status, _, page, cookie) = self
-            .open(&self.authorize_url(client_id, challenge, ""), None)
-            .await;
-        assert_eq!(status, 200, "{page}");
-        let resp = self
-            .submit(
-                cookie.as_deref(),
-                &[("login", &login_id(&page)), ("pid", pid), ("lang", "en")],
-            )
-            .await;
-        assert_eq!(resp.status(), 303);
-        query_param(resp.headers()["location"].to_str().unwrap(), "code").unwrap()
-    }
-}
-
-fn urlencode(v: &str) -> String {
-    let mut s = String::new();
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            s.push(char::from(b));
-        } else {
-            s.push_str(&format!("%{b:02X}"));
-        }
-    }
-    s
-}
-
-fn form(fields: &[(&str, &str)]) -> String {
-    fields
-        .iter()
-        .map(|(k, v)| format!("{k}={}", urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn login_id(page: &str) -> String {
-    let at = page
-        .find("name=\"login\" value=\"")
-        .expect("the page has its login id")
-        + 20;
-    page[at..].split('"').next().unwrap().to_owned()
-}
-
-fn query_param(url: &str, name: &str) -> Option<String> {
-    reqwest::Url::parse(url)
-        .ok()?
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
 
 /// Verifies an ID token with the provider's JWKS; returns its claims.
 fn verify_id_token(token: &str, jwks: &Jwks) -> Value {
@@ -483,39 +313,8 @@ async fn code_flow(backend: Backend) {
     let code = p
         .code_for("DEV/MUN/30000003/casework", &challenge, "0101701234")
         .await;
-    let gw = net.sandbox().gateway(common::MUNICIPALITY).unwrap();
-    let signer = gw
-        .keys
-        .get()
-        .signer(&"DEV/MUN/30000003".parse().unwrap())
-        .unwrap();
-    let grant = veksel_proto::oauth::Grant {
-        client: "DEV/MUN/30000003/casework".into(),
-        scope: String::new(),
-        resources: vec![],
-        consumer_org: None,
-    };
-    let now = i64::try_from(net.clock.now_secs()).unwrap();
-    let assertion = grant
-        .assertion(
-            signer.as_ref(),
-            &p.url,
-            now,
-            &uuid::Uuid::new_v4().to_string(),
-        )
-        .unwrap();
     let (status, body) = p
-        .redeem(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            (
-                "client_assertion_type",
-                veksel_authority::oauth::CLIENT_ASSERTION_TYPE,
-            ),
-            ("client_assertion", &assertion),
-            ("code_verifier", &verifier),
-        ])
+        .redeem_as_member(&net, common::MUNICIPALITY, &code, &verifier)
         .await;
     assert_eq!(status, 200, "{body}");
     let member_token = verify_id_token(body["id_token"].as_str().unwrap(), &jwks);
@@ -528,22 +327,7 @@ async fn code_flow(backend: Backend) {
     let (verifier, challenge) = pkce();
     let code = p.code_for("case-portal", &challenge, "0101701234").await;
     let (_, body) = p
-        .redeem(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            (
-                "client_assertion_type",
-                veksel_authority::oauth::CLIENT_ASSERTION_TYPE,
-            ),
-            (
-                "client_assertion",
-                &grant
-                    .assertion(signer.as_ref(), &p.url, now, "another-jti")
-                    .unwrap(),
-            ),
-            ("code_verifier", &verifier),
-        ])
+        .redeem_as_member(&net, common::MUNICIPALITY, &code, &verifier)
         .await;
     assert!(
         body["error_description"]

@@ -42,6 +42,12 @@ pub fn service(gw: Arc<Gateway>, conn: ConnInfo) -> super::ConnService {
 
 const ORIGIN: Origin = Origin::ServerProxy;
 
+/// The verified person's identity number, as the provider's information system gets it.
+pub const VEKSEL_PERSON_ID: http::HeaderName = http::HeaderName::from_static("veksel-person-id");
+/// The level of assurance of that person's login.
+pub const VEKSEL_PERSON_LEVEL: http::HeaderName =
+    http::HeaderName::from_static("veksel-person-level");
+
 fn sfault(code: FaultCode, message: impl Into<String>) -> Fault {
     Fault::server_proxy(code, message)
 }
@@ -77,7 +83,7 @@ async fn exchange(
     let (conf, peer) = authenticate(gw, conn, req.headers(), op)?;
     let (parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let head = RequestHead::decode(parts.method.as_str(), path, &parts.headers)
+    let mut head = RequestHead::decode(parts.method.as_str(), path, &parts.headers)
         .map_err(|e| e.at(ORIGIN))?;
     op.record.service = head.target.service.to_string();
     op.record.client = head.client.to_string();
@@ -86,6 +92,7 @@ async fn exchange(
     admit(gw, &conf, &peer, &head)?;
     replay(gw, &conf, &head, op).await?;
     let (local, service) = access(gw, &conf, &head)?;
+    person(&conf, &mut head, service.as_ref())?;
     if let Some(svc) = &service {
         access_token(gw, &conf, &head, svc)?;
     }
@@ -386,6 +393,52 @@ fn access_token(
     Ok(())
 }
 
+/// The person the request comes for: their ID token verified again here, at the time
+/// the consumer's gateway created the request (so both gateways judge it alike), and
+/// the level the service requires.
+fn person(
+    conf: &ConfState,
+    head: &mut RequestHead,
+    svc: Option<&ServiceConfig>,
+) -> Result<(), Fault> {
+    if let Some(token) = &head.id_token {
+        let at = head.created_at_ms.div_euclid(1000);
+        let person = super::verified_person(conf, token, &head.client, at).map_err(|e| {
+            sfault(
+                FaultCode::InvalidPersonToken,
+                format!("the person's ID token: {e}"),
+            )
+        })?;
+        head.person = Some(person);
+    }
+    let Some(required) = svc.and_then(|s| s.person_level) else {
+        return Ok(());
+    };
+    match &head.person {
+        Some(p) if p.level >= required => Ok(()),
+        Some(p) => Err(sfault(
+            FaultCode::VerifiedPersonRequired,
+            format!(
+                "Service {} requires a person verified at level {required}; the person logged in at {}",
+                head.target.service, p.level
+            ),
+        )),
+        None => Err(sfault(
+            FaultCode::VerifiedPersonRequired,
+            format!(
+                "Service {} requires a person verified at level {required} or above: send their ID token in {}{}",
+                head.target.service,
+                peer::VEKSEL_ID_TOKEN,
+                if head.user_id.is_some() {
+                    " (X-Road-UserId is the information system's own claim, not a verified person)"
+                } else {
+                    ""
+                }
+            ),
+        )),
+    }
+}
+
 /// The member's signature over the request as it arrived. A small body is verified
 /// whole before the provider's system sees any of it; a large one streams to the
 /// system with its last frame held until the signature checks out. The outcome
@@ -516,6 +569,18 @@ async fn call_backend(
         head.encode(h).map_err(|e| e.at(ORIGIN))?;
         h.remove(peer::VEKSEL_CREATED_AT);
         h.remove(peer::VEKSEL_CONSUMER_GATEWAY);
+        if let Some(p) = &head.person {
+            // The token stays for a system that checks it itself; these save the
+            // others from parsing it.
+            for (name, value) in [
+                (VEKSEL_PERSON_ID, p.id.as_str()),
+                (VEKSEL_PERSON_LEVEL, p.level.as_str()),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(value) {
+                    h.insert(name, v);
+                }
+            }
+        }
         if let Some(len) = parts.headers.get(http::header::CONTENT_LENGTH) {
             h.insert(http::header::CONTENT_LENGTH, len.clone());
         }

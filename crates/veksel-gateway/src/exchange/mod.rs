@@ -357,3 +357,16 @@ impl OpCtx {
 pub fn detail_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+
+/// The person an ID token names, for a request of `client` made at `at_secs`: the
+/// token verified with the provider's keys of the configuration (each token's
+/// signature once), issued to `client`, valid then.
+pub(crate) fn verified_person(
+    conf: &ConfState,
+    token: &str,
+    client: &veksel_id::ClientId,
+    at_secs: i64,
+) -> Result<veksel_proto::person::VerifiedPerson, veksel_proto::oauth::TokenError> {
+    let claims = conf.id_token(token, at_secs)?;
+    veksel_proto::person::accept(&claims, token, &client.to_string(), at_secs)
+}

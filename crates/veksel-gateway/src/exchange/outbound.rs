@@ -153,7 +153,7 @@ fn admit(
     op.record.xroad_id = xroad_id.clone();
     let forwarded = end_to_end(&parts.headers);
     xh::check_forwardable(&forwarded)?;
-    let head = RequestHead {
+    let mut head = RequestHead {
         request_id: uuid::Uuid::new_v4().to_string(),
         xroad_id,
         client: client.clone(),
@@ -162,6 +162,8 @@ fn admit(
         user_id: xh::optional_field(&parts.headers, xh::X_ROAD_USER_ID)?,
         issue: xh::optional_field(&parts.headers, xh::X_ROAD_ISSUE)?,
         represented_party: xh::optional_field(&parts.headers, xh::X_ROAD_REPRESENTED_PARTY)?,
+        id_token: None,
+        person: None,
         consumer_gateway: gw.id().clone(),
         created_at_ms: gw.clock.now_ms(),
         target,
@@ -170,6 +172,17 @@ fn admit(
     let conf = gw.conf.current(Origin::ClientProxy)?;
     gw.stamper.check(gw, Origin::ClientProxy)?;
     let log_mode = local_client(gw, &conf, client_sub, conn)?;
+    if let Some(token) = person_token(&parts.headers)? {
+        let at = head.created_at_ms.div_euclid(1000);
+        let person = super::verified_person(&conf, &token, &client, at).map_err(|e| {
+            Fault::client(
+                FaultCode::InvalidPersonToken,
+                format!("the ID token in {}: {e}", peer::VEKSEL_ID_TOKEN),
+            )
+        })?;
+        head.id_token = Some(token);
+        head.person = Some(person);
+    }
     op.record.request_id = head.request_id.clone();
     Ok(Admitted {
         head,
@@ -177,6 +190,23 @@ fn admit(
         conf,
         log_mode,
     })
+}
+
+/// The person's ID token the information system sent, if it sent one.
+fn person_token(headers: &HeaderMap) -> Result<Option<String>, Fault> {
+    let invalid = |why: String| Fault::client(FaultCode::InvalidPersonToken, why);
+    if headers
+        .get_all(peer::VEKSEL_ID_TOKEN)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(invalid(format!(
+            "the request has more than one {} header",
+            peer::VEKSEL_ID_TOKEN
+        )));
+    }
+    peer::id_token(headers).map_err(|e| invalid(e.to_string()))
 }
 
 /// Adds an access token the gateway gets itself, when the client's settings ask for

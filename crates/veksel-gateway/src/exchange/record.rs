@@ -72,6 +72,7 @@ pub(crate) async fn log_exchange(
         response_size: r.body.length,
         created_at: q.created_at_ms,
         logged_at: gw.clock.now_ms(),
+        person_id: q.person.as_ref().map(|p| p.id.clone()),
         signing_chains: [request.kept_chain(), response.kept_chain()]
             .into_iter()
             .flatten()

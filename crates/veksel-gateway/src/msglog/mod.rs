@@ -78,6 +78,9 @@ pub struct MessageRecord {
     pub created_at: i64,
     /// Time of logging.
     pub logged_at: i64,
+    /// The person both gateways verified (from the request descriptor), to find a
+    /// person's records by.
+    pub person_id: Option<String>,
     /// The chains of the two signing certificates, by their leaf's `x5t#S256`, as
     /// [`veksel_proto::peer::encode_chain`] writes them: kept once per certificate.
     pub signing_chains: Vec<(String, String)>,
@@ -205,6 +208,11 @@ pub struct LoggedMessage {
     /// Detached JWS over the response descriptor (security officers only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_signature: Option<String>,
+    /// The person both gateways verified from their ID token (security officers
+    /// only). An `X-Road-UserId` in the descriptor is the information system's
+    /// unverified claim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
     /// Whether bodies are stored with the record.
     pub has_bodies: bool,
     /// Why bodies are missing in full mode.
@@ -228,6 +236,9 @@ pub struct LogQuery {
     pub client: Option<String>,
     /// Only this service.
     pub service: Option<String>,
+    /// Only records of exchanges for this verified person (message log only;
+    /// security officers only).
+    pub person: Option<String>,
     /// Only records at or after this time, Unix ms.
     pub since: Option<i64>,
     /// Only records before this time, Unix ms.
@@ -258,10 +269,12 @@ pub async fn query_messages(db: &Db, q: &LogQuery) -> Result<Vec<LoggedMessage>,
         "SELECT id, request_id, side, xroad_id, client, service, method, target, status, consumer_gateway,
             provider_gateway, request_descriptor, request_signature, response_descriptor, response_signature,
             CASE WHEN request_body IS NULL AND response_body IS NULL THEN 0 ELSE 1 END,
-            body_note, request_size, response_size, created_at, logged_at, descriptors_z
-         FROM message_log {FILTER} AND logged_at >= $4 AND logged_at < $5 ORDER BY id DESC LIMIT $6"
+            body_note, request_size, response_size, created_at, logged_at, descriptors_z, person_id
+         FROM message_log {FILTER} AND logged_at >= $4 AND logged_at < $5
+           AND ($7 = '' OR person_id = $7) ORDER BY id DESC LIMIT $6"
     );
     let rows = bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), q)
+        .bind(q.person.clone().unwrap_or_default())
         .fetch_all(db.pool())
         .await?;
     rows.iter()
@@ -288,6 +301,7 @@ pub async fn query_messages(db: &Db, q: &LogQuery) -> Result<Vec<LoggedMessage>,
                 request_signature: Some(r.try_get(12)?),
                 response_descriptor: Some(response_descriptor),
                 response_signature: Some(r.try_get(14)?),
+                person: r.try_get(22)?,
                 has_bodies: r.try_get::<i64, _>(15)? != 0,
                 body_note: r.try_get(16)?,
                 request_size: r.try_get(17)?,
@@ -309,6 +323,7 @@ impl LoggedMessage {
             request_signature: None,
             response_descriptor: None,
             response_signature: None,
+            person: None,
             ..self
         }
     }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod people;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, StreamBody};
@@ -465,6 +467,7 @@ impl RawPeer {
                 user_id: None,
                 issue: None,
                 represented_party: None,
+                person: None,
                 consumer_gateway: ORGS[MUNICIPALITY].gateway_id().parse().unwrap(),
                 provider_gateway: ORGS[POPULATION].gateway_id().parse().unwrap(),
                 created_at_ms: net.clock.now_ms(),
