@@ -21,6 +21,7 @@ pub mod registry;
 pub mod schema;
 pub mod token_endpoint;
 pub mod tokens;
+pub mod upstream;
 
 use model::Role;
 use prometheus_client::metrics::gauge::Gauge;
@@ -463,6 +464,8 @@ pub struct AppState {
     pub applications: tokio::sync::Mutex<()>,
     /// The token service's signing keys.
     pub token_keys: oauth::TokenKeys,
+    /// The external identity provider people log in with, when one is configured.
+    pub upstream: Option<upstream::Upstream>,
     published: RwLock<Arc<Published>>,
     metrics: Metrics,
 }
@@ -640,6 +643,15 @@ pub async fn start(
         clock.now_ms(),
     )
     .await?;
+    let upstream = match config.people_login.as_ref() {
+        Some(people) => people
+            .upstream(dir)
+            .map_err(|message| AuthorityError::DataDir {
+                path: dir.join(files::CONFIG),
+                message: format!("people_login: {message}"),
+            })?,
+        None => None,
+    };
     let registry = Registry::new(db, config.instance.clone());
     let placeholder = Arc::new(Published {
         conf: GlobalConf {
@@ -674,6 +686,7 @@ pub async fn start(
         ledger_changed: Notify::new(),
         applications: tokio::sync::Mutex::new(()),
         token_keys,
+        upstream,
         published: RwLock::new(placeholder),
         metrics: Metrics::new(),
     });

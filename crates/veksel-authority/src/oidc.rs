@@ -2,15 +2,18 @@
 //! discovery, ID tokens with `pid` and an `acr` level) whose login page is served
 //! by the authority in the network's languages.
 //!
-//! The login method built here is the test login of test identity providers: it asks
-//! for a person number and believes it. It is for sandboxes and test networks, is off
+//! People log in one of two ways. The test login of test identity providers asks for
+//! a person number and believes it; it is for sandboxes and test networks, is off
 //! unless `people_login.test_login` is set, and says so on the page and in the `amr`
-//! claim (`test`). Relying parties are registered by an officer; public ones must use
-//! PKCE, and members' own systems may authenticate with their signing key
-//! (`private_key_jwt`).
+//! claim (`test`). In production the person is sent on to the national provider
+//! (`people_login.external`, see [`crate::upstream`]) and comes back to
+//! `/oidc/v1/callback`; either way the authority issues the ID token. Relying parties
+//! are registered by an officer or by their member; public ones must use PKCE, and
+//! members' own systems authenticate with their signing key (`private_key_jwt`).
 
 use crate::auth::{ObserverRole, RegistrationOfficerRole};
 use crate::oauth_wire::{Form, OAuthError, no_store};
+use crate::upstream::{ExternalProvider, Upstream, UpstreamError};
 use crate::{AppState, changed};
 use askama::Template;
 use axum::body::Bytes;
@@ -71,6 +74,24 @@ pub struct PeopleLogin {
     /// believed. Only for sandboxes and test networks.
     #[serde(default)]
     pub test_login: bool,
+    /// An external OpenID Connect provider (ID-porten, MitID) people log in with
+    /// instead; the authority is its relying party and issues its own ID tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalProvider>,
+}
+
+impl PeopleLogin {
+    /// The external provider at run time, if one is configured (its secret and
+    /// trust roots read from `dir`).
+    pub fn upstream(&self, dir: &std::path::Path) -> Result<Option<Upstream>, String> {
+        match &self.external {
+            None => Ok(None),
+            Some(_) if self.test_login => {
+                Err("test_login and external exclude each other: choose one".into())
+            }
+            Some(p) => Upstream::new(p.clone(), dir).map(Some),
+        }
+    }
 }
 
 // === The page's words ===
@@ -486,26 +507,47 @@ async fn authorize(
             }
         },
     };
-    if !s.config.people_login.as_ref().is_some_and(|p| p.test_login) {
-        return Err(fail(
-            "temporarily_unavailable",
-            "no login method is configured for people",
-        ));
-    }
-    let (Some(login_id), Some(csrf)) = (random_token(), random_token()) else {
+    let now = i64::try_from(s.clock.now_secs()).unwrap_or(i64::MAX);
+    let upstream = match &s.upstream {
+        Some(up) => Some((
+            up,
+            up.endpoints(now)
+                .await
+                .map_err(|e| upstream_failed(up, &e, &fail))?,
+        )),
+        None if s.config.people_login.as_ref().is_some_and(|p| p.test_login) => None,
+        None => {
+            return Err(fail(
+                "temporarily_unavailable",
+                "no login method is configured for people",
+            ));
+        }
+    };
+    let tokens = (
+        random_token(),
+        random_token(),
+        random_token(),
+        random_token(),
+    );
+    let (Some(login_id), Some(csrf), Some(verifier), Some(upstream_nonce)) = tokens else {
         return Err(error_page(
             lang,
             StatusCode::INTERNAL_SERVER_ERROR,
             "no randomness",
         ));
     };
-    let now = i64::try_from(s.clock.now_secs()).unwrap_or(i64::MAX);
+    // The external provider's code is bound to this login by PKCE and its ID token
+    // by the nonce; both stay here.
+    let (verifier, upstream_nonce) = match upstream {
+        Some(_) => (Some(verifier), Some(upstream_nonce)),
+        None => (None, None),
+    };
     let pool = s.registry.db().pool();
     let stored = async {
         sqlx::query("DELETE FROM oidc_logins WHERE expires_at < $1").bind(now).execute(pool).await?;
         sqlx::query(
-            "INSERT INTO oidc_logins (id, csrf_sha256, client_id, redirect_uri, state, nonce, code_challenge, acr, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO oidc_logins (id, csrf_sha256, client_id, redirect_uri, state, nonce, code_challenge, acr, expires_at, upstream_verifier, upstream_nonce)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&login_id)
         .bind(sha256_hex(csrf.as_bytes()))
@@ -516,11 +558,32 @@ async fn authorize(
         .bind(challenge)
         .bind(acr)
         .bind(now + LOGIN_TTL_SECS)
+        .bind(verifier.as_deref())
+        .bind(upstream_nonce.as_deref())
         .execute(pool)
         .await
     }
     .await;
     stored.map_err(|e| error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+    let cookie = format!(
+        "{LOGIN_COOKIE}={csrf}; Path=/oidc/v1; Max-Age={LOGIN_TTL_SECS}; HttpOnly; Secure; SameSite=Lax"
+    );
+    if let (Some((up, endpoints)), Some(verifier), Some(nonce)) =
+        (upstream, verifier.as_deref(), upstream_nonce.as_deref())
+    {
+        let level = Level::from_acr(acr).unwrap_or(Level::Substantial);
+        let url = up.authorization_url(
+            &endpoints,
+            s.issuer(),
+            &login_id,
+            nonce,
+            &pkce_challenge(verifier),
+            level,
+        );
+        let mut r = see_other(&url);
+        set_cookie(&mut r, &cookie);
+        return Ok(r);
+    }
     // The other language is the same request again with ui_locales set.
     let other = lang.other();
     let mut query: Vec<(String, String)> =
@@ -545,13 +608,35 @@ async fn authorize(
         switch_href: Some(switch),
     };
     let mut r = login_page(&s, lang, &view, StatusCode::OK);
-    let cookie = format!(
-        "{LOGIN_COOKIE}={csrf}; Path=/oidc/v1; Max-Age={LOGIN_TTL_SECS}; HttpOnly; Secure; SameSite=Lax"
-    );
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+    set_cookie(&mut r, &cookie);
+    Ok(r)
+}
+
+fn set_cookie(r: &mut Response, cookie: &str) {
+    if let Ok(v) = HeaderValue::from_str(cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
-    Ok(r)
+}
+
+/// The S256 challenge of a PKCE verifier (RFC 7636 §4.2).
+fn pkce_challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD
+        .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()).as_ref())
+}
+
+/// The relying party's error for a login the external provider could not finish;
+/// the details are logged, the description names the provider and the reason.
+fn upstream_failed(
+    up: &Upstream,
+    e: &UpstreamError,
+    fail: &dyn Fn(&str, &str) -> Response,
+) -> Response {
+    tracing::warn!(provider = %up.provider.name, error = %e, "login through the external provider failed");
+    let description: String = format!("{}: {e}", up.provider.name)
+        .chars()
+        .take(300)
+        .collect();
+    fail(e.oauth_error(), &description)
 }
 
 /// What one rendering of the login page shows.
@@ -594,16 +679,166 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
-type LoginRow = (
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    String,
-    i64,
-);
+/// A login waiting for its person, as stored.
+#[derive(Debug)]
+struct PendingLogin {
+    client_id: String,
+    redirect_uri: String,
+    state: Option<String>,
+    nonce: Option<String>,
+    challenge: String,
+    acr: String,
+    upstream_verifier: Option<String>,
+    upstream_nonce: Option<String>,
+}
+
+/// Why a pending login cannot go on.
+enum LoginProblem {
+    /// Unknown, expired, or opened in another browser.
+    Expired,
+    /// The database failed.
+    Store(sqlx::Error),
+}
+
+/// The pending login `id`, if the request comes from the browser it was opened in
+/// and it has not expired.
+async fn pending_login(
+    s: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+    now: i64,
+) -> Result<PendingLogin, LoginProblem> {
+    use sqlx::Row;
+    let row = sqlx::query(
+        "SELECT csrf_sha256, client_id, redirect_uri, state, nonce, code_challenge, acr, expires_at, upstream_verifier, upstream_nonce FROM oidc_logins WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(s.registry.db().pool())
+    .await
+    .map_err(LoginProblem::Store)?
+    .ok_or(LoginProblem::Expired)?;
+    let read = || -> Result<(String, i64, PendingLogin), sqlx::Error> {
+        Ok((
+            row.try_get("csrf_sha256")?,
+            row.try_get("expires_at")?,
+            PendingLogin {
+                client_id: row.try_get("client_id")?,
+                redirect_uri: row.try_get("redirect_uri")?,
+                state: row.try_get("state")?,
+                nonce: row.try_get("nonce")?,
+                challenge: row.try_get("code_challenge")?,
+                acr: row.try_get("acr")?,
+                upstream_verifier: row.try_get("upstream_verifier")?,
+                upstream_nonce: row.try_get("upstream_nonce")?,
+            },
+        ))
+    };
+    let (csrf_sha256, expires_at, login) = read().map_err(LoginProblem::Store)?;
+    // The cookie proves the request comes from the browser the login was opened in.
+    let presented = cookie_value(headers, LOGIN_COOKIE).unwrap_or_default();
+    let same_browser: bool = sha256_hex(presented.as_bytes())
+        .as_bytes()
+        .ct_eq(csrf_sha256.as_bytes())
+        .into();
+    if !same_browser || expires_at < now {
+        return Err(LoginProblem::Expired);
+    }
+    Ok(login)
+}
+
+/// Who logged in, as the code records them.
+struct LoggedIn<'a> {
+    pid: &'a str,
+    acr: &'a str,
+    amr: &'a [String],
+    auth_time: i64,
+}
+
+/// Ends a pending login: it is deleted and a code issued in one transaction, so of
+/// two completions only one gets a code (`None` for the other).
+async fn complete_login(
+    s: &AppState,
+    login_id: &str,
+    login: &PendingLogin,
+    person: &LoggedIn<'_>,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    let Some(code) = random_token() else {
+        return Err(sqlx::Error::Protocol("no randomness".into()));
+    };
+    let amr = serde_json::to_string(person.amr).unwrap_or_else(|_| "[]".into());
+    let mut tx = s.registry.db().pool().begin().await?;
+    let deleted = sqlx::query("DELETE FROM oidc_logins WHERE id = $1")
+        .bind(login_id)
+        .execute(&mut *tx)
+        .await?;
+    if deleted.rows_affected() != 1 {
+        return Ok(None);
+    }
+    sqlx::query(
+        "INSERT INTO oidc_codes (code_sha256, client_id, redirect_uri, code_challenge, nonce, pid, acr, auth_time, expires_at, amr)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(sha256_hex(code.as_bytes()))
+    .bind(&login.client_id)
+    .bind(&login.redirect_uri)
+    .bind(&login.challenge)
+    .bind(login.nonce.as_deref())
+    .bind(person.pid)
+    .bind(person.acr)
+    .bind(person.auth_time)
+    .bind(now + CODE_TTL_SECS)
+    .bind(amr)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(code))
+}
+
+/// Ends a login with a code for the relying party, or the expired page when it
+/// ended before (the same form submitted twice, the same way back taken twice).
+async fn finish_login(
+    s: &AppState,
+    lang: Lang,
+    login_id: &str,
+    login: &PendingLogin,
+    person: &LoggedIn<'_>,
+    now: i64,
+) -> Result<Response, Response> {
+    match complete_login(s, login_id, login, person, now).await {
+        Ok(Some(code)) => Ok(back_with_code(s, login, &code)),
+        Ok(None) => Err(error_page(
+            lang,
+            StatusCode::BAD_REQUEST,
+            lang.words().expired,
+        )),
+        Err(e) => Err(error_page(
+            lang,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &e.to_string(),
+        )),
+    }
+}
+
+/// Sends the person back to the relying party with the code, and forgets the
+/// login cookie.
+fn back_with_code(s: &AppState, login: &PendingLogin, code: &str) -> Response {
+    let redirect_uri = &login.redirect_uri;
+    let mut url = format!(
+        "{redirect_uri}{}code={code}&iss={}",
+        if redirect_uri.contains('?') { '&' } else { '?' },
+        urlencode(s.issuer())
+    );
+    if let Some(state) = &login.state {
+        url.push_str(&format!("&state={}", urlencode(state)));
+    }
+    let mut r = see_other(&url);
+    set_cookie(
+        &mut r,
+        &format!("{LOGIN_COOKIE}=; Path=/oidc/v1; Max-Age=0; HttpOnly; Secure; SameSite=Lax"),
+    );
+    r
+}
 
 async fn login(
     State(s): State<Arc<AppState>>,
@@ -629,38 +864,23 @@ async fn login(
     };
     let lang = form.get("lang").and_then(Lang::parse).unwrap_or(fallback);
     let expired = || error_page(lang, StatusCode::BAD_REQUEST, lang.words().expired);
-    let pool = s.registry.db().pool();
     let now = i64::try_from(s.clock.now_secs()).unwrap_or(i64::MAX);
-    let row: Option<LoginRow> = sqlx::query_as(
-        "SELECT csrf_sha256, client_id, redirect_uri, state, nonce, code_challenge, acr, expires_at FROM oidc_logins WHERE id = $1",
-    )
-    .bind(login_id)
-    .fetch_optional(pool)
-    .await
-    .map_err(|e| error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
-    let Some((
-        csrf_sha256,
-        client_id,
-        redirect_uri,
-        state,
-        nonce,
-        challenge,
-        asked_acr,
-        expires_at,
-    )) = row
-    else {
-        return Err(expired());
-    };
-    // The cookie proves the form comes from the browser the page was shown to.
-    let presented = cookie_value(&headers, LOGIN_COOKIE).unwrap_or_default();
-    let same_browser: bool = sha256_hex(presented.as_bytes())
-        .as_bytes()
-        .ct_eq(csrf_sha256.as_bytes())
-        .into();
-    if !same_browser || expires_at < now {
+    if !s.config.people_login.as_ref().is_some_and(|p| p.test_login) {
         return Err(expired());
     }
-    let client = find_client(s.registry.db(), &client_id)
+    let pending = match pending_login(&s, login_id, &headers, now).await {
+        // A login that went to an external provider cannot be finished here.
+        Ok(p) if p.upstream_nonce.is_none() => p,
+        Ok(_) | Err(LoginProblem::Expired) => return Err(expired()),
+        Err(LoginProblem::Store(e)) => {
+            return Err(error_page(
+                lang,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &e.to_string(),
+            ));
+        }
+    };
+    let client = find_client(s.registry.db(), &pending.client_id)
         .await
         .map_err(|e| error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?
         .ok_or_else(expired)?;
@@ -669,10 +889,10 @@ async fn login(
         .get("acr")
         .filter(|a| {
             Level::from_acr(a)
-                .zip(Level::from_acr(&asked_acr))
+                .zip(Level::from_acr(&pending.acr))
                 .is_some_and(|(chosen, asked)| chosen >= asked)
         })
-        .unwrap_or(&asked_acr)
+        .unwrap_or(&pending.acr)
         .to_owned();
     let pid = pid.trim();
     if !(6..=12).contains(&pid.len()) || !pid.bytes().all(|b| b.is_ascii_digit()) {
@@ -683,65 +903,116 @@ async fn login(
             pid: &shown,
             acr: &acr,
             error: Some(lang.words().pid_error),
-            redirect_uri: &redirect_uri,
+            redirect_uri: &pending.redirect_uri,
             switch_href: None,
         };
         return Err(login_page(&s, lang, &view, StatusCode::BAD_REQUEST));
     }
-    let Some(code) = random_token() else {
+    let person = LoggedIn {
+        pid,
+        acr: &acr,
+        amr: &["test".to_owned()],
+        auth_time: now,
+    };
+    finish_login(&s, lang, login_id, &pending, &person, now).await
+}
+
+// === The way back from an external provider ===
+
+/// What the external provider sends the person back with (RFC 6749 §4.1.2, RFC
+/// 9207's `iss`).
+#[derive(Debug, Default, Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    iss: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+async fn callback(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Result<Response, Response> {
+    let lang = Lang::choose(None, &headers);
+    let Some(up) = s.upstream.as_ref() else {
         return Err(error_page(
             lang,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "no randomness",
+            StatusCode::NOT_FOUND,
+            "No external identity provider is configured.",
         ));
     };
-    let done = async {
-        let mut tx = pool.begin().await?;
-        let deleted = sqlx::query("DELETE FROM oidc_logins WHERE id = $1")
-            .bind(login_id)
-            .execute(&mut *tx)
-            .await?;
-        if deleted.rows_affected() == 1 {
-            sqlx::query(
-                "INSERT INTO oidc_codes (code_sha256, client_id, redirect_uri, code_challenge, nonce, pid, acr, auth_time, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(sha256_hex(code.as_bytes()))
-            .bind(&client_id)
-            .bind(&redirect_uri)
-            .bind(&challenge)
-            .bind(nonce.as_deref())
-            .bind(pid)
-            .bind(&acr)
-            .bind(now)
-            .bind(now + CODE_TTL_SECS)
-            .execute(&mut *tx)
-            .await?;
+    let expired = || error_page(lang, StatusCode::BAD_REQUEST, lang.words().expired);
+    let too_long = [&q.code, &q.state, &q.iss, &q.error, &q.error_description]
+        .iter()
+        .any(|v| v.as_ref().is_some_and(|v| v.len() > 2 * MAX_PARAM));
+    let Some(login_id) = q.state.as_deref().filter(|_| !too_long) else {
+        return Err(expired());
+    };
+    let now = i64::try_from(s.clock.now_secs()).unwrap_or(i64::MAX);
+    let pending = match pending_login(&s, login_id, &headers, now).await {
+        Ok(p) => p,
+        Err(LoginProblem::Expired) => return Err(expired()),
+        Err(LoginProblem::Store(e)) => {
+            return Err(error_page(
+                lang,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &e.to_string(),
+            ));
         }
-        tx.commit().await?;
-        Ok::<bool, sqlx::Error>(deleted.rows_affected() == 1)
-    }
-    .await
-    .map_err(|e| error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
-    if !done {
-        // The same form submitted twice: the first submission won.
+    };
+    let (Some(verifier), Some(nonce)) = (&pending.upstream_verifier, &pending.upstream_nonce)
+    else {
+        // A test login's id at the external provider's door.
+        return Err(expired());
+    };
+    let fail = |error: &str, description: &str| {
+        redirect_error(
+            &pending.redirect_uri,
+            pending.state.as_deref(),
+            s.issuer(),
+            error,
+            description,
+        )
+    };
+    // Each way back is used once, whatever its outcome: claim it first.
+    let claimed = sqlx::query("UPDATE oidc_logins SET upstream_verifier = NULL WHERE id = $1 AND upstream_verifier IS NOT NULL")
+        .bind(login_id)
+        .execute(s.registry.db().pool())
+        .await
+        .map_err(|e| error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+    if claimed.rows_affected() != 1 {
         return Err(expired());
     }
-    let mut url = format!(
-        "{redirect_uri}{}code={code}&iss={}",
-        if redirect_uri.contains('?') { '&' } else { '?' },
-        urlencode(s.issuer())
-    );
-    if let Some(state) = state {
-        url.push_str(&format!("&state={}", urlencode(&state)));
-    }
-    let mut r = see_other(&url);
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{LOGIN_COOKIE}=; Path=/oidc/v1; Max-Age=0; HttpOnly; Secure; SameSite=Lax"
-    )) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    Ok(r)
+    let outcome = match (&q.iss, &q.error, &q.code) {
+        // RFC 9207: an answer naming another issuer is a mix-up, whatever it says.
+        (Some(iss), _, _) if iss != up.provider.issuer() => Err(UpstreamError::IdToken(format!(
+            "the answer names issuer {iss:?}, not {}",
+            up.provider.issuer()
+        ))),
+        (_, Some(error), _) => Err(UpstreamError::Refused {
+            error: error.clone(),
+            description: q.error_description.clone(),
+        }),
+        (_, None, Some(code)) => {
+            let wanted = Level::from_acr(&pending.acr).unwrap_or(Level::Substantial);
+            up.redeem(s.issuer(), code, verifier, nonce, wanted, now)
+                .await
+        }
+        (_, None, None) => Err(UpstreamError::Refused {
+            error: "invalid_request".into(),
+            description: Some("the answer has neither code nor error".into()),
+        }),
+    };
+    let person = outcome.map_err(|e| upstream_failed(up, &e, &fail))?;
+    let logged_in = LoggedIn {
+        pid: &person.pid,
+        acr: person.level.as_str(),
+        amr: &person.amr,
+        auth_time: person.auth_time,
+    };
+    finish_login(&s, lang, login_id, &pending, &logged_in, now).await
 }
 
 // === The code grant at the token endpoint ===
@@ -767,6 +1038,7 @@ type CodeRow = (
     i64,
     i64,
     i64,
+    String,
 );
 
 /// `grant_type=authorization_code` at the token endpoint.
@@ -823,7 +1095,7 @@ pub(crate) async fn code_grant(s: &AppState, form: &Form) -> Result<Response, OA
         .await
         .map_err(StoreError::from)?;
     let row: Option<CodeRow> = sqlx::query_as(
-        "SELECT client_id, redirect_uri, code_challenge, nonce, pid, acr, auth_time, expires_at, used FROM oidc_codes WHERE code_sha256 = $1",
+        "SELECT client_id, redirect_uri, code_challenge, nonce, pid, acr, auth_time, expires_at, used, amr FROM oidc_codes WHERE code_sha256 = $1",
     )
     .bind(sha256_hex(code.as_bytes()))
     .fetch_optional(&mut *tx)
@@ -831,8 +1103,18 @@ pub(crate) async fn code_grant(s: &AppState, form: &Form) -> Result<Response, OA
     .map_err(StoreError::from)?;
     tx.commit().await.map_err(StoreError::from)?;
     let invalid = |m: &str| OAuthError::new("invalid_grant", m.to_owned());
-    let Some((code_client, code_redirect, challenge, nonce, pid, acr, auth_time, expires_at, _)) =
-        row
+    let Some((
+        code_client,
+        code_redirect,
+        challenge,
+        nonce,
+        pid,
+        acr,
+        auth_time,
+        expires_at,
+        _,
+        amr,
+    )) = row
     else {
         return Err(invalid("unknown authorization code"));
     };
@@ -852,9 +1134,7 @@ pub(crate) async fn code_grant(s: &AppState, form: &Form) -> Result<Response, OA
             "redirect_uri differs from the authorization request's",
         ));
     }
-    let computed = URL_SAFE_NO_PAD.encode(
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()).as_ref(),
-    );
+    let computed = pkce_challenge(verifier);
     if !bool::from(computed.as_bytes().ct_eq(challenge.as_bytes())) {
         return Err(invalid("code_verifier does not match the code_challenge"));
     }
@@ -868,7 +1148,7 @@ pub(crate) async fn code_grant(s: &AppState, form: &Form) -> Result<Response, OA
         auth_time,
         nonce,
         acr: acr.clone(),
-        amr: vec!["test".into()],
+        amr: serde_json::from_str(&amr).unwrap_or_default(),
         pid: pid.clone(),
         jti: uuid::Uuid::new_v4().to_string(),
     };
@@ -1077,6 +1357,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/oidc/v1/authorize", get(authorize))
         .route("/oidc/v1/login", post(login))
+        .route(crate::upstream::CALLBACK_PATH, get(callback))
         .route("/oidc/v1/login.css", get(stylesheet))
         .route("/api/v1/oidc/clients", get(list_clients).post(add_client))
         .route("/api/v1/oidc/clients/{id}", delete(remove_client))

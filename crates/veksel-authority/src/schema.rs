@@ -117,4 +117,13 @@ INSERT INTO management_policy (kind, auto_approve) VALUES ('relying-party-regist
 INSERT INTO management_policy (kind, auto_approve) VALUES ('relying-party-deletion', 1)
 "#,
     },
+    Migration {
+        version: 12,
+        name: "login through an external provider",
+        sql: r#"
+ALTER TABLE oidc_logins ADD COLUMN upstream_verifier TEXT;
+ALTER TABLE oidc_logins ADD COLUMN upstream_nonce TEXT;
+ALTER TABLE oidc_codes ADD COLUMN amr TEXT NOT NULL DEFAULT '["test"]'
+"#,
+    },
 ];

@@ -196,6 +196,8 @@ pub struct SandboxOptions {
     pub hsm: std::collections::BTreeMap<usize, veksel_gateway::signing::HsmConfig>,
     /// How often the authority sequences the ledger and the gateways witness it, ms.
     pub ledger_interval_ms: u64,
+    /// How people log in: the test login, or an external provider.
+    pub people_login: veksel_authority::oidc::PeopleLogin,
 }
 
 impl SandboxOptions {
@@ -213,6 +215,11 @@ impl SandboxOptions {
             stamp_interval_secs: 60,
             hsm: std::collections::BTreeMap::new(),
             ledger_interval_ms: 1000,
+            // A test network: people log in with the test login.
+            people_login: veksel_authority::oidc::PeopleLogin {
+                test_login: true,
+                external: None,
+            },
         }
     }
 }
@@ -466,8 +473,7 @@ impl Sandbox {
             config.settings.ocsp_freshness_secs = options.ocsp_freshness_secs;
             config.ledger_interval_ms = options.ledger_interval_ms;
             config.ledger_tiles_dir = Some(PathBuf::from(LEDGER_TILES_DIR));
-            // A test network: people log in with the test login.
-            config.people_login = Some(veksel_authority::oidc::PeopleLogin { test_login: true });
+            config.people_login = Some(options.people_login.clone());
             if let Databases::Postgres { authority, .. } = &options.databases {
                 config.database_url = Some(authority.clone());
             }
