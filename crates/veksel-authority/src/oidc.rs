@@ -29,6 +29,7 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 use veksel_admin::{ApiError, ApiResult, Authorized};
+use veksel_console::Lang;
 use veksel_proto::jws::sign_jwt;
 use veksel_proto::oauth::OneOrMany;
 use veksel_proto::person::Level;
@@ -96,68 +97,11 @@ impl PeopleLogin {
 
 // === The page's words ===
 
-/// A language of the login page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lang {
-    /// English.
-    En,
-    /// Danish.
-    Da,
-}
-
-impl Lang {
-    fn code(self) -> &'static str {
-        match self {
-            Self::En => "en",
-            Self::Da => "da",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s
-            .trim()
-            .split(['-', '_'])
-            .next()?
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "en" => Some(Self::En),
-            "da" => Some(Self::Da),
-            _ => None,
-        }
-    }
-
-    /// The first supported language of `ui_locales` (space-separated), then of
-    /// `Accept-Language`, then English.
-    fn choose(ui_locales: Option<&str>, headers: &HeaderMap) -> Self {
-        let accept = headers
-            .get(header::ACCEPT_LANGUAGE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        ui_locales
-            .unwrap_or_default()
-            .split(' ')
-            .chain(
-                accept
-                    .split(',')
-                    .map(|l| l.split(';').next().unwrap_or_default()),
-            )
-            .find_map(Self::parse)
-            .unwrap_or(Self::En)
-    }
-
-    fn other(self) -> Self {
-        match self {
-            Self::En => Self::Da,
-            Self::Da => Self::En,
-        }
-    }
-
-    fn words(self) -> &'static Words {
-        match self {
-            Self::En => &EN,
-            Self::Da => &DA,
-        }
+/// The login page's words in a language.
+fn words(lang: Lang) -> &'static Words {
+    match lang {
+        Lang::En => &EN,
+        Lang::Da => &DA,
     }
 }
 
@@ -234,29 +178,20 @@ struct ErrorPage<'a> {
 /// Security headers of every page: nothing but the authority's own stylesheet
 /// loads, forms go only to the authority and, after login, to the relying party.
 fn page(status: StatusCode, html: String, form_target: Option<&str>) -> Response {
-    let mut r = (status, html).into_response();
+    let mut r = veksel_console::html(status, html);
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    let form_action = match form_target {
-        Some(origin) => format!("'self' {origin}"),
-        None => "'self'".into(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
-    )) {
+    // The login form goes back to the relying party's origin too.
+    if let Some(origin) = form_target
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self' {origin}; frame-ancestors 'none'; base-uri 'none'"
+        ))
+    {
         h.insert(header::CONTENT_SECURITY_POLICY, v);
     }
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // The way to the relying party must not carry the login page's address.
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
     );
     no_store(h);
     r
@@ -265,7 +200,7 @@ fn page(status: StatusCode, html: String, form_target: Option<&str>) -> Response
 fn error_page(lang: Lang, status: StatusCode, message: &str) -> Response {
     let html = ErrorPage {
         lang: lang.code(),
-        title: lang.words().title,
+        title: words(lang).title,
         message,
     }
     .render()
@@ -433,7 +368,7 @@ async fn authorize(
     RawQuery(raw): RawQuery,
     Query(q): Query<AuthorizeQuery>,
 ) -> Result<Response, Response> {
-    let lang = Lang::choose(q.ui_locales.as_deref(), &headers);
+    let lang = Lang::choose_preferring(q.ui_locales.as_deref(), &headers);
     let bad = |m: &str| error_page(lang, StatusCode::BAD_REQUEST, m);
     let too_long = [
         &q.client_id,
@@ -654,7 +589,7 @@ fn login_page(s: &AppState, lang: Lang, v: &LoginView<'_>, status: StatusCode) -
     let html = LoginPage {
         lang: lang.code(),
         other_lang: lang.other().code(),
-        w: lang.words(),
+        w: words(lang),
         instance: &s.config.instance,
         client_name: &v.client.name,
         login_id: v.login_id,
@@ -668,15 +603,6 @@ fn login_page(s: &AppState, lang: Lang, v: &LoginView<'_>, status: StatusCode) -
         Ok(html) => page(status, html, origin(v.redirect_uri).as_deref()),
         Err(e) => error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
-}
-
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
 /// A login waiting for its person, as stored.
@@ -735,7 +661,7 @@ async fn pending_login(
     };
     let (csrf_sha256, expires_at, login) = read().map_err(LoginProblem::Store)?;
     // The cookie proves the request comes from the browser the login was opened in.
-    let presented = cookie_value(headers, LOGIN_COOKIE).unwrap_or_default();
+    let presented = veksel_console::cookie(headers, LOGIN_COOKIE).unwrap_or_default();
     let same_browser: bool = sha256_hex(presented.as_bytes())
         .as_bytes()
         .ct_eq(csrf_sha256.as_bytes())
@@ -810,7 +736,7 @@ async fn finish_login(
         Ok(None) => Err(error_page(
             lang,
             StatusCode::BAD_REQUEST,
-            lang.words().expired,
+            words(lang).expired,
         )),
         Err(e) => Err(error_page(
             lang,
@@ -845,7 +771,7 @@ async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Response> {
-    let fallback = Lang::choose(None, &headers);
+    let fallback = Lang::choose(&headers);
     if body.len() > 16 * 1024 {
         return Err(error_page(
             fallback,
@@ -863,7 +789,7 @@ async fn login(
         ));
     };
     let lang = form.get("lang").and_then(Lang::parse).unwrap_or(fallback);
-    let expired = || error_page(lang, StatusCode::BAD_REQUEST, lang.words().expired);
+    let expired = || error_page(lang, StatusCode::BAD_REQUEST, words(lang).expired);
     let now = i64::try_from(s.clock.now_secs()).unwrap_or(i64::MAX);
     if !s.config.people_login.as_ref().is_some_and(|p| p.test_login) {
         return Err(expired());
@@ -902,7 +828,7 @@ async fn login(
             login_id,
             pid: &shown,
             acr: &acr,
-            error: Some(lang.words().pid_error),
+            error: Some(words(lang).pid_error),
             redirect_uri: &pending.redirect_uri,
             switch_href: None,
         };
@@ -935,7 +861,7 @@ async fn callback(
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Result<Response, Response> {
-    let lang = Lang::choose(None, &headers);
+    let lang = Lang::choose(&headers);
     let Some(up) = s.upstream.as_ref() else {
         return Err(error_page(
             lang,
@@ -943,7 +869,7 @@ async fn callback(
             "No external identity provider is configured.",
         ));
     };
-    let expired = || error_page(lang, StatusCode::BAD_REQUEST, lang.words().expired);
+    let expired = || error_page(lang, StatusCode::BAD_REQUEST, words(lang).expired);
     let too_long = [&q.code, &q.state, &q.iss, &q.error, &q.error_description]
         .iter()
         .any(|v| v.as_ref().is_some_and(|v| v.len() > 2 * MAX_PARAM));

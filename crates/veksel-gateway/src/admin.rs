@@ -21,7 +21,7 @@ use veksel_proto::access::AccessRule;
 use veksel_store::tokens::TokenPrincipal;
 
 /// Roles of gateway admin tokens, weakest first.
-const ROLES: [&str; 3] = ["observer", "security-officer", "admin"];
+pub(crate) const ROLES: [&str; 3] = ["observer", "security-officer", "admin"];
 
 async fn require(gw: &Gateway, h: &HeaderMap, needed: &str) -> ApiResult<TokenPrincipal> {
     let rank = |r: &str| ROLES.iter().position(|x| *x == r);
@@ -470,16 +470,7 @@ async fn put_access(
     Json(rules): Json<Vec<AccessRule>>,
 ) -> ApiResult<StatusCode> {
     let id = subsystem(&id)?;
-    for r in &rules {
-        if !r.endpoint.path.starts_with('/') {
-            return Err(ApiError::bad_request(format!(
-                "endpoint path {:?} must start with '/'",
-                r.endpoint.path
-            )));
-        }
-        veksel_id::validate_part("service", 4, &r.service_code)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    }
+    serverconf::validate_access(&rules).map_err(ApiError::bad_request)?;
     let change = ConfigChange::new(
         gw.clock.now_ms(),
         "access.set",

@@ -21,6 +21,7 @@ pub mod body;
 pub mod capture;
 pub mod clients;
 pub mod confclient;
+pub mod console;
 pub mod evidence;
 pub mod exchange;
 pub mod ledger;
@@ -625,6 +626,8 @@ pub struct Gateway {
     pub renewal_lock: tokio::sync::Mutex<()>,
     /// Access tokens this gateway got for its clients' calls.
     pub tokens: tokens::TokenCache,
+    /// Sessions of the console's pages.
+    pub console: veksel_console::Sessions,
 }
 
 impl Gateway {
@@ -806,6 +809,7 @@ pub async fn start(
         verified_batches: veksel_proto::batch::VerifiedBatches::default(),
         renewal_lock: tokio::sync::Mutex::new(()),
         tokens: tokens::TokenCache::default(),
+        console: veksel_console::Sessions::default(),
         config: config.clone(),
         clock: clock.clone(),
         conf: conf.clone(),
@@ -873,7 +877,7 @@ pub async fn start(
             shutdown.clone(),
         )));
     }
-    let router = admin::router(gateway.clone());
+    let router = admin::router(gateway.clone()).merge(console::router(gateway.clone()));
     let admin_task = tokio::spawn(veksel_net::serve(
         admin_l,
         None,

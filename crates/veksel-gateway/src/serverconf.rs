@@ -254,6 +254,25 @@ pub fn validate_service(code: &str, s: &ServiceConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses access rules that could never match: a path that does not start with
+/// `/`, a method that is not `*` or an HTTP method, a malformed service code.
+pub fn validate_access(rules: &[AccessRule]) -> Result<(), String> {
+    for r in rules {
+        if !r.endpoint.path.starts_with('/') {
+            return Err(format!(
+                "endpoint path {:?} must start with '/'",
+                r.endpoint.path
+            ));
+        }
+        let m = &r.endpoint.method;
+        if m != "*" && (m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic())) {
+            return Err(format!("method {m:?} is not * or an HTTP method"));
+        }
+        veksel_id::validate_part("service", 4, &r.service_code).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// Endpoints named in an OpenAPI 3 JSON description (`paths` × methods), with
 /// `{param}` path templates turned into `*`.
 pub fn endpoints_from_openapi(doc: &str) -> Vec<Endpoint> {

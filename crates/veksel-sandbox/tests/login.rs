@@ -5,6 +5,9 @@
 
 mod common;
 
+use common::browser::{
+    Chromedriver, axe_source, axe_violations, chromium, focused_attr, press, screenshot,
+};
 use common::people::{Provider, REDIRECT, login_id, pkce, query_param, urlencode};
 use common::{Backend, Net};
 use serde_json::{Value, json};
@@ -488,76 +491,6 @@ async fn authlib_logs_a_person_in_as_a_relying_party() {
 }
 
 /// axe-core from the npm registry, fetched once into the target directory.
-fn axe_source() -> String {
-    use std::process::Command;
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("axe-core");
-    let script = dir.join("package").join("axe.min.js");
-    if !script.exists() {
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = Command::new("npm")
-            .args(["pack", "axe-core@4.10.3", "--silent"])
-            .current_dir(&dir)
-            .output()
-            .expect("npm is installed");
-        assert!(
-            out.status.success(),
-            "npm pack axe-core (needs the registry once): {out:?}"
-        );
-        let out = Command::new("tar")
-            .args(["xzf", "axe-core-4.10.3.tgz", "package/axe.min.js"])
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
-    std::fs::read_to_string(script).unwrap()
-}
-
-/// chromedriver on a free loopback port, stopped when dropped.
-struct Chromedriver {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Chromedriver {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        use std::os::unix::process::CommandExt;
-        // Its own process group, so that stopping it stops the browsers it started
-        // even when a test fails before closing its session.
-        let mut child = std::process::Command::new("chromedriver")
-            .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
-            .process_group(0)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("Debian's chromium-driver is installed (.ci/run installs it)");
-        let url = format!("http://127.0.0.1:{port}");
-        for _ in 0..100 {
-            if reqwest::get(format!("{url}/status")).await.is_ok() {
-                return Self { child, url };
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("chromedriver did not start");
-    }
-}
-
-impl Drop for Chromedriver {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
 /// The relying party's callback: answers with a page and hands over the query.
 async fn callback_server() -> (String, tokio::sync::mpsc::Receiver<String>) {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -579,50 +512,6 @@ async fn callback_server() -> (String, tokio::sync::mpsc::Receiver<String>) {
         let _ = axum::serve(listener, app).await;
     });
     (url, rx)
-}
-
-/// Runs axe-core in the page; returns its violations as `id: help (nodes)`.
-async fn axe_violations(browser: &fantoccini::Client, axe: &str) -> Vec<String> {
-    let step = std::time::Duration::from_secs(30);
-    tokio::time::timeout(step, browser.execute(axe, vec![]))
-        .await
-        .expect("axe-core loads within 30 s")
-        .unwrap();
-    let found = tokio::time::timeout(step, browser
-        .execute_async(
-            "const done = arguments[arguments.length - 1];
-             axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice']})
-               .then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' (' + v.nodes.length + ')')))
-               .catch(e => done(['axe failed: ' + e]));",
-            vec![],
-        ))
-        .await
-        .expect("axe-core answers within 30 s")
-        .unwrap();
-    serde_json::from_value(found).unwrap()
-}
-
-async fn screenshot(browser: &fantoccini::Client, name: &str) {
-    let png = browser.screenshot().await.unwrap();
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
-}
-
-/// Presses a key where the keyboard focus is, as a person would.
-async fn press(browser: &fantoccini::Client, key: fantoccini::key::Key) {
-    let focused = browser.active_element().await.unwrap();
-    focused
-        .send_keys(&char::from(key).to_string())
-        .await
-        .unwrap();
-}
-
-/// An attribute of the element that has the keyboard focus.
-async fn focused_attr(browser: &fantoccini::Client, name: &str) -> Option<String> {
-    let focused = browser.active_element().await.unwrap();
-    focused.attr(name).await.unwrap()
 }
 
 /// The SPKI pin of the authority's TLS certificate, for chromium to trust it
@@ -660,21 +549,14 @@ async fn a_person_logs_in_by_keyboard_in_chromium() {
         .authority_ca_file
         .with_file_name("tls.pem");
     let driver = Chromedriver::start().await;
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({"binary": "/usr/bin/chromium", "args": [
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--window-size=1000,900", "--lang=en-GB",
-            format!("--ignore-certificate-errors-spki-list={}", spki_pin(&tls_cert)),
-        ]}),
-    );
-    let browser =
-        fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&driver.url)
-            .await
-            .expect("a chromium session");
+    let browser = chromium(
+        &driver,
+        &[format!(
+            "--ignore-certificate-errors-spki-list={}",
+            spki_pin(&tls_cert)
+        )],
+    )
+    .await;
     let axe = axe_source();
 
     let (verifier, challenge) = pkce();

@@ -1,0 +1,706 @@
+//! What veksel's web pages share, whichever node serves them: sessions signed in
+//! with an admin token, protection against cross-site requests, the security headers,
+//! the layout, and the words of each language.
+//!
+//! Pages are rendered on the server (askama) and work without JavaScript: every
+//! action is a form, every form works by keyboard. The Content Security Policy loads
+//! nothing but the node's own stylesheet.
+//!
+//! A session is a random 32-byte id in a `HttpOnly`, `Secure`, `SameSite=Strict`
+//! cookie, kept in memory as its SHA-256 (a node restart signs everyone out), ended
+//! after 30 idle minutes or 8 hours. Each has its own CSRF token, which every form
+//! carries and every `POST` must present (compared in constant time); a `POST` from
+//! another origin (`Origin`, `Sec-Fetch-Site`) is refused before that.
+
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod words;
+
+use askama::Template;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use subtle::ConstantTimeEq;
+use veksel_store::Db;
+use veksel_store::tokens::TokenPrincipal;
+pub use words::Words;
+
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "veksel_console";
+/// The language cookie.
+pub const LANG_COOKIE: &str = "veksel_lang";
+/// A session ends after this long without a request, ms.
+const IDLE_MS: i64 = 30 * 60 * 1000;
+/// A session ends this long after sign-in whatever happens, ms.
+const MAX_AGE_MS: i64 = 8 * 3600 * 1000;
+/// Most sessions a node keeps; the oldest go first.
+const MAX_SESSIONS: usize = 1000;
+/// Largest form accepted, bytes.
+pub const MAX_FORM: usize = 64 * 1024;
+
+/// A language of the pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// English.
+    En,
+    /// Danish.
+    Da,
+}
+
+impl Lang {
+    /// Every language, in the order the switch shows them.
+    pub const ALL: [Lang; 2] = [Lang::En, Lang::Da];
+
+    /// The language tag.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::En => "en",
+            Self::Da => "da",
+        }
+    }
+
+    /// The language a tag (`da`, `da-DK`, `en_GB`) names, if the pages have it.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s
+            .trim()
+            .split(['-', '_'])
+            .next()?
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "en" => Some(Self::En),
+            "da" => Some(Self::Da),
+            _ => None,
+        }
+    }
+
+    /// The next language of [`Lang::ALL`]: the one a switch offers.
+    pub fn other(self) -> Self {
+        match self {
+            Self::En => Self::Da,
+            Self::Da => Self::En,
+        }
+    }
+
+    /// The words of this language.
+    pub fn words(self) -> &'static Words {
+        match self {
+            Self::En => &words::EN,
+            Self::Da => &words::DA,
+        }
+    }
+
+    /// The language chosen by the language cookie, else the first supported one of
+    /// `Accept-Language`, else English.
+    pub fn choose(headers: &HeaderMap) -> Self {
+        Self::choose_preferring(None, headers)
+    }
+
+    /// Like [`Lang::choose`], but the first supported tag of `preferred` (space
+    /// separated, as OpenID Connect's `ui_locales`) comes first.
+    pub fn choose_preferring(preferred: Option<&str>, headers: &HeaderMap) -> Self {
+        if let Some(l) = preferred
+            .unwrap_or_default()
+            .split(' ')
+            .find_map(Self::parse)
+        {
+            return l;
+        }
+        if let Some(l) = cookie(headers, LANG_COOKIE).and_then(Self::parse) {
+            return l;
+        }
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .split(',')
+            .map(|l| l.split(';').next().unwrap_or_default())
+            .find_map(Self::parse)
+            .unwrap_or(Self::En)
+    }
+}
+
+/// A cookie's value.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
+}
+
+/// Who is signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The admin token's id (the actor in audit trails; never its secret).
+    pub token_id: String,
+    /// Its role.
+    pub role: String,
+    /// The token every form of this session carries.
+    pub csrf: String,
+    created_ms: i64,
+    last_seen_ms: i64,
+}
+
+impl Session {
+    /// Whether the session's role is `role` or above in `ranks` (lowest first).
+    pub fn has_role(&self, ranks: &[&str], role: &str) -> bool {
+        let rank = |r: &str| ranks.iter().position(|x| *x == r);
+        matches!((rank(&self.role), rank(role)), (Some(a), Some(b)) if a >= b)
+    }
+}
+
+/// 32 random bytes, base64url.
+fn random_token() -> Option<String> {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).ok()?;
+    Some(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn digest(id: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes()).as_ref(),
+    );
+    out
+}
+
+/// The sessions of one node, in memory.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    by_digest: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+impl Sessions {
+    /// Opens a session for `principal`; returns the `Set-Cookie` value.
+    pub fn open(&self, principal: &TokenPrincipal, now_ms: i64) -> Option<String> {
+        let (id, csrf) = (random_token()?, random_token()?);
+        let session = Session {
+            token_id: principal.id.clone(),
+            role: principal.role.clone(),
+            csrf,
+            created_ms: now_ms,
+            last_seen_ms: now_ms,
+        };
+        let mut map = self.by_digest.lock().ok()?;
+        map.retain(|_, s| live(s, now_ms));
+        if map.len() >= MAX_SESSIONS
+            && let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, s)| s.last_seen_ms)
+                .map(|(k, _)| *k)
+        {
+            map.remove(&oldest);
+        }
+        map.insert(digest(&id), session);
+        Some(format!(
+            "{SESSION_COOKIE}={id}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
+            MAX_AGE_MS / 1000
+        ))
+    }
+
+    /// The request's session, if it has a live one (which then counts as used now).
+    pub fn current(&self, headers: &HeaderMap, now_ms: i64) -> Option<Session> {
+        let id = cookie(headers, SESSION_COOKIE)?;
+        let mut map = self.by_digest.lock().ok()?;
+        let key = digest(id);
+        match map.get_mut(&key) {
+            Some(s) if live(s, now_ms) => {
+                s.last_seen_ms = now_ms;
+                Some(s.clone())
+            }
+            Some(_) => {
+                map.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Ends the request's session.
+    pub fn close(&self, headers: &HeaderMap) {
+        if let (Some(id), Ok(mut map)) = (cookie(headers, SESSION_COOKIE), self.by_digest.lock()) {
+            map.remove(&digest(id));
+        }
+    }
+
+    /// Ends every session of an admin token (it was revoked).
+    pub fn close_token(&self, token_id: &str) {
+        if let Ok(mut map) = self.by_digest.lock() {
+            map.retain(|_, s| s.token_id != token_id);
+        }
+    }
+}
+
+fn live(s: &Session, now_ms: i64) -> bool {
+    now_ms - s.last_seen_ms < IDLE_MS && now_ms - s.created_ms < MAX_AGE_MS
+}
+
+/// The `Set-Cookie` value that forgets the session.
+pub fn forget_session() -> String {
+    format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict")
+}
+
+/// Why a request was refused before it did anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No live session: sign in.
+    SignedOut,
+    /// A `POST` from another site, or without this session's CSRF token.
+    CrossSite,
+    /// The session's role may not do this.
+    Role,
+}
+
+/// A form's fields.
+#[derive(Debug, Default)]
+pub struct FormFields(Vec<(String, String)>);
+
+impl FormFields {
+    /// Parses an `application/x-www-form-urlencoded` body of at most [`MAX_FORM`]
+    /// bytes.
+    pub fn parse(body: &[u8]) -> Option<Self> {
+        (body.len() <= MAX_FORM).then(|| {
+            Self(
+                form_urlencoded::parse(body)
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect(),
+            )
+        })
+    }
+
+    /// The first value of a field.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Checks that a `POST` comes from this node's own pages in this session: not from
+/// another origin, and with the session's CSRF token (`csrf` field).
+pub fn check_post(
+    headers: &HeaderMap,
+    session: &Session,
+    form: &FormFields,
+) -> Result<(), Refusal> {
+    if !same_origin(headers) {
+        return Err(Refusal::CrossSite);
+    }
+    let presented = form.get("csrf").unwrap_or_default();
+    if bool::from(presented.as_bytes().ct_eq(session.csrf.as_bytes())) {
+        Ok(())
+    } else {
+        Err(Refusal::CrossSite)
+    }
+}
+
+/// False for a request a browser says comes from another origin (`Origin` other
+/// than the host, or `Sec-Fetch-Site` other than `same-origin` or `none`).
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let same = host.is_some_and(|h| {
+            origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                == Some(h)
+        });
+        if !same {
+            return false;
+        }
+    }
+    !headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v != "same-origin" && v != "none")
+}
+
+/// A page with the console's security headers.
+pub fn html(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Not `no-referrer`: under it a browser sends `Origin: null` with its own forms,
+    // and the origin check could not tell them from another site's.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `303 See Other` to `to`, optionally setting a cookie.
+pub fn see_other(to: &str, set_cookie: Option<&str>) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
+        r.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The stylesheet of every page.
+pub fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("../templates/console.css"),
+    )
+        .into_response()
+}
+
+/// A link of the navigation.
+#[derive(Debug, Clone)]
+pub struct NavLink {
+    /// Where it goes.
+    pub href: String,
+    /// What it says.
+    pub label: &'static str,
+    /// Whether it is the page shown.
+    pub current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "layout.html")]
+struct Layout<'a> {
+    lang: &'static str,
+    w: &'static Words,
+    node: &'a str,
+    title: &'a str,
+    base: &'a str,
+    nav: &'a [NavLink],
+    session: Option<&'a Session>,
+    here: &'a str,
+    langs: Vec<LangLink>,
+    content: &'a str,
+}
+
+struct LangLink {
+    code: &'static str,
+    name: &'static str,
+    current: bool,
+}
+
+/// What the layout around a page needs to know.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    /// The page's language.
+    pub lang: Lang,
+    /// The node: "Gateway DEV/GOV/10000001/gw1".
+    pub node: &'a str,
+    /// Where the console lives: `/console`.
+    pub base: &'a str,
+    /// The navigation.
+    pub nav: &'a [NavLink],
+    /// Who is signed in.
+    pub session: Option<&'a Session>,
+    /// The page shown (path and query, form-encoded), where a language switch
+    /// returns to.
+    pub here: &'a str,
+}
+
+/// Wraps a page's rendered content in the layout.
+pub fn page(frame: Frame<'_>, status: StatusCode, title: &str, content: &str) -> Response {
+    let rendered = Layout {
+        lang: frame.lang.code(),
+        w: frame.lang.words(),
+        node: frame.node,
+        title,
+        base: frame.base,
+        nav: frame.nav,
+        session: frame.session,
+        here: frame.here,
+        langs: Lang::ALL
+            .iter()
+            .map(|l| LangLink {
+                code: l.code(),
+                name: l.words().language_name,
+                current: *l == frame.lang,
+            })
+            .collect(),
+        content,
+    }
+    .render();
+    match rendered {
+        Ok(body) => html(status, body),
+        Err(e) => {
+            tracing::error!(error = %e, "a page could not be rendered");
+            html(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+struct SignIn<'a> {
+    w: &'static Words,
+    base: &'a str,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct Message<'a> {
+    message: &'a str,
+    back: Option<(&'a str, &'a str)>,
+}
+
+/// The sign-in page (an admin token), with an error if the last attempt failed.
+pub fn sign_in_page(frame: Frame<'_>, error: Option<&str>, status: StatusCode) -> Response {
+    let w = frame.lang.words();
+    match (SignIn {
+        w,
+        base: frame.base,
+        error,
+    })
+    .render()
+    {
+        Ok(content) => page(frame, status, w.sign_in, &content),
+        Err(e) => {
+            tracing::error!(error = %e, "the sign-in page could not be rendered");
+            html(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+        }
+    }
+}
+
+/// A page that says one thing, with a way back.
+pub fn message_page(
+    frame: Frame<'_>,
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    back: Option<(&str, &str)>,
+) -> Response {
+    match (Message { message, back }).render() {
+        Ok(content) => page(frame, status, title, &content),
+        Err(_) => html(status, message.to_owned()),
+    }
+}
+
+/// The answer to a refused request: sign in, or a page saying why.
+pub fn refused(frame: Frame<'_>, refusal: Refusal) -> Response {
+    let w = frame.lang.words();
+    match refusal {
+        Refusal::SignedOut => see_other(&format!("{}/signin", frame.base), None),
+        Refusal::CrossSite => {
+            message_page(frame, StatusCode::FORBIDDEN, w.refused, w.cross_site, None)
+        }
+        Refusal::Role => message_page(frame, StatusCode::FORBIDDEN, w.refused, w.needs_role, None),
+    }
+}
+
+/// Signs in with the admin token in the form's `token` field, if it is valid.
+pub async fn sign_in(
+    db: &Db,
+    sessions: &Sessions,
+    frame: Frame<'_>,
+    headers: &HeaderMap,
+    body: &[u8],
+    now_ms: i64,
+) -> Response {
+    let w = frame.lang.words();
+    // Another site must not sign a browser in with a token of its choosing.
+    if !same_origin(headers) {
+        return refused(frame, Refusal::CrossSite);
+    }
+    let token = FormFields::parse(body)
+        .and_then(|f| f.get("token").map(|t| t.trim().to_owned()))
+        .unwrap_or_default();
+    let principal = match veksel_store::tokens::authenticate(db, &token).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return sign_in_page(frame, Some(w.bad_token), StatusCode::UNAUTHORIZED),
+        Err(e) => {
+            tracing::error!(error = %e, "tokens could not be read");
+            return sign_in_page(frame, Some(w.unavailable), StatusCode::SERVICE_UNAVAILABLE);
+        }
+    };
+    match sessions.open(&principal, now_ms) {
+        Some(cookie) => {
+            tracing::info!(actor = %principal.id, role = %principal.role, "signed in to the console");
+            see_other(&format!("{}/", frame.base), Some(&cookie))
+        }
+        None => sign_in_page(frame, Some(w.unavailable), StatusCode::SERVICE_UNAVAILABLE),
+    }
+}
+
+/// Switches the language (a cookie, for a year) and goes back to `to` if it is a
+/// page of the console.
+pub fn switch_language(base: &str, lang: &str, to: Option<&str>) -> Response {
+    let lang = Lang::parse(lang).unwrap_or(Lang::En);
+    let back = to
+        .filter(|t| t.starts_with(base) && !t.contains("//") && !t.contains('\\'))
+        .unwrap_or(base);
+    see_other(
+        back,
+        Some(&format!(
+            "{LANG_COOKIE}={}; Path=/; Max-Age=31536000; Secure; SameSite=Lax",
+            lang.code()
+        )),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn principal() -> TokenPrincipal {
+        TokenPrincipal {
+            id: "tok-1".into(),
+            role: "observer".into(),
+        }
+    }
+
+    #[test]
+    fn sessions_live_until_idle_or_old_and_end_on_sign_out() {
+        let sessions = Sessions::default();
+        let set = sessions.open(&principal(), 0).unwrap();
+        assert!(set.contains("HttpOnly; Secure; SameSite=Strict"));
+        let cookie = set.split(';').next().unwrap().to_owned();
+        let h = headers(&[("cookie", &cookie)]);
+        let s = sessions.current(&h, 1000).unwrap();
+        assert_eq!(
+            (s.token_id.as_str(), s.role.as_str()),
+            ("tok-1", "observer")
+        );
+        // Used every 20 minutes it lives until the 8 hours are up.
+        let mut t = 1000;
+        while t < MAX_AGE_MS - 20 * 60 * 1000 {
+            t += 20 * 60 * 1000;
+            assert!(sessions.current(&h, t).is_some(), "at {t}");
+        }
+        assert!(sessions.current(&h, MAX_AGE_MS + 1).is_none());
+        // Idle for 30 minutes: gone.
+        let set = sessions.open(&principal(), 0).unwrap();
+        let h = headers(&[("cookie", set.split(';').next().unwrap())]);
+        assert!(sessions.current(&h, IDLE_MS + 1).is_none());
+        // Signed out, or a made-up id: none.
+        let set = sessions.open(&principal(), 0).unwrap();
+        let h = headers(&[("cookie", set.split(';').next().unwrap())]);
+        sessions.close(&h);
+        assert!(sessions.current(&h, 1).is_none());
+        assert!(
+            sessions
+                .current(&headers(&[("cookie", "veksel_console=made-up")]), 1)
+                .is_none()
+        );
+        // A revoked token's sessions end.
+        let set = sessions.open(&principal(), 0).unwrap();
+        let h = headers(&[("cookie", set.split(';').next().unwrap())]);
+        sessions.close_token("tok-1");
+        assert!(sessions.current(&h, 1).is_none());
+    }
+
+    #[test]
+    fn posts_need_the_same_origin_and_the_session_token() {
+        let sessions = Sessions::default();
+        let set = sessions.open(&principal(), 0).unwrap();
+        let cookie = set.split(';').next().unwrap().to_owned();
+        let s = sessions
+            .current(&headers(&[("cookie", &cookie)]), 1)
+            .unwrap();
+        let form = FormFields::parse(format!("csrf={}&x=1", s.csrf).as_bytes()).unwrap();
+        let same = headers(&[
+            ("host", "127.0.0.1:8600"),
+            ("origin", "http://127.0.0.1:8600"),
+        ]);
+        assert_eq!(check_post(&same, &s, &form), Ok(()));
+        assert_eq!(
+            check_post(&headers(&[("host", "127.0.0.1:8600")]), &s, &form),
+            Ok(())
+        );
+        for bad in [
+            headers(&[
+                ("host", "127.0.0.1:8600"),
+                ("origin", "http://evil.example"),
+            ]),
+            headers(&[("host", "127.0.0.1:8600"), ("origin", "null")]),
+            headers(&[("host", "127.0.0.1:8600"), ("sec-fetch-site", "cross-site")]),
+            headers(&[("host", "127.0.0.1:8600"), ("sec-fetch-site", "same-site")]),
+        ] {
+            assert_eq!(
+                check_post(&bad, &s, &form),
+                Err(Refusal::CrossSite),
+                "{bad:?}"
+            );
+        }
+        let forged = FormFields::parse(b"csrf=guess&x=1").unwrap();
+        assert_eq!(check_post(&same, &s, &forged), Err(Refusal::CrossSite));
+        let none = FormFields::parse(b"x=1").unwrap();
+        assert_eq!(check_post(&same, &s, &none), Err(Refusal::CrossSite));
+        assert!(FormFields::parse(&vec![b'a'; MAX_FORM + 1]).is_none());
+    }
+
+    #[test]
+    fn roles_rank_and_languages_are_chosen() {
+        let s = Session {
+            token_id: "t".into(),
+            role: "security-officer".into(),
+            csrf: String::new(),
+            created_ms: 0,
+            last_seen_ms: 0,
+        };
+        let ranks = ["observer", "security-officer", "admin"];
+        assert!(s.has_role(&ranks, "observer"));
+        assert!(s.has_role(&ranks, "security-officer"));
+        assert!(!s.has_role(&ranks, "admin"));
+        assert!(!s.has_role(&ranks, "unknown"));
+        assert_eq!(
+            Lang::choose(&headers(&[("accept-language", "da-DK,da;q=0.9")])),
+            Lang::Da
+        );
+        assert_eq!(
+            Lang::choose(&headers(&[
+                ("accept-language", "da"),
+                ("cookie", "veksel_lang=en")
+            ])),
+            Lang::En
+        );
+        assert_eq!(
+            Lang::choose(&headers(&[("accept-language", "fr")])),
+            Lang::En
+        );
+        // The switch goes back only to a page of the console.
+        let r = switch_language("/console", "da", Some("https://evil.example/"));
+        assert_eq!(r.headers()["location"], "/console");
+        let r = switch_language("/console", "da", Some("/console//evil.example"));
+        assert_eq!(r.headers()["location"], "/console");
+        let r = switch_language("/console", "da", Some("/console/log?client=x"));
+        assert_eq!(r.headers()["location"], "/console/log?client=x");
+    }
+}

@@ -1,0 +1,703 @@
+//! The gateway's pages, on the admin listener under `/console`: readiness, the
+//! subsystems hosted here with their services and access rights (which a security
+//! officer edits), certificates with their expiry, and the message log with evidence
+//! to download. Sign-in, sessions, CSRF and the layout come from `veksel_console`;
+//! the rules on roles are the admin API's.
+
+use crate::Gateway;
+use crate::admin::ROLES;
+use crate::msglog::{self, LogQuery};
+use crate::serverconf::validate_access;
+use askama::Template;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::sync::Arc;
+use veksel_console::{
+    FormFields, Frame, Lang, NavLink, Refusal, Session, Words, message_page, page, refused,
+};
+use veksel_id::SubsystemId;
+use veksel_proto::access::{AccessRule, Endpoint, Subject};
+
+/// Where the pages live.
+pub const BASE: &str = "/console";
+
+/// The pages' routes.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route(
+            "/console",
+            get(|| async { veksel_console::see_other("/console/", None) }),
+        )
+        .route("/console/", get(overview))
+        .route(
+            "/console/console.css",
+            get(|| async { veksel_console::stylesheet() }),
+        )
+        .route("/console/signin", get(sign_in_page).post(sign_in))
+        .route("/console/signout", post(sign_out))
+        .route("/console/lang", get(language))
+        .route("/console/clients/{id}", get(client_page))
+        .route("/console/clients/{id}/access/{action}", post(change_access))
+        .route("/console/log", get(log_page))
+        .route("/console/log/{request_id}/evidence", get(evidence))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            veksel_console::MAX_FORM,
+        ))
+        .with_state(gw)
+}
+
+/// What every page of a request needs: language, session, navigation.
+struct Ctx {
+    lang: Lang,
+    session: Option<Session>,
+    node: String,
+    here: String,
+    nav: Vec<NavLink>,
+}
+
+impl Ctx {
+    fn of(gw: &Gateway, headers: &HeaderMap, uri: &Uri) -> Self {
+        let lang = Lang::choose(headers);
+        let session = gw.console.current(headers, gw.clock.now_ms());
+        let w = lang.words();
+        let path = uri.path();
+        let nav = if session.is_some() {
+            [
+                (format!("{BASE}/"), w.overview),
+                (format!("{BASE}/log"), w.message_log),
+            ]
+            .into_iter()
+            .map(|(href, label)| NavLink {
+                current: path == href,
+                href,
+                label,
+            })
+            .collect()
+        } else {
+            Vec::new()
+        };
+        let here = uri.path_and_query().map_or(path, |p| p.as_str());
+        Self {
+            lang,
+            session,
+            node: format!("Gateway {}", gw.id()),
+            here: form_urlencoded::byte_serialize(here.as_bytes()).collect(),
+            nav,
+        }
+    }
+
+    fn w(&self) -> &'static Words {
+        self.lang.words()
+    }
+
+    fn frame(&self) -> Frame<'_> {
+        Frame {
+            lang: self.lang,
+            node: &self.node,
+            base: BASE,
+            nav: &self.nav,
+            session: self.session.as_ref(),
+            here: &self.here,
+        }
+    }
+
+    /// The session, if its role is `role` or above.
+    fn require(&self, role: &str) -> Result<&Session, Refusal> {
+        match &self.session {
+            None => Err(Refusal::SignedOut),
+            Some(s) if s.has_role(&ROLES, role) => Ok(s),
+            Some(_) => Err(Refusal::Role),
+        }
+    }
+
+    fn refused(&self, r: Refusal) -> Response {
+        refused(self.frame(), r)
+    }
+
+    /// A page of content rendered by `template`.
+    fn page<T: Template>(&self, status: StatusCode, title: &str, template: &T) -> Response {
+        match template.render() {
+            Ok(content) => page(self.frame(), status, title, &content),
+            Err(e) => {
+                tracing::error!(error = %e, "a console page could not be rendered");
+                message_page(
+                    self.frame(),
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    title,
+                    "internal error",
+                    None,
+                )
+            }
+        }
+    }
+
+    /// The database failed: the page says to try again.
+    fn unavailable(&self, title: &str) -> Response {
+        message_page(
+            self.frame(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            title,
+            self.w().unavailable,
+            None,
+        )
+    }
+
+    fn not_found(&self, what: &str) -> Response {
+        let w = self.w();
+        message_page(
+            self.frame(),
+            StatusCode::NOT_FOUND,
+            w.not_found,
+            what,
+            Some((&format!("{BASE}/"), w.back)),
+        )
+    }
+}
+
+// === Sign-in ===
+
+async fn sign_in_page(State(gw): State<Arc<Gateway>>, headers: HeaderMap, uri: Uri) -> Response {
+    let ctx = Ctx::of(&gw, &headers, &uri);
+    veksel_console::sign_in_page(ctx.frame(), None, StatusCode::OK)
+}
+
+async fn sign_in(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let ctx = Ctx::of(&gw, &headers, &uri);
+    veksel_console::sign_in(
+        &gw.db,
+        &gw.console,
+        ctx.frame(),
+        &headers,
+        &body,
+        gw.clock.now_ms(),
+    )
+    .await
+}
+
+async fn sign_out(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let ctx = Ctx::of(&gw, &headers, &uri);
+    let form = FormFields::parse(&body).unwrap_or_default();
+    let checked = ctx
+        .require("observer")
+        .and_then(|s| veksel_console::check_post(&headers, s, &form));
+    if let Err(r) = checked {
+        return ctx.refused(r);
+    }
+    gw.console.close(&headers);
+    veksel_console::see_other(
+        &format!("{BASE}/signin"),
+        Some(&veksel_console::forget_session()),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct LangQuery {
+    l: String,
+    to: Option<String>,
+}
+
+async fn language(Query(q): Query<LangQuery>) -> Response {
+    veksel_console::switch_language(BASE, &q.l, q.to.as_deref())
+}
+
+// === Overview ===
+
+struct ClientLine {
+    id: String,
+    path: String,
+    services: usize,
+}
+
+struct CertLine {
+    role: String,
+    member: String,
+    not_after: String,
+    days: i64,
+}
+
+#[derive(Template)]
+#[template(path = "console/overview.html")]
+struct Overview<'a> {
+    w: &'static Words,
+    problems: Vec<String>,
+    warnings: Vec<String>,
+    conf_version: String,
+    conf_expires: String,
+    clients: Vec<ClientLine>,
+    certs: Vec<CertLine>,
+    base: &'a str,
+}
+
+fn path_id(id: &SubsystemId) -> String {
+    id.to_string().replace('/', ":")
+}
+
+async fn overview(State(gw): State<Arc<Gateway>>, headers: HeaderMap, uri: Uri) -> Response {
+    let ctx = Ctx::of(&gw, &headers, &uri);
+    if let Err(r) = ctx.require("observer") {
+        return ctx.refused(r);
+    }
+    let latest = gw.conf.latest();
+    let now_secs = i64::try_from(gw.clock.now_secs()).unwrap_or(i64::MAX);
+    let view = Overview {
+        w: ctx.w(),
+        problems: crate::admin::readiness_problems(&gw).await,
+        warnings: crate::admin::readiness_warnings(&gw),
+        conf_version: latest
+            .as_ref()
+            .map_or("–".into(), |c| c.conf().version.to_string()),
+        conf_expires: latest.as_ref().map_or("–".into(), |c| {
+            veksel_proto::rfc3339(c.conf().expires_at_ms)
+        }),
+        clients: gw
+            .serverconf
+            .current()
+            .clients
+            .values()
+            .map(|c| ClientLine {
+                id: c.id.to_string(),
+                path: path_id(&c.id),
+                services: c.services.len(),
+            })
+            .collect(),
+        certs: crate::renewal::status(&gw.keys.get(), now_secs)
+            .into_iter()
+            .map(|c| CertLine {
+                role: c.role,
+                member: c.member.unwrap_or_default(),
+                not_after: c.not_after,
+                days: c.expires_in_secs.div_euclid(86_400),
+            })
+            .collect(),
+        base: BASE,
+    };
+    ctx.page(StatusCode::OK, ctx.w().overview, &view)
+}
+
+// === A subsystem: services and access rights ===
+
+struct ServiceLine {
+    code: String,
+    base_url: String,
+    state: &'static str,
+    requirements: String,
+}
+
+struct RuleLine {
+    key: String,
+    subject: String,
+    service: String,
+    method: String,
+    path: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/client.html")]
+struct ClientView<'a> {
+    w: &'static Words,
+    base: &'a str,
+    path_id: String,
+    services: Vec<ServiceLine>,
+    rules: Vec<RuleLine>,
+    can_edit: bool,
+    csrf: &'a str,
+    notice: Option<&'a str>,
+    error: Option<String>,
+}
+
+/// How a page writes a rule's subject, and reads it back from the form.
+fn subject_text(s: &Subject) -> String {
+    match s {
+        Subject::Client(c) => c.to_string(),
+        Subject::GlobalGroup(g) => g.to_string(),
+        Subject::LocalGroup(code) => format!("local:{code}"),
+    }
+}
+
+fn parse_subject(text: &str) -> Result<Subject, String> {
+    let text = text.trim();
+    if let Some(code) = text.strip_prefix("local:") {
+        veksel_id::validate_part("local group", 1, code).map_err(|e| e.to_string())?;
+        return Ok(Subject::LocalGroup(code.to_owned()));
+    }
+    if text.split('/').count() == 2 {
+        return text
+            .parse()
+            .map(Subject::GlobalGroup)
+            .map_err(|e: veksel_id::IdError| e.to_string());
+    }
+    text.parse()
+        .map(Subject::Client)
+        .map_err(|e: veksel_id::IdError| e.to_string())
+}
+
+/// A rule's key in a form: its digest, so that a removal names the rule, not a
+/// position that another change may have moved.
+fn rule_key(r: &AccessRule) -> String {
+    let json = serde_json::to_vec(r).unwrap_or_default();
+    hex::encode(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &json).as_ref()[..12])
+}
+
+fn client_view<'a>(
+    ctx: &'a Ctx,
+    gw: &Gateway,
+    id: &SubsystemId,
+    notice: Option<&'a str>,
+    error: Option<String>,
+) -> Option<ClientView<'a>> {
+    let conf = gw.serverconf.current();
+    let client = conf.clients.get(id)?;
+    let w = ctx.w();
+    let can_edit = ctx
+        .session
+        .as_ref()
+        .is_some_and(|s| s.has_role(&ROLES, "security-officer"));
+    Some(ClientView {
+        w,
+        base: BASE,
+        path_id: path_id(id),
+        services: client
+            .services
+            .iter()
+            .map(|(code, s)| ServiceLine {
+                code: code.clone(),
+                base_url: s.base_url.clone(),
+                state: if s.enabled { w.enabled } else { w.disabled },
+                requirements: s
+                    .scopes
+                    .iter()
+                    .map(|r| format!("{} {}", w.requires_scope, r.scope))
+                    .chain(s.person_level.map(|l| format!("{} {l}", w.requires_person)))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })
+            .collect(),
+        rules: client
+            .access
+            .iter()
+            .map(|r| RuleLine {
+                key: rule_key(r),
+                subject: subject_text(&r.subject),
+                service: r.service_code.clone(),
+                method: r.endpoint.method.clone(),
+                path: r.endpoint.path.clone(),
+            })
+            .collect(),
+        can_edit,
+        csrf: ctx.session.as_ref().map_or("", |s| s.csrf.as_str()),
+        notice,
+        error,
+    })
+}
+
+async fn client_page(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(raw): Path<String>,
+) -> Response {
+    let ctx = Ctx::of(&gw, &headers, &uri);
+    if let Err(r) = ctx.require("observer") {
+        return ctx.refused(r);
+    }
+    let Ok(id) = raw.replace(':', "/").parse::<SubsystemId>() else {
+        return ctx.not_found(&raw);
+    };
+    let notice = match uri.query() {
+        Some("added") => Some(ctx.w().access_added),
+        Some("removed") => Some(ctx.w().access_removed),
+        Some("gone") => Some(ctx.w().rule_gone),
+        _ => None,
+    };
+    match client_view(&ctx, &gw, &id, notice, None) {
+        Some(view) => ctx.page(StatusCode::OK, &id.to_string(), &view),
+        None => ctx.not_found(&id.to_string()),
+    }
+}
+
+/// The checks of a change to a subsystem's access rights: a security officer's
+/// session, a form from this console, a subsystem hosted here.
+fn change_allowed(
+    ctx: &Ctx,
+    gw: &Gateway,
+    headers: &HeaderMap,
+    raw: &str,
+    form: &FormFields,
+) -> Result<(SubsystemId, Vec<AccessRule>), Box<Response>> {
+    let session = ctx
+        .require("security-officer")
+        .map_err(|r| Box::new(ctx.refused(r)))?;
+    veksel_console::check_post(headers, session, form).map_err(|r| Box::new(ctx.refused(r)))?;
+    let id = raw
+        .replace(':', "/")
+        .parse::<SubsystemId>()
+        .map_err(|_| Box::new(ctx.not_found(raw)))?;
+    let rules = gw
+        .serverconf
+        .current()
+        .clients
+        .get(&id)
+        .map(|c| c.access.clone())
+        .ok_or_else(|| Box::new(ctx.not_found(raw)))?;
+    Ok((id, rules))
+}
+
+async fn save_access(
+    gw: &Gateway,
+    ctx: &Ctx,
+    id: &SubsystemId,
+    rules: &[AccessRule],
+) -> Result<(), Box<Response>> {
+    let actor = ctx.session.as_ref().map_or("", |s| s.token_id.as_str());
+    let change = crate::ledger::ConfigChange::new(
+        gw.clock.now_ms(),
+        "access.set",
+        id.to_string(),
+        actor,
+        serde_json::to_value(rules).unwrap_or_default(),
+    );
+    match gw.serverconf.put_access(id, rules, &change).await {
+        Ok(()) => {
+            tracing::info!(actor = %actor, client = %id, rules = rules.len(), "access rights replaced in the console");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "access rights could not be saved");
+            Err(Box::new(ctx.unavailable(ctx.w().refused)))
+        }
+    }
+}
+
+/// Adds (`add`) or removes (`remove`) one access right of a subsystem.
+async fn change_access(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path((raw, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let ctx = Ctx::of(&gw, &headers, &uri);
+    let form = FormFields::parse(&body).unwrap_or_default();
+    let (id, mut rules) = match change_allowed(&ctx, &gw, &headers, &raw, &form) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let outcome = match action.as_str() {
+        "add" => match rule_of(&form) {
+            Ok(rule) if rules.contains(&rule) => "added",
+            Ok(rule) => {
+                rules.push(rule);
+                "added"
+            }
+            Err(e) => {
+                return match client_view(&ctx, &gw, &id, None, Some(e)) {
+                    Some(view) => ctx.page(StatusCode::BAD_REQUEST, &id.to_string(), &view),
+                    None => ctx.not_found(&raw),
+                };
+            }
+        },
+        "remove" => {
+            let key = form.get("rule").unwrap_or_default();
+            let before = rules.len();
+            rules.retain(|r| rule_key(r) != key);
+            if rules.len() == before {
+                "gone"
+            } else {
+                "removed"
+            }
+        }
+        _ => return ctx.not_found(&action),
+    };
+    let changed = gw
+        .serverconf
+        .current()
+        .clients
+        .get(&id)
+        .is_some_and(|c| c.access != rules);
+    if changed && let Err(r) = save_access(&gw, &ctx, &id, &rules).await {
+        return *r;
+    }
+    veksel_console::see_other(&format!("{BASE}/clients/{}?{outcome}", path_id(&id)), None)
+}
+
+/// The access right the add form describes.
+fn rule_of(form: &FormFields) -> Result<AccessRule, String> {
+    let field = |name: &str| form.get(name).unwrap_or_default().trim().to_owned();
+    let rule = AccessRule {
+        subject: parse_subject(&field("subject"))?,
+        service_code: field("service"),
+        endpoint: Endpoint {
+            method: field("method").to_ascii_uppercase(),
+            path: field("path"),
+        },
+    };
+    validate_access(std::slice::from_ref(&rule))?;
+    Ok(rule)
+}
+
+// === The message log ===
+
+#[derive(serde::Deserialize, Default)]
+struct LogForm {
+    client: Option<String>,
+    service: Option<String>,
+    request_id: Option<String>,
+    person: Option<String>,
+}
+
+struct LogLine {
+    time: String,
+    request_id: String,
+    side: String,
+    client: String,
+    service: String,
+    method: String,
+    status: i64,
+}
+
+#[derive(Template)]
+#[template(path = "console/log.html")]
+struct LogView<'a> {
+    w: &'static Words,
+    base: &'a str,
+    officer: bool,
+    client: String,
+    service: String,
+    request_id: String,
+    person: String,
+    rows: Vec<LogLine>,
+}
+
+fn filled(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().chars().take(300).collect::<String>())
+        .filter(|s| !s.is_empty())
+}
+
+async fn log_page(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(f): Query<LogForm>,
+) -> Response {
+    let ctx = Ctx::of(&gw, &headers, &uri);
+    let session = match ctx.require("observer") {
+        Ok(s) => s,
+        Err(r) => return ctx.refused(r),
+    };
+    let officer = session.has_role(&ROLES, "security-officer");
+    let q = LogQuery {
+        client: filled(f.client),
+        service: filled(f.service),
+        request_id: filled(f.request_id),
+        // Which exchanges concern a person is itself personal data.
+        person: filled(f.person).filter(|_| officer),
+        limit: Some(200),
+        ..LogQuery::default()
+    };
+    let rows = match msglog::query_messages(&gw.db, &q).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "the message log could not be read");
+            return ctx.unavailable(ctx.w().message_log);
+        }
+    };
+    let view = LogView {
+        w: ctx.w(),
+        base: BASE,
+        officer,
+        client: q.client.clone().unwrap_or_default(),
+        service: q.service.clone().unwrap_or_default(),
+        request_id: q.request_id.clone().unwrap_or_default(),
+        person: q.person.clone().unwrap_or_default(),
+        rows: rows
+            .into_iter()
+            .map(|r| LogLine {
+                time: r.logged_at,
+                request_id: r.request_id,
+                side: r.side,
+                client: r.client,
+                service: r.service,
+                method: r.method,
+                status: r.status,
+            })
+            .collect(),
+    };
+    ctx.page(StatusCode::OK, ctx.w().message_log, &view)
+}
+
+#[derive(serde::Deserialize)]
+struct SideQuery {
+    side: String,
+}
+
+async fn evidence(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(request_id): Path<String>,
+    Query(q): Query<SideQuery>,
+) -> Response {
+    let ctx = Ctx::of(&gw, &headers, &uri);
+    // Descriptors name end users: security officers only, as in the admin API.
+    if let Err(r) = ctx.require("security-officer") {
+        return ctx.refused(r);
+    }
+    let Some(conf) = gw.conf.latest() else {
+        return ctx.not_found(&request_id);
+    };
+    let side = if q.side == "provider" {
+        "provider"
+    } else {
+        "consumer"
+    };
+    match crate::evidence::export(
+        &gw.db,
+        &gw.archive_dir,
+        gw.id(),
+        &request_id,
+        side,
+        &conf.jws,
+    )
+    .await
+    {
+        Ok(bundle) => {
+            let mut r = axum::Json(bundle).into_response();
+            let name = format!(
+                "attachment; filename=\"evidence-{}-{side}.json\"",
+                request_id
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .collect::<String>()
+            );
+            if let Ok(v) = HeaderValue::from_str(&name) {
+                r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+            }
+            r
+        }
+        Err(e @ crate::evidence::ExportError::NotStamped { .. }) => message_page(
+            ctx.frame(),
+            StatusCode::CONFLICT,
+            ctx.w().evidence,
+            &e.to_string(),
+            Some((&format!("{BASE}/log"), ctx.w().back)),
+        ),
+        Err(e) => {
+            tracing::info!(error = %e, "no evidence for the console");
+            ctx.not_found(&request_id)
+        }
+    }
+}

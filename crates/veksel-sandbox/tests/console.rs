@@ -1,0 +1,498 @@
+//! The gateway's console in Debian's chromium, by keyboard: a security officer signs
+//! in with an admin token, gives the municipality an access right and its refused
+//! call then goes through, searches the message log and downloads evidence that
+//! verifies offline. Every page is scanned with axe-core and kept as a screenshot.
+//! Then the sessions and forms are attacked without a browser: signed out, another
+//! site's form, a form without its token, an observer who tries to change things.
+
+mod common;
+
+use common::browser::{
+    Chromedriver, axe_source, axe_violations, chromium, focused_attr, press, screenshot, type_keys,
+};
+use common::*;
+use fantoccini::Locator;
+use fantoccini::key::Key;
+use std::time::Duration;
+use veksel_sandbox::ORGS;
+
+/// The municipality searches persons by name: refused until it has the right.
+async fn search_by_name(net: &Net) -> reqwest::Response {
+    net.r1(
+        MUNICIPALITY,
+        &ORGS[MUNICIPALITY].subsystem_id(),
+        &format!("{}/persons?name=olsen", ORGS[POPULATION].subsystem_id()),
+    )
+    .await
+}
+
+async fn text_of(browser: &fantoccini::Client, css: &str) -> String {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn click(browser: &fantoccini::Client, locator: Locator<'_>) {
+    browser.find(locator).await.unwrap().click().await.unwrap();
+}
+
+/// Waits for an element, keeping a screenshot if it never comes.
+async fn wait_for(
+    browser: &fantoccini::Client,
+    css: &str,
+    shot: &str,
+) -> fantoccini::elements::Element {
+    match browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+    {
+        Ok(e) => e,
+        Err(_) => {
+            screenshot(browser, shot).await;
+            panic!("{css} did not appear: {}", browser.source().await.unwrap());
+        }
+    }
+}
+
+async fn no_violations(browser: &fantoccini::Client, axe: &str, page: &str) {
+    screenshot(browser, page).await;
+    assert_eq!(
+        axe_violations(browser, axe).await,
+        Vec::<String>::new(),
+        "axe on {page}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_security_officer_grants_access_and_fetches_evidence_in_chromium() {
+    let net = Net::start(Backend::Sqlite).await.unwrap();
+    let (admin, token) = net.admin(POPULATION);
+    let refused = search_by_name(&net).await;
+    expect_fault(refused, 500, "Server.ServerProxy.AccessDenied").await;
+
+    let driver = Chromedriver::start().await;
+    let browser = chromium(&driver, &[]).await;
+    let axe = axe_source();
+
+    // Signed out, the console sends the browser to sign in; the field has focus.
+    browser.goto(&format!("{admin}/console/")).await.unwrap();
+    let field = wait_for(&browser, "#token", "console-signin-missing").await;
+    assert!(
+        browser
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .ends_with("/console/signin")
+    );
+    no_violations(&browser, &axe, "console-signin").await;
+    assert_eq!(focused_attr(&browser, "id").await.as_deref(), Some("token"));
+    // A wrong token: the page says so at the field.
+    field
+        .send_keys(&format!("vka_not-a-token{}", char::from(Key::Enter)))
+        .await
+        .unwrap();
+    wait_for(&browser, "#token-error", "console-signin-error-missing").await;
+    no_violations(&browser, &axe, "console-signin-error").await;
+    let field = browser.find(Locator::Css("#token")).await.unwrap();
+    assert_eq!(
+        field.attr("aria-invalid").await.unwrap().as_deref(),
+        Some("true")
+    );
+    field
+        .send_keys(&format!("{token}{}", char::from(Key::Enter)))
+        .await
+        .unwrap();
+    wait_for(&browser, "#readiness", "console-overview-missing").await;
+    no_violations(&browser, &axe, "console-overview").await;
+    let text = text_of(&browser, "main").await;
+    assert!(text.contains(&ORGS[POPULATION].subsystem_id()), "{text}");
+    assert!(
+        text.contains("authentication"),
+        "certificates are listed: {text}"
+    );
+
+    // The population register's subsystem: its services and who may call them.
+    click(
+        &browser,
+        Locator::LinkText(&ORGS[POPULATION].subsystem_id()),
+    )
+    .await;
+    wait_for(&browser, "#access-rights", "console-client-missing").await;
+    no_violations(&browser, &axe, "console-client").await;
+    // The add form by keyboard: who, the service chosen by typing, the method by
+    // typing, the path cleared and written, Enter.
+    click(&browser, Locator::Css("#subject")).await;
+    press(&browser, Key::End).await;
+    type_keys(
+        &browser,
+        &format!(
+            "{}{}",
+            ORGS[MUNICIPALITY].subsystem_id(),
+            char::from(Key::Tab)
+        ),
+    )
+    .await;
+    assert_eq!(
+        focused_attr(&browser, "id").await.as_deref(),
+        Some("service")
+    );
+    type_keys(&browser, &format!("persons{}", char::from(Key::Tab))).await;
+    assert_eq!(
+        focused_attr(&browser, "id").await.as_deref(),
+        Some("method")
+    );
+    type_keys(&browser, &format!("G{}", char::from(Key::Tab))).await;
+    assert_eq!(focused_attr(&browser, "id").await.as_deref(), Some("path"));
+    let erase: String = std::iter::repeat_n(char::from(Key::Backspace), 3).collect();
+    type_keys(
+        &browser,
+        &format!("{}{erase}/{}", char::from(Key::End), char::from(Key::Enter)),
+    )
+    .await;
+    let notice = wait_for(&browser, "#notice", "console-added-missing").await;
+    assert!(notice.text().await.unwrap().contains("added"));
+    no_violations(&browser, &axe, "console-access-added").await;
+    let rules = text_of(&browser, "#access-rights").await;
+    assert!(
+        rules.contains(&ORGS[MUNICIPALITY].subsystem_id()),
+        "{rules}"
+    );
+
+    // The call that was refused goes through.
+    let allowed = search_by_name(&net).await;
+    assert_eq!(allowed.status(), 200);
+    let request_id = allowed.headers()["x-road-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for org in [MUNICIPALITY, POPULATION] {
+        veksel_gateway::stamper::stamp_and_record(net.sandbox().gateway(org).unwrap()).await;
+    }
+
+    // The message log, searched by the request id typed into the form.
+    browser.goto(&format!("{admin}/console/log")).await.unwrap();
+    wait_for(&browser, "#q-request", "console-log-missing").await;
+    click(&browser, Locator::Css("#q-request")).await;
+    browser
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(&format!("{request_id}{}", char::from(Key::Enter)))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if browser
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains(&request_id)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        browser
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains(&request_id)
+    );
+    no_violations(&browser, &axe, "console-log").await;
+    let found = text_of(&browser, "#found").await;
+    assert!(found.starts_with("1 "), "{found}");
+    let link = browser
+        .find(Locator::Css("#records a[download]"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    // The evidence behind the link, fetched with the browser's session, verifies
+    // offline against the anchor alone.
+    let cookie = browser
+        .get_all_cookies()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name() == "veksel_console")
+        .expect("the session cookie");
+    let resp = net
+        .http
+        .get(format!("{admin}{link}"))
+        .header("cookie", format!("veksel_console={}", cookie.value()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let bundle: veksel_verify::evidence::Bundle = resp.json().await.unwrap();
+    let anchor: veksel_proto::conf::Anchor =
+        serde_json::from_str(&std::fs::read_to_string(&net.sandbox().info.anchor_file).unwrap())
+            .unwrap();
+    let proven = veksel_verify::evidence::verify(&bundle, &anchor).unwrap();
+    assert_eq!(proven.request_id, request_id);
+
+    // In Danish, and signed out by the button.
+    click(&browser, Locator::Css("a[hreflang=da]")).await;
+    wait_for(&browser, "html[lang=da]", "console-danish-missing").await;
+    no_violations(&browser, &axe, "console-log-da").await;
+    click(&browser, Locator::Css(".signout button")).await;
+    wait_for(&browser, "#token", "console-signed-out-missing").await;
+    browser.goto(&format!("{admin}/console/log")).await.unwrap();
+    wait_for(&browser, "#token", "console-still-signed-out").await;
+    let _ = browser.close().await;
+    net.stop().await;
+}
+
+/// GET with a session cookie.
+async fn get_as(http: &reqwest::Client, url: &str, cookie: &str) -> reqwest::Response {
+    http.get(url).header("cookie", cookie).send().await.unwrap()
+}
+
+/// A page's HTML, read with a session cookie.
+async fn page_as(http: &reqwest::Client, url: &str, cookie: &str) -> String {
+    get_as(http, url, cookie).await.text().await.unwrap()
+}
+
+/// POST a form with a session cookie.
+async fn post_as(
+    http: &reqwest::Client,
+    url: &str,
+    cookie: &str,
+    form: String,
+) -> reqwest::Response {
+    http.post(url)
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A client that keeps no cookies and follows no redirect.
+fn raw_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Signs in with `token`; the session cookie.
+async fn session(http: &reqwest::Client, admin: &str, token: &str) -> String {
+    let resp = http
+        .post(format!("{admin}/console/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let set = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        set.contains("HttpOnly") && set.contains("Secure") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    set.split(';').next().unwrap().to_owned()
+}
+
+/// The CSRF token of the page at `path`.
+async fn csrf_of(http: &reqwest::Client, admin: &str, cookie: &str, path: &str) -> String {
+    let page = page_as(http, &format!("{admin}{path}"), cookie).await;
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with its token")
+        + 19;
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_forms_refuse_what_a_browser_of_the_officer_did_not_send() {
+    let net = Net::start(Backend::Sqlite).await.unwrap();
+    let (admin, token) = net.admin(POPULATION);
+    let http = raw_client();
+    let client_path = format!(
+        "/console/clients/{}",
+        ORGS[POPULATION].subsystem_id().replace('/', ":")
+    );
+    let add = format!("{admin}{client_path}/access/add");
+    let rule = format!(
+        "subject={}&service=persons&method=GET&path=%2F",
+        ORGS[MUNICIPALITY].subsystem_id()
+    );
+    let post = |cookie: Option<&str>, body: String, origin: Option<&str>| {
+        let mut req = http
+            .post(&add)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req.send()
+    };
+
+    // Signed out: every page and form sends to sign in, and nothing changes.
+    for path in ["/console/", "/console/log", client_path.as_str()] {
+        let resp = http.get(format!("{admin}{path}")).send().await.unwrap();
+        assert_eq!(resp.status(), 303, "{path}");
+        assert_eq!(resp.headers()["location"], "/console/signin");
+    }
+    let resp = post(None, format!("csrf=x&{rule}"), None).await.unwrap();
+    assert_eq!(resp.status(), 303);
+    let evidence = format!("{admin}/console/log/x/evidence?side=provider");
+    assert_eq!(get_as(&http, &evidence, "").await.status(), 303);
+    // A forged session cookie is no session.
+    let resp = get_as(&http, &format!("{admin}/console/"), "veksel_console=forged").await;
+    assert_eq!(resp.status(), 303);
+    // Another site cannot sign a browser in.
+    let resp = http
+        .post(format!("{admin}/console/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", "https://evil.example")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.headers().get("set-cookie").is_none());
+
+    // Signed in as a security officer: another site's form, a form without the
+    // session's token, or with a guessed one, is refused.
+    let cookie = session(&http, &admin, &token).await;
+    let csrf = csrf_of(&http, &admin, &cookie, &client_path).await;
+    for (body, origin) in [
+        (format!("csrf={csrf}&{rule}"), Some("https://evil.example")),
+        (rule.clone(), None),
+        (format!("csrf=guessed&{rule}"), None),
+    ] {
+        let resp = post(Some(&cookie), body, origin).await.unwrap();
+        assert_eq!(resp.status(), 403);
+    }
+    expect_fault(
+        search_by_name(&net).await,
+        500,
+        "Server.ServerProxy.AccessDenied",
+    )
+    .await;
+    // A bad rule: the form again, with the error.
+    let resp = post(
+        Some(&cookie),
+        format!("csrf={csrf}&subject=not-an-id&service=persons&method=GET&path=%2F"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("role=\"alert\""));
+    // The real thing.
+    let resp = post(Some(&cookie), format!("csrf={csrf}&{rule}"), Some(&admin))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(search_by_name(&net).await.status(), 200);
+
+    // An observer sees the rules but no form, and its posts are refused.
+    let dir = net.sandbox().info.gateways[POPULATION].data_dir.clone();
+    let observer = veksel_gateway::create_admin_token(&dir, "observer", "console test", &net.clock)
+        .await
+        .unwrap();
+    let observer_cookie = session(&http, &admin, &observer).await;
+    let page = page_as(&http, &format!("{admin}{client_path}"), &observer_cookie).await;
+    assert!(page.contains(&ORGS[MUNICIPALITY].subsystem_id()));
+    assert!(!page.contains("access/add") && !page.contains("access/remove"));
+    let observer_csrf = csrf_of(&http, &admin, &observer_cookie, "/console/").await;
+    let resp = post(
+        Some(&observer_cookie),
+        format!(
+            "csrf={observer_csrf}&subject=DEV/GOV/10000002/tax&service=echo&method=GET&path=%2F"
+        ),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 403);
+    let log = page_as(&http, &format!("{admin}/console/log"), &observer_cookie).await;
+    assert!(
+        !log.contains("q-person") && !log.contains("evidence?side"),
+        "{log}"
+    );
+    let resp = get_as(&http, &evidence, &observer_cookie).await;
+    assert_eq!(resp.status(), 403);
+
+    // The officer removes the right again: the call is refused again. Removing it a
+    // second time (an old page) changes nothing and says so.
+    let page = page_as(&http, &format!("{admin}{client_path}"), &cookie).await;
+    let row = page
+        .split("<tr>")
+        .find(|r| r.contains(&ORGS[MUNICIPALITY].subsystem_id()) && r.contains("<td>/</td>"))
+        .expect("the new rule's row");
+    let at = row.find("name=\"rule\" value=\"").unwrap() + 19;
+    let key = row[at..].split('"').next().unwrap().to_owned();
+    for expected in ["removed", "gone"] {
+        let resp = post_as(
+            &http,
+            &format!("{admin}{client_path}/access/remove"),
+            &cookie,
+            format!("csrf={csrf}&rule={key}"),
+        )
+        .await;
+        assert_eq!(resp.status(), 303);
+        assert!(
+            resp.headers()["location"]
+                .to_str()
+                .unwrap()
+                .ends_with(expected),
+            "{expected}"
+        );
+    }
+    expect_fault(
+        search_by_name(&net).await,
+        500,
+        "Server.ServerProxy.AccessDenied",
+    )
+    .await;
+
+    // Signed out: the old cookie is no longer a session.
+    let resp = post_as(
+        &http,
+        &format!("{admin}/console/signout"),
+        &cookie,
+        format!("csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(resp.status(), 303);
+    let resp = get_as(&http, &format!("{admin}/console/"), &cookie).await;
+    assert_eq!(resp.status(), 303);
+    // Every page carries the policy that loads nothing from elsewhere.
+    let resp = http
+        .get(format!("{admin}/console/signin"))
+        .send()
+        .await
+        .unwrap();
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("form-action 'self'"),
+        "{csp}"
+    );
+    assert_eq!(resp.headers()["x-frame-options"], "DENY");
+    net.stop().await;
+}
