@@ -45,6 +45,14 @@ impl ApiError {
             message: message.into(),
         }
     }
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+    /// What went wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
     /// 400 `bad_request`.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)

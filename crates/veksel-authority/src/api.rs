@@ -96,6 +96,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::oauth::router())
         .merge(crate::token_endpoint::router())
         .merge(crate::oidc::router())
+        .merge(crate::console::router())
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(state)
 }

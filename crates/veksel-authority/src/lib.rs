@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod console;
 pub mod ledger;
 pub mod management;
 pub mod model;
@@ -466,6 +467,8 @@ pub struct AppState {
     pub token_keys: oauth::TokenKeys,
     /// The external identity provider people log in with, when one is configured.
     pub upstream: Option<upstream::Upstream>,
+    /// Sessions of the console's pages.
+    pub console: veksel_console::Sessions,
     published: RwLock<Arc<Published>>,
     metrics: Metrics,
 }
@@ -687,6 +690,7 @@ pub async fn start(
         applications: tokio::sync::Mutex::new(()),
         token_keys,
         upstream,
+        console: veksel_console::Sessions::default(),
         published: RwLock::new(placeholder),
         metrics: Metrics::new(),
     });

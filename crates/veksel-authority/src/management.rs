@@ -332,7 +332,11 @@ async fn claim(s: &AppState, id: i64, state: &str) -> ApiResult<()> {
 
 /// Claims a submitted request, applies its change and marks it approved. On failure
 /// the request returns to `submitted` with the reason.
-async fn approve(s: &AppState, id: i64, decided_by: &str) -> ApiResult<ManagementRequestDto> {
+pub(crate) async fn approve(
+    s: &AppState,
+    id: i64,
+    decided_by: &str,
+) -> ApiResult<ManagementRequestDto> {
     claim(s, id, "approving").await?;
     let request = load(s, id).await?;
     if let Err(e) = apply(s, &request.change).await {
@@ -654,23 +658,33 @@ async fn list(
     _: Authorized<ObserverRole>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<ManagementRequestDto>>> {
-    let rows: Vec<Row> = match &q.state {
+    Ok(Json(requests(&s, q.state.as_deref(), 1000).await?))
+}
+
+/// The newest `limit` requests, in one state or all.
+pub(crate) async fn requests(
+    s: &AppState,
+    state: Option<&str>,
+    limit: i64,
+) -> Result<Vec<ManagementRequestDto>, StoreError> {
+    let rows: Vec<Row> = match state {
         Some(state) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM management_requests WHERE state = $1 ORDER BY id DESC LIMIT 1000"
+            "SELECT {COLUMNS} FROM management_requests WHERE state = $1 ORDER BY id DESC LIMIT $2"
         )))
         .bind(state)
+        .bind(limit)
         .fetch_all(s.registry.db().pool())
         .await,
         None => {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM management_requests ORDER BY id DESC LIMIT 1000"
+                "SELECT {COLUMNS} FROM management_requests ORDER BY id DESC LIMIT $1"
             )))
+            .bind(limit)
             .fetch_all(s.registry.db().pool())
             .await
         }
-    }
-    .map_err(StoreError::from)?;
-    Ok(Json(rows.into_iter().map(dto).collect::<Result<_, _>>()?))
+    }?;
+    rows.into_iter().map(dto).collect()
 }
 
 #[utoipa::path(get, path = "/api/v1/management-requests/{id}", params(("id" = i64, Path)), responses((status = 200, body = ManagementRequestDto), (status = 404)))]
@@ -698,14 +712,24 @@ async fn decline_request(
     Path(id): Path<i64>,
     Json(b): Json<Decline>,
 ) -> ApiResult<Json<ManagementRequestDto>> {
-    if b.reason.trim().is_empty() || b.reason.chars().count() > 1000 {
+    Ok(Json(decline(&s, id, &who.id, &b.reason).await?))
+}
+
+/// Declines a submitted request with a reason (1 to 1000 characters).
+pub(crate) async fn decline(
+    s: &AppState,
+    id: i64,
+    decided_by: &str,
+    reason: &str,
+) -> ApiResult<ManagementRequestDto> {
+    if reason.trim().is_empty() || reason.chars().count() > 1000 {
         return Err(unprocessable(
             "a reason of 1 to 1000 characters is required",
         ));
     }
-    claim(&s, id, "declined").await?;
-    finish(&s, id, "declined", &who.id, Some(&b.reason)).await?;
-    Ok(Json(load(&s, id).await?))
+    claim(s, id, "declined").await?;
+    finish(s, id, "declined", decided_by, Some(reason)).await?;
+    load(s, id).await
 }
 
 #[utoipa::path(get, path = "/api/v1/management-policy", responses((status = 200, body = ManagementPolicy)))]

@@ -29,6 +29,8 @@ use veksel_store::Db;
 use veksel_store::tokens::TokenPrincipal;
 pub use words::Words;
 
+/// Where every node's pages live.
+pub const BASE: &str = "/console";
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "veksel_console";
 /// The language cookie.
@@ -287,10 +289,11 @@ impl FormFields {
 /// another origin, and with the session's CSRF token (`csrf` field).
 pub fn check_post(
     headers: &HeaderMap,
+    host: Option<&str>,
     session: &Session,
     form: &FormFields,
 ) -> Result<(), Refusal> {
-    if !same_origin(headers) {
+    if !same_origin(headers, host) {
         return Err(Refusal::CrossSite);
     }
     let presented = form.get("csrf").unwrap_or_default();
@@ -302,9 +305,9 @@ pub fn check_post(
 }
 
 /// False for a request a browser says comes from another origin (`Origin` other
-/// than the host, or `Sec-Fetch-Site` other than `same-origin` or `none`).
-pub fn same_origin(headers: &HeaderMap) -> bool {
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+/// than `host`, the node as the request names it, or `Sec-Fetch-Site` other than
+/// `same-origin` or `none`).
+pub fn same_origin(headers: &HeaderMap, host: Option<&str>) -> bool {
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let same = host.is_some_and(|h| {
             origin
@@ -458,6 +461,230 @@ pub fn page(frame: Frame<'_>, status: StatusCode, title: &str, content: &str) ->
     }
 }
 
+/// A word of the catalogue, chosen for the page's language.
+pub type Label = fn(&Words) -> &'static str;
+
+/// What a node's pages are: where they live, how its roles rank, what the
+/// navigation links.
+#[derive(Debug)]
+pub struct Site {
+    /// The node's roles, lowest first.
+    pub ranks: &'static [&'static str],
+    /// The navigation once signed in: paths under [`BASE`] and their labels.
+    pub nav: &'static [(&'static str, Label)],
+}
+
+/// What every page of a request needs: its language, its session, the node and
+/// the navigation. Nodes make one per request with [`Ctx::new`].
+#[derive(Debug)]
+pub struct Ctx {
+    /// The page's language.
+    pub lang: Lang,
+    /// The signed-in session, if any.
+    pub session: Option<Session>,
+    node: String,
+    base: &'static str,
+    ranks: &'static [&'static str],
+    here: String,
+    nav: Vec<NavLink>,
+    host: Option<String>,
+}
+
+/// The node as a request names it: `Host` (HTTP/1.1), or the URI's authority
+/// (HTTP/2's `:authority`).
+pub fn request_host(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<String> {
+    headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| uri.authority().map(|a| a.as_str().to_owned()))
+}
+
+impl Ctx {
+    /// The context of a request to `uri` for the pages of `site` on the node called
+    /// `node`.
+    pub fn new(
+        site: &'static Site,
+        sessions: &Sessions,
+        now_ms: i64,
+        headers: &HeaderMap,
+        uri: &axum::http::Uri,
+        node: String,
+    ) -> Self {
+        let (base, ranks) = (BASE, site.ranks);
+        let lang = Lang::choose(headers);
+        let session = sessions.current(headers, now_ms);
+        let path = uri.path();
+        let nav = match session {
+            Some(_) => site
+                .nav
+                .iter()
+                .map(|(to, label)| {
+                    let href = format!("{base}{to}");
+                    NavLink {
+                        current: path == href,
+                        href,
+                        label: label(lang.words()),
+                    }
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let here = uri.path_and_query().map_or(path, |p| p.as_str());
+        Self {
+            lang,
+            session,
+            node,
+            base,
+            ranks,
+            here: form_urlencoded::byte_serialize(here.as_bytes()).collect(),
+            nav,
+            host: request_host(headers, uri),
+        }
+    }
+
+    /// Like [`Ctx::new`], and the session ends if its admin token was revoked since
+    /// sign-in (or cannot be checked: a session is never kept on a guess).
+    pub async fn load(
+        site: &'static Site,
+        sessions: &Sessions,
+        db: &Db,
+        now_ms: i64,
+        headers: &HeaderMap,
+        uri: &axum::http::Uri,
+        node: String,
+    ) -> Self {
+        let mut ctx = Self::new(site, sessions, now_ms, headers, uri, node);
+        if let Some(s) = &ctx.session {
+            let active = veksel_store::tokens::is_active(db, &s.token_id).await;
+            if !matches!(active, Ok(true)) {
+                sessions.close_token(&s.token_id);
+                ctx.session = None;
+                ctx.nav.clear();
+            }
+        }
+        ctx
+    }
+
+    /// The page's words.
+    pub fn w(&self) -> &'static Words {
+        self.lang.words()
+    }
+
+    /// Where the pages live.
+    pub fn base(&self) -> &'static str {
+        self.base
+    }
+
+    /// The layout's view of this request.
+    pub fn frame(&self) -> Frame<'_> {
+        Frame {
+            lang: self.lang,
+            node: &self.node,
+            base: self.base,
+            nav: &self.nav,
+            session: self.session.as_ref(),
+            here: &self.here,
+        }
+    }
+
+    /// The session, if its role is `role` or above.
+    pub fn require(&self, role: &str) -> Result<&Session, Refusal> {
+        match &self.session {
+            None => Err(Refusal::SignedOut),
+            Some(s) if s.has_role(self.ranks, role) => Ok(s),
+            Some(_) => Err(Refusal::Role),
+        }
+    }
+
+    /// Whether the session's role is `role` or above.
+    pub fn may(&self, role: &str) -> bool {
+        self.require(role).is_ok()
+    }
+
+    /// The session's CSRF token, for the page's forms.
+    pub fn csrf(&self) -> &str {
+        self.session.as_ref().map_or("", |s| s.csrf.as_str())
+    }
+
+    /// The answer to a refused request.
+    pub fn refused(&self, r: Refusal) -> Response {
+        refused(self.frame(), r)
+    }
+
+    /// Checks a `POST`: a session of `role` or above, from this node's own page (see
+    /// [`check_post`]).
+    pub fn check_post(
+        &self,
+        role: &str,
+        headers: &HeaderMap,
+        form: &FormFields,
+    ) -> Result<&Session, Refusal> {
+        let s = self.require(role)?;
+        check_post(headers, self.host.as_deref(), s, form)?;
+        Ok(s)
+    }
+
+    /// A page whose content `template` renders.
+    pub fn page<T: Template>(&self, status: StatusCode, title: &str, template: &T) -> Response {
+        match template.render() {
+            Ok(content) => page(self.frame(), status, title, &content),
+            Err(e) => {
+                tracing::error!(error = %e, "a page could not be rendered");
+                message_page(
+                    self.frame(),
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    title,
+                    "internal error",
+                    None,
+                )
+            }
+        }
+    }
+
+    /// The database failed: the page says to try again.
+    pub fn unavailable(&self, title: &str) -> Response {
+        message_page(
+            self.frame(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            title,
+            self.w().unavailable,
+            None,
+        )
+    }
+
+    /// Nothing is at the address: the page says what was looked for.
+    pub fn not_found(&self, what: &str) -> Response {
+        let w = self.w();
+        message_page(
+            self.frame(),
+            StatusCode::NOT_FOUND,
+            w.not_found,
+            what,
+            Some((&format!("{}/", self.base), w.back)),
+        )
+    }
+
+    /// Signs in with the admin token in the form's `token` field, if it is valid and
+    /// the form comes from this node's own page.
+    pub async fn sign_in(
+        &self,
+        db: &Db,
+        sessions: &Sessions,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Response {
+        let same_site = same_origin(headers, self.host.as_deref());
+        sign_in(db, sessions, self.frame(), same_site, body, now_ms).await
+    }
+
+    /// The sign-in page.
+    pub fn sign_in_page(&self) -> Response {
+        sign_in_page(self.frame(), None, StatusCode::OK)
+    }
+}
+
 #[derive(Template)]
 #[template(path = "signin.html")]
 struct SignIn<'a> {
@@ -518,17 +745,17 @@ pub fn refused(frame: Frame<'_>, refusal: Refusal) -> Response {
 }
 
 /// Signs in with the admin token in the form's `token` field, if it is valid.
-pub async fn sign_in(
+async fn sign_in(
     db: &Db,
     sessions: &Sessions,
     frame: Frame<'_>,
-    headers: &HeaderMap,
+    same_site: bool,
     body: &[u8],
     now_ms: i64,
 ) -> Response {
     let w = frame.lang.words();
     // Another site must not sign a browser in with a token of its choosing.
-    if !same_origin(headers) {
+    if !same_site {
         return refused(frame, Refusal::CrossSite);
     }
     let token = FormFields::parse(body)
@@ -565,6 +792,100 @@ pub fn switch_language(base: &str, lang: &str, to: Option<&str>) -> Response {
             lang.code()
         )),
     )
+}
+
+/// A node that serves the pages: what the routes every node shares need of it.
+pub trait Node: Send + Sync + 'static {
+    /// Its pages.
+    fn site(&self) -> &'static Site;
+    /// Its sessions.
+    fn sessions(&self) -> &Sessions;
+    /// Its database, which holds its admin tokens.
+    fn db(&self) -> &Db;
+    /// Now, Unix ms (the node's clock).
+    fn now_ms(&self) -> i64;
+    /// Its name in the pages' header: "Gateway DEV/GOV/10000001/gw1".
+    fn name(&self) -> String;
+}
+
+impl Ctx {
+    /// The context of a request to `node`'s pages.
+    pub async fn of<N: Node>(node: &N, headers: &HeaderMap, uri: &axum::http::Uri) -> Self {
+        Self::load(
+            node.site(),
+            node.sessions(),
+            node.db(),
+            node.now_ms(),
+            headers,
+            uri,
+            node.name(),
+        )
+        .await
+    }
+}
+
+/// The routes every node's pages share: the stylesheet, sign-in and sign-out, the
+/// language switch.
+pub fn routes<N: Node>() -> axum::Router<std::sync::Arc<N>> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/console", get(|| async { see_other("/console/", None) }))
+        .route("/console/console.css", get(|| async { stylesheet() }))
+        .route(
+            "/console/signin",
+            get(sign_in_page_route::<N>).post(sign_in_route::<N>),
+        )
+        .route("/console/signout", post(sign_out_route::<N>))
+        .route("/console/lang", get(language_route))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM))
+}
+
+type NodeState<N> = axum::extract::State<std::sync::Arc<N>>;
+
+async fn sign_in_page_route<N: Node>(
+    axum::extract::State(node): NodeState<N>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    Ctx::of(node.as_ref(), &headers, &uri).await.sign_in_page()
+}
+
+async fn sign_in_route<N: Node>(
+    axum::extract::State(node): NodeState<N>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    body: axum::body::Bytes,
+) -> Response {
+    Ctx::of(node.as_ref(), &headers, &uri)
+        .await
+        .sign_in(node.db(), node.sessions(), &headers, &body, node.now_ms())
+        .await
+}
+
+async fn sign_out_route<N: Node>(
+    axum::extract::State(node): NodeState<N>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    body: axum::body::Bytes,
+) -> Response {
+    let ctx = Ctx::of(node.as_ref(), &headers, &uri).await;
+    let form = FormFields::parse(&body).unwrap_or_default();
+    if let Err(r) = ctx.check_post(node.site().ranks[0], &headers, &form) {
+        return ctx.refused(r);
+    }
+    node.sessions().close(&headers);
+    see_other(&format!("{BASE}/signin"), Some(&forget_session()))
+}
+
+/// The language switch's query.
+#[derive(Debug, serde::Deserialize)]
+struct LangQuery {
+    l: String,
+    to: Option<String>,
+}
+
+async fn language_route(axum::extract::Query(q): axum::extract::Query<LangQuery>) -> Response {
+    switch_language(BASE, &q.l, q.to.as_deref())
 }
 
 #[cfg(test)]
@@ -628,6 +949,7 @@ mod tests {
 
     #[test]
     fn posts_need_the_same_origin_and_the_session_token() {
+        const HOST: Option<&str> = Some("127.0.0.1:8600");
         let sessions = Sessions::default();
         let set = sessions.open(&principal(), 0).unwrap();
         let cookie = set.split(';').next().unwrap().to_owned();
@@ -639,11 +961,8 @@ mod tests {
             ("host", "127.0.0.1:8600"),
             ("origin", "http://127.0.0.1:8600"),
         ]);
-        assert_eq!(check_post(&same, &s, &form), Ok(()));
-        assert_eq!(
-            check_post(&headers(&[("host", "127.0.0.1:8600")]), &s, &form),
-            Ok(())
-        );
+        assert_eq!(check_post(&same, HOST, &s, &form), Ok(()));
+        assert_eq!(check_post(&headers(&[]), HOST, &s, &form), Ok(()));
         for bad in [
             headers(&[
                 ("host", "127.0.0.1:8600"),
@@ -654,15 +973,18 @@ mod tests {
             headers(&[("host", "127.0.0.1:8600"), ("sec-fetch-site", "same-site")]),
         ] {
             assert_eq!(
-                check_post(&bad, &s, &form),
+                check_post(&bad, HOST, &s, &form),
                 Err(Refusal::CrossSite),
                 "{bad:?}"
             );
         }
         let forged = FormFields::parse(b"csrf=guess&x=1").unwrap();
-        assert_eq!(check_post(&same, &s, &forged), Err(Refusal::CrossSite));
+        assert_eq!(
+            check_post(&same, HOST, &s, &forged),
+            Err(Refusal::CrossSite)
+        );
         let none = FormFields::parse(b"x=1").unwrap();
-        assert_eq!(check_post(&same, &s, &none), Err(Refusal::CrossSite));
+        assert_eq!(check_post(&same, HOST, &s, &none), Err(Refusal::CrossSite));
         assert!(FormFields::parse(&vec![b'a'; MAX_FORM + 1]).is_none());
     }
 

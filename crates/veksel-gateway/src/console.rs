@@ -16,30 +16,16 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::sync::Arc;
-use veksel_console::{
-    FormFields, Frame, Lang, NavLink, Refusal, Session, Words, message_page, page, refused,
-};
+use veksel_console::{Ctx, FormFields, Site, Words, message_page};
 use veksel_id::SubsystemId;
 use veksel_proto::access::{AccessRule, Endpoint, Subject};
 
-/// Where the pages live.
-pub const BASE: &str = "/console";
+use veksel_console::BASE;
 
 /// The pages' routes.
 pub fn router(gw: Arc<Gateway>) -> Router {
-    Router::new()
-        .route(
-            "/console",
-            get(|| async { veksel_console::see_other("/console/", None) }),
-        )
+    veksel_console::routes::<Gateway>()
         .route("/console/", get(overview))
-        .route(
-            "/console/console.css",
-            get(|| async { veksel_console::stylesheet() }),
-        )
-        .route("/console/signin", get(sign_in_page).post(sign_in))
-        .route("/console/signout", post(sign_out))
-        .route("/console/lang", get(language))
         .route("/console/clients/{id}", get(client_page))
         .route("/console/clients/{id}/access/{action}", post(change_access))
         .route("/console/log", get(log_page))
@@ -50,168 +36,33 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .with_state(gw)
 }
 
-/// What every page of a request needs: language, session, navigation.
-struct Ctx {
-    lang: Lang,
-    session: Option<Session>,
-    node: String,
-    here: String,
-    nav: Vec<NavLink>,
-}
+/// The gateway's pages.
+static SITE: Site = Site {
+    ranks: &ROLES,
+    nav: &[("/", |w| w.overview), ("/log", |w| w.message_log)],
+};
 
-impl Ctx {
-    fn of(gw: &Gateway, headers: &HeaderMap, uri: &Uri) -> Self {
-        let lang = Lang::choose(headers);
-        let session = gw.console.current(headers, gw.clock.now_ms());
-        let w = lang.words();
-        let path = uri.path();
-        let nav = if session.is_some() {
-            [
-                (format!("{BASE}/"), w.overview),
-                (format!("{BASE}/log"), w.message_log),
-            ]
-            .into_iter()
-            .map(|(href, label)| NavLink {
-                current: path == href,
-                href,
-                label,
-            })
-            .collect()
-        } else {
-            Vec::new()
-        };
-        let here = uri.path_and_query().map_or(path, |p| p.as_str());
-        Self {
-            lang,
-            session,
-            node: format!("Gateway {}", gw.id()),
-            here: form_urlencoded::byte_serialize(here.as_bytes()).collect(),
-            nav,
-        }
+impl veksel_console::Node for Gateway {
+    fn site(&self) -> &'static Site {
+        &SITE
     }
-
-    fn w(&self) -> &'static Words {
-        self.lang.words()
+    fn sessions(&self) -> &veksel_console::Sessions {
+        &self.console
     }
-
-    fn frame(&self) -> Frame<'_> {
-        Frame {
-            lang: self.lang,
-            node: &self.node,
-            base: BASE,
-            nav: &self.nav,
-            session: self.session.as_ref(),
-            here: &self.here,
-        }
+    fn db(&self) -> &veksel_store::Db {
+        &self.db
     }
-
-    /// The session, if its role is `role` or above.
-    fn require(&self, role: &str) -> Result<&Session, Refusal> {
-        match &self.session {
-            None => Err(Refusal::SignedOut),
-            Some(s) if s.has_role(&ROLES, role) => Ok(s),
-            Some(_) => Err(Refusal::Role),
-        }
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
-
-    fn refused(&self, r: Refusal) -> Response {
-        refused(self.frame(), r)
-    }
-
-    /// A page of content rendered by `template`.
-    fn page<T: Template>(&self, status: StatusCode, title: &str, template: &T) -> Response {
-        match template.render() {
-            Ok(content) => page(self.frame(), status, title, &content),
-            Err(e) => {
-                tracing::error!(error = %e, "a console page could not be rendered");
-                message_page(
-                    self.frame(),
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    title,
-                    "internal error",
-                    None,
-                )
-            }
-        }
-    }
-
-    /// The database failed: the page says to try again.
-    fn unavailable(&self, title: &str) -> Response {
-        message_page(
-            self.frame(),
-            StatusCode::SERVICE_UNAVAILABLE,
-            title,
-            self.w().unavailable,
-            None,
-        )
-    }
-
-    fn not_found(&self, what: &str) -> Response {
-        let w = self.w();
-        message_page(
-            self.frame(),
-            StatusCode::NOT_FOUND,
-            w.not_found,
-            what,
-            Some((&format!("{BASE}/"), w.back)),
-        )
+    fn name(&self) -> String {
+        format!("Gateway {}", self.id())
     }
 }
 
-// === Sign-in ===
-
-async fn sign_in_page(State(gw): State<Arc<Gateway>>, headers: HeaderMap, uri: Uri) -> Response {
-    let ctx = Ctx::of(&gw, &headers, &uri);
-    veksel_console::sign_in_page(ctx.frame(), None, StatusCode::OK)
-}
-
-async fn sign_in(
-    State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let ctx = Ctx::of(&gw, &headers, &uri);
-    veksel_console::sign_in(
-        &gw.db,
-        &gw.console,
-        ctx.frame(),
-        &headers,
-        &body,
-        gw.clock.now_ms(),
-    )
-    .await
-}
-
-async fn sign_out(
-    State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let ctx = Ctx::of(&gw, &headers, &uri);
-    let form = FormFields::parse(&body).unwrap_or_default();
-    let checked = ctx
-        .require("observer")
-        .and_then(|s| veksel_console::check_post(&headers, s, &form));
-    if let Err(r) = checked {
-        return ctx.refused(r);
-    }
-    gw.console.close(&headers);
-    veksel_console::see_other(
-        &format!("{BASE}/signin"),
-        Some(&veksel_console::forget_session()),
-    )
-}
-
-#[derive(serde::Deserialize)]
-struct LangQuery {
-    l: String,
-    to: Option<String>,
-}
-
-async fn language(Query(q): Query<LangQuery>) -> Response {
-    veksel_console::switch_language(BASE, &q.l, q.to.as_deref())
+/// The context of a request to the gateway's pages.
+async fn ctx(gw: &Gateway, headers: &HeaderMap, uri: &Uri) -> Ctx {
+    Ctx::of(gw, headers, uri).await
 }
 
 // === Overview ===
@@ -247,7 +98,7 @@ fn path_id(id: &SubsystemId) -> String {
 }
 
 async fn overview(State(gw): State<Arc<Gateway>>, headers: HeaderMap, uri: Uri) -> Response {
-    let ctx = Ctx::of(&gw, &headers, &uri);
+    let ctx = ctx(&gw, &headers, &uri).await;
     if let Err(r) = ctx.require("observer") {
         return ctx.refused(r);
     }
@@ -362,10 +213,7 @@ fn client_view<'a>(
     let conf = gw.serverconf.current();
     let client = conf.clients.get(id)?;
     let w = ctx.w();
-    let can_edit = ctx
-        .session
-        .as_ref()
-        .is_some_and(|s| s.has_role(&ROLES, "security-officer"));
+    let can_edit = ctx.may("security-officer");
     Some(ClientView {
         w,
         base: BASE,
@@ -398,7 +246,7 @@ fn client_view<'a>(
             })
             .collect(),
         can_edit,
-        csrf: ctx.session.as_ref().map_or("", |s| s.csrf.as_str()),
+        csrf: ctx.csrf(),
         notice,
         error,
     })
@@ -410,7 +258,7 @@ async fn client_page(
     uri: Uri,
     Path(raw): Path<String>,
 ) -> Response {
-    let ctx = Ctx::of(&gw, &headers, &uri);
+    let ctx = ctx(&gw, &headers, &uri).await;
     if let Err(r) = ctx.require("observer") {
         return ctx.refused(r);
     }
@@ -438,10 +286,8 @@ fn change_allowed(
     raw: &str,
     form: &FormFields,
 ) -> Result<(SubsystemId, Vec<AccessRule>), Box<Response>> {
-    let session = ctx
-        .require("security-officer")
+    ctx.check_post("security-officer", headers, form)
         .map_err(|r| Box::new(ctx.refused(r)))?;
-    veksel_console::check_post(headers, session, form).map_err(|r| Box::new(ctx.refused(r)))?;
     let id = raw
         .replace(':', "/")
         .parse::<SubsystemId>()
@@ -490,7 +336,7 @@ async fn change_access(
     Path((raw, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let ctx = Ctx::of(&gw, &headers, &uri);
+    let ctx = ctx(&gw, &headers, &uri).await;
     let form = FormFields::parse(&body).unwrap_or_default();
     let (id, mut rules) = match change_allowed(&ctx, &gw, &headers, &raw, &form) {
         Ok(v) => v,
@@ -593,12 +439,11 @@ async fn log_page(
     uri: Uri,
     Query(f): Query<LogForm>,
 ) -> Response {
-    let ctx = Ctx::of(&gw, &headers, &uri);
-    let session = match ctx.require("observer") {
-        Ok(s) => s,
-        Err(r) => return ctx.refused(r),
-    };
-    let officer = session.has_role(&ROLES, "security-officer");
+    let ctx = ctx(&gw, &headers, &uri).await;
+    if let Err(r) = ctx.require("observer") {
+        return ctx.refused(r);
+    }
+    let officer = ctx.may("security-officer");
     let q = LogQuery {
         client: filled(f.client),
         service: filled(f.service),
@@ -651,7 +496,7 @@ async fn evidence(
     Path(request_id): Path<String>,
     Query(q): Query<SideQuery>,
 ) -> Response {
-    let ctx = Ctx::of(&gw, &headers, &uri);
+    let ctx = ctx(&gw, &headers, &uri).await;
     // Descriptors name end users: security officers only, as in the admin API.
     if let Err(r) = ctx.require("security-officer") {
         return ctx.refused(r);

@@ -438,6 +438,20 @@ async fn sessions_and_forms_refuse_what_a_browser_of_the_officer_did_not_send() 
     let resp = get_as(&http, &evidence, &observer_cookie).await;
     assert_eq!(resp.status(), 403);
 
+    // The observer's token revoked: its session ends with it.
+    let gw = net.sandbox().gateway(POPULATION).unwrap();
+    let row = veksel_store::tokens::list(&gw.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.description == "console test")
+        .unwrap();
+    veksel_store::tokens::revoke(&gw.db, &row.id, net.clock.now_ms())
+        .await
+        .unwrap();
+    let resp = get_as(&http, &format!("{admin}/console/"), &observer_cookie).await;
+    assert_eq!(resp.status(), 303);
+
     // The officer removes the right again: the call is refused again. Removing it a
     // second time (an old page) changes nothing and says so.
     let page = page_as(&http, &format!("{admin}{client_path}"), &cookie).await;
@@ -494,5 +508,199 @@ async fn sessions_and_forms_refuse_what_a_browser_of_the_officer_did_not_send() 
         "{csp}"
     );
     assert_eq!(resp.headers()["x-frame-options"], "DENY");
+    net.stop().await;
+}
+
+/// Applies to join the network as member `code` of class MUN; the request's number.
+async fn apply(http: &reqwest::Client, authority: &str, code: u32, name: &str) -> i64 {
+    let resp = http
+        .post(format!("{authority}/apply/v1"))
+        .json(&serde_json::json!({
+            "type": "member-application",
+            "member": format!("DEV/MUN/{code:08}"),
+            "name": name,
+            "gateway": format!("DEV/MUN/{code:08}/gw1"),
+            "address": "127.0.0.1:1",
+            "contact": "it@example.invalid",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    resp.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_officer_decides_applications_in_chromium() {
+    let net = Net::start(Backend::Sqlite).await.unwrap();
+    let (http, authority, token) = authority_client(&net);
+    let approved = apply(&http, &authority, 40_000_001, "Qeqqata Kommunia").await;
+    let declined = apply(&http, &authority, 40_000_002, "Not a municipality").await;
+    let unreasoned = apply(&http, &authority, 40_000_003, "Kommune Kujalleq").await;
+
+    let tls_cert = net
+        .sandbox()
+        .info
+        .authority_ca_file
+        .with_file_name("tls.pem");
+    let driver = Chromedriver::start().await;
+    let browser = chromium(
+        &driver,
+        &[format!(
+            "--ignore-certificate-errors-spki-list={}",
+            browser::spki_pin(&tls_cert)
+        )],
+    )
+    .await;
+    let axe = axe_source();
+
+    browser
+        .goto(&format!("{authority}/console/"))
+        .await
+        .unwrap();
+    wait_for(&browser, "#token", "authority-signin-missing").await;
+    type_keys(&browser, &format!("{token}{}", char::from(Key::Enter))).await;
+    let pending = wait_for(&browser, "#pending", "authority-overview-missing").await;
+    assert_eq!(pending.text().await.unwrap(), "3");
+    no_violations(&browser, &axe, "authority-overview").await;
+
+    // The waiting applications; the first approved by keyboard on its button.
+    pending.click().await.unwrap();
+    wait_for(
+        &browser,
+        &format!("#approve-{approved}"),
+        "authority-requests-missing",
+    )
+    .await;
+    no_violations(&browser, &axe, "authority-requests").await;
+    click(&browser, Locator::Css(&format!("#reason-{approved}"))).await;
+    // Back from the reason field to the approve button, by keyboard.
+    let shift_tab = format!("{}{}", char::from(Key::Shift), char::from(Key::Tab));
+    type_keys(&browser, &shift_tab).await;
+    assert_eq!(
+        focused_attr(&browser, "id").await,
+        Some(format!("approve-{approved}"))
+    );
+    press(&browser, Key::Enter).await;
+    let notice = wait_for(&browser, "#notice", "authority-approved-missing").await;
+    assert!(notice.text().await.unwrap().contains("approved"));
+    no_violations(&browser, &axe, "authority-approved").await;
+
+    // The second declined with a reason typed into its field, then Tab, Enter.
+    click(&browser, Locator::Css(&format!("#reason-{declined}"))).await;
+    type_keys(
+        &browser,
+        &format!("Not a public body{}", char::from(Key::Tab)),
+    )
+    .await;
+    press(&browser, Key::Enter).await;
+    let notice = wait_for(&browser, "#notice", "authority-declined-missing").await;
+    assert!(notice.text().await.unwrap().contains("declined"));
+    let recent = text_of(&browser, "#recent").await;
+    assert!(recent.contains("Not a public body"), "{recent}");
+    // Declining without a reason: refused, with the reason why at the top.
+    click(&browser, Locator::Css(&format!("#reason-{unreasoned}"))).await;
+    type_keys(&browser, &char::from(Key::Tab).to_string()).await;
+    press(&browser, Key::Enter).await;
+    let error = wait_for(&browser, "#decision-error", "authority-unreasoned-missing").await;
+    assert!(error.text().await.unwrap().contains("reason"));
+    no_violations(&browser, &axe, "authority-decline-refused").await;
+
+    // The approved member is in the registry; the others are not.
+    click(&browser, Locator::LinkText("Members")).await;
+    let members = wait_for(&browser, "#members", "authority-members-missing").await;
+    let members = members.text().await.unwrap();
+    assert!(members.contains("DEV/MUN/40000001") && members.contains("Qeqqata Kommunia"));
+    assert!(!members.contains("DEV/MUN/40000002") && !members.contains("DEV/MUN/40000003"));
+    no_violations(&browser, &axe, "authority-members").await;
+    let _ = browser.close().await;
+
+    // Without a browser: an observer sees the requests but cannot decide, and
+    // another site's form is refused even with the officer's session.
+    let resp = http
+        .post(format!("{authority}/api/v1/tokens"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"role": "observer", "description": "console test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let created: serde_json::Value = resp.json().await.unwrap();
+    let observer = created["token"].as_str().unwrap().to_owned();
+    let raw = reqwest::Client::builder()
+        .use_preconfigured_tls({
+            let ca = std::fs::read_to_string(&net.sandbox().info.authority_ca_file).unwrap();
+            veksel_pki::tls::https_client_config(&veksel_pki::certs_from_pem(&ca).unwrap()).unwrap()
+        })
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let observer_cookie = session(&raw, &authority, &observer).await;
+    let page = page_as(
+        &raw,
+        &format!("{authority}/console/requests"),
+        &observer_cookie,
+    )
+    .await;
+    assert!(page.contains(&format!("req-{unreasoned}")) && !page.contains("/approve"));
+    let csrf = csrf_of(&raw, &authority, &observer_cookie, "/console/").await;
+    let decide = format!("{authority}/console/requests/{unreasoned}/approve");
+    let resp = post_as(&raw, &decide, &observer_cookie, format!("csrf={csrf}")).await;
+    assert_eq!(resp.status(), 403);
+    let officer_cookie = session(&raw, &authority, &token).await;
+    let csrf = csrf_of(&raw, &authority, &officer_cookie, "/console/").await;
+    let resp = raw
+        .post(&decide)
+        .header("cookie", &officer_cookie)
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // An approved request cannot be decided again.
+    let again = format!("{authority}/console/requests/{approved}/decline");
+    let resp = post_as(
+        &raw,
+        &again,
+        &officer_cookie,
+        format!("csrf={csrf}&reason=late"),
+    )
+    .await;
+    assert_eq!(resp.status(), 409);
+    // The observer's token revoked: its session ends with it.
+    let resp = http
+        .delete(format!(
+            "{authority}/api/v1/tokens/{}",
+            created["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let resp = get_as(
+        &raw,
+        &format!("{authority}/console/requests"),
+        &observer_cookie,
+    )
+    .await;
+    assert_eq!(resp.status(), 303);
+    let members: serde_json::Value = http
+        .get(format!("{authority}/api/v1/members"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !members.to_string().contains("DEV/MUN/40000003"),
+        "the observer's and the other site's posts changed nothing"
+    );
     net.stop().await;
 }

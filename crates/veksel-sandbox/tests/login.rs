@@ -6,7 +6,7 @@
 mod common;
 
 use common::browser::{
-    Chromedriver, axe_source, axe_violations, chromium, focused_attr, press, screenshot,
+    Chromedriver, axe_source, axe_violations, chromium, focused_attr, press, screenshot, spki_pin,
 };
 use common::people::{Provider, REDIRECT, login_id, pkce, query_param, urlencode};
 use common::{Backend, Net};
@@ -512,21 +512,6 @@ async fn callback_server() -> (String, tokio::sync::mpsc::Receiver<String>) {
         let _ = axum::serve(listener, app).await;
     });
     (url, rx)
-}
-
-/// The SPKI pin of the authority's TLS certificate, for chromium to trust it
-/// without trusting anything else.
-fn spki_pin(cert_pem: &std::path::Path) -> String {
-    let script = format!(
-        "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | openssl base64 -A",
-        common::path(cert_pem)
-    );
-    let out = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,6 +99,16 @@ pub async fn authenticate(db: &Db, presented: &str) -> Result<Option<TokenPrinci
     }))
 }
 
+/// Whether token `id` exists and is not revoked.
+pub async fn is_active(db: &Db, id: &str) -> Result<bool, StoreError> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT 1 FROM api_tokens WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(row.is_some())
+}
+
 /// Lists tokens.
 pub async fn list(db: &Db) -> Result<Vec<TokenRow>, StoreError> {
     let rows: Vec<(String, String, String, i64, Option<i64>)> = sqlx::query_as(

@@ -140,3 +140,18 @@ pub async fn chromium(driver: &Chromedriver, args: &[String]) -> fantoccini::Cli
         .await
         .expect("a chromium session")
 }
+
+/// The SPKI pin of the authority's TLS certificate, for chromium to trust it
+/// without trusting anything else.
+pub fn spki_pin(cert_pem: &std::path::Path) -> String {
+    let script = format!(
+        "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | openssl base64 -A",
+        super::path(cert_pem)
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
