@@ -114,19 +114,7 @@ impl TokenKeys {
         })?;
         // The key of people's pairwise subjects: random once, kept like a key.
         let salt_path = keys_dir.join("subject.salt");
-        let subject_salt = if salt_path.exists() {
-            let text = veksel_pki::keys::read_secret_text(&salt_path)?;
-            hex::decode(text.trim()).map_err(|e| AuthorityError::DataDir {
-                path: salt_path.clone(),
-                message: e.to_string(),
-            })?
-        } else {
-            let mut salt = [0u8; 32];
-            aws_lc_rs::rand::fill(&mut salt)
-                .map_err(|_| AuthorityError::Signing("no randomness".into()))?;
-            veksel_pki::keys::write_secret_text(&salt_path, &hex::encode(salt))?;
-            salt.to_vec()
-        };
+        let subject_salt = veksel_pki::keys::load_or_create_salt(&salt_path)?;
         let keys = Self {
             dir: keys_dir,
             subject_salt,

@@ -512,7 +512,7 @@ async fn authorize(
             s.issuer(),
             &login_id,
             nonce,
-            &pkce_challenge(verifier),
+            &veksel_proto::oauth::pkce_challenge(verifier),
             level,
         );
         let mut r = see_other(&url);
@@ -551,12 +551,6 @@ fn set_cookie(r: &mut Response, cookie: &str) {
     if let Ok(v) = HeaderValue::from_str(cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
-}
-
-/// The S256 challenge of a PKCE verifier (RFC 7636 §4.2).
-fn pkce_challenge(verifier: &str) -> String {
-    URL_SAFE_NO_PAD
-        .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()).as_ref())
 }
 
 /// The relying party's error for a login the external provider could not finish;
@@ -1060,7 +1054,7 @@ pub(crate) async fn code_grant(s: &AppState, form: &Form) -> Result<Response, OA
             "redirect_uri differs from the authorization request's",
         ));
     }
-    let computed = pkce_challenge(verifier);
+    let computed = veksel_proto::oauth::pkce_challenge(verifier);
     if !bool::from(computed.as_bytes().ct_eq(challenge.as_bytes())) {
         return Err(invalid("code_verifier does not match the code_challenge"));
     }

@@ -7,8 +7,9 @@
 //! nothing but the node's own stylesheet.
 //!
 //! A session is a random 32-byte id in a `HttpOnly`, `Secure`, `SameSite=Strict`
-//! cookie, kept in memory as its SHA-256 (a node restart signs everyone out), ended
-//! after 30 idle minutes or 8 hours. Each has its own CSRF token, which every form
+//! cookie (`Lax` for a person, who arrives from the identity provider's site), kept
+//! in memory as its SHA-256 (a node restart signs everyone out), ended after 30 idle
+//! minutes or 8 hours. Each has its own CSRF token, which every form
 //! carries and every `POST` must present (compared in constant time); a `POST` from
 //! another origin (`Origin`, `Sec-Fetch-Site`) is refused before that.
 
@@ -33,6 +34,8 @@ pub use words::Words;
 pub const BASE: &str = "/console";
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "veksel_console";
+/// The role of a person's session: no admin role ranks it.
+pub const PERSON_ROLE: &str = "person";
 /// The language cookie.
 pub const LANG_COOKIE: &str = "veksel_lang";
 /// A session ends after this long without a request, ms.
@@ -145,6 +148,9 @@ pub struct Session {
     pub role: String,
     /// The token every form of this session carries.
     pub csrf: String,
+    /// For a person signed in with people's login: their person number (the
+    /// session then has no admin role at all).
+    pub person: Option<String>,
     created_ms: i64,
     last_seen_ms: i64,
 }
@@ -176,16 +182,89 @@ fn digest(id: &str) -> [u8; 32] {
 #[derive(Debug, Default)]
 pub struct Sessions {
     by_digest: Mutex<HashMap<[u8; 32], Session>>,
+    logins: Mutex<HashMap<String, PendingLogin>>,
 }
 
+/// A person's login on its way to the identity provider and back: what binds the
+/// answer to it.
+#[derive(Debug, Clone)]
+pub struct PendingLogin {
+    /// The PKCE verifier.
+    pub verifier: String,
+    /// The nonce the ID token must carry.
+    pub nonce: String,
+    created_ms: i64,
+}
+
+/// How long a person may take at the identity provider, ms.
+const LOGIN_TTL_MS: i64 = 10 * 60 * 1000;
+/// The cookie that ties a person's login to their browser.
+pub const LOGIN_COOKIE: &str = "veksel_me";
+
 impl Sessions {
+    /// Starts a person's login: its `state`, and what the answer must match.
+    pub fn start_login(&self, now_ms: i64) -> Option<(String, PendingLogin)> {
+        let (state, verifier, nonce) = (random_token()?, random_token()?, random_token()?);
+        let login = PendingLogin {
+            verifier,
+            nonce,
+            created_ms: now_ms,
+        };
+        let mut map = self.logins.lock().ok()?;
+        map.retain(|_, l| now_ms - l.created_ms < LOGIN_TTL_MS);
+        if map.len() >= MAX_SESSIONS {
+            return None;
+        }
+        map.insert(state.clone(), login.clone());
+        Some((state, login))
+    }
+
+    /// Ends a login whose answer names `state`, if the browser's login cookie names
+    /// it too and it is not too old; each login ends once.
+    pub fn finish_login(
+        &self,
+        headers: &HeaderMap,
+        state: &str,
+        now_ms: i64,
+    ) -> Option<PendingLogin> {
+        let cookie_state = cookie(headers, LOGIN_COOKIE)?;
+        if !bool::from(cookie_state.as_bytes().ct_eq(state.as_bytes())) {
+            return None;
+        }
+        let login = self.logins.lock().ok()?.remove(state)?;
+        (now_ms - login.created_ms < LOGIN_TTL_MS).then_some(login)
+    }
+
     /// Opens a session for `principal`; returns the `Set-Cookie` value.
     pub fn open(&self, principal: &TokenPrincipal, now_ms: i64) -> Option<String> {
+        self.insert(principal.id.clone(), principal.role.clone(), None, now_ms)
+    }
+
+    /// Opens a session for a person whose login verified `person`; returns the
+    /// `Set-Cookie` value.
+    pub fn open_person(&self, person: &str, now_ms: i64) -> Option<String> {
+        self.insert(
+            "person".into(),
+            PERSON_ROLE.into(),
+            Some(person.to_owned()),
+            now_ms,
+        )
+    }
+
+    fn insert(
+        &self,
+        token_id: String,
+        role: String,
+        person: Option<String>,
+        now_ms: i64,
+    ) -> Option<String> {
+        let is_person = person.is_some();
         let (id, csrf) = (random_token()?, random_token()?);
         let session = Session {
-            token_id: principal.id.clone(),
-            role: principal.role.clone(),
+            token_id,
+            role,
             csrf,
+            person,
             created_ms: now_ms,
             last_seen_ms: now_ms,
         };
@@ -200,8 +279,13 @@ impl Sessions {
             map.remove(&oldest);
         }
         map.insert(digest(&id), session);
+        // A person arrives from the identity provider's site, so their session's
+        // cookie must travel on that navigation (Lax); it reads only their own
+        // lookups, and every form still needs its CSRF token. An operator's session
+        // stays Strict.
+        let same_site = if is_person { "Lax" } else { "Strict" };
         Some(format!(
-            "{SESSION_COOKIE}={id}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
+            "{SESSION_COOKIE}={id}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite={same_site}",
             MAX_AGE_MS / 1000
         ))
     }
@@ -515,8 +599,8 @@ impl Ctx {
         let lang = Lang::choose(headers);
         let session = sessions.current(headers, now_ms);
         let path = uri.path();
-        let nav = match session {
-            Some(_) => site
+        let nav = match &session {
+            Some(s) if s.person.is_none() => site
                 .nav
                 .iter()
                 .map(|(to, label)| {
@@ -528,7 +612,7 @@ impl Ctx {
                     }
                 })
                 .collect(),
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         let here = uri.path_and_query().map_or(path, |p| p.as_str());
         Self {
@@ -555,7 +639,7 @@ impl Ctx {
         node: String,
     ) -> Self {
         let mut ctx = Self::new(site, sessions, now_ms, headers, uri, node);
-        if let Some(s) = &ctx.session {
+        if let Some(s) = ctx.session.as_ref().filter(|s| s.person.is_none()) {
             let active = veksel_store::tokens::is_active(db, &s.token_id).await;
             if !matches!(active, Ok(true)) {
                 sessions.close_token(&s.token_id);
@@ -595,6 +679,11 @@ impl Ctx {
             Some(s) if s.has_role(self.ranks, role) => Ok(s),
             Some(_) => Err(Refusal::Role),
         }
+    }
+
+    /// The person signed in with people's login, if a person is.
+    pub fn person(&self) -> Option<&str> {
+        self.session.as_ref().and_then(|s| s.person.as_deref())
     }
 
     /// Whether the session's role is `role` or above.
@@ -870,7 +959,12 @@ async fn sign_out_route<N: Node>(
 ) -> Response {
     let ctx = Ctx::of(node.as_ref(), &headers, &uri).await;
     let form = FormFields::parse(&body).unwrap_or_default();
-    if let Err(r) = ctx.check_post(node.site().ranks[0], &headers, &form) {
+    // Anyone signed in may sign out, a person as well as an operator.
+    let checked = match &ctx.session {
+        None => Err(Refusal::SignedOut),
+        Some(s) => check_post(&headers, ctx.host.as_deref(), s, &form),
+    };
+    if let Err(r) = checked {
         return ctx.refused(r);
     }
     node.sessions().close(&headers);
@@ -994,6 +1088,7 @@ mod tests {
             token_id: "t".into(),
             role: "security-officer".into(),
             csrf: String::new(),
+            person: None,
             created_ms: 0,
             last_seen_ms: 0,
         };

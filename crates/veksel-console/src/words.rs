@@ -95,6 +95,18 @@ pub struct Words {
     pub declined_notice: &'static str,
     pub name: &'static str,
     pub decided_by: &'static str,
+    // The citizens' data tracker.
+    pub my_lookups: &'static str,
+    pub my_lookups_intro: &'static str,
+    pub log_in_person: &'static str,
+    pub log_in_person_hint: &'static str,
+    pub no_lookups: &'static str,
+    pub when: &'static str,
+    pub organisation: &'static str,
+    pub why: &'static str,
+    pub people_login_off: &'static str,
+    pub person_login_failed: &'static str,
+    pub signed_in_person: &'static str,
 }
 
 /// English.
@@ -187,6 +199,17 @@ pub const EN: Words = Words {
     declined_notice: "The request is declined.",
     name: "Name",
     decided_by: "Decided by",
+    my_lookups: "Who has used data about me",
+    my_lookups_intro: "Every lookup of your data in this register through the data exchange, newest first. Only you see this list.",
+    log_in_person: "Log in to see who looked up your data",
+    log_in_person_hint: "You log in with the national login; this register learns your person number to find the lookups.",
+    no_lookups: "Nobody has looked up data about you here.",
+    when: "When",
+    organisation: "Organisation",
+    why: "Case they gave",
+    people_login_off: "This register offers no login for people.",
+    person_login_failed: "The login did not succeed. Try again.",
+    signed_in_person: "Person number",
 };
 
 /// Danish.
@@ -279,4 +302,15 @@ pub const DA: Words = Words {
     declined_notice: "Anmodningen er afvist.",
     name: "Navn",
     decided_by: "Afgjort af",
+    my_lookups: "Hvem har brugt data om mig",
+    my_lookups_intro: "Hvert opslag af dine data i dette register gennem dataudvekslingen, nyeste først. Kun du ser denne liste.",
+    log_in_person: "Log ind for at se, hvem der har slået dine data op",
+    log_in_person_hint: "Du logger ind med det nationale login; registret får dit personnummer for at finde opslagene.",
+    no_lookups: "Ingen har slået data om dig op her.",
+    when: "Hvornår",
+    organisation: "Organisation",
+    why: "Sag de angav",
+    people_login_off: "Dette register tilbyder ikke login for borgere.",
+    person_login_failed: "Login lykkedes ikke. Prøv igen.",
+    signed_in_person: "Personnummer",
 };

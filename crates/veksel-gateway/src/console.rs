@@ -30,6 +30,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/console/clients/{id}/access/{action}", post(change_access))
         .route("/console/log", get(log_page))
         .route("/console/log/{request_id}/evidence", get(evidence))
+        .route("/console/me", get(me))
+        .route("/console/me/login", get(me_login))
+        .route("/console/me/callback", get(me_callback))
         .layer(axum::extract::DefaultBodyLimit::max(
             veksel_console::MAX_FORM,
         ))
@@ -543,6 +546,190 @@ async fn evidence(
         Err(e) => {
             tracing::info!(error = %e, "no evidence for the console");
             ctx.not_found(&request_id)
+        }
+    }
+}
+
+// === The citizens' data tracker ===
+
+struct LookupLine {
+    at: String,
+    organisation: String,
+    service: String,
+    why: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/me.html")]
+struct MeView<'a> {
+    w: &'static Words,
+    base: &'a str,
+    person: Option<&'a str>,
+    lookups: Vec<LookupLine>,
+    available: bool,
+    failed: bool,
+}
+
+/// A person's own page: who looked up data about them in this register. Signed
+/// out, it offers the national login.
+async fn me(State(gw): State<Arc<Gateway>>, headers: HeaderMap, uri: Uri) -> Response {
+    let ctx = ctx(&gw, &headers, &uri).await;
+    let w = ctx.w();
+    let mut view = MeView {
+        w,
+        base: BASE,
+        person: ctx.person(),
+        lookups: Vec::new(),
+        available: gw.config.people_client.is_some(),
+        failed: uri.query() == Some("failed"),
+    };
+    if let Some(person) = ctx.person() {
+        let lookups = match msglog::lookups_about(&gw.db, &gw.subject_hash(person), 500).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "lookups could not be read");
+                return ctx.unavailable(w.my_lookups);
+            }
+        };
+        let names: std::collections::HashMap<String, String> = gw
+            .conf
+            .latest()
+            .map(|c| {
+                c.conf()
+                    .members
+                    .iter()
+                    .map(|m| (m.id.to_string(), m.name.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        view.lookups = lookups
+            .into_iter()
+            .map(|l| {
+                let member = l
+                    .client
+                    .parse::<SubsystemId>()
+                    .map(|c| c.member().to_string())
+                    .unwrap_or_default();
+                LookupLine {
+                    at: l.at,
+                    organisation: match names.get(&member) {
+                        Some(name) => format!("{name} ({})", l.client),
+                        None => l.client,
+                    },
+                    service: l.service,
+                    why: l.issue.unwrap_or_default(),
+                }
+            })
+            .collect();
+    }
+    ctx.page(StatusCode::OK, w.my_lookups, &view)
+}
+
+fn me_redirect_uri(gw: &Gateway) -> String {
+    format!("{}{BASE}/me/callback", gw.config.console_url())
+}
+
+/// Sends the person to the network's login, as the relying party `people_client`.
+async fn me_login(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let failed = || veksel_console::see_other(&format!("{BASE}/me?failed"), None);
+    let (Some(client), Some(conf)) = (&gw.config.people_client, gw.conf.latest()) else {
+        return failed();
+    };
+    let Some(issuer) = conf.conf().token_service.as_ref().map(|t| t.issuer.clone()) else {
+        return failed();
+    };
+    let Some((state, login)) = gw.console.start_login(gw.clock.now_ms()) else {
+        return failed();
+    };
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client.to_string())
+        .append_pair("redirect_uri", &me_redirect_uri(&gw))
+        .append_pair("scope", "openid")
+        .append_pair("state", &state)
+        .append_pair("nonce", &login.nonce)
+        .append_pair(
+            "code_challenge",
+            &veksel_proto::oauth::pkce_challenge(&login.verifier),
+        )
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("ui_locales", veksel_console::Lang::choose(&headers).code())
+        .finish();
+    veksel_console::see_other(
+        &format!("{issuer}/oidc/v1/authorize?{query}"),
+        Some(&format!(
+            "{}={state}; Path={BASE}/me; Max-Age=600; HttpOnly; Secure; SameSite=Lax",
+            veksel_console::LOGIN_COOKIE
+        )),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+}
+
+/// The way back from the network's login: the code redeemed with the member's key,
+/// the ID token verified with the provider's keys of the global configuration,
+/// issued to `people_client` for this login's nonce; then the person's session.
+async fn me_callback(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Query(q): Query<Callback>,
+) -> Response {
+    let failed = || veksel_console::see_other(&format!("{BASE}/me?failed"), None);
+    let now_ms = gw.clock.now_ms();
+    let (Some(client), Some(state)) = (&gw.config.people_client, q.state.as_deref()) else {
+        return failed();
+    };
+    let Some(login) = gw.console.finish_login(&headers, state, now_ms) else {
+        return failed();
+    };
+    let Some(code) = q.code.as_deref() else {
+        return failed();
+    };
+    let now = now_ms.div_euclid(1000);
+    let answer = crate::tokens::redeem_code(
+        &gw.conf,
+        &gw.keys.get(),
+        client,
+        code,
+        &me_redirect_uri(&gw),
+        &login.verifier,
+        now,
+    )
+    .await;
+    let person = answer.map_err(|e| e.to_string()).and_then(|a| {
+        let token = a["id_token"].as_str().ok_or("no id_token")?.to_owned();
+        let conf = gw
+            .conf
+            .current(veksel_id::Origin::ClientProxy)
+            .map_err(|f| f.message)?;
+        let claims = conf.id_token(&token, now).map_err(|e| e.to_string())?;
+        let same_nonce = claims.nonce.as_deref().is_some_and(|n| {
+            bool::from(subtle::ConstantTimeEq::ct_eq(
+                n.as_bytes(),
+                login.nonce.as_bytes(),
+            ))
+        });
+        if !same_nonce {
+            return Err("the ID token is for another login (nonce)".to_owned());
+        }
+        veksel_proto::person::accept(&claims, &token, &client.to_string(), now)
+            .map_err(|e| e.to_string())
+    });
+    match person {
+        Ok(p) => match gw.console.open_person(&p.id, now_ms) {
+            Some(cookie) => {
+                tracing::info!(level = %p.level, "a person signed in to see their lookups");
+                veksel_console::see_other(&format!("{BASE}/me"), Some(&cookie))
+            }
+            None => failed(),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "a person's login could not be completed");
+            failed()
         }
     }
 }

@@ -43,7 +43,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use veksel_id::{GatewayId, MemberId};
+use veksel_id::{GatewayId, MemberId, SubsystemId};
 use veksel_net::{ServerLimits, Shutdown};
 use veksel_pki::ca::make_csr;
 use veksel_pki::{KeyFile, certs_from_pem};
@@ -171,6 +171,15 @@ pub struct GatewayConfig {
     /// How often the gateway witnesses the ledger and anchors its message log, ms.
     #[serde(default = "default_ledger_interval")]
     pub ledger_interval_ms: u64,
+    /// The subsystem hosted here as whose relying party people log in to the console
+    /// to see who looked up their data (registered with the redirect URI
+    /// `{console_url}/console/me/callback`); none: people cannot log in here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub people_client: Option<SubsystemId>,
+    /// Where people's browsers reach the console (the admin listener by default,
+    /// `http://{admin_listen}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_url: Option<String>,
 }
 
 fn default_ledger_interval() -> u64 {
@@ -264,7 +273,16 @@ impl GatewayConfig {
             batch_signing: None,
             witness: true,
             ledger_interval_ms: default_ledger_interval(),
+            people_client: None,
+            console_url: None,
         }
+    }
+
+    /// Where people's browsers reach the console.
+    pub fn console_url(&self) -> String {
+        self.console_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.admin_listen))
     }
 
     /// The `full`-mode capture budget in force, bytes.
@@ -309,6 +327,8 @@ pub mod files {
     pub const CONF_CACHE: &str = "globalconf.jws";
     /// SQLite database.
     pub const DB: &str = "gateway.db";
+    /// The salt of the hashes of the persons requests are about (0600).
+    pub const SUBJECT_SALT: &str = "subject.salt";
 }
 
 fn signing_stem(member: &MemberId) -> String {
@@ -628,6 +648,8 @@ pub struct Gateway {
     pub tokens: tokens::TokenCache,
     /// Sessions of the console's pages.
     pub console: veksel_console::Sessions,
+    /// Keys the hashes of the persons requests are about (`subject.salt`).
+    subject_key: aws_lc_rs::hmac::Key,
 }
 
 impl Gateway {
@@ -644,6 +666,13 @@ impl Gateway {
     /// This gateway's id.
     pub fn id(&self) -> &GatewayId {
         &self.config.id
+    }
+
+    /// The salted hash of a person number, as the message log keeps the person a
+    /// request is about: without the salt, which never leaves this gateway, a hash
+    /// cannot be tried against the few million possible numbers.
+    pub fn subject_hash(&self, person: &str) -> String {
+        hex::encode(aws_lc_rs::hmac::sign(&self.subject_key, person.as_bytes()).as_ref())
     }
 }
 
@@ -791,6 +820,10 @@ pub async fn start(
             &std::fs::read_to_string(f).map_err(|e| io_err(f, e))?,
         )?);
     }
+    let subject_key = aws_lc_rs::hmac::Key::new(
+        aws_lc_rs::hmac::HMAC_SHA256,
+        &veksel_pki::keys::load_or_create_salt(&dir.join(files::SUBJECT_SALT))?,
+    );
     let backends = clients::backend_client(&backend_roots)
         .map_err(|e| GatewayError::Config(format!("backend TLS: {e}")))?;
 
@@ -810,6 +843,7 @@ pub async fn start(
         renewal_lock: tokio::sync::Mutex::new(()),
         tokens: tokens::TokenCache::default(),
         console: veksel_console::Sessions::default(),
+        subject_key,
         config: config.clone(),
         clock: clock.clone(),
         conf: conf.clone(),

@@ -137,4 +137,13 @@ ALTER TABLE message_log ADD COLUMN person_id TEXT;
 CREATE INDEX message_log_person ON message_log (person_id, logged_at)
 "#,
     },
+    Migration {
+        version: 13,
+        name: "the persons requests are about",
+        sql: r#"
+ALTER TABLE services ADD COLUMN about_person TEXT;
+ALTER TABLE message_log ADD COLUMN subject_hash TEXT;
+CREATE INDEX message_log_subject ON message_log (subject_hash, logged_at)
+"#,
+    },
 ];

@@ -113,6 +113,39 @@ pub struct ServiceConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub person_level: Option<veksel_proto::person::Level>,
+    /// Where a request names the person it is about (`{"path_segment": 0}` or
+    /// `{"query": "pid"}`): the log then keeps a salted hash of that number, by which
+    /// the person finds who looked them up (the citizens' data tracker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub about_person: Option<PersonParam>,
+}
+
+/// Where a request names the person it is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PersonParam {
+    /// The n-th segment (from 0) of the path after the service code.
+    PathSegment(usize),
+    /// A query parameter.
+    Query(String),
+}
+
+impl PersonParam {
+    /// The person number a request names, if it names one that could be one (1 to 64
+    /// visible ASCII characters).
+    pub fn person(&self, segments: &[String], query: Option<&str>) -> Option<String> {
+        let value = match self {
+            Self::PathSegment(i) => segments.get(*i).cloned(),
+            Self::Query(name) => form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned()),
+        }?;
+        let ok = !value.is_empty()
+            && value.len() <= veksel_proto::person::MAX_PERSON_ID_LEN
+            && value.bytes().all(|b| b.is_ascii_graphic());
+        ok.then_some(value)
+    }
 }
 
 /// A scope a service requires of the access tokens its callers present.
@@ -398,14 +431,25 @@ impl ServerConfStore {
             String,
             String,
             Option<String>,
+            Option<String>,
         );
         let services: Vec<ServiceRow> = sqlx::query_as(
-            "SELECT client_id, code, base_url, timeout_ms, enabled, openapi, endpoints, scopes, person_level FROM services",
+            "SELECT client_id, code, base_url, timeout_ms, enabled, openapi, endpoints, scopes, person_level, about_person FROM services",
         )
         .fetch_all(self.db.pool())
         .await?;
-        for (cid, code, base_url, timeout_ms, enabled, openapi, endpoints, scopes, person_level) in
-            services
+        for (
+            cid,
+            code,
+            base_url,
+            timeout_ms,
+            enabled,
+            openapi,
+            endpoints,
+            scopes,
+            person_level,
+            about_person,
+        ) in services
         {
             if let Some(c) = clients.values_mut().find(|c| c.id.to_string() == cid) {
                 c.services.insert(
@@ -422,6 +466,10 @@ impl ServerConfStore {
                             Some(l) => Some(veksel_proto::person::Level::from_acr(&l).ok_or_else(
                                 || StoreError::Corrupt(format!("person level {l:?}")),
                             )?),
+                        },
+                        about_person: match about_person {
+                            None => None,
+                            Some(p) => Some(parse_json(&p, "about_person")?),
                         },
                     },
                 );
@@ -552,12 +600,12 @@ impl ServerConfStore {
         }
         let mut tx = self.db.pool().begin().await?;
         sqlx::query(
-            "INSERT INTO services (client_id, code, base_url, timeout_ms, enabled, openapi, endpoints, scopes, person_level)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            "INSERT INTO services (client_id, code, base_url, timeout_ms, enabled, openapi, endpoints, scopes, person_level, about_person)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (client_id, code) DO UPDATE SET base_url = excluded.base_url,
                timeout_ms = excluded.timeout_ms, enabled = excluded.enabled,
                openapi = excluded.openapi, endpoints = excluded.endpoints, scopes = excluded.scopes,
-               person_level = excluded.person_level",
+               person_level = excluded.person_level, about_person = excluded.about_person",
         )
         .bind(id.to_string())
         .bind(code)
@@ -568,6 +616,7 @@ impl ServerConfStore {
         .bind(json(&s.endpoints))
         .bind(json(&s.scopes))
         .bind(s.person_level.map(|l| l.as_str()))
+        .bind(s.about_person.as_ref().map(json))
         .execute(&mut *tx)
         .await?;
         self.commit(tx, change).await
@@ -751,6 +800,7 @@ mod tests {
             endpoints: vec![Endpoint::any()],
             scopes: vec![],
             person_level: None,
+            about_person: None,
         };
         assert!(validate_service("persons", &ok).is_ok());
         assert!(validate_service("listMethods", &ok).is_err());

@@ -85,6 +85,58 @@ pub async fn fetch(
     now: i64,
     grant: &Grant,
 ) -> Result<TokenResponse, TokenFetchError> {
+    let assertion = member_assertion(conf_client, keys, grant, now)?;
+    let form = format!(
+        "grant_type={}&assertion={assertion}",
+        veksel_proto::oauth::JWT_BEARER_GRANT.replace(':', "%3A")
+    );
+    let bytes = post_form(conf_client, form).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| TokenFetchError::Unreachable(format!("not a token answer: {e}")))
+}
+
+/// Redeems an authorization code of people's login for `client`, a subsystem whose
+/// member's key this gateway holds (`private_key_jwt`); the token endpoint's answer.
+pub async fn redeem_code(
+    conf_client: &ConfClient,
+    keys: &KeyStore,
+    client: &veksel_id::SubsystemId,
+    code: &str,
+    redirect_uri: &str,
+    verifier: &str,
+    now: i64,
+) -> Result<serde_json::Value, TokenFetchError> {
+    let grant = Grant {
+        client: client.to_string(),
+        scope: String::new(),
+        resources: vec![],
+        consumer_org: None,
+    };
+    let assertion = member_assertion(conf_client, keys, &grant, now)?;
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("grant_type", "authorization_code")
+        .append_pair("code", code)
+        .append_pair("redirect_uri", redirect_uri)
+        .append_pair("code_verifier", verifier)
+        .append_pair(
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        )
+        .append_pair("client_assertion", &assertion)
+        .finish();
+    let bytes = post_form(conf_client, form).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| TokenFetchError::Unreachable(format!("not a token answer: {e}")))
+}
+
+/// A client assertion for `grant`'s client, signed with its member's key, for the
+/// token service named in the global configuration.
+fn member_assertion(
+    conf_client: &ConfClient,
+    keys: &KeyStore,
+    grant: &Grant,
+    now: i64,
+) -> Result<String, TokenFetchError> {
     let conf = conf_client.latest().ok_or(TokenFetchError::NoService)?;
     let issuer = conf
         .conf()
@@ -100,18 +152,21 @@ pub async fn fetch(
     let signer = keys
         .signer(client.member())
         .ok_or_else(|| TokenFetchError::NoKey(client.member().to_string()))?;
-    let assertion = grant
+    grant
         .assertion(
             signer.as_ref(),
             &issuer,
             now,
             &uuid::Uuid::new_v4().to_string(),
         )
-        .map_err(|e| TokenFetchError::Unreachable(format!("signing the assertion: {e}")))?;
-    let form = format!(
-        "grant_type={}&assertion={assertion}",
-        veksel_proto::oauth::JWT_BEARER_GRANT.replace(':', "%3A")
-    );
+        .map_err(|e| TokenFetchError::Unreachable(format!("signing the assertion: {e}")))
+}
+
+/// Posts a form to the token endpoint; the answer's body if it succeeded.
+async fn post_form(
+    conf_client: &ConfClient,
+    form: String,
+) -> Result<bytes::Bytes, TokenFetchError> {
     let url = format!("{}/oauth/v1/token", conf_client.anchor().authority_url);
     let resp = conf_client
         .http()
@@ -136,6 +191,5 @@ pub async fn fetch(
                 .to_owned(),
         });
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| TokenFetchError::Unreachable(format!("{url}: not a token answer: {e}")))
+    Ok(bytes)
 }

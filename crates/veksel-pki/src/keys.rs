@@ -108,6 +108,21 @@ pub fn read_secret_text(path: &Path) -> Result<String, PkiError> {
     read_private(path)
 }
 
+/// A 32-byte secret (a salt, an HMAC key) kept hex-encoded at `path` with mode
+/// 0600: read if it exists, made from fresh randomness if not.
+pub fn load_or_create_salt(path: &Path) -> Result<Vec<u8>, PkiError> {
+    if path.exists() {
+        let text = read_secret_text(path)?;
+        return hex::decode(text.trim())
+            .map_err(|e| PkiError::Key(format!("{}: {e}", path.display())));
+    }
+    let mut salt = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut salt)
+        .map_err(|_| PkiError::Key("no randomness for a salt".into()))?;
+    write_secret_text(path, &hex::encode(salt))?;
+    Ok(salt.to_vec())
+}
+
 /// Writes a secret (a key, a salt) with mode 0600, atomically.
 pub fn write_secret_text(path: &Path, text: &str) -> Result<(), PkiError> {
     write_private(path, text)

@@ -44,6 +44,10 @@ pub struct Org {
     pub slug: &'static str,
 }
 
+/// The population register's index in [`ORGS`]: its console shows people who
+/// looked them up.
+pub const POPULATION_INDEX: usize = 0;
+
 /// The three organisations: a population register agency, a tax agency, a municipality.
 pub const ORGS: [Org; 3] = [
     Org {
@@ -515,6 +519,9 @@ impl Sandbox {
                 config.stamp_interval_secs = options.stamp_interval_secs;
                 config.hsm = options.hsm.get(&i).cloned();
                 config.ledger_interval_ms = options.ledger_interval_ms;
+                if i == POPULATION_INDEX {
+                    config.people_client = Some(org.subsystem_id().parse()?);
+                }
                 if let Databases::Postgres { gateways, .. } = &options.databases {
                     config.database_url = Some(gateways[i].clone());
                 }
@@ -858,7 +865,25 @@ async fn configure_gateways(gws: &[GatewayInfo], ports: &Ports) -> Result<()> {
         Method::PUT,
         &format!("{pop_url}/services/persons"),
         &pop.admin_token,
-        Some(json!({"base_url": format!("http://127.0.0.1:{}/persons", ports.population_backend), "openapi": persons_openapi.to_string()})),
+        // A lookup names its person in the path: the register's log keeps a salted
+        // hash of the number, by which the person finds who looked them up.
+        Some(
+            json!({"base_url": format!("http://127.0.0.1:{}/persons", ports.population_backend),
+            "openapi": persons_openapi.to_string(), "about_person": {"path_segment": 0}}),
+        ),
+    )
+    .await?;
+    // People log in to the register's console as its subsystem's relying party.
+    call(
+        &api,
+        Method::POST,
+        &format!("{}/api/v1/management-requests", pop.admin_url),
+        &pop.admin_token,
+        Some(
+            json!({"type": "relying-party-registration", "subsystem": population.subsystem_id(),
+            "name": "Population register: who used data about me",
+            "redirect_uris": [format!("{}/console/me/callback", pop.admin_url)]}),
+        ),
     )
     .await?;
     call(

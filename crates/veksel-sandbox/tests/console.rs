@@ -8,7 +8,8 @@
 mod common;
 
 use common::browser::{
-    Chromedriver, axe_source, axe_violations, chromium, focused_attr, press, screenshot, type_keys,
+    Chromedriver, axe_source, axe_violations, chromium, chromium_trusting_authority, focused_attr,
+    press, screenshot, type_keys, wait_for,
 };
 use common::*;
 use fantoccini::Locator;
@@ -38,26 +39,6 @@ async fn text_of(browser: &fantoccini::Client, css: &str) -> String {
 
 async fn click(browser: &fantoccini::Client, locator: Locator<'_>) {
     browser.find(locator).await.unwrap().click().await.unwrap();
-}
-
-/// Waits for an element, keeping a screenshot if it never comes.
-async fn wait_for(
-    browser: &fantoccini::Client,
-    css: &str,
-    shot: &str,
-) -> fantoccini::elements::Element {
-    match browser
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(css))
-        .await
-    {
-        Ok(e) => e,
-        Err(_) => {
-            screenshot(browser, shot).await;
-            panic!("{css} did not appear: {}", browser.source().await.unwrap());
-        }
-    }
 }
 
 async fn no_violations(browser: &fantoccini::Client, axe: &str, page: &str) {
@@ -540,20 +521,8 @@ async fn a_registration_officer_decides_applications_in_chromium() {
     let declined = apply(&http, &authority, 40_000_002, "Not a municipality").await;
     let unreasoned = apply(&http, &authority, 40_000_003, "Kommune Kujalleq").await;
 
-    let tls_cert = net
-        .sandbox()
-        .info
-        .authority_ca_file
-        .with_file_name("tls.pem");
     let driver = Chromedriver::start().await;
-    let browser = chromium(
-        &driver,
-        &[format!(
-            "--ignore-certificate-errors-spki-list={}",
-            browser::spki_pin(&tls_cert)
-        )],
-    )
-    .await;
+    let browser = chromium_trusting_authority(&driver, &net).await;
     let axe = axe_source();
 
     browser

@@ -6,7 +6,8 @@
 mod common;
 
 use common::browser::{
-    Chromedriver, axe_source, axe_violations, chromium, focused_attr, press, screenshot, spki_pin,
+    Chromedriver, axe_source, axe_violations, chromium_trusting_authority, focused_attr, press,
+    screenshot,
 };
 use common::people::{Provider, REDIRECT, login_id, pkce, query_param, urlencode};
 use common::{Backend, Net};
@@ -528,20 +529,8 @@ async fn a_person_logs_in_by_keyboard_in_chromium() {
         .await,
         201
     );
-    let tls_cert = net
-        .sandbox()
-        .info
-        .authority_ca_file
-        .with_file_name("tls.pem");
     let driver = Chromedriver::start().await;
-    let browser = chromium(
-        &driver,
-        &[format!(
-            "--ignore-certificate-errors-spki-list={}",
-            spki_pin(&tls_cert)
-        )],
-    )
-    .await;
+    let browser = chromium_trusting_authority(&driver, &net).await;
     let axe = axe_source();
 
     let (verifier, challenge) = pkce();

@@ -50,19 +50,23 @@ async fn openssl_accepts_certificates_and_signatures() {
         assert!(ok, "{} signing certificate: {out}", org.slug);
     }
 
-    // Every private key on disk is readable by its owner only.
-    let mut keys = 0;
+    // Every private key and salt on disk is readable by its owner only.
+    let (mut keys, mut salts) = (0, 0);
     let mut stack = vec![root.to_owned()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "key") {
+            } else if p.extension().is_some_and(|x| x == "key" || x == "salt") {
                 use std::os::unix::fs::PermissionsExt;
                 let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
                 assert_eq!(mode, 0o600, "{}", p.display());
-                keys += 1;
+                if p.extension().is_some_and(|x| x == "key") {
+                    keys += 1;
+                } else {
+                    salts += 1;
+                }
             }
         }
     }
@@ -70,6 +74,11 @@ async fn openssl_accepts_certificates_and_signatures() {
         keys,
         6 + 3 * 3,
         "CA, configuration-signing, TLS, TSA, ledger and token-signing keys, and three keys per gateway (authentication, signing, witness)"
+    );
+    assert_eq!(
+        salts,
+        1 + 3,
+        "the authority's salt of pairwise subjects, each gateway's of the persons requests are about"
     );
 
     // The global configuration JWS verifies with the anchor's certificate.

@@ -120,7 +120,17 @@ async fn exchange(
     let verified = verified?;
     let answer = answer?;
     op.record.response_in_ts = Some(gw.clock.now_ms());
-    finish(gw, op, &head, verified, answer, log_mode).await
+    let subject_hash = service
+        .as_ref()
+        .and_then(|svc| svc.about_person.as_ref())
+        .and_then(|p| {
+            p.person(
+                &r1::decoded_segments(&head.target.service_path),
+                head.target.query.as_deref(),
+            )
+        })
+        .map(|person| gw.subject_hash(&person));
+    finish(gw, op, &head, verified, answer, log_mode, subject_hash).await
 }
 
 fn request_timeout(gw: &Gateway) -> Duration {
@@ -622,6 +632,7 @@ async fn finish(
     (request, request_capture): Verified,
     answer: Response<GwBody>,
     log_mode: LogMode,
+    subject_hash: Option<String>,
 ) -> Result<Response<GwBody>, Fault> {
     let request_hash = descriptor::request_hash(&request.bytes);
     let (parts, rbody) = answer.into_parts();
@@ -654,6 +665,7 @@ async fn finish(
         log_mode,
         request,
         request_capture,
+        subject_hash,
     };
     let capture = gw
         .capture_policy(log_mode)
@@ -702,6 +714,7 @@ struct SignAndLog {
     log_mode: LogMode,
     request: Signed<RequestDescriptor>,
     request_capture: Capture,
+    subject_hash: Option<String>,
 }
 
 impl SignAndLog {
@@ -768,6 +781,7 @@ impl SignAndLog {
             &self.request,
             response,
             (self.request_capture, response_capture),
+            self.subject_hash,
         )
         .await
     }

@@ -897,6 +897,8 @@ impl Verify {
             &self.request,
             &response,
             (self.request_capture, capture),
+            // Which parameter names the person is the provider's to say.
+            None,
         )
         .await?;
         Ok(sizes)

@@ -43,6 +43,7 @@ pub(crate) async fn log_exchange(
     request: &Signed<RequestDescriptor>,
     response: &Signed<ResponseDescriptor>,
     bodies: (Capture, Capture),
+    subject_hash: Option<String>,
 ) -> Result<bool, Fault> {
     if mode == LogMode::Off {
         return Ok(false);
@@ -73,6 +74,7 @@ pub(crate) async fn log_exchange(
         created_at: q.created_at_ms,
         logged_at: gw.clock.now_ms(),
         person_id: q.person.as_ref().map(|p| p.id.clone()),
+        subject_hash,
         signing_chains: [request.kept_chain(), response.kept_chain()]
             .into_iter()
             .flatten()

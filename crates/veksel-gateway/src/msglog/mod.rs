@@ -81,6 +81,9 @@ pub struct MessageRecord {
     /// The person both gateways verified (from the request descriptor), to find a
     /// person's records by.
     pub person_id: Option<String>,
+    /// The salted hash of the person the request is about, where the service says
+    /// which parameter names them (see [`crate::Gateway::subject_hash`]).
+    pub subject_hash: Option<String>,
     /// The chains of the two signing certificates, by their leaf's `x5t#S256`, as
     /// [`veksel_proto::peer::encode_chain`] writes them: kept once per certificate.
     pub signing_chains: Vec<(String, String)>,
@@ -308,6 +311,59 @@ pub async fn query_messages(db: &Db, q: &LogQuery) -> Result<Vec<LoggedMessage>,
                 response_size: r.try_get(18)?,
                 created_at: veksel_proto::rfc3339(r.try_get(19)?),
                 logged_at: veksel_proto::rfc3339(r.try_get(20)?),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+/// A lookup of a person's data, as the person sees it.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    /// When, RFC 3339.
+    pub at: String,
+    /// The calling subsystem.
+    pub client: String,
+    /// The service.
+    pub service: String,
+    /// `X-Road-Issue`: the case the caller gave, if any.
+    pub issue: Option<String>,
+}
+
+/// The provider's records of requests about the person whose salted hash is
+/// `subject_hash`, newest first.
+pub async fn lookups_about(
+    db: &Db,
+    subject_hash: &str,
+    limit: i64,
+) -> Result<Vec<Lookup>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT client, service, logged_at, request_descriptor, descriptors_z FROM message_log
+         WHERE subject_hash = $1 AND side = 'provider' ORDER BY id DESC LIMIT $2",
+    )
+    .bind(subject_hash)
+    .bind(limit.clamp(1, 10_000))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let descriptor: String = match r.try_get::<Option<Vec<u8>>, _>(4)? {
+                Some(z) => {
+                    crate::merklelog::unpack_descriptors(&z)
+                        .map_err(|e| sqlx::Error::Decode(e.into()))?
+                        .0
+                }
+                None => r.try_get(3)?,
+            };
+            let issue =
+                serde_json::from_str::<veksel_proto::descriptor::RequestDescriptor>(&descriptor)
+                    .map_err(|e| sqlx::Error::Decode(e.into()))?
+                    .issue;
+            Ok(Lookup {
+                client: r.try_get(0)?,
+                service: r.try_get(1)?,
+                at: veksel_proto::rfc3339(r.try_get(2)?),
+                issue,
             })
         })
         .collect::<Result<_, sqlx::Error>>()

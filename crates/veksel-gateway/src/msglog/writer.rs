@@ -378,8 +378,8 @@ fn next_leaf(
 const INSERT_MESSAGE: &str = "INSERT INTO message_log (request_id, side, xroad_id, client, service, method, target, status,
     consumer_gateway, provider_gateway, request_descriptor, request_signature,
     response_descriptor, response_signature, request_body, response_body, body_note,
-    request_size, response_size, created_at, logged_at, seq, leaf_hash, descriptors_z, person_id)
- VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, '', $11, '', $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
+    request_size, response_size, created_at, logged_at, seq, leaf_hash, descriptors_z, person_id, subject_hash)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, '', $11, '', $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
  ON CONFLICT (request_id, side) DO NOTHING";
 
 const INSERT_OP: &str = "INSERT INTO op_monitoring (request_id, side, xroad_id, client, service, method, consumer_gateway,
@@ -585,6 +585,7 @@ mod pool {
                 &m.response_descriptor,
             ))
             .bind(m.person_id.as_deref())
+            .bind(m.subject_hash.as_deref())
             .execute(&mut **tx)
             .await
             .map(|r| r.rows_affected() == 1)
@@ -836,6 +837,7 @@ mod sqlite {
             &hash[..],
             merklelog::pack_descriptors(&m.request_descriptor, &m.response_descriptor),
             m.person_id.as_deref(),
+            m.subject_hash.as_deref(),
         ])?;
         Ok(inserted == 1)
     }

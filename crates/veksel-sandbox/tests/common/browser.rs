@@ -155,3 +155,45 @@ pub fn spki_pin(cert_pem: &std::path::Path) -> String {
     assert!(out.status.success(), "{out:?}");
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+/// Waits up to 15 s for an element, keeping a screenshot named `shot` (and failing
+/// with the page's source) if it never comes.
+pub async fn wait_for(
+    browser: &fantoccini::Client,
+    css: &str,
+    shot: &str,
+) -> fantoccini::elements::Element {
+    match browser
+        .wait()
+        .at_most(std::time::Duration::from_secs(15))
+        .for_element(fantoccini::Locator::Css(css))
+        .await
+    {
+        Ok(e) => e,
+        Err(_) => {
+            screenshot(browser, shot).await;
+            panic!("{css} did not appear: {}", browser.source().await.unwrap());
+        }
+    }
+}
+
+/// A chromium session that trusts the sandbox authority's TLS certificate (by its
+/// SPKI pin) and nothing else besides the system's roots.
+pub async fn chromium_trusting_authority(
+    driver: &Chromedriver,
+    net: &super::Net,
+) -> fantoccini::Client {
+    let tls_cert = net
+        .sandbox()
+        .info
+        .authority_ca_file
+        .with_file_name("tls.pem");
+    chromium(
+        driver,
+        &[format!(
+            "--ignore-certificate-errors-spki-list={}",
+            spki_pin(&tls_cert)
+        )],
+    )
+    .await
+}
