@@ -28,6 +28,8 @@ static SITE: Site = Site {
         ("/", |w| w.overview),
         ("/requests", |w| w.requests),
         ("/members", |w| w.members),
+        ("/certificates", |w| w.issued_certificates),
+        ("/trust", |w| w.trust),
     ],
 };
 
@@ -38,6 +40,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/console/requests", get(requests_page))
         .route("/console/requests/{id}/{decision}", post(decide))
         .route("/console/members", get(members_page))
+        .route("/console/certificates", get(certificates_page))
+        .route("/console/trust", get(trust_page))
         .layer(axum::extract::DefaultBodyLimit::max(
             veksel_console::MAX_FORM,
         ))
@@ -282,4 +286,102 @@ async fn members_page(State(s): State<Arc<AppState>>, headers: HeaderMap, uri: U
             .collect(),
     };
     ctx.page(StatusCode::OK, ctx.w().members, &view)
+}
+
+// === Certificates and trust services ===
+
+#[derive(Template)]
+#[template(path = "console/certificates.html")]
+struct CertificatesView {
+    w: &'static Words,
+    certs: Vec<crate::model::IssuedDto>,
+}
+
+async fn certificates_page(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let ctx = ctx(&s, &headers, &uri).await;
+    if let Err(r) = ctx.require("observer") {
+        return ctx.refused(r);
+    }
+    match s.registry.issued(None).await {
+        Ok(certs) => ctx.page(
+            StatusCode::OK,
+            ctx.w().issued_certificates,
+            &CertificatesView { w: ctx.w(), certs },
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "certificates could not be read");
+            ctx.unavailable(ctx.w().issued_certificates)
+        }
+    }
+}
+
+struct TrustLine {
+    name: String,
+    subject: String,
+    not_after: String,
+    url: String,
+    priority: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/trust.html")]
+struct TrustView {
+    w: &'static Words,
+    cas: Vec<TrustLine>,
+    tsas: Vec<TrustLine>,
+}
+
+async fn trust_page(State(s): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> Response {
+    let ctx = ctx(&s, &headers, &uri).await;
+    if let Err(r) = ctx.require("observer") {
+        return ctx.refused(r);
+    }
+    let lines = |kind: &'static str| {
+        let s = &s;
+        async move {
+            s.registry.trust_services(kind).await.map(|rows| {
+                rows.into_iter()
+                    .map(|(name, pem, url, priority)| {
+                        let cert = veksel_pki::certs_from_pem(&pem)
+                            .ok()
+                            .and_then(|c| c.into_iter().next())
+                            .and_then(|der| veksel_pki::CertInfo::parse(&der).ok());
+                        TrustLine {
+                            name,
+                            subject: cert.as_ref().map(|c| c.subject.clone()).unwrap_or_default(),
+                            not_after: cert
+                                .as_ref()
+                                .map(|c| veksel_proto::rfc3339(c.not_after * 1000))
+                                .unwrap_or_default(),
+                            url: url.unwrap_or_default(),
+                            priority: if kind == "tsa" {
+                                priority.to_string()
+                            } else {
+                                String::new()
+                            },
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+        }
+    };
+    match (lines("ca").await, lines("tsa").await) {
+        (Ok(cas), Ok(tsas)) => ctx.page(
+            StatusCode::OK,
+            ctx.w().trust,
+            &TrustView {
+                w: ctx.w(),
+                cas,
+                tsas,
+            },
+        ),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "trust services could not be read");
+            ctx.unavailable(ctx.w().trust)
+        }
+    }
 }

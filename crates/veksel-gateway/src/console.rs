@@ -30,6 +30,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/console/clients/{id}/access/{action}", post(change_access))
         .route("/console/log", get(log_page))
         .route("/console/log/{request_id}/evidence", get(evidence))
+        .route("/console/monitoring", get(monitoring_page))
         .route("/console/me", get(me))
         .route("/console/me/login", get(me_login))
         .route("/console/me/callback", get(me_callback))
@@ -42,7 +43,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 /// The gateway's pages.
 static SITE: Site = Site {
     ranks: &ROLES,
-    nav: &[("/", |w| w.overview), ("/log", |w| w.message_log)],
+    nav: &[
+        ("/", |w| w.overview),
+        ("/log", |w| w.message_log),
+        ("/monitoring", |w| w.monitoring),
+    ],
 };
 
 impl veksel_console::Node for Gateway {
@@ -732,4 +737,100 @@ async fn me_callback(
             failed()
         }
     }
+}
+
+// === Monitoring ===
+
+struct ServiceStats {
+    service: String,
+    side: String,
+    count: usize,
+    failed: usize,
+    p50: String,
+    p95: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/monitoring.html")]
+struct MonitoringView {
+    w: &'static Words,
+    chart: String,
+    stats: Vec<ServiceStats>,
+}
+
+/// Most monitoring records a page reads.
+const CHART_RECORDS: i64 = 50_000;
+
+async fn monitoring_page(State(gw): State<Arc<Gateway>>, headers: HeaderMap, uri: Uri) -> Response {
+    let ctx = ctx(&gw, &headers, &uri).await;
+    if let Err(r) = ctx.require("observer") {
+        return ctx.refused(r);
+    }
+    let w = ctx.w();
+    let now = gw.clock.now_ms();
+    let since = now - 3_600_000;
+    let timings = match msglog::timings_since(&gw.db, since, CHART_RECORDS).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "monitoring could not be read");
+            return ctx.unavailable(w.monitoring);
+        }
+    };
+    let first_minute = since.div_euclid(60_000) + 1;
+    let mut bars: Vec<veksel_console::chart::Bar> = (0..60)
+        .map(|i| veksel_console::chart::Bar {
+            label: veksel_proto::rfc3339((first_minute + i) * 60_000)
+                .get(11..16)
+                .unwrap_or_default()
+                .to_owned(),
+            good: 0,
+            bad: 0,
+        })
+        .collect();
+    let mut by_service: std::collections::BTreeMap<(String, String), (Vec<i64>, usize)> =
+        std::collections::BTreeMap::new();
+    for t in &timings {
+        let minute = t.at_ms.div_euclid(60_000) - first_minute;
+        if let Some(bar) = usize::try_from(minute).ok().and_then(|m| bars.get_mut(m)) {
+            if t.succeeded {
+                bar.good += 1;
+            } else {
+                bar.bad += 1;
+            }
+        }
+        let entry = by_service
+            .entry((t.service.clone(), t.side.clone()))
+            .or_default();
+        entry.0.push(t.duration_ms);
+        entry.1 += usize::from(!t.succeeded);
+    }
+    let stats = by_service
+        .into_iter()
+        .map(|((service, side), (mut durations, failed))| {
+            durations.sort_unstable();
+            let p = |q| {
+                veksel_console::chart::percentile(&durations, q)
+                    .map_or_else(String::new, |v| v.to_string())
+            };
+            ServiceStats {
+                service,
+                side,
+                count: durations.len(),
+                failed,
+                p50: p(50),
+                p95: p(95),
+            }
+        })
+        .collect();
+    let view = MonitoringView {
+        w,
+        chart: veksel_console::chart::stacked_bars(
+            "per-minute",
+            w.exchanges_per_minute,
+            w.exchanges_chart_desc,
+            &bars,
+        ),
+        stats,
+    };
+    ctx.page(StatusCode::OK, w.monitoring, &view)
 }

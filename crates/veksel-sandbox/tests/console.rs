@@ -229,6 +229,17 @@ async fn a_security_officer_grants_access_and_fetches_evidence_in_chromium() {
     let proven = veksel_verify::evidence::verify(&bundle, &anchor).unwrap();
     assert_eq!(proven.request_id, request_id);
 
+    // Monitoring: the last hour's exchanges per minute as a chart drawn on the
+    // server, and per service the counts and latency percentiles.
+    click(&browser, Locator::LinkText("Monitoring")).await;
+    let chart = wait_for(&browser, "svg#per-minute", "console-monitoring-missing").await;
+    assert_eq!(chart.attr("role").await.unwrap().as_deref(), Some("img"));
+    let stats = text_of(&browser, "#stats").await;
+    assert!(
+        stats.contains("persons") && stats.contains("provider"),
+        "{stats}"
+    );
+    no_violations(&browser, &axe, "console-monitoring").await;
     // In Danish, and signed out by the button.
     click(&browser, Locator::Css("a[hreflang=da]")).await;
     wait_for(&browser, "html[lang=da]", "console-danish-missing").await;
@@ -584,6 +595,18 @@ async fn a_registration_officer_decides_applications_in_chromium() {
     assert!(members.contains("DEV/MUN/40000001") && members.contains("Qeqqata Kommunia"));
     assert!(!members.contains("DEV/MUN/40000002") && !members.contains("DEV/MUN/40000003"));
     no_violations(&browser, &axe, "authority-members").await;
+    // The certificates the authority issued, and the trust services it approved.
+    click(&browser, Locator::LinkText("Certificates")).await;
+    let certs = wait_for(&browser, "#certificates", "authority-certificates-missing").await;
+    let certs = certs.text().await.unwrap();
+    assert!(
+        certs.contains("gateway-auth") && certs.contains(&ORGS[POPULATION].gateway_id()),
+        "{certs}"
+    );
+    no_violations(&browser, &axe, "authority-certificates").await;
+    click(&browser, Locator::LinkText("Trust services")).await;
+    wait_for(&browser, "#cas-h", "authority-trust-missing").await;
+    no_violations(&browser, &axe, "authority-trust").await;
     let _ = browser.close().await;
 
     // Without a browser: an observer sees the requests but cannot decide, and

@@ -317,6 +317,44 @@ pub async fn query_messages(db: &Db, q: &LogQuery) -> Result<Vec<LoggedMessage>,
         .map_err(Into::into)
 }
 
+/// One exchange as monitoring charts count it.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// `consumer` or `provider`.
+    pub side: String,
+    /// The service.
+    pub service: String,
+    /// When the answer left, Unix ms.
+    pub at_ms: i64,
+    /// From request in to answer out, ms.
+    pub duration_ms: i64,
+    /// Whether it succeeded.
+    pub succeeded: bool,
+}
+
+/// The monitoring records of exchanges answered at or after `since_ms`, newest
+/// first, at most `limit`.
+pub async fn timings_since(db: &Db, since_ms: i64, limit: i64) -> Result<Vec<Timing>, StoreError> {
+    let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT side, service, response_out_ts, response_out_ts - request_in_ts, succeeded
+         FROM op_monitoring WHERE response_out_ts >= $1 ORDER BY response_out_ts DESC LIMIT $2",
+    )
+    .bind(since_ms)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(side, service, at_ms, duration_ms, ok)| Timing {
+            side,
+            service,
+            at_ms,
+            duration_ms,
+            succeeded: ok != 0,
+        })
+        .collect())
+}
+
 /// A lookup of a person's data, as the person sees it.
 #[derive(Debug, Clone)]
 pub struct Lookup {
