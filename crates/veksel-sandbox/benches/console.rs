@@ -1,0 +1,194 @@
+//! The console's pages with a full message log: how long each page takes, seen from a
+//! browser on the same machine, once 10,000 exchanges (20,000 records on the
+//! population register's gateway: both its log and its monitoring) are in.
+//!
+//! The target (issue 12): every page answers within 100 ms for 10,000 log records.
+//! Each page is asked for 50 times in a row with a signed-in session; the table gives
+//! the median, the 95th percentile and the slowest.
+//!
+//! Run: `cargo bench -p veksel-sandbox --bench console` (`VEKSEL_BENCH_RECORDS`,
+//! default 10,000). Everything listens on 127.0.0.1; the load is bounded in count
+//! and in time (3 minutes).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use veksel_sandbox::{ORGS, Ports, Sandbox, SandboxOptions};
+
+const ROUNDS: usize = 50;
+const CLIENTS: usize = 16;
+/// The person whose lookups the data tracker lists: one exchange in a hundred.
+const TRACKED: &str = "0101701234";
+
+fn main() {
+    let records: usize = std::env::var("VEKSEL_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    rt.block_on(run(dir.path(), records));
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn run(dir: &std::path::Path, records: usize) {
+    let mut options = SandboxOptions::new(dir.join("net"));
+    options.ports = Ports::ephemeral();
+    // Benchmarks measure the pages, not the disk's fsync.
+    options.sync_commit = false;
+    let sandbox = Sandbox::start(options).await.expect("sandbox starts");
+    let info = &sandbox.info;
+    let population = &info.gateways[0];
+    let municipality = info.gateways[2].client_url.clone();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+
+    // The exchanges: the municipality looks up persons, one in a hundred the
+    // tracked one, each for a case.
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (http, url, next) = (http.clone(), municipality.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= records || Instant::now() > deadline {
+                    return;
+                }
+                let person = if n % 100 == 0 {
+                    TRACKED.to_owned()
+                } else {
+                    format!("{:010}", 1_000_000_000 + n)
+                };
+                let resp = http
+                    .get(format!(
+                        "{url}/r1/{}/persons/{person}",
+                        ORGS[0].subsystem_id()
+                    ))
+                    .header("X-Road-Client", ORGS[2].subsystem_id())
+                    .header("X-Road-Issue", format!("case {n}"))
+                    .send()
+                    .await
+                    .expect("the exchange is answered");
+                assert!(resp.headers().get("x-road-error").is_none());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("load task");
+    }
+    let done = next.load(Ordering::Relaxed).min(records);
+    println!(
+        "{done} exchanges in {:.1} s ({CLIENTS} clients); the population register's gateway holds {done} message-log and {done} monitoring records\n",
+        started.elapsed().as_secs_f64()
+    );
+
+    // A security officer's session, and the tracked person's.
+    let admin = &population.admin_url;
+    let resp = http
+        .post(format!("{admin}/console/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", population.admin_token))
+        .send()
+        .await
+        .expect("sign-in");
+    let officer = resp.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("cookie value")
+        .to_owned();
+    let gw = sandbox.gateway(0).expect("the register's gateway");
+    let person = gw
+        .console
+        .open_person(TRACKED, gw.clock.now_ms())
+        .expect("a person's session")
+        .split(';')
+        .next()
+        .expect("cookie value")
+        .to_owned();
+    let some_request: Vec<serde_json::Value> = http
+        .get(format!("{admin}/api/v1/message-log?limit=1"))
+        .bearer_auth(&population.admin_token)
+        .send()
+        .await
+        .expect("log")
+        .json()
+        .await
+        .expect("JSON");
+    let request_id = some_request[0]["request_id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let client_page = format!(
+        "/console/clients/{}",
+        ORGS[0].subsystem_id().replace('/', ":")
+    );
+    let pages: Vec<(&str, String, &str)> = vec![
+        ("overview", "/console/".into(), &officer),
+        (
+            "subsystem, services and access rights",
+            client_page,
+            &officer,
+        ),
+        ("message log, newest 200", "/console/log".into(), &officer),
+        (
+            "message log by request id",
+            format!("/console/log?request_id={request_id}"),
+            &officer,
+        ),
+        (
+            "message log by client",
+            format!("/console/log?client={}", ORGS[2].subsystem_id()),
+            &officer,
+        ),
+        (
+            "monitoring, the last hour",
+            "/console/monitoring".into(),
+            &officer,
+        ),
+        (
+            "who has used data about me (100 lookups)",
+            "/console/me".into(),
+            &person,
+        ),
+    ];
+    println!("| page | p50 ms | p95 ms | slowest ms | bytes |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, path, cookie) in pages {
+        let mut times = Vec::with_capacity(ROUNDS);
+        let mut bytes = 0;
+        for _ in 0..ROUNDS {
+            let t = Instant::now();
+            let resp = http
+                .get(format!("{admin}{path}"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .expect("page");
+            assert_eq!(resp.status(), 200, "{path}");
+            bytes = resp.bytes().await.expect("body").len();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.2} | {bytes} |",
+            percentile(&times, 0.5),
+            percentile(&times, 0.95),
+            times[times.len() - 1]
+        );
+    }
+    sandbox.stop().await;
+}
