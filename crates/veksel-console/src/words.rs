@@ -131,6 +131,17 @@ pub struct Words {
     pub p50: &'static str,
     pub p95: &'static str,
     pub last_hour_note: &'static str,
+    // Local groups.
+    pub local_groups: &'static str,
+    pub no_groups: &'static str,
+    pub group_code: &'static str,
+    pub description: &'static str,
+    pub group_members: &'static str,
+    pub group_members_hint: &'static str,
+    pub save_group: &'static str,
+    pub delete: &'static str,
+    pub group_saved: &'static str,
+    pub group_deleted: &'static str,
 }
 
 /// English.
@@ -256,6 +267,16 @@ pub const EN: Words = Words {
     p50: "Median, ms",
     p95: "95th percentile, ms",
     last_hour_note: "The last hour, from the operational monitoring records (at most 50,000).",
+    local_groups: "Local groups",
+    no_groups: "No local groups.",
+    group_code: "Group code",
+    description: "Description",
+    group_members: "Members",
+    group_members_hint: "One member or subsystem per line, e.g. DEV/MUN/30000003/casework. An access right for local:code covers them all.",
+    save_group: "Save the group",
+    delete: "Delete",
+    group_saved: "The local group is saved.",
+    group_deleted: "The local group is deleted.",
 };
 
 /// Danish.
@@ -381,4 +402,14 @@ pub const DA: Words = Words {
     p50: "Median, ms",
     p95: "95. percentil, ms",
     last_hour_note: "Den seneste time, fra driftsovervågningens poster (højst 50.000).",
+    local_groups: "Lokale grupper",
+    no_groups: "Ingen lokale grupper.",
+    group_code: "Gruppekode",
+    description: "Beskrivelse",
+    group_members: "Medlemmer",
+    group_members_hint: "Ét medlem eller delsystem pr. linje, fx DEV/MUN/30000003/casework. En adgangsret for local:kode dækker dem alle.",
+    save_group: "Gem gruppen",
+    delete: "Slet",
+    group_saved: "Den lokale gruppe er gemt.",
+    group_deleted: "Den lokale gruppe er slettet.",
 };

@@ -28,6 +28,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/console/", get(overview))
         .route("/console/clients/{id}", get(client_page))
         .route("/console/clients/{id}/access/{action}", post(change_access))
+        .route("/console/clients/{id}/groups/{action}", post(change_group))
         .route("/console/log", get(log_page))
         .route("/console/log/{request_id}/evidence", get(evidence))
         .route("/console/monitoring", get(monitoring_page))
@@ -156,6 +157,12 @@ struct ServiceLine {
     requirements: String,
 }
 
+struct GroupLine {
+    code: String,
+    description: String,
+    members: String,
+}
+
 struct RuleLine {
     key: String,
     subject: String,
@@ -172,6 +179,7 @@ struct ClientView<'a> {
     path_id: String,
     services: Vec<ServiceLine>,
     rules: Vec<RuleLine>,
+    groups: Vec<GroupLine>,
     can_edit: bool,
     csrf: &'a str,
     notice: Option<&'a str>,
@@ -253,6 +261,20 @@ fn client_view<'a>(
                 path: r.endpoint.path.clone(),
             })
             .collect(),
+        groups: client
+            .local_groups
+            .iter()
+            .map(|(code, g)| GroupLine {
+                code: code.clone(),
+                description: g.description.clone(),
+                members: g
+                    .members
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+            .collect(),
         can_edit,
         csrf: ctx.csrf(),
         notice,
@@ -277,6 +299,8 @@ async fn client_page(
         Some("added") => Some(ctx.w().access_added),
         Some("removed") => Some(ctx.w().access_removed),
         Some("gone") => Some(ctx.w().rule_gone),
+        Some("group-saved") => Some(ctx.w().group_saved),
+        Some("group-deleted") => Some(ctx.w().group_deleted),
         _ => None,
     };
     match client_view(&ctx, &gw, &id, notice, None) {
@@ -386,6 +410,107 @@ async fn change_access(
         return *r;
     }
     veksel_console::see_other(&format!("{BASE}/clients/{}?{outcome}", path_id(&id)), None)
+}
+
+/// Most members of one local group.
+const MAX_GROUP_MEMBERS: usize = 1000;
+
+/// Saves (`save`: creates or replaces) or deletes (`delete`) a local group.
+async fn change_group(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path((raw, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let ctx = ctx(&gw, &headers, &uri).await;
+    let form = FormFields::parse(&body).unwrap_or_default();
+    let id = match change_allowed(&ctx, &gw, &headers, &raw, &form) {
+        Ok((id, _)) => id,
+        Err(r) => return *r,
+    };
+    let code = form.get("code").unwrap_or_default().trim().to_owned();
+    let actor = ctx.session.as_ref().map_or("", |s| s.token_id.as_str());
+    let subject = format!("{id}/{code}");
+    let outcome = match action.as_str() {
+        "save" => match group_of(&form, &code) {
+            Ok(group) => {
+                let change = crate::ledger::ConfigChange::new(
+                    gw.clock.now_ms(),
+                    "local_group.set",
+                    subject,
+                    actor,
+                    serde_json::to_value(&group).unwrap_or_default(),
+                );
+                gw.serverconf
+                    .put_local_group(&id, &code, &group, &change)
+                    .await
+                    .map(|()| "group-saved")
+            }
+            Err(e) => {
+                return match client_view(&ctx, &gw, &id, None, Some(e)) {
+                    Some(view) => ctx.page(StatusCode::BAD_REQUEST, &id.to_string(), &view),
+                    None => ctx.not_found(&raw),
+                };
+            }
+        },
+        "delete" => {
+            let change = crate::ledger::ConfigChange::new(
+                gw.clock.now_ms(),
+                "local_group.remove",
+                subject,
+                actor,
+                serde_json::Value::Null,
+            );
+            match gw.serverconf.remove_local_group(&id, &code, &change).await {
+                // Deleted by someone else meanwhile: the list shows it is gone.
+                Err(veksel_store::StoreError::NotFound(_)) => Ok("group-deleted"),
+                other => other.map(|()| "group-deleted"),
+            }
+        }
+        _ => return ctx.not_found(&action),
+    };
+    match outcome {
+        Ok(done) => {
+            tracing::info!(actor = %actor, client = %id, group = %code, action = %done, "local group changed in the console");
+            veksel_console::see_other(&format!("{BASE}/clients/{}?{done}", path_id(&id)), None)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a local group could not be changed");
+            ctx.unavailable(ctx.w().local_groups)
+        }
+    }
+}
+
+/// The local group the form describes: a code, a description, members one per line.
+fn group_of(form: &FormFields, code: &str) -> Result<crate::serverconf::LocalGroup, String> {
+    veksel_id::validate_part("local group", 0, code).map_err(|e| e.to_string())?;
+    let description = form
+        .get("description")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    if description.chars().count() > 200 {
+        return Err("a description has at most 200 characters".into());
+    }
+    let members = form
+        .get("members")
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.parse::<veksel_id::ClientId>()
+                .map_err(|e| format!("member {l:?}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if members.len() > MAX_GROUP_MEMBERS {
+        return Err(format!("at most {MAX_GROUP_MEMBERS} members"));
+    }
+    Ok(crate::serverconf::LocalGroup {
+        description,
+        members,
+    })
 }
 
 /// The access right the add form describes.

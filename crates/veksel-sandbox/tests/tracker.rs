@@ -104,6 +104,8 @@ async fn a_person_sees_who_looked_them_up_and_nobody_else_does() {
         .click()
         .await
         .unwrap();
+    // The sign-out's answer lands on the sign-in page before anything else is opened.
+    wait_for(&browser, "#token", "tracker-signed-out-missing").await;
     browser.goto(&format!("{admin}/console/me")).await.unwrap();
     wait_for(&browser, "#log-in", "tracker-signed-out-again").await;
 
@@ -125,6 +127,7 @@ async fn a_person_sees_who_looked_them_up_and_nobody_else_does() {
         .click()
         .await
         .unwrap();
+    wait_for(&browser, "#token", "tracker-signed-out-2-missing").await;
     log_in(&browser, &admin, "0303903456", &axe).await;
     wait_for(&browser, "#no-lookups", "tracker-nobody-missing").await;
     press(&browser, Key::Tab).await;
