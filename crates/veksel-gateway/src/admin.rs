@@ -540,17 +540,14 @@ async fn message_log(
             "finding records by person is for security officers",
         ));
     }
-    let records = msglog::query_messages(&gw.db, &q).await?;
     // Descriptors name end users: observers get what evidence export would let them
     // have, which is the metadata.
-    Ok(Json(if caller.role == "observer" {
-        records
-            .into_iter()
-            .map(LoggedMessage::metadata_only)
-            .collect()
+    let detail = if caller.role == "observer" {
+        msglog::Detail::Metadata
     } else {
-        records
-    }))
+        msglog::Detail::Full
+    };
+    Ok(Json(msglog::query_messages(&gw.db, &q, detail).await?))
 }
 
 /// Which side's record to read bodies from.

@@ -586,7 +586,7 @@ async fn log_page(
         limit: Some(200),
         ..LogQuery::default()
     };
-    let rows = match msglog::query_messages(&gw.db, &q).await {
+    let rows = match msglog::query_messages(&gw.db, &q, msglog::Detail::Metadata).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "the message log could not be read");

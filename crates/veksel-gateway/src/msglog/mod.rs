@@ -266,13 +266,36 @@ fn bind_filter<'q>(
         .bind(q.limit.unwrap_or(100).clamp(1, 1000))
 }
 
+/// What a reader of the message log gets of each record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Everything, the signed descriptors (which name end users) included.
+    Full,
+    /// The metadata only: the descriptors are neither read nor unpacked.
+    Metadata,
+}
+
 /// Reads message-log records, newest first.
-pub async fn query_messages(db: &Db, q: &LogQuery) -> Result<Vec<LoggedMessage>, StoreError> {
+pub async fn query_messages(
+    db: &Db,
+    q: &LogQuery,
+    detail: Detail,
+) -> Result<Vec<LoggedMessage>, StoreError> {
+    let descriptors = match detail {
+        Detail::Full => {
+            "request_descriptor, request_signature, response_descriptor, response_signature"
+        }
+        Detail::Metadata => "'', '', '', ''",
+    };
+    let (packed, person) = match detail {
+        Detail::Full => ("descriptors_z", "person_id"),
+        Detail::Metadata => ("NULL", "NULL"),
+    };
     let sql = format!(
         "SELECT id, request_id, side, xroad_id, client, service, method, target, status, consumer_gateway,
-            provider_gateway, request_descriptor, request_signature, response_descriptor, response_signature,
+            provider_gateway, {descriptors},
             CASE WHEN request_body IS NULL AND response_body IS NULL THEN 0 ELSE 1 END,
-            body_note, request_size, response_size, created_at, logged_at, descriptors_z, person_id
+            body_note, request_size, response_size, created_at, logged_at, {packed}, {person}
          FROM message_log {FILTER} AND logged_at >= $4 AND logged_at < $5
            AND ($7 = '' OR person_id = $7) ORDER BY id DESC LIMIT $6"
     );
@@ -282,13 +305,7 @@ pub async fn query_messages(db: &Db, q: &LogQuery) -> Result<Vec<LoggedMessage>,
         .await?;
     rows.iter()
         .map(|r| {
-            let (request_descriptor, response_descriptor) =
-                match r.try_get::<Option<Vec<u8>>, _>(21)? {
-                    Some(z) => crate::merklelog::unpack_descriptors(&z)
-                        .map_err(|e| sqlx::Error::Decode(e.into()))?,
-                    None => (r.try_get(11)?, r.try_get(13)?),
-                };
-            Ok(LoggedMessage {
+            let message = LoggedMessage {
                 id: r.try_get(0)?,
                 request_id: r.try_get(1)?,
                 side: r.try_get(2)?,
@@ -300,17 +317,34 @@ pub async fn query_messages(db: &Db, q: &LogQuery) -> Result<Vec<LoggedMessage>,
                 status: r.try_get(8)?,
                 consumer_gateway: r.try_get(9)?,
                 provider_gateway: r.try_get(10)?,
-                request_descriptor: Some(request_descriptor),
-                request_signature: Some(r.try_get(12)?),
-                response_descriptor: Some(response_descriptor),
-                response_signature: Some(r.try_get(14)?),
-                person: r.try_get(22)?,
+                request_descriptor: None,
+                request_signature: None,
+                response_descriptor: None,
+                response_signature: None,
+                person: None,
                 has_bodies: r.try_get::<i64, _>(15)? != 0,
                 body_note: r.try_get(16)?,
                 request_size: r.try_get(17)?,
                 response_size: r.try_get(18)?,
                 created_at: veksel_proto::rfc3339(r.try_get(19)?),
                 logged_at: veksel_proto::rfc3339(r.try_get(20)?),
+            };
+            if detail == Detail::Metadata {
+                return Ok(message);
+            }
+            let (request_descriptor, response_descriptor) =
+                match r.try_get::<Option<Vec<u8>>, _>(21)? {
+                    Some(z) => crate::merklelog::unpack_descriptors(&z)
+                        .map_err(|e| sqlx::Error::Decode(e.into()))?,
+                    None => (r.try_get(11)?, r.try_get(13)?),
+                };
+            Ok(LoggedMessage {
+                request_descriptor: Some(request_descriptor),
+                request_signature: Some(r.try_get(12)?),
+                response_descriptor: Some(response_descriptor),
+                response_signature: Some(r.try_get(14)?),
+                person: r.try_get(22)?,
+                ..message
             })
         })
         .collect::<Result<_, sqlx::Error>>()
@@ -406,21 +440,6 @@ pub async fn lookups_about(
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
-}
-
-impl LoggedMessage {
-    /// The record as an observer may read it: its metadata without the signed
-    /// descriptors, which name end users (the rule evidence export applies).
-    pub fn metadata_only(self) -> Self {
-        Self {
-            request_descriptor: None,
-            request_signature: None,
-            response_descriptor: None,
-            response_signature: None,
-            person: None,
-            ..self
-        }
-    }
 }
 
 /// Stored request and response bodies of one record.
