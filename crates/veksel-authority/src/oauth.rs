@@ -97,6 +97,10 @@ pub struct TokenKeys {
     lifetime_secs: i64,
     current: RwLock<Option<(Jwk, Arc<SoftwareSigner>)>>,
     published: RwLock<Vec<KeyRow>>,
+    /// One refresh at a time: a refresh that read the keys before a withdrawal must
+    /// not write its view after the withdrawal's own refresh, or the withdrawn key
+    /// would be published, and sign, again until the next one.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl TokenKeys {
@@ -121,6 +125,7 @@ impl TokenKeys {
             lifetime_secs: i64::try_from(lifetime_secs).unwrap_or(i64::MAX),
             current: RwLock::new(None),
             published: RwLock::new(Vec::new()),
+            refreshing: tokio::sync::Mutex::new(()),
         };
         if keys.rows(db).await?.is_empty() {
             keys.create(db, now_ms).await?;
@@ -180,6 +185,7 @@ impl TokenKeys {
     /// Re-reads the keys: the newest one active at `now_ms` signs; a key stays
     /// published until the tokens it signed have expired.
     pub async fn refresh(&self, db: &Db, now_ms: i64) -> Result<(), AuthorityError> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let rows = self.rows(db).await?;
         let current = rows
             .iter()
