@@ -30,6 +30,7 @@ static SITE: Site = Site {
         ("/members", |w| w.members),
         ("/certificates", |w| w.issued_certificates),
         ("/trust", |w| w.trust),
+        ("/audit", |w| w.audit_trail),
     ],
 };
 
@@ -42,6 +43,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/console/members", get(members_page))
         .route("/console/certificates", get(certificates_page))
         .route("/console/trust", get(trust_page))
+        .route("/console/audit", get(audit_page))
         .layer(axum::extract::DefaultBodyLimit::max(
             veksel_console::MAX_FORM,
         ))
@@ -382,6 +384,36 @@ async fn trust_page(State(s): State<Arc<AppState>>, headers: HeaderMap, uri: Uri
         (Err(e), _) | (_, Err(e)) => {
             tracing::error!(error = %e, "trust services could not be read");
             ctx.unavailable(ctx.w().trust)
+        }
+    }
+}
+
+// === The audit trail ===
+
+/// Audit events a page shows.
+const AUDIT_EVENTS: i64 = 200;
+
+#[derive(Template)]
+#[template(path = "console/audit.html")]
+struct AuditView {
+    w: &'static Words,
+    events: Vec<crate::model::AuditEvent>,
+}
+
+async fn audit_page(State(s): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> Response {
+    let ctx = ctx(&s, &headers, &uri).await;
+    if let Err(r) = ctx.require("observer") {
+        return ctx.refused(r);
+    }
+    match s.registry.audit_events(AUDIT_EVENTS).await {
+        Ok(events) => ctx.page(
+            StatusCode::OK,
+            ctx.w().audit_trail,
+            &AuditView { w: ctx.w(), events },
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "the audit trail could not be read");
+            ctx.unavailable(ctx.w().audit_trail)
         }
     }
 }

@@ -142,6 +142,13 @@ pub struct Words {
     pub delete: &'static str,
     pub group_saved: &'static str,
     pub group_deleted: &'static str,
+    // The audit trail.
+    pub audit_trail: &'static str,
+    pub audit_intro: &'static str,
+    pub actor: &'static str,
+    pub action: &'static str,
+    pub detail: &'static str,
+    pub concerns: &'static str,
 }
 
 /// English.
@@ -277,6 +284,12 @@ pub const EN: Words = Words {
     delete: "Delete",
     group_saved: "The local group is saved.",
     group_deleted: "The local group is deleted.",
+    audit_trail: "Audit trail",
+    audit_intro: "The newest 200 changes to the registry, and each new version of the global configuration (configuration.publish), newest first. Each also lands on the ledger.",
+    actor: "By",
+    action: "Action",
+    detail: "Details",
+    concerns: "Concerns (member, request, version)",
 };
 
 /// Danish.
@@ -412,4 +425,10 @@ pub const DA: Words = Words {
     delete: "Slet",
     group_saved: "Den lokale gruppe er gemt.",
     group_deleted: "Den lokale gruppe er slettet.",
+    audit_trail: "Revisionsspor",
+    audit_intro: "De 200 nyeste ændringer af registret og hver ny version af den fælles konfiguration (configuration.publish), nyeste først. Hver havner også i hovedbogen.",
+    actor: "Af",
+    action: "Handling",
+    detail: "Detaljer",
+    concerns: "Vedrører (medlem, anmodning, version)",
 };

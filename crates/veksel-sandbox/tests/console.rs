@@ -686,6 +686,12 @@ async fn a_registration_officer_decides_applications_in_chromium() {
     click(&browser, Locator::LinkText("Trust services")).await;
     wait_for(&browser, "#cas-h", "authority-trust-missing").await;
     no_violations(&browser, &axe, "authority-trust").await;
+    // The audit trail: each new configuration version, and the officer's decisions.
+    click(&browser, Locator::LinkText("Audit trail")).await;
+    let audit = wait_for(&browser, "#audit", "authority-audit-missing").await;
+    let audit = audit.text().await.unwrap();
+    assert!(audit.contains("configuration.publish"), "{audit}");
+    no_violations(&browser, &axe, "authority-audit").await;
     let _ = browser.close().await;
 
     // Without a browser: an observer sees the requests but cannot decide, and
