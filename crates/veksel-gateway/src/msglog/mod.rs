@@ -250,20 +250,57 @@ pub struct LogQuery {
     pub limit: Option<i64>,
 }
 
-const FILTER: &str =
-    "WHERE ($1 = '' OR request_id = $1) AND ($2 = '' OR client = $2) AND ($3 = '' OR service = $3)";
+/// A value bound to a query's placeholder.
+enum Bind {
+    Text(String),
+    Int(i64),
+}
 
-fn bind_filter<'q>(
-    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    q: &LogQuery,
+/// The `WHERE … ORDER BY id DESC LIMIT …` of a log query with only the filters given,
+/// each its own placeholder: a database uses an index for `request_id = $1`, not for
+/// `($1 = '' OR request_id = $1)`. `time` names the column the time range is on.
+fn filtered(q: &LogQuery, time: &str, with_person: bool) -> (String, Vec<Bind>) {
+    let mut conditions = Vec::new();
+    let mut binds = Vec::new();
+    let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+    let mut texts = vec![
+        ("request_id", given(&q.request_id)),
+        ("client", given(&q.client)),
+        ("service", given(&q.service)),
+    ];
+    if with_person {
+        texts.push(("person_id", given(&q.person)));
+    }
+    for (column, value) in texts {
+        if let Some(v) = value {
+            binds.push(Bind::Text(v));
+            conditions.push(format!("{column} = ${}", binds.len()));
+        }
+    }
+    binds.push(Bind::Int(q.since.unwrap_or(0)));
+    conditions.push(format!("{time} >= ${}", binds.len()));
+    binds.push(Bind::Int(q.until.unwrap_or(i64::MAX)));
+    conditions.push(format!("{time} < ${}", binds.len()));
+    binds.push(Bind::Int(q.limit.unwrap_or(100).clamp(1, 1000)));
+    let sql = format!(
+        "WHERE {} ORDER BY id DESC LIMIT ${}",
+        conditions.join(" AND "),
+        binds.len()
+    );
+    (sql, binds)
+}
+
+fn bind_all<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    binds: Vec<Bind>,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for b in binds {
+        query = match b {
+            Bind::Text(t) => query.bind(t),
+            Bind::Int(i) => query.bind(i),
+        };
+    }
     query
-        .bind(q.request_id.clone().unwrap_or_default())
-        .bind(q.client.clone().unwrap_or_default())
-        .bind(q.service.clone().unwrap_or_default())
-        .bind(q.since.unwrap_or(0))
-        .bind(q.until.unwrap_or(i64::MAX))
-        .bind(q.limit.unwrap_or(100).clamp(1, 1000))
 }
 
 /// What a reader of the message log gets of each record.
@@ -291,16 +328,15 @@ pub async fn query_messages(
         Detail::Full => ("descriptors_z", "person_id"),
         Detail::Metadata => ("NULL", "NULL"),
     };
+    let (filter, binds) = filtered(q, "logged_at", true);
     let sql = format!(
         "SELECT id, request_id, side, xroad_id, client, service, method, target, status, consumer_gateway,
             provider_gateway, {descriptors},
             CASE WHEN request_body IS NULL AND response_body IS NULL THEN 0 ELSE 1 END,
             body_note, request_size, response_size, created_at, logged_at, {packed}, {person}
-         FROM message_log {FILTER} AND logged_at >= $4 AND logged_at < $5
-           AND ($7 = '' OR person_id = $7) ORDER BY id DESC LIMIT $6"
+         FROM message_log {filter}"
     );
-    let rows = bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), q)
-        .bind(q.person.clone().unwrap_or_default())
+    let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), binds)
         .fetch_all(db.pool())
         .await?;
     rows.iter()
@@ -459,13 +495,14 @@ pub async fn message_bodies(db: &Db, request_id: &str, side: &str) -> Result<Bod
 
 /// Reads operational-monitoring records, newest first.
 pub async fn query_monitoring(db: &Db, q: &LogQuery) -> Result<Vec<OpRecord>, StoreError> {
+    let (filter, binds) = filtered(q, "response_out_ts", false);
     let sql = format!(
         "SELECT request_id, side, xroad_id, client, service, method, consumer_gateway, provider_gateway,
             request_in_ts, request_out_ts, response_in_ts, response_out_ts, request_size, response_size,
             status_code, succeeded, fault_code, fault_message
-         FROM op_monitoring {FILTER} AND response_out_ts >= $4 AND response_out_ts < $5 ORDER BY id DESC LIMIT $6"
+         FROM op_monitoring {filter}"
     );
-    let rows = bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), q)
+    let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), binds)
         .fetch_all(db.pool())
         .await?;
     rows.iter()
