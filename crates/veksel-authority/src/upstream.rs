@@ -548,7 +548,9 @@ impl Upstream {
             .header("accept", "application/json")
             .send()
             .await
-            .map_err(|e| UpstreamError::Unavailable(format!("{url}: {}", error_chain(&e))))?;
+            .map_err(|e| {
+                UpstreamError::Unavailable(format!("{url}: {}", veksel_net::error_chain(&e)))
+            })?;
         if !resp.status().is_success() {
             return Err(UpstreamError::Unavailable(format!(
                 "{url} answered {}",
@@ -571,17 +573,6 @@ pub fn refusal(answer: &serde_json::Value) -> UpstreamError {
         error: field("error").unwrap_or_else(|| "no error code".into()),
         description: field("error_description"),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 /// Reads an answer's body, refusing one over [`MAX_DOCUMENT`].

@@ -656,11 +656,6 @@ impl Ctx {
         self.lang.words()
     }
 
-    /// Where the pages live.
-    pub fn base(&self) -> &'static str {
-        self.base
-    }
-
     /// The layout's view of this request.
     pub fn frame(&self) -> Frame<'_> {
         Frame {

@@ -292,7 +292,7 @@ async fn client_page(
     if let Err(r) = ctx.require("observer") {
         return ctx.refused(r);
     }
-    let Ok(id) = raw.replace(':', "/").parse::<SubsystemId>() else {
+    let Ok(id) = veksel_admin::path_id::<SubsystemId>(&raw, "subsystem") else {
         return ctx.not_found(&raw);
     };
     let notice = match uri.query() {
@@ -320,9 +320,7 @@ fn change_allowed(
 ) -> Result<(SubsystemId, Vec<AccessRule>), Box<Response>> {
     ctx.check_post("security-officer", headers, form)
         .map_err(|r| Box::new(ctx.refused(r)))?;
-    let id = raw
-        .replace(':', "/")
-        .parse::<SubsystemId>()
+    let id = veksel_admin::path_id::<SubsystemId>(raw, "subsystem")
         .map_err(|_| Box::new(ctx.not_found(raw)))?;
     let rules = gw
         .serverconf

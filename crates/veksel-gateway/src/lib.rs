@@ -350,20 +350,7 @@ pub fn crash_point(name: &str) {
     }
 }
 
-/// An error with all its causes, for messages that must say what really failed.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        src = cause.source();
-    }
-    s
-}
+pub use veksel_net::error_chain;
 
 pub(crate) fn io_err(path: &Path, e: impl std::fmt::Display) -> GatewayError {
     GatewayError::Config(format!("{}: {e}", path.display()))

@@ -275,6 +275,25 @@ pub fn validate_service(code: &str, s: &ServiceConfig) -> Result<(), String> {
     if s.scopes.len() > 32 {
         return Err("at most 32 required scopes per service".into());
     }
+    match &s.about_person {
+        Some(PersonParam::PathSegment(i)) if *i >= 32 => {
+            return Err(format!(
+                "about_person: path segment {i} is past the 32 a path may name"
+            ));
+        }
+        Some(PersonParam::Query(name))
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            return Err(format!(
+                "about_person: query parameter {name:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
+            ));
+        }
+        _ => {}
+    }
     for r in &s.scopes {
         veksel_proto::management::validate_scope_name(&r.scope)?;
         if r.endpoints.iter().any(|e| !e.path.starts_with('/')) {
@@ -803,6 +822,38 @@ mod tests {
             about_person: None,
         };
         assert!(validate_service("persons", &ok).is_ok());
+        for (param, valid) in [
+            (PersonParam::PathSegment(0), true),
+            (PersonParam::PathSegment(32), false),
+            (PersonParam::Query("pid".into()), true),
+            (PersonParam::Query(String::new()), false),
+            (PersonParam::Query("p id&x".into()), false),
+        ] {
+            let s = ServiceConfig {
+                about_person: Some(param.clone()),
+                ..ok.clone()
+            };
+            assert_eq!(validate_service("persons", &s).is_ok(), valid, "{param:?}");
+        }
+        let segments = vec!["0101701234".to_owned(), "x".to_owned()];
+        assert_eq!(
+            PersonParam::PathSegment(0)
+                .person(&segments, None)
+                .as_deref(),
+            Some("0101701234")
+        );
+        assert_eq!(PersonParam::PathSegment(2).person(&segments, None), None);
+        assert_eq!(
+            PersonParam::Query("pid".into())
+                .person(&[], Some("a=1&pid=0202802345"))
+                .as_deref(),
+            Some("0202802345")
+        );
+        assert_eq!(
+            PersonParam::Query("pid".into()).person(&[], Some("pid=has%20space")),
+            None,
+            "not a person number"
+        );
         assert!(validate_service("listMethods", &ok).is_err());
         assert!(validate_service("bad_code", &ok).is_err());
         let mut bad = ok.clone();

@@ -114,6 +114,22 @@ async fn start_login(p: &Provider, challenge: &str, extra: &str) -> (String, Str
     (location(&resp), cookie(&resp))
 }
 
+/// The error a login started at the network's authority sends the relying party
+/// back with, at once.
+async fn error_at_authorize(p: &Provider) -> Option<String> {
+    let (_, challenge) = pkce();
+    let resp = p
+        .http
+        .get(p.authorize_url(&ORGS[MUNICIPALITY].subsystem_id(), &challenge, ""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let to_rp = location(&resp);
+    assert!(to_rp.starts_with(REDIRECT), "{to_rp}");
+    query_param(&to_rp, "error")
+}
+
 /// Follows the way back to the network's authority.
 async fn back(p: &Provider, url: &str, cookie: Option<&str>) -> reqwest::Response {
     let mut req = p.http.get(url);
@@ -343,18 +359,8 @@ async fn external_login(backend: Backend) {
     // is told to come back later.
     idp.authority.stop().await;
     clock.advance(3_601_000);
-    let (_, challenge) = pkce();
-    let resp = p
-        .http
-        .get(p.authorize_url(&ORGS[MUNICIPALITY].subsystem_id(), &challenge, ""))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 303);
-    let to_rp = location(&resp);
-    assert!(to_rp.starts_with(REDIRECT), "{to_rp}");
     assert_eq!(
-        query_param(&to_rp, "error").as_deref(),
+        error_at_authorize(&p).await.as_deref(),
         Some("temporarily_unavailable")
     );
     net.stop().await;
@@ -384,18 +390,8 @@ async fn without_a_login_method_relying_parties_hear_temporarily_unavailable() {
     .unwrap();
     let p = Provider::of(&net);
     p.register_system(&net, MUNICIPALITY).await;
-    let (_, challenge) = pkce();
-    let resp = p
-        .http
-        .get(p.authorize_url(&ORGS[MUNICIPALITY].subsystem_id(), &challenge, ""))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 303);
-    let to_rp = location(&resp);
-    assert!(to_rp.starts_with(REDIRECT), "{to_rp}");
     assert_eq!(
-        query_param(&to_rp, "error").as_deref(),
+        error_at_authorize(&p).await.as_deref(),
         Some("temporarily_unavailable")
     );
     // Nor can the way back from an external provider be used.
