@@ -1,11 +1,17 @@
 //! The authority's pages under `/console`: the configuration it publishes, the
-//! members and their subsystems, and the management requests waiting for a
-//! decision, which a registration officer approves or declines with a reason. Sign-in,
-//! sessions, CSRF and the layout come from `veksel_console`; approving and declining
-//! go through the same code as the admin API.
+//! members and their subsystems, the management requests waiting for a decision,
+//! which a registration officer approves or declines with a reason, and the ledger
+//! explorer ([`crate::console_ledger`]). Sign-in, sessions, CSRF and the layout come
+//! from `veksel_console`; approving and declining go through the same code as the
+//! admin API.
+//!
+//! People the authority granted a role sign in through its own login (the test
+//! login, or the external provider behind it) as the built-in relying party
+//! [`oidc::CONSOLE_CLIENT_ID`]; the code is spent here, not at the token endpoint.
 
 use crate::AppState;
 use crate::management::{self, ManagementRequestDto};
+use crate::oidc;
 use askama::Template;
 use axum::Router;
 use axum::body::Bytes;
@@ -31,6 +37,8 @@ static SITE: Site = Site {
         ("/certificates", |w| w.issued_certificates),
         ("/trust", |w| w.trust),
         ("/audit", |w| w.audit_trail),
+        ("/ledger", |w| w.ledger),
+        ("/people", |w| w.people),
     ],
 };
 
@@ -44,6 +52,9 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/console/certificates", get(certificates_page))
         .route("/console/trust", get(trust_page))
         .route("/console/audit", get(audit_page))
+        .route("/console/signin/person", get(person_sign_in))
+        .route("/console/signin/callback", get(person_callback))
+        .merge(crate::console_ledger::router())
         .layer(axum::extract::DefaultBodyLimit::max(
             veksel_console::MAX_FORM,
         ))
@@ -65,6 +76,104 @@ impl veksel_console::Node for AppState {
     fn name(&self) -> String {
         format!("Authority {}", self.config.instance)
     }
+    fn people_login(&self) -> Option<String> {
+        self.config
+            .people_login
+            .as_ref()
+            .filter(|p| p.test_login || p.external.is_some())
+            .map(|_| format!("{BASE}/signin/person"))
+    }
+    async fn record(
+        &self,
+        actor: &str,
+        action: &'static str,
+        subject: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), veksel_store::StoreError> {
+        self.registry
+            .audit(
+                self.clock.now_ms(),
+                actor,
+                action,
+                subject,
+                &detail.to_string(),
+            )
+            .await?;
+        self.ledger_changed.notify_one();
+        Ok(())
+    }
+}
+
+// === People's sign-in ===
+
+/// Sends a person to the authority's own login, as the console's relying party.
+async fn person_sign_in(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    use veksel_console::Node;
+    let failed = || see_other(&format!("{BASE}/signin?failed"), None);
+    if s.people_login().is_none() {
+        return failed();
+    }
+    let target = veksel_console::LoginTarget {
+        authorize: "/oidc/v1/authorize",
+        client_id: oidc::CONSOLE_CLIENT_ID,
+        redirect_uri: &oidc::console_redirect_uri(&s),
+        cookie_path: &format!("{BASE}/signin"),
+    };
+    let lang = veksel_console::Lang::choose(&headers);
+    s.console
+        .send_to_login(true, s.clock.now_ms(), target, lang)
+        .unwrap_or_else(failed)
+}
+
+#[derive(serde::Deserialize)]
+struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+}
+
+/// The way back from the login: the state bound to this browser, the code spent
+/// for the console with this login's verifier, the nonce the same; then the role
+/// the authority granted the person, if any.
+async fn person_callback(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<Callback>,
+) -> Response {
+    let failed = |why: &str| {
+        tracing::warn!(reason = %why, "a person's sign-in to the console could not be completed");
+        see_other(&format!("{BASE}/signin?failed"), None)
+    };
+    let (Some(state), Some(code)) = (q.state.as_deref(), q.code.as_deref()) else {
+        return failed("no code or state (the login was refused or cancelled)");
+    };
+    let Some(login) = s.console.finish_login(&headers, state, s.clock.now_ms()) else {
+        return failed("unknown, expired or foreign state");
+    };
+    if !login.officer {
+        return failed("not an officer's login");
+    }
+    let spent = oidc::spend_code(
+        &s,
+        code,
+        oidc::CONSOLE_CLIENT_ID,
+        &oidc::console_redirect_uri(&s),
+        &login.verifier,
+    )
+    .await;
+    let spent = match spent {
+        Ok(c) => c,
+        Err(e) => return failed(&e.to_string()),
+    };
+    let same_nonce = spent.nonce.as_deref().is_some_and(|n| {
+        bool::from(subtle::ConstantTimeEq::ct_eq(
+            n.as_bytes(),
+            login.nonce.as_bytes(),
+        ))
+    });
+    if !same_nonce {
+        return failed("the code is for another login (nonce)");
+    }
+    veksel_console::people::officer_signed_in(s.as_ref(), &headers, &spent.pid).await
 }
 
 async fn ctx(s: &AppState, headers: &HeaderMap, uri: &Uri) -> Ctx {

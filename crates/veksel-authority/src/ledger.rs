@@ -409,7 +409,7 @@ async fn try_publish(s: &AppState) -> Result<Option<u64>, StoreError> {
 /// as served (the note with the cosignature lines); marked published the first
 /// time. A checkpoint published under an earlier, weaker policy is not served
 /// once the policy asks for more.
-async fn current_published(s: &AppState) -> Result<Option<(u64, String)>, StoreError> {
+pub(crate) async fn current_published(s: &AppState) -> Result<Option<(u64, String)>, StoreError> {
     let db = s.registry.db();
     let (_, policy) = policy(s).await?;
     let mut candidates: Vec<(i64, String, Option<i64>)> = sqlx::query_as(
@@ -456,6 +456,120 @@ async fn current_published(s: &AppState) -> Result<Option<(u64, String)>, StoreE
         return Ok(u64::try_from(size).ok().map(|size| (size, note)));
     }
     Ok(None)
+}
+
+// === What the console's explorer reads ===
+
+/// A signed checkpoint with the cosignatures stored for it.
+#[derive(Debug)]
+pub(crate) struct CheckpointRow {
+    pub size: u64,
+    pub created_at: i64,
+    pub published_at: Option<i64>,
+    /// Witness names that cosigned.
+    pub cosigners: Vec<String>,
+}
+
+/// The newest checkpoints signed, newest first.
+pub(crate) async fn recent_checkpoints(
+    s: &AppState,
+    limit: i64,
+) -> Result<Vec<CheckpointRow>, StoreError> {
+    let pool = s.registry.db().pool();
+    let rows: Vec<(i64, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT size, created_at, published_at FROM ledger_checkpoints ORDER BY size DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (size, created_at, published_at) in rows {
+        let cosigners: Vec<String> = sqlx::query_scalar(
+            "SELECT witness FROM ledger_cosignatures WHERE size = $1 ORDER BY witness",
+        )
+        .bind(size)
+        .fetch_all(pool)
+        .await?;
+        out.push(CheckpointRow {
+            size: u64::try_from(size).map_err(store_err)?,
+            created_at,
+            published_at,
+            cosigners,
+        });
+    }
+    Ok(out)
+}
+
+/// An entry as the ledger's table keeps it.
+#[derive(Debug)]
+pub(crate) struct EntryRow {
+    pub index: u64,
+    pub kind: String,
+    pub subject: String,
+    pub at: i64,
+}
+
+/// The sequenced size of the log.
+pub(crate) async fn sequenced_size(s: &AppState) -> Result<u64, StoreError> {
+    let mut conn = s.registry.db().pool().acquire().await?;
+    Ok(read_head(&mut conn).await?.size)
+}
+
+/// At most `limit` entries before index `before`, newest first.
+pub(crate) async fn entries_before(
+    s: &AppState,
+    before: u64,
+    limit: i64,
+) -> Result<Vec<EntryRow>, StoreError> {
+    let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+        "SELECT idx, kind, subject, at FROM ledger_entries WHERE idx < $1 ORDER BY idx DESC LIMIT $2",
+    )
+    .bind(to_i64(before))
+    .bind(limit)
+    .fetch_all(s.registry.db().pool())
+    .await?;
+    rows.into_iter()
+        .map(|(idx, kind, subject, at)| {
+            Ok(EntryRow {
+                index: u64::try_from(idx).map_err(store_err)?,
+                kind,
+                subject,
+                at,
+            })
+        })
+        .collect()
+}
+
+/// Entry `index`'s bytes, if it is sequenced.
+pub(crate) async fn entry_data(s: &AppState, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT data FROM ledger_entries WHERE idx = $1")
+            .bind(to_i64(index))
+            .fetch_optional(s.registry.db().pool())
+            .await?,
+    )
+}
+
+/// The tiles that prove entry `index` in the tree of `size`, and its bundle, as a
+/// client of the tiles would fetch them.
+pub(crate) async fn inclusion_tiles(
+    s: &AppState,
+    index: u64,
+    size: u64,
+) -> Result<TiledTree, StoreError> {
+    let mut ids = veksel_merkle::tiles::tiles_for_inclusion(index, size).map_err(store_err)?;
+    if let Some(first) = ids.first().copied() {
+        ids.push(first.entries());
+    }
+    let mut conn = s.registry.db().pool().acquire().await?;
+    let mut tree = TiledTree::new(size);
+    for id in ids {
+        let data = tile_data(&mut conn, &id)
+            .await?
+            .ok_or_else(|| store_err(format!("{} is missing", id.path())))?;
+        tree.insert(id, &data).map_err(store_err)?;
+    }
+    Ok(tree)
 }
 
 /// Sequences and checkpoints every `period`, and soon after a change.

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod auth;
 pub mod console;
+pub mod console_ledger;
 pub mod ledger;
 pub mod management;
 pub mod model;

@@ -43,6 +43,12 @@ impl OAuthError {
     }
 }
 
+impl std::fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.error, self.description)
+    }
+}
+
 impl From<AssertionError> for OAuthError {
     fn from(e: AssertionError) -> Self {
         Self::new(e.oauth_error(), e.to_string())

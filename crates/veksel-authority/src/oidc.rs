@@ -271,7 +271,35 @@ impl OidcClient {
     }
 }
 
-async fn find_client(db: &Db, client_id: &str) -> Result<Option<OidcClient>, StoreError> {
+/// The relying party of the authority's own console, built in: people whose
+/// person number has a role at the authority sign in to its pages through this
+/// login. It cannot be registered, and its codes are redeemed inside the
+/// authority only (never at the token endpoint).
+pub const CONSOLE_CLIENT_ID: &str = "veksel-console";
+
+/// Where the authority's console receives its people's logins.
+pub fn console_redirect_uri(s: &AppState) -> String {
+    format!(
+        "{}{}/signin/callback",
+        s.issuer().trim_end_matches('/'),
+        veksel_console::BASE
+    )
+}
+
+/// A relying party people may log in to: the console, or a registered one.
+async fn find_client(s: &AppState, client_id: &str) -> Result<Option<OidcClient>, StoreError> {
+    if client_id == CONSOLE_CLIENT_ID {
+        return Ok(Some(OidcClient {
+            client_id: CONSOLE_CLIENT_ID.into(),
+            name: format!("veksel console, authority {}", s.config.instance),
+            redirect_uris: vec![console_redirect_uri(s)],
+            auth_method: "none".into(),
+        }));
+    }
+    stored_client(s.registry.db(), client_id).await
+}
+
+async fn stored_client(db: &Db, client_id: &str) -> Result<Option<OidcClient>, StoreError> {
     let row: Option<(String, String, String)> = sqlx::query_as(
         "SELECT name, redirect_uris, auth_method FROM oidc_clients WHERE client_id = $1",
     )
@@ -393,7 +421,7 @@ async fn authorize(
         .client_id
         .as_deref()
         .ok_or_else(|| bad("client_id is missing."))?;
-    let client = find_client(s.registry.db(), client_id)
+    let client = find_client(&s, client_id)
         .await
         .map_err(|e| error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?
         .ok_or_else(|| bad("This service is not registered for login."))?;
@@ -800,7 +828,7 @@ async fn login(
             ));
         }
     };
-    let client = find_client(s.registry.db(), &pending.client_id)
+    let client = find_client(&s, &pending.client_id)
         .await
         .map_err(|e| error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?
         .ok_or_else(expired)?;
@@ -961,39 +989,28 @@ type CodeRow = (
     String,
 );
 
-/// `grant_type=authorization_code` at the token endpoint.
-pub(crate) async fn code_grant(s: &AppState, form: &Form) -> Result<Response, OAuthError> {
-    let code = form.required("code")?;
-    let redirect_uri = form.required("redirect_uri")?;
-    let verifier = form.required("code_verifier")?;
-    let client_id = match (form.get("client_id"), form.get("client_assertion")) {
-        (_, Some(assertion)) => {
-            if form.get("client_assertion_type") != Some(crate::oauth::CLIENT_ASSERTION_TYPE) {
-                return Err(OAuthError::new(
-                    "invalid_client",
-                    "client_assertion_type must be jwt-bearer",
-                ));
-            }
-            let caller = crate::oauth::authenticate_client(s, assertion).await?;
-            caller.to_string()
-        }
-        (Some(id), None) => id.to_owned(),
-        (None, None) => return Err(OAuthError::new("invalid_client", "client_id is missing")),
-    };
-    let client = find_client(s.registry.db(), &client_id)
-        .await?
-        .ok_or_else(|| {
-            OAuthError::new(
-                "invalid_client",
-                format!("{client_id} is not a registered relying party"),
-            )
-        })?;
-    if client.auth_method == "private_key_jwt" && form.get("client_assertion").is_none() {
-        return Err(OAuthError::new(
-            "invalid_client",
-            format!("{client_id} must authenticate with a client assertion"),
-        ));
-    }
+/// What an authorization code said, once spent.
+#[derive(Debug)]
+pub(crate) struct SpentCode {
+    /// The person number.
+    pub pid: String,
+    /// The level of assurance (`acr`).
+    pub acr: String,
+    /// The nonce of the authorization request.
+    pub nonce: Option<String>,
+    auth_time: i64,
+    amr: String,
+}
+
+/// Spends an authorization code for `client_id`: once, in time, with the redirect
+/// URI and the PKCE verifier of the request it answers.
+pub(crate) async fn spend_code(
+    s: &AppState,
+    code: &str,
+    client_id: &str,
+    redirect_uri: &str,
+    verifier: &str,
+) -> Result<SpentCode, OAuthError> {
     // RFC 7636 §4.1: 43 to 128 unreserved characters.
     if !(43..=128).contains(&verifier.len())
         || !verifier
@@ -1058,6 +1075,57 @@ pub(crate) async fn code_grant(s: &AppState, form: &Form) -> Result<Response, OA
     if !bool::from(computed.as_bytes().ct_eq(challenge.as_bytes())) {
         return Err(invalid("code_verifier does not match the code_challenge"));
     }
+    Ok(SpentCode {
+        pid,
+        acr,
+        nonce,
+        auth_time,
+        amr,
+    })
+}
+
+/// `grant_type=authorization_code` at the token endpoint.
+pub(crate) async fn code_grant(s: &AppState, form: &Form) -> Result<Response, OAuthError> {
+    let code = form.required("code")?;
+    let redirect_uri = form.required("redirect_uri")?;
+    let verifier = form.required("code_verifier")?;
+    let client_id = match (form.get("client_id"), form.get("client_assertion")) {
+        (_, Some(assertion)) => {
+            if form.get("client_assertion_type") != Some(crate::oauth::CLIENT_ASSERTION_TYPE) {
+                return Err(OAuthError::new(
+                    "invalid_client",
+                    "client_assertion_type must be jwt-bearer",
+                ));
+            }
+            let caller = crate::oauth::authenticate_client(s, assertion).await?;
+            caller.to_string()
+        }
+        (Some(id), None) => id.to_owned(),
+        (None, None) => return Err(OAuthError::new("invalid_client", "client_id is missing")),
+    };
+    // The console's codes are spent inside the authority; here, they are unknown.
+    let client = stored_client(s.registry.db(), &client_id)
+        .await?
+        .ok_or_else(|| {
+            OAuthError::new(
+                "invalid_client",
+                format!("{client_id} is not a registered relying party"),
+            )
+        })?;
+    if client.auth_method == "private_key_jwt" && form.get("client_assertion").is_none() {
+        return Err(OAuthError::new(
+            "invalid_client",
+            format!("{client_id} must authenticate with a client assertion"),
+        ));
+    }
+    let SpentCode {
+        pid,
+        acr,
+        nonce,
+        auth_time,
+        amr,
+    } = spend_code(s, code, &client_id, redirect_uri, verifier).await?;
+    let now = i64::try_from(s.clock.now_secs()).unwrap_or(i64::MAX);
     let sub = pairwise_sub(s, &client_id, &pid);
     let id_token = IdTokenClaims {
         iss: s.issuer().to_owned(),
@@ -1151,6 +1219,11 @@ async fn add_client(
     Json(b): Json<OidcClient>,
 ) -> ApiResult<(StatusCode, Json<OidcClient>)> {
     b.validate().map_err(ApiError::bad_request)?;
+    if b.client_id == CONSOLE_CLIENT_ID {
+        return Err(ApiError::bad_request(format!(
+            "{CONSOLE_CLIENT_ID} is the authority's own console"
+        )));
+    }
     let done = sqlx::query(
         "INSERT INTO oidc_clients (client_id, name, redirect_uris, auth_method, created_at) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (client_id) DO NOTHING",
@@ -1193,7 +1266,7 @@ async fn list_clients(
             .map_err(StoreError::from)?;
     let mut out = Vec::new();
     for (id,) in ids {
-        if let Some(c) = find_client(s.registry.db(), &id).await? {
+        if let Some(c) = stored_client(s.registry.db(), &id).await? {
             out.push(c);
         }
     }

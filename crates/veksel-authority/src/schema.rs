@@ -126,4 +126,9 @@ ALTER TABLE oidc_logins ADD COLUMN upstream_nonce TEXT;
 ALTER TABLE oidc_codes ADD COLUMN amr TEXT NOT NULL DEFAULT '["test"]'
 "#,
     },
+    Migration {
+        version: 13,
+        name: "people who work in the console",
+        sql: veksel_store::officers::PEOPLE_TABLE,
+    },
 ];

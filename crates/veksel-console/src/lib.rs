@@ -4,10 +4,14 @@
 //!
 //! Pages are rendered on the server (askama) and work without JavaScript: every
 //! action is a form, every form works by keyboard. The Content Security Policy loads
-//! nothing but the node's own stylesheet.
+//! nothing but the node's own stylesheet and scripts (no inline code); the one
+//! script, the ledger explorer's, checks in the browser what the server already
+//! checked.
 //!
-//! A session is a random 32-byte id in a `HttpOnly`, `Secure`, `SameSite=Strict`
-//! cookie (`Lax` for a person, who arrives from the identity provider's site), kept
+//! Operators sign in with an admin token, or with their own login as a person the
+//! node granted a role ([`people`]). A session is a random 32-byte id in a
+//! `HttpOnly`, `Secure`, `SameSite=Strict` cookie (`Lax` for a citizen looking at
+//! their own lookups, who arrives from the identity provider's site), kept
 //! in memory as its SHA-256 (a node restart signs everyone out), ended after 30 idle
 //! minutes or 8 hours. Each has its own CSRF token, which every form
 //! carries and every `POST` must present (compared in constant time); a `POST` from
@@ -17,6 +21,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod chart;
+pub mod people;
 pub mod words;
 
 use askama::Template;
@@ -149,9 +154,12 @@ pub struct Session {
     pub role: String,
     /// The token every form of this session carries.
     pub csrf: String,
-    /// For a person signed in with people's login: their person number (the
-    /// session then has no admin role at all).
+    /// For a person signed in with people's login: their person number. A citizen
+    /// has the role [`PERSON_ROLE`], which ranks nowhere; an officer has the role
+    /// the node granted them (and `token_id` is `person:` and the number).
     pub person: Option<String>,
+    /// An officer's name, as granted.
+    pub name: Option<String>,
     created_ms: i64,
     last_seen_ms: i64,
 }
@@ -161,6 +169,11 @@ impl Session {
     pub fn has_role(&self, ranks: &[&str], role: &str) -> bool {
         let rank = |r: &str| ranks.iter().position(|x| *x == r);
         matches!((rank(&self.role), rank(role)), (Some(a), Some(b)) if a >= b)
+    }
+
+    /// Whether this is a citizen's session, which sees only their own lookups.
+    pub fn is_citizen(&self) -> bool {
+        self.role == PERSON_ROLE
     }
 }
 
@@ -194,7 +207,23 @@ pub struct PendingLogin {
     pub verifier: String,
     /// The nonce the ID token must carry.
     pub nonce: String,
+    /// Whether the person signs in to work as an officer (otherwise to see their
+    /// own lookups).
+    pub officer: bool,
     created_ms: i64,
+}
+
+/// Where a person's login goes and comes back.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginTarget<'a> {
+    /// The provider's authorization endpoint.
+    pub authorize: &'a str,
+    /// The relying party.
+    pub client_id: &'a str,
+    /// Where the provider sends the browser back.
+    pub redirect_uri: &'a str,
+    /// The path the login's cookie is sent to (the way back is under it).
+    pub cookie_path: &'a str,
 }
 
 /// How long a person may take at the identity provider, ms.
@@ -204,11 +233,12 @@ pub const LOGIN_COOKIE: &str = "veksel_me";
 
 impl Sessions {
     /// Starts a person's login: its `state`, and what the answer must match.
-    pub fn start_login(&self, now_ms: i64) -> Option<(String, PendingLogin)> {
+    fn start_login(&self, officer: bool, now_ms: i64) -> Option<(String, PendingLogin)> {
         let (state, verifier, nonce) = (random_token()?, random_token()?, random_token()?);
         let login = PendingLogin {
             verifier,
             nonce,
+            officer,
             created_ms: now_ms,
         };
         let mut map = self.logins.lock().ok()?;
@@ -236,18 +266,76 @@ impl Sessions {
         (now_ms - login.created_ms < LOGIN_TTL_MS).then_some(login)
     }
 
-    /// Opens a session for `principal`; returns the `Set-Cookie` value.
-    pub fn open(&self, principal: &TokenPrincipal, now_ms: i64) -> Option<String> {
-        self.insert(principal.id.clone(), principal.role.clone(), None, now_ms)
+    /// Starts a person's login and sends the browser to `authorize` (an OpenID
+    /// Connect authorization endpoint) as the relying party `client_id`, to come
+    /// back to `redirect_uri` (under `cookie_path`, where the login's cookie goes):
+    /// code flow, PKCE and a nonce. `None` when no login can be started now.
+    pub fn send_to_login(
+        &self,
+        officer: bool,
+        now_ms: i64,
+        to: LoginTarget<'_>,
+        lang: Lang,
+    ) -> Option<Response> {
+        let (state, login) = self.start_login(officer, now_ms)?;
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("response_type", "code")
+            .append_pair("client_id", to.client_id)
+            .append_pair("redirect_uri", to.redirect_uri)
+            .append_pair("scope", "openid")
+            .append_pair("state", &state)
+            .append_pair("nonce", &login.nonce)
+            .append_pair(
+                "code_challenge",
+                &veksel_proto::oauth::pkce_challenge(&login.verifier),
+            )
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("ui_locales", lang.code())
+            .finish();
+        Some(see_other(
+            &format!("{}?{query}", to.authorize),
+            Some(&format!(
+                "{LOGIN_COOKIE}={state}; Path={}; Max-Age=600; HttpOnly; Secure; SameSite=Lax",
+                to.cookie_path
+            )),
+        ))
     }
 
-    /// Opens a session for a person whose login verified `person`; returns the
+    /// Opens a session for `principal`; returns the `Set-Cookie` value.
+    pub fn open(&self, principal: &TokenPrincipal, now_ms: i64) -> Option<String> {
+        self.insert(
+            principal.id.clone(),
+            principal.role.clone(),
+            None,
+            None,
+            now_ms,
+        )
+    }
+
+    /// Opens a session for a citizen whose login verified `person`; returns the
     /// `Set-Cookie` value.
     pub fn open_person(&self, person: &str, now_ms: i64) -> Option<String> {
         self.insert(
             "person".into(),
             PERSON_ROLE.into(),
             Some(person.to_owned()),
+            None,
+            now_ms,
+        )
+    }
+
+    /// Opens a session for a person the node granted a role; returns the
+    /// `Set-Cookie` value.
+    pub fn open_officer(
+        &self,
+        officer: &veksel_store::officers::Officer,
+        now_ms: i64,
+    ) -> Option<String> {
+        self.insert(
+            people::actor(&officer.person_id),
+            officer.role.clone(),
+            Some(officer.person_id.clone()),
+            Some(officer.name.clone()),
             now_ms,
         )
     }
@@ -257,15 +345,17 @@ impl Sessions {
         token_id: String,
         role: String,
         person: Option<String>,
+        name: Option<String>,
         now_ms: i64,
     ) -> Option<String> {
-        let is_person = person.is_some();
+        let is_citizen = role == PERSON_ROLE;
         let (id, csrf) = (random_token()?, random_token()?);
         let session = Session {
             token_id,
             role,
             csrf,
             person,
+            name,
             created_ms: now_ms,
             last_seen_ms: now_ms,
         };
@@ -280,11 +370,12 @@ impl Sessions {
             map.remove(&oldest);
         }
         map.insert(digest(&id), session);
-        // A person arrives from the identity provider's site, so their session's
+        // A citizen arrives from the identity provider's site, so their session's
         // cookie must travel on that navigation (Lax); it reads only their own
         // lookups, and every form still needs its CSRF token. An operator's session
-        // stays Strict.
-        let same_site = if is_person { "Lax" } else { "Strict" };
+        // stays Strict (an officer's login ends on a page of this node that moves
+        // on, so the cookie's first use is a same-site navigation).
+        let same_site = if is_citizen { "Lax" } else { "Strict" };
         Some(format!(
             "{SESSION_COOKIE}={id}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite={same_site}",
             MAX_AGE_MS / 1000
@@ -316,7 +407,8 @@ impl Sessions {
         }
     }
 
-    /// Ends every session of an admin token (it was revoked).
+    /// Ends every session of an admin token (it was revoked), or of an officer
+    /// (`person:` and their number: their grant was removed or changed).
     pub fn close_token(&self, token_id: &str) {
         if let Ok(mut map) = self.by_digest.lock() {
             map.retain(|_, s| s.token_id != token_id);
@@ -421,7 +513,7 @@ pub fn html(status: StatusCode, body: String) -> Response {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -573,6 +665,7 @@ pub struct Ctx {
     here: String,
     nav: Vec<NavLink>,
     host: Option<String>,
+    people_login: Option<String>,
 }
 
 /// The node as a request names it: `Host` (HTTP/1.1), or the URI's authority
@@ -601,7 +694,7 @@ impl Ctx {
         let session = sessions.current(headers, now_ms);
         let path = uri.path();
         let nav = match &session {
-            Some(s) if s.person.is_none() => site
+            Some(s) if !s.is_citizen() => site
                 .nav
                 .iter()
                 .map(|(to, label)| {
@@ -625,11 +718,13 @@ impl Ctx {
             here: form_urlencoded::byte_serialize(here.as_bytes()).collect(),
             nav,
             host: request_host(headers, uri),
+            people_login: None,
         }
     }
 
     /// Like [`Ctx::new`], and the session ends if its admin token was revoked since
-    /// sign-in (or cannot be checked: a session is never kept on a guess).
+    /// sign-in, or its officer's grant removed or changed (or if that cannot be
+    /// checked: a session is never kept on a guess).
     pub async fn load(
         site: &'static Site,
         sessions: &Sessions,
@@ -640,8 +735,13 @@ impl Ctx {
         node: String,
     ) -> Self {
         let mut ctx = Self::new(site, sessions, now_ms, headers, uri, node);
-        if let Some(s) = ctx.session.as_ref().filter(|s| s.person.is_none()) {
-            let active = veksel_store::tokens::is_active(db, &s.token_id).await;
+        if let Some(s) = ctx.session.as_ref().filter(|s| !s.is_citizen()) {
+            let active = match &s.person {
+                None => veksel_store::tokens::is_active(db, &s.token_id).await,
+                Some(person) => veksel_store::officers::find(db, person)
+                    .await
+                    .map(|grant| grant.is_some_and(|g| g.role == s.role)),
+            };
             if !matches!(active, Ok(true)) {
                 sessions.close_token(&s.token_id);
                 ctx.session = None;
@@ -677,9 +777,18 @@ impl Ctx {
         }
     }
 
-    /// The person signed in with people's login, if a person is.
+    /// The citizen signed in with people's login to see their own lookups, if one is.
     pub fn person(&self) -> Option<&str> {
-        self.session.as_ref().and_then(|s| s.person.as_deref())
+        self.session
+            .as_ref()
+            .filter(|s| s.is_citizen())
+            .and_then(|s| s.person.as_deref())
+    }
+
+    /// Who acts in this session, as audit trails name them: the admin token's id,
+    /// or `person:` and an officer's number.
+    pub fn actor(&self) -> Option<&str> {
+        self.session.as_ref().map(|s| s.token_id.as_str())
     }
 
     /// Whether the session's role is `role` or above.
@@ -761,12 +870,21 @@ impl Ctx {
         now_ms: i64,
     ) -> Response {
         let same_site = same_origin(headers, self.host.as_deref());
-        sign_in(db, sessions, self.frame(), same_site, body, now_ms).await
+        sign_in(
+            db,
+            sessions,
+            self.frame(),
+            self.people_login.as_deref(),
+            same_site,
+            body,
+            now_ms,
+        )
+        .await
     }
 
-    /// The sign-in page.
-    pub fn sign_in_page(&self) -> Response {
-        sign_in_page(self.frame(), None, StatusCode::OK)
+    /// The sign-in page, saying why the last attempt failed if it did.
+    pub fn sign_in_page(&self, error: Option<&str>, status: StatusCode) -> Response {
+        sign_in_page(self.frame(), self.people_login.as_deref(), error, status)
     }
 }
 
@@ -776,6 +894,7 @@ struct SignIn<'a> {
     w: &'static Words,
     base: &'a str,
     error: Option<&'a str>,
+    people_login: Option<&'a str>,
 }
 
 #[derive(Template)]
@@ -785,13 +904,20 @@ struct Message<'a> {
     back: Option<(&'a str, &'a str)>,
 }
 
-/// The sign-in page (an admin token), with an error if the last attempt failed.
-pub fn sign_in_page(frame: Frame<'_>, error: Option<&str>, status: StatusCode) -> Response {
+/// The sign-in page (an admin token, or people's login where `people_login`
+/// starts it), with an error if the last attempt failed.
+pub fn sign_in_page(
+    frame: Frame<'_>,
+    people_login: Option<&str>,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let w = frame.lang.words();
     match (SignIn {
         w,
         base: frame.base,
         error,
+        people_login,
     })
     .render()
     {
@@ -834,6 +960,7 @@ async fn sign_in(
     db: &Db,
     sessions: &Sessions,
     frame: Frame<'_>,
+    people_login: Option<&str>,
     same_site: bool,
     body: &[u8],
     now_ms: i64,
@@ -848,10 +975,22 @@ async fn sign_in(
         .unwrap_or_default();
     let principal = match veksel_store::tokens::authenticate(db, &token).await {
         Ok(Some(p)) => p,
-        Ok(None) => return sign_in_page(frame, Some(w.bad_token), StatusCode::UNAUTHORIZED),
+        Ok(None) => {
+            return sign_in_page(
+                frame,
+                people_login,
+                Some(w.bad_token),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
         Err(e) => {
             tracing::error!(error = %e, "tokens could not be read");
-            return sign_in_page(frame, Some(w.unavailable), StatusCode::SERVICE_UNAVAILABLE);
+            return sign_in_page(
+                frame,
+                people_login,
+                Some(w.unavailable),
+                StatusCode::SERVICE_UNAVAILABLE,
+            );
         }
     };
     match sessions.open(&principal, now_ms) {
@@ -859,7 +998,12 @@ async fn sign_in(
             tracing::info!(actor = %principal.id, role = %principal.role, "signed in to the console");
             see_other(&format!("{}/", frame.base), Some(&cookie))
         }
-        None => sign_in_page(frame, Some(w.unavailable), StatusCode::SERVICE_UNAVAILABLE),
+        None => sign_in_page(
+            frame,
+            people_login,
+            Some(w.unavailable),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
     }
 }
 
@@ -891,12 +1035,25 @@ pub trait Node: Send + Sync + 'static {
     fn now_ms(&self) -> i64;
     /// Its name in the pages' header: "Gateway DEV/GOV/10000001/gw1".
     fn name(&self) -> String;
+    /// Where a person starts signing in to work here (people's login), if people
+    /// can log in at this node.
+    fn people_login(&self) -> Option<String>;
+    /// Records a change made in the pages in the node's audit trail (which feeds
+    /// the network ledger): who, what (`noun.verb`), about what, and the details,
+    /// which stay off the ledger.
+    fn record(
+        &self,
+        actor: &str,
+        action: &'static str,
+        subject: &str,
+        detail: serde_json::Value,
+    ) -> impl Future<Output = Result<(), veksel_store::StoreError>> + Send;
 }
 
 impl Ctx {
     /// The context of a request to `node`'s pages.
     pub async fn of<N: Node>(node: &N, headers: &HeaderMap, uri: &axum::http::Uri) -> Self {
-        Self::load(
+        let mut ctx = Self::load(
             node.site(),
             node.sessions(),
             node.db(),
@@ -905,7 +1062,9 @@ impl Ctx {
             uri,
             node.name(),
         )
-        .await
+        .await;
+        ctx.people_login = node.people_login();
+        ctx
     }
 }
 
@@ -922,6 +1081,7 @@ pub fn routes<N: Node>() -> axum::Router<std::sync::Arc<N>> {
         )
         .route("/console/signout", post(sign_out_route::<N>))
         .route("/console/lang", get(language_route))
+        .merge(people::routes::<N>())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM))
 }
 
@@ -932,7 +1092,20 @@ async fn sign_in_page_route<N: Node>(
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
-    Ctx::of(node.as_ref(), &headers, &uri).await.sign_in_page()
+    let ctx = Ctx::of(node.as_ref(), &headers, &uri).await;
+    let w = ctx.w();
+    // A person's login that did not end in a session comes back here saying why.
+    let error = match uri.query() {
+        Some("failed") => Some(w.person_login_failed),
+        Some("no-role") => Some(w.no_role_here),
+        _ => None,
+    };
+    let status = if error.is_some() {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::OK
+    };
+    ctx.sign_in_page(error, status)
 }
 
 async fn sign_in_route<N: Node>(
@@ -1085,6 +1258,7 @@ mod tests {
             role: "security-officer".into(),
             csrf: String::new(),
             person: None,
+            name: None,
             created_ms: 0,
             last_seen_ms: 0,
         };

@@ -3,6 +3,11 @@
 //! officer edits), certificates with their expiry, and the message log with evidence
 //! to download. Sign-in, sessions, CSRF and the layout come from `veksel_console`;
 //! the rules on roles are the admin API's.
+//!
+//! People log in through the network's login as the relying party `people_client`:
+//! a citizen to see who looked up data about them (`/console/me`), an officer the
+//! gateway granted a role to work here (`/console/signin/person`). Both come back
+//! to `/console/me/callback`, the one redirect URI the relying party registers.
 
 use crate::Gateway;
 use crate::admin::ROLES;
@@ -34,6 +39,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/console/monitoring", get(monitoring_page))
         .route("/console/me", get(me))
         .route("/console/me/login", get(me_login))
+        .route("/console/signin/person", get(officer_login))
         .route("/console/me/callback", get(me_callback))
         .layer(axum::extract::DefaultBodyLimit::max(
             veksel_console::MAX_FORM,
@@ -48,6 +54,7 @@ static SITE: Site = Site {
         ("/", |w| w.overview),
         ("/log", |w| w.message_log),
         ("/monitoring", |w| w.monitoring),
+        ("/people", |w| w.people),
     ],
 };
 
@@ -66,6 +73,24 @@ impl veksel_console::Node for Gateway {
     }
     fn name(&self) -> String {
         format!("Gateway {}", self.id())
+    }
+    fn people_login(&self) -> Option<String> {
+        self.config
+            .people_client
+            .as_ref()
+            .map(|_| format!("{BASE}/signin/person"))
+    }
+    async fn record(
+        &self,
+        actor: &str,
+        action: &'static str,
+        subject: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), veksel_store::StoreError> {
+        let change =
+            crate::ledger::ConfigChange::new(self.clock.now_ms(), action, subject, actor, detail);
+        let mut conn = self.db.pool().acquire().await?;
+        change.store(&mut conn).await
     }
 }
 
@@ -757,39 +782,45 @@ fn me_redirect_uri(gw: &Gateway) -> String {
     format!("{}{BASE}/me/callback", gw.config.console_url())
 }
 
-/// Sends the person to the network's login, as the relying party `people_client`.
+/// Where a person's login that did not end in a session goes back to.
+fn login_failed(officer: bool) -> Response {
+    let to = if officer {
+        format!("{BASE}/signin?failed")
+    } else {
+        format!("{BASE}/me?failed")
+    };
+    veksel_console::see_other(&to, None)
+}
+
+/// Sends a citizen to the network's login, to see their lookups.
 async fn me_login(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let failed = || veksel_console::see_other(&format!("{BASE}/me?failed"), None);
+    person_login(&gw, &headers, false)
+}
+
+/// Sends an officer to the network's login, to work here in the role granted.
+async fn officer_login(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    person_login(&gw, &headers, true)
+}
+
+/// Sends the person to the network's login, as the relying party `people_client`.
+fn person_login(gw: &Gateway, headers: &HeaderMap, officer: bool) -> Response {
+    let failed = || login_failed(officer);
     let (Some(client), Some(conf)) = (&gw.config.people_client, gw.conf.latest()) else {
         return failed();
     };
     let Some(issuer) = conf.conf().token_service.as_ref().map(|t| t.issuer.clone()) else {
         return failed();
     };
-    let Some((state, login)) = gw.console.start_login(gw.clock.now_ms()) else {
-        return failed();
+    let target = veksel_console::LoginTarget {
+        authorize: &format!("{issuer}/oidc/v1/authorize"),
+        client_id: &client.to_string(),
+        redirect_uri: &me_redirect_uri(gw),
+        cookie_path: &format!("{BASE}/me"),
     };
-    let query = form_urlencoded::Serializer::new(String::new())
-        .append_pair("response_type", "code")
-        .append_pair("client_id", &client.to_string())
-        .append_pair("redirect_uri", &me_redirect_uri(&gw))
-        .append_pair("scope", "openid")
-        .append_pair("state", &state)
-        .append_pair("nonce", &login.nonce)
-        .append_pair(
-            "code_challenge",
-            &veksel_proto::oauth::pkce_challenge(&login.verifier),
-        )
-        .append_pair("code_challenge_method", "S256")
-        .append_pair("ui_locales", veksel_console::Lang::choose(&headers).code())
-        .finish();
-    veksel_console::see_other(
-        &format!("{issuer}/oidc/v1/authorize?{query}"),
-        Some(&format!(
-            "{}={state}; Path={BASE}/me; Max-Age=600; HttpOnly; Secure; SameSite=Lax",
-            veksel_console::LOGIN_COOKIE
-        )),
-    )
+    let lang = veksel_console::Lang::choose(headers);
+    gw.console
+        .send_to_login(officer, gw.clock.now_ms(), target, lang)
+        .unwrap_or_else(failed)
 }
 
 #[derive(serde::Deserialize)]
@@ -806,14 +837,14 @@ async fn me_callback(
     headers: HeaderMap,
     Query(q): Query<Callback>,
 ) -> Response {
-    let failed = || veksel_console::see_other(&format!("{BASE}/me?failed"), None);
     let now_ms = gw.clock.now_ms();
     let (Some(client), Some(state)) = (&gw.config.people_client, q.state.as_deref()) else {
-        return failed();
+        return login_failed(false);
     };
     let Some(login) = gw.console.finish_login(&headers, state, now_ms) else {
-        return failed();
+        return login_failed(false);
     };
+    let failed = || login_failed(login.officer);
     let Some(code) = q.code.as_deref() else {
         return failed();
     };
@@ -848,6 +879,9 @@ async fn me_callback(
             .map_err(|e| e.to_string())
     });
     match person {
+        Ok(p) if login.officer => {
+            veksel_console::people::officer_signed_in(gw.as_ref(), &headers, &p.id).await
+        }
         Ok(p) => match gw.console.open_person(&p.id, now_ms) {
             Some(cookie) => {
                 tracing::info!(level = %p.level, "a person signed in to see their lookups");

@@ -146,4 +146,9 @@ ALTER TABLE message_log ADD COLUMN subject_hash TEXT;
 CREATE INDEX message_log_subject ON message_log (subject_hash, logged_at)
 "#,
     },
+    Migration {
+        version: 14,
+        name: "people who work in the console",
+        sql: veksel_store::officers::PEOPLE_TABLE,
+    },
 ];

@@ -6,9 +6,12 @@
 //! Each page is asked for 50 times in a row with a signed-in session; the table gives
 //! the median, the 95th percentile and the slowest.
 //!
+//! The authority's pages are measured with a ledger of 20,000 governance events
+//! (`VEKSEL_BENCH_LEDGER`) besides the set-up's, sequenced, signed and cosigned.
+//!
 //! Run: `cargo bench -p veksel-sandbox --bench console` (`VEKSEL_BENCH_RECORDS`,
 //! default 10,000). Everything listens on 127.0.0.1; the load is bounded in count
-//! and in time (3 minutes).
+//! and in time (3 minutes each for the exchanges and the ledger).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,7 +33,11 @@ fn main() {
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
-    rt.block_on(run(dir.path(), records));
+    let ledger_events: usize = std::env::var("VEKSEL_BENCH_LEDGER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    rt.block_on(run(dir.path(), records, ledger_events));
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -38,7 +45,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn run(dir: &std::path::Path, records: usize) {
+async fn run(dir: &std::path::Path, records: usize, ledger_events: usize) {
     let mut options = SandboxOptions::new(dir.join("net"));
     options.ports = Ports::ephemeral();
     // Benchmarks measure the pages, not the disk's fsync.
@@ -165,15 +172,112 @@ async fn run(dir: &std::path::Path, records: usize) {
             &person,
         ),
     ];
+    // The authority's pages, with its admin token's session, over its TLS.
+    let roots = veksel_pki::certs_from_pem(
+        &std::fs::read_to_string(&info.authority_ca_file).expect("the authority's CA"),
+    )
+    .expect("PEM");
+    let authority_http = reqwest::Client::builder()
+        .use_preconfigured_tls(veksel_pki::tls::https_client_config(&roots).expect("TLS"))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let authority = &info.authority_url;
+    let resp = authority_http
+        .post(format!("{authority}/console/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", info.authority_admin_token))
+        .send()
+        .await
+        .expect("sign-in");
+    let registrar = resp.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("cookie value")
+        .to_owned();
+    // A ledger of some size: governance events, each of which the ledger turns
+    // into a signed entry, until the witnesses have cosigned a checkpoint of all.
+    let state = &sandbox.authority.as_ref().expect("the authority").state;
+    let started = Instant::now();
+    for n in 0..ledger_events {
+        state
+            .registry
+            .audit(
+                state.clock.now_ms(),
+                "bench",
+                "bench.event",
+                &n.to_string(),
+                "{}",
+            )
+            .await
+            .expect("an audit event");
+    }
+    state.ledger_changed.notify_one();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let ledger_size = loop {
+        let status: serde_json::Value = authority_http
+            .get(format!("{authority}/api/v1/ledger"))
+            .bearer_auth(&info.authority_admin_token)
+            .send()
+            .await
+            .expect("ledger status")
+            .json()
+            .await
+            .expect("JSON");
+        if let Some(size) = status["published_size"].as_u64()
+            && size >= ledger_events as u64
+        {
+            break size;
+        }
+        assert!(Instant::now() < deadline, "no published checkpoint");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "the ledger's published checkpoint has {ledger_size} entries ({ledger_events} events added, sequenced and cosigned in {:.1} s)\n",
+        started.elapsed().as_secs_f64()
+    );
+    let authority_pages: Vec<(&str, String, &str)> = vec![
+        ("authority: overview", "/console/".into(), &registrar),
+        (
+            "authority: requests",
+            "/console/requests".into(),
+            &registrar,
+        ),
+        (
+            "authority: audit trail",
+            "/console/audit".into(),
+            &registrar,
+        ),
+        (
+            "authority: ledger explorer",
+            "/console/ledger".into(),
+            &registrar,
+        ),
+        (
+            "authority: a ledger entry with its proof",
+            format!("/console/ledger/{}", ledger_size / 2),
+            &registrar,
+        ),
+        ("authority: people", "/console/people".into(), &registrar),
+    ];
+
     println!("| page | p50 ms | p95 ms | slowest ms | bytes |");
     println!("|---|---:|---:|---:|---:|");
-    for (name, path, cookie) in pages {
+    let gateway_pages = pages
+        .into_iter()
+        .map(|(n, p, c)| (n, admin.as_str(), p, c, &http));
+    let authority_pages = authority_pages
+        .into_iter()
+        .map(|(n, p, c)| (n, authority.as_str(), p, c, &authority_http));
+    for (name, base, path, cookie, http) in gateway_pages.chain(authority_pages) {
         let mut times = Vec::with_capacity(ROUNDS);
         let mut bytes = 0;
         for _ in 0..ROUNDS {
             let t = Instant::now();
             let resp = http
-                .get(format!("{admin}{path}"))
+                .get(format!("{base}{path}"))
                 .header("cookie", cookie)
                 .send()
                 .await

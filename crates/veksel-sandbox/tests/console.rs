@@ -8,9 +8,10 @@
 mod common;
 
 use common::browser::{
-    Chromedriver, axe_source, axe_violations, chromium, chromium_trusting_authority, focused_attr,
-    press, screenshot, type_keys, wait_for,
+    Chromedriver, axe_source, chromium, chromium_trusting_authority, click, focused_attr,
+    no_violations, press, text_of, type_keys, wait_for, wait_text,
 };
+use common::pages::{csrf_of, get_as, location, page_as, post_as, raw_client, session};
 use common::*;
 use fantoccini::Locator;
 use fantoccini::key::Key;
@@ -25,47 +26,6 @@ async fn search_by_name(net: &Net) -> reqwest::Response {
         &format!("{}/persons?name=olsen", ORGS[POPULATION].subsystem_id()),
     )
     .await
-}
-
-async fn text_of(browser: &fantoccini::Client, css: &str) -> String {
-    browser
-        .find(Locator::Css(css))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// Waits up to 15 s for an element whose text contains `needle` (the page before
-/// may have had the element with other text).
-async fn wait_text(browser: &fantoccini::Client, css: &str, needle: &str, shot: &str) {
-    for _ in 0..150 {
-        if let Ok(e) = browser.find(Locator::Css(css)).await
-            && e.text().await.is_ok_and(|t| t.contains(needle))
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    screenshot(browser, shot).await;
-    panic!(
-        "no {css} with {needle:?}: {}",
-        browser.source().await.unwrap()
-    );
-}
-
-async fn click(browser: &fantoccini::Client, locator: Locator<'_>) {
-    browser.find(locator).await.unwrap().click().await.unwrap();
-}
-
-async fn no_violations(browser: &fantoccini::Client, axe: &str, page: &str) {
-    screenshot(browser, page).await;
-    assert_eq!(
-        axe_violations(browser, axe).await,
-        Vec::<String>::new(),
-        "axe on {page}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,73 +228,6 @@ async fn a_security_officer_grants_access_and_fetches_evidence_in_chromium() {
     wait_for(&browser, "#token", "console-still-signed-out").await;
     let _ = browser.close().await;
     net.stop().await;
-}
-
-/// GET with a session cookie.
-async fn get_as(http: &reqwest::Client, url: &str, cookie: &str) -> reqwest::Response {
-    http.get(url).header("cookie", cookie).send().await.unwrap()
-}
-
-/// A page's HTML, read with a session cookie.
-async fn page_as(http: &reqwest::Client, url: &str, cookie: &str) -> String {
-    get_as(http, url, cookie).await.text().await.unwrap()
-}
-
-/// POST a form with a session cookie.
-async fn post_as(
-    http: &reqwest::Client,
-    url: &str,
-    cookie: &str,
-    form: String,
-) -> reqwest::Response {
-    http.post(url)
-        .header("cookie", cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form)
-        .send()
-        .await
-        .unwrap()
-}
-
-/// Where a redirect sends the browser.
-fn location(resp: &reqwest::Response) -> &str {
-    resp.headers()["location"].to_str().unwrap()
-}
-
-/// A client that keeps no cookies and follows no redirect.
-fn raw_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-/// Signs in with `token`; the session cookie.
-async fn session(http: &reqwest::Client, admin: &str, token: &str) -> String {
-    let resp = http
-        .post(format!("{admin}/console/signin"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={token}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 303);
-    let set = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(
-        set.contains("HttpOnly") && set.contains("Secure") && set.contains("SameSite=Strict"),
-        "{set}"
-    );
-    set.split(';').next().unwrap().to_owned()
-}
-
-/// The CSRF token of the page at `path`.
-async fn csrf_of(http: &reqwest::Client, admin: &str, cookie: &str, path: &str) -> String {
-    let page = page_as(http, &format!("{admin}{path}"), cookie).await;
-    let at = page
-        .find("name=\"csrf\" value=\"")
-        .expect("a form with its token")
-        + 19;
-    page[at..].split('"').next().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

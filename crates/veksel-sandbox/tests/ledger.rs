@@ -681,15 +681,10 @@ async fn ledger(b: Backend) {
     let sandbox = net.sandbox.as_mut().unwrap();
     sandbox.stop_authority().await;
     let db = match b {
-        Backend::Sqlite => veksel_store::Db::open_sqlite(
-            &net.dir
-                .path()
-                .join("authority")
-                .join(veksel_authority::files::DB),
-            &Default::default(),
-        )
-        .await
-        .unwrap(),
+        Backend::Sqlite => {
+            net.sqlite_db("authority", veksel_authority::files::DB)
+                .await
+        }
         Backend::Postgres => veksel_store::Db::connect(&net.dbs[0].url, &Default::default())
             .await
             .unwrap(),

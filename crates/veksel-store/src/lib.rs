@@ -17,6 +17,7 @@ use std::time::Duration;
 
 pub use sqlx;
 
+pub mod officers;
 pub mod tokens;
 
 /// Why a storage operation failed.

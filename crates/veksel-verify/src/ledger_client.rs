@@ -69,6 +69,27 @@ impl Source {
     }
 }
 
+/// Entry `index` of `tree` with its inclusion proof, verified against `cp`: the
+/// leaf hash of its bytes leads by the proof to the checkpoint's root, and the
+/// entry's signature verifies with the certificate it carries. `tree` holds the
+/// tiles [`tiles_for_inclusion`] names and the entry's bundle.
+pub fn prove_entry(tree: &TiledTree, cp: &Checkpoint, index: u64) -> Result<ProvenEntry, String> {
+    let raw = tree
+        .entry(index)
+        .ok_or("the entry bundle lacks the entry")?;
+    let proof = inclusion_proof(tree, index, cp.size).map_err(|e| e.to_string())?;
+    verify_inclusion(&leaf_hash(raw), index, cp.size, &proof, &cp.root)
+        .map_err(|e| format!("entry {index} is not in the checkpoint's tree: {e}"))?;
+    let (entry, signer) = check_entry(raw)?;
+    Ok(ProvenEntry {
+        index,
+        raw: String::from_utf8_lossy(raw).into_owned(),
+        entry,
+        signer,
+        proof,
+    })
+}
+
 /// A connection to one ledger under one policy.
 #[derive(Debug, Clone)]
 pub struct LedgerClient {
@@ -179,20 +200,7 @@ impl LedgerClient {
         let leaf_tile = ids.first().copied().ok_or("no tile for the entry")?;
         ids.push(leaf_tile.entries());
         let tree = self.tiles(cp.size, &ids).await?;
-        let raw = tree
-            .entry(index)
-            .ok_or("the entry bundle lacks the entry")?;
-        let proof = inclusion_proof(&tree, index, cp.size).map_err(|e| e.to_string())?;
-        verify_inclusion(&leaf_hash(raw), index, cp.size, &proof, &cp.root)
-            .map_err(|e| format!("entry {index} is not in the checkpoint's tree: {e}"))?;
-        let (entry, signer) = check_entry(raw)?;
-        Ok(ProvenEntry {
-            index,
-            raw: String::from_utf8_lossy(raw).into_owned(),
-            entry,
-            signer,
-            proof,
-        })
+        prove_entry(&tree, cp, index)
     }
 
     /// Verifies that `new` extends `old` (both verified under the policy).

@@ -197,3 +197,52 @@ pub async fn chromium_trusting_authority(
     )
     .await
 }
+
+/// The text of the element `css`.
+pub async fn text_of(browser: &fantoccini::Client, css: &str) -> String {
+    browser
+        .find(fantoccini::Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits up to 15 s for an element whose text contains `needle` (the page before
+/// may have had the element with other text); its text.
+pub async fn wait_text(
+    browser: &fantoccini::Client,
+    css: &str,
+    needle: &str,
+    shot: &str,
+) -> String {
+    for _ in 0..150 {
+        if let Ok(e) = browser.find(fantoccini::Locator::Css(css)).await
+            && let Ok(t) = e.text().await
+            && t.contains(needle)
+        {
+            return t;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    screenshot(browser, shot).await;
+    panic!(
+        "no {css} with {needle:?}: {}",
+        browser.source().await.unwrap()
+    );
+}
+
+pub async fn click(browser: &fantoccini::Client, locator: fantoccini::Locator<'_>) {
+    browser.find(locator).await.unwrap().click().await.unwrap();
+}
+
+/// Keeps a screenshot of the page and checks it with axe-core.
+pub async fn no_violations(browser: &fantoccini::Client, axe: &str, page: &str) {
+    screenshot(browser, page).await;
+    assert_eq!(
+        axe_violations(browser, axe).await,
+        Vec::<String>::new(),
+        "axe on {page}"
+    );
+}

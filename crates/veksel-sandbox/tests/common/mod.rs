@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod pages;
 pub mod people;
 
 use bytes::Bytes;
@@ -70,6 +71,15 @@ fn unshared_ports() -> Ports {
 }
 
 impl Net {
+    /// The SQLite database `file` of the node whose data directory is `node` (a
+    /// sandbox organisation's slug, or `authority`), opened beside the running node
+    /// to read it or to change it behind the node's back.
+    pub async fn sqlite_db(&self, node: &str, file: &str) -> veksel_store::Db {
+        veksel_store::Db::open_sqlite(&self.dir.path().join(node).join(file), &Default::default())
+            .await
+            .unwrap()
+    }
+
     /// Starts a network, or returns `None` for PostgreSQL when no server is configured.
     pub async fn start(backend: Backend) -> Option<Self> {
         Self::start_with(backend, |_| {}).await
