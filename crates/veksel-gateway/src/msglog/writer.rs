@@ -8,13 +8,14 @@
 //! statements it runs. (Through the pool's driver every statement was a hand-off to
 //! the driver's worker thread and back, several per exchange: a quarter of the
 //! gateway's CPU went to waking threads.) With PostgreSQL the statements go over the
-//! pool's connection from the async writer task.
+//! pool's connection from the async writer task, a batch's rows of each table in one
+//! multi-row statement: there every statement is a round trip.
 
 use super::replay::{Claim, ReplayGuard};
 use super::{MessageRecord, OpRecord, leaf_record};
 use crate::merklelog::{self, HeadCache};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use veksel_merkle::Frontier;
@@ -375,20 +376,106 @@ fn next_leaf(
 /// so a successful exchange costs no replay-guard row.
 /// The descriptors are stored packed (merklelog::pack_descriptors); their text
 /// columns stay empty.
-const INSERT_MESSAGE: &str = "INSERT INTO message_log (request_id, side, xroad_id, client, service, method, target, status,
+static INSERT_MESSAGE: LazyLock<Vec<String>> = LazyLock::new(|| MESSAGES.statements());
+
+/// A message's record, not inserted if its request and side are logged already.
+const MESSAGES: MultiRow = MultiRow {
+    into: "INSERT INTO message_log (request_id, side, xroad_id, client, service, method, target, status,
     consumer_gateway, provider_gateway, request_descriptor, request_signature,
     response_descriptor, response_signature, request_body, response_body, body_note,
     request_size, response_size, created_at, logged_at, seq, leaf_hash, descriptors_z, person_id, subject_hash)
- VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, '', $11, '', $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
- ON CONFLICT (request_id, side) DO NOTHING";
+ VALUES ",
+    row: "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    tail: " ON CONFLICT (request_id, side) DO NOTHING",
+};
 
-const INSERT_OP: &str = "INSERT INTO op_monitoring (request_id, side, xroad_id, client, service, method, consumer_gateway,
+static INSERT_OP: LazyLock<Vec<String>> = LazyLock::new(|| OPS.statements());
+
+/// A monitoring record.
+const OPS: MultiRow = MultiRow {
+    into: "INSERT INTO op_monitoring (request_id, side, xroad_id, client, service, method, consumer_gateway,
     provider_gateway, request_in_ts, request_out_ts, response_in_ts, response_out_ts,
     request_size, response_size, status_code, succeeded, fault_code, fault_message)
- VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
+ VALUES ",
+    row: "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    tail: "",
+};
 
-const INSERT_CLAIM: &str = "INSERT INTO replay_guard (request_id, expires_at) VALUES ($1, $2)
- ON CONFLICT (request_id) DO NOTHING";
+static INSERT_CLAIM: LazyLock<Vec<String>> = LazyLock::new(|| CLAIMS.statements());
+
+/// A replay claim.
+const CLAIMS: MultiRow = MultiRow {
+    into: "INSERT INTO replay_guard (request_id, expires_at) VALUES ",
+    row: "(?, ?)",
+    tail: " ON CONFLICT (request_id) DO NOTHING",
+};
+
+/// An `INSERT` of one or more rows: `row` is one row's tuple, with `?` for each
+/// parameter; they are numbered `$1, $2, …` over all rows.
+struct MultiRow {
+    into: &'static str,
+    row: &'static str,
+    tail: &'static str,
+}
+
+/// Most rows of one multi-row statement.
+const MAX_ROWS: usize = 256;
+
+/// The statement of `statements` (made by [`MultiRow::statements`]) for `rows` rows,
+/// a power of two.
+fn for_rows(statements: &'static LazyLock<Vec<String>>, rows: usize) -> &'static str {
+    statements
+        .get(rows.max(1).ilog2() as usize)
+        .map_or("", String::as_str)
+}
+
+/// The statement of `statements` for one row.
+fn one_row(statements: &'static LazyLock<Vec<String>>) -> &'static str {
+    for_rows(statements, 1)
+}
+
+impl MultiRow {
+    fn sql(&self, rows: usize) -> String {
+        let mut sql = String::with_capacity(self.into.len() + rows * (self.row.len() + 64));
+        sql.push_str(self.into);
+        let mut n = 0;
+        for i in 0..rows {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            for c in self.row.chars() {
+                if c == '?' {
+                    n += 1;
+                    sql.push('$');
+                    sql.push_str(&n.to_string());
+                } else {
+                    sql.push(c);
+                }
+            }
+        }
+        sql.push_str(self.tail);
+        sql
+    }
+
+    /// The statements for 1, 2, 4, … [`MAX_ROWS`] rows.
+    fn statements(&self) -> Vec<String> {
+        (0..=MAX_ROWS.ilog2()).map(|k| self.sql(1 << k)).collect()
+    }
+
+    /// Row counts to write `rows` rows in: powers of two, largest first, at most
+    /// [`MAX_ROWS`]; so a database caches a few statements per table, not one for
+    /// every batch size.
+    fn chunks(rows: usize) -> impl Iterator<Item = usize> {
+        let mut left = rows;
+        std::iter::from_fn(move || {
+            (left > 0).then(|| {
+                let size = 1 << left.min(MAX_ROWS).ilog2();
+                left -= size;
+                size
+            })
+        })
+    }
+}
 
 /// A signing chain, kept once.
 const INSERT_CHAIN: &str = "INSERT INTO signing_chains (x5t, chain, first_seen) VALUES ($1, $2, $3)
@@ -453,13 +540,26 @@ mod pool {
 
     type Outcome = (Vec<Done>, Option<(Frontier, Option<i64>)>, Vec<String>);
 
+    /// Writes a batch with a few multi-row statements: over a network every
+    /// statement is a round trip, and a batch of messages and their monitoring took
+    /// two per exchange. When a record is refused as already logged (by another node
+    /// sharing the database), the batch is written again row by row, which tells
+    /// exactly which one.
     async fn write(
         db: &Db,
         batch: &[Op],
         head: &HeadCache,
         known: &KnownChains,
     ) -> Result<Outcome, String> {
-        let mut new_chains = Vec::new();
+        match write_batch(db, batch, head, known, true).await? {
+            Some(outcome) => Ok(outcome),
+            None => write_batch(db, batch, head, known, false)
+                .await?
+                .ok_or_else(|| "the batch could not be written row by row".into()),
+        }
+    }
+
+    async fn begin<'a>(db: &'a Db, batch: &[Op]) -> Result<Tx<'a>, String> {
         let mut tx = db.pool().begin().await.map_err(|e| e.to_string())?;
         if !needs_sync(batch) {
             sqlx::query("SET LOCAL synchronous_commit = off")
@@ -467,10 +567,78 @@ mod pool {
                 .await
                 .map_err(|e| e.to_string())?;
         }
+        Ok(tx)
+    }
+
+    /// Rows waiting for their multi-row statements.
+    #[derive(Default)]
+    struct Pending<'a> {
+        messages: Vec<(
+            veksel_verify::log::LeafRecord,
+            &'a MessageRecord,
+            veksel_merkle::Hash,
+        )>,
+        ops: Vec<&'a OpRecord>,
+        claims: Vec<&'a ReplayClaim>,
+    }
+
+    impl Pending<'_> {
+        /// Writes what waits; false if a message was refused as already logged.
+        async fn flush(&mut self, tx: &mut Tx<'_>) -> Result<bool, String> {
+            let mut rest = &self.claims[..];
+            for size in MultiRow::chunks(rest.len()) {
+                let (chunk, more) = rest.split_at(size);
+                rest = more;
+                let mut q = sqlx::query(for_rows(&INSERT_CLAIM, size));
+                for c in chunk {
+                    q = q.bind(&c.request_id).bind(c.expires_at);
+                }
+                q.execute(&mut **tx).await.map_err(|e| e.to_string())?;
+            }
+            let mut rest = &self.ops[..];
+            for size in MultiRow::chunks(rest.len()) {
+                let (chunk, more) = rest.split_at(size);
+                rest = more;
+                let mut q = sqlx::query(for_rows(&INSERT_OP, size));
+                for r in chunk {
+                    q = bind_op(q, r);
+                }
+                q.execute(&mut **tx).await.map_err(|e| e.to_string())?;
+            }
+            let mut all_in = true;
+            let mut rest = &self.messages[..];
+            for size in MultiRow::chunks(rest.len()) {
+                let (chunk, more) = rest.split_at(size);
+                rest = more;
+                let mut q = sqlx::query(for_rows(&INSERT_MESSAGE, size));
+                for (leaf, m, hash) in chunk {
+                    q = bind_message(q, leaf, m, hash);
+                }
+                let done = q.execute(&mut **tx).await.map_err(|e| e.to_string())?;
+                all_in &= done.rows_affected() == size as u64;
+            }
+            *self = Pending::default();
+            Ok(all_in)
+        }
+    }
+
+    /// Writes a batch in one transaction: `grouped`, with multi-row statements
+    /// (`None`, and nothing written, if a message was already logged); otherwise
+    /// one statement a row, a message already logged answered as such.
+    async fn write_batch(
+        db: &Db,
+        batch: &[Op],
+        head: &HeadCache,
+        known: &KnownChains,
+        grouped: bool,
+    ) -> Result<Option<Outcome>, String> {
+        let mut new_chains = Vec::new();
+        let mut tx = begin(db, batch).await?;
         let mut done = Vec::with_capacity(batch.len());
         // Loaded at the first message of the batch: each message becomes the next leaf.
         let mut frontier: Option<Frontier> = None;
         let mut last_logged = 0;
+        let mut pending = Pending::default();
         for op in batch {
             let d = match op {
                 Op::Message { record, .. } => {
@@ -484,9 +652,24 @@ mod pool {
                         return Err("no log frontier".into());
                     };
                     let (leaf, hash) = next_leaf(f, record);
-                    if !insert_message(&mut tx, &leaf, record, &hash).await? {
-                        done.push(Done::AlreadyClaimed);
-                        continue;
+                    if grouped {
+                        pending.messages.push((leaf, record, hash));
+                    } else {
+                        let inserted = bind_message(
+                            sqlx::query(one_row(&INSERT_MESSAGE)),
+                            &leaf,
+                            record,
+                            &hash,
+                        )
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .rows_affected()
+                            == 1;
+                        if !inserted {
+                            done.push(Done::AlreadyClaimed);
+                            continue;
+                        }
                     }
                     for (x5t, chain) in known.new_ones(record) {
                         if !new_chains.contains(x5t) {
@@ -505,19 +688,19 @@ mod pool {
                     Done::Written
                 }
                 Op::Monitor { record, replay } => {
-                    if let Some(c) = replay {
-                        claim(&mut tx, c).await?;
+                    pending.claims.extend(replay.iter());
+                    pending.ops.push(record);
+                    if !grouped {
+                        pending.flush(&mut tx).await?;
                     }
-                    insert_op(&mut tx, record).await?;
                     Done::Written
                 }
                 Op::Claim { claim: c, .. } => {
-                    let (logged,): (i64,) = sqlx::query_as(LOGGED_AS_PROVIDER)
-                        .bind(&c.request_id)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    match logged == 0 && claim(&mut tx, c).await? {
+                    // A claim must see the records before it in the batch.
+                    if !pending.flush(&mut tx).await? {
+                        return rolled_back(tx).await;
+                    }
+                    match logged_as_provider(&mut tx, c).await? == 0 && claim(&mut tx, c).await? {
                         true => Done::Written,
                         false => Done::AlreadyClaimed,
                     }
@@ -525,6 +708,9 @@ mod pool {
                 Op::Flush | Op::Stop => Done::Written,
             };
             done.push(d);
+        }
+        if !pending.flush(&mut tx).await? {
+            return rolled_back(tx).await;
         }
         let new_head = match frontier {
             Some(f) => {
@@ -536,13 +722,28 @@ mod pool {
             None => None,
         };
         tx.commit().await.map_err(|e| e.to_string())?;
-        Ok((done, new_head, new_chains))
+        Ok(Some((done, new_head, new_chains)))
+    }
+
+    async fn rolled_back(tx: Tx<'_>) -> Result<Option<Outcome>, String> {
+        tx.rollback().await.map_err(|e| e.to_string())?;
+        Ok(None)
     }
 
     type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+    type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+    async fn logged_as_provider(tx: &mut Tx<'_>, c: &ReplayClaim) -> Result<i64, String> {
+        let (logged,): (i64,) = sqlx::query_as(LOGGED_AS_PROVIDER)
+            .bind(&c.request_id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(logged)
+    }
 
     async fn claim(tx: &mut Tx<'_>, c: &ReplayClaim) -> Result<bool, String> {
-        sqlx::query(INSERT_CLAIM)
+        sqlx::query(one_row(&INSERT_CLAIM))
             .bind(&c.request_id)
             .bind(c.expires_at)
             .execute(&mut **tx)
@@ -551,14 +752,14 @@ mod pool {
             .map_err(|e| e.to_string())
     }
 
-    async fn insert_message(
-        tx: &mut Tx<'_>,
-        leaf: &veksel_verify::log::LeafRecord,
-        m: &MessageRecord,
+    /// Binds a message's row to the next parameters of `q`.
+    fn bind_message<'q>(
+        q: Query<'q>,
+        leaf: &'q veksel_verify::log::LeafRecord,
+        m: &'q MessageRecord,
         hash: &veksel_merkle::Hash,
-    ) -> Result<bool, String> {
-        sqlx::query(INSERT_MESSAGE)
-            .bind(&leaf.request_id)
+    ) -> Query<'q> {
+        q.bind(&leaf.request_id)
             .bind(&leaf.side)
             .bind(&leaf.xroad_id)
             .bind(&leaf.client)
@@ -586,15 +787,11 @@ mod pool {
             ))
             .bind(m.person_id.as_deref())
             .bind(m.subject_hash.as_deref())
-            .execute(&mut **tx)
-            .await
-            .map(|r| r.rows_affected() == 1)
-            .map_err(|e| e.to_string())
     }
 
-    async fn insert_op(tx: &mut Tx<'_>, r: &OpRecord) -> Result<(), String> {
-        sqlx::query(INSERT_OP)
-            .bind(&r.request_id)
+    /// Binds a monitoring row to the next parameters of `q`.
+    fn bind_op<'q>(q: Query<'q>, r: &'q OpRecord) -> Query<'q> {
+        q.bind(&r.request_id)
             .bind(&r.side)
             .bind(&r.xroad_id)
             .bind(&r.client)
@@ -612,10 +809,6 @@ mod pool {
             .bind(i64::from(r.succeeded))
             .bind(r.fault_code.clone())
             .bind(r.fault_message.clone())
-            .execute(&mut **tx)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
     }
 }
 
@@ -752,7 +945,7 @@ mod sqlite {
     }
 
     fn claim(tx: &rusqlite::Transaction<'_>, c: &ReplayClaim) -> rusqlite::Result<bool> {
-        let mut stmt = tx.prepare_cached(INSERT_CLAIM)?;
+        let mut stmt = tx.prepare_cached(one_row(&INSERT_CLAIM))?;
         Ok(stmt.execute(params![c.request_id, c.expires_at])? == 1)
     }
 
@@ -813,37 +1006,39 @@ mod sqlite {
         m: &MessageRecord,
         hash: &veksel_merkle::Hash,
     ) -> rusqlite::Result<bool> {
-        let inserted = tx.prepare_cached(INSERT_MESSAGE)?.execute(params![
-            leaf.request_id,
-            leaf.side,
-            leaf.xroad_id,
-            leaf.client,
-            leaf.service,
-            leaf.method,
-            leaf.target,
-            leaf.status,
-            leaf.consumer_gateway,
-            leaf.provider_gateway,
-            leaf.request_signature,
-            leaf.response_signature,
-            m.request_body.as_deref(),
-            m.response_body.as_deref(),
-            leaf.body_note,
-            leaf.request_size,
-            leaf.response_size,
-            leaf.created_at,
-            leaf.logged_at,
-            leaf.seq,
-            &hash[..],
-            merklelog::pack_descriptors(&m.request_descriptor, &m.response_descriptor),
-            m.person_id.as_deref(),
-            m.subject_hash.as_deref(),
-        ])?;
+        let inserted = tx
+            .prepare_cached(one_row(&INSERT_MESSAGE))?
+            .execute(params![
+                leaf.request_id,
+                leaf.side,
+                leaf.xroad_id,
+                leaf.client,
+                leaf.service,
+                leaf.method,
+                leaf.target,
+                leaf.status,
+                leaf.consumer_gateway,
+                leaf.provider_gateway,
+                leaf.request_signature,
+                leaf.response_signature,
+                m.request_body.as_deref(),
+                m.response_body.as_deref(),
+                leaf.body_note,
+                leaf.request_size,
+                leaf.response_size,
+                leaf.created_at,
+                leaf.logged_at,
+                leaf.seq,
+                &hash[..],
+                merklelog::pack_descriptors(&m.request_descriptor, &m.response_descriptor),
+                m.person_id.as_deref(),
+                m.subject_hash.as_deref(),
+            ])?;
         Ok(inserted == 1)
     }
 
     fn insert_op(tx: &rusqlite::Transaction<'_>, r: &OpRecord) -> rusqlite::Result<()> {
-        tx.prepare_cached(INSERT_OP)?.execute(params![
+        tx.prepare_cached(one_row(&INSERT_OP))?.execute(params![
             r.request_id,
             r.side,
             r.xroad_id,
@@ -947,6 +1142,39 @@ mod tests {
             Next::Write(batch, true) if ids(&batch) == vec!["e"]
         ));
         assert!(matches!(grouping.take(None, &mut rx), Next::End));
+    }
+
+    #[test]
+    fn multi_row_statements_number_their_parameters_and_come_in_few_sizes() {
+        assert_eq!(
+            CLAIMS.sql(3),
+            "INSERT INTO replay_guard (request_id, expires_at) VALUES ($1, $2), ($3, $4), ($5, $6) ON CONFLICT (request_id) DO NOTHING"
+        );
+        // The literal columns of a message row stay literal; the numbering runs on.
+        let two = MESSAGES.sql(2);
+        assert!(two.contains("($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, '', $11, '', $12,"));
+        assert!(
+            two.contains("$24), ($25, $26,")
+                && two.ends_with("$48) ON CONFLICT (request_id, side) DO NOTHING")
+        );
+        assert_eq!(one_row(&INSERT_OP).matches('$').count(), 18);
+        for (rows, chunks) in [
+            (0, vec![]),
+            (1, vec![1]),
+            (30, vec![16, 8, 4, 2]),
+            (256, vec![256]),
+            (600, vec![256, 256, 64, 16, 8]),
+        ] {
+            assert_eq!(MultiRow::chunks(rows).collect::<Vec<_>>(), chunks, "{rows}");
+        }
+        // Every size a batch is cut into has its statement.
+        for size in MultiRow::chunks(MAX_BATCH * 2) {
+            assert_eq!(
+                for_rows(&INSERT_CLAIM, size).matches("), (").count() + 1,
+                size,
+                "{size}"
+            );
+        }
     }
 
     #[test]
