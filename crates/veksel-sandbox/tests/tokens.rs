@@ -1109,3 +1109,104 @@ async fn scopes_on_the_exchange_on_sqlite() {
 async fn scopes_on_the_exchange_on_postgres() {
     scopes_on_the_exchange(Backend::Postgres).await;
 }
+
+/// pyjwt checks a broker answer's signature with the published key (not veksel's
+/// code), and refuses it once a bound claim or the key changes.
+const ANSWER_SCRIPT: &str = r#"
+import base64, hashlib, json, sys
+import jwt
+signature, jwk_json, body = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+key = jwt.PyJWK(json.loads(jwk_json)).key
+header = jwt.get_unverified_header(signature)
+claims = jwt.decode(signature, key, algorithms=["ES256"], audience="DEV/MUN/30000003",
+                    issuer="https://broker.dev.example", options={"require": ["iat", "jti"]})
+digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode()
+subject = base64.urlsafe_b64encode(hashlib.sha256(
+    claims["jti"].encode() + b"\x00" + b"01017012345").digest()).rstrip(b"=").decode()
+head, payload, sig = signature.split(".")
+forged_claims = dict(claims, dataset="person-basic")
+forged = head + "." + base64.urlsafe_b64encode(json.dumps(forged_claims).encode()).rstrip(b"=").decode() + "." + sig
+try:
+    jwt.decode(forged, key, algorithms=["ES256"], audience="DEV/MUN/30000003")
+    forged_result = "accepted"
+except jwt.InvalidSignatureError:
+    forged_result = "refused"
+print(json.dumps({"typ": header["typ"], "kid": header["kid"], "body_ok": claims["body_sha256"] == digest,
+                  "subject_ok": claims["sub"] == subject, "dataset": claims["dataset"],
+                  "forged": forged_result}))
+"#;
+
+#[test]
+fn pyjwt_verifies_a_broker_answer() {
+    use veksel_broker::answer::{AnswerClaims, body_digest, sign, subject_digest};
+    let signer = veksel_proto::jws::SoftwareSigner::from_pkcs8(
+        &veksel_proto::jws::generate_p256_pkcs8().unwrap(),
+        vec![],
+    )
+    .unwrap();
+    let jwk = veksel_proto::oauth::Jwk::es256(&signer.public_key()).unwrap();
+    let body = r#"{"evidenceStatus":{"evidenceCodeName":"person-income"},"evidenceValues":[]}"#;
+    let jti = "0e7b5f1a-9d3c-4b8e-a1f2-3c4d5e6f7a8b";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = AnswerClaims {
+        iss: "https://broker.dev.example".into(),
+        aud: "DEV/MUN/30000003".into(),
+        sub: subject_digest(jti, "01017012345"),
+        dataset: "person-income".into(),
+        dataset_version: 1,
+        purpose: "housing-benefit".into(),
+        request: "dh-1".into(),
+        iat: now,
+        jti: jti.into(),
+        body_sha256: body_digest(body.as_bytes()),
+    };
+    let signature = sign(&signer, &jwk.kid, &claims).unwrap();
+    let python = common::python_with_oauth_libraries();
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            ANSWER_SCRIPT,
+            &signature,
+            &serde_json::to_string(&jwk).unwrap(),
+            body,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        seen,
+        serde_json::json!({"typ": "veksel-evidence+jwt", "kid": jwk.kid, "body_ok": true,
+            "subject_ok": true, "dataset": "person-income", "forged": "refused"})
+    );
+    // A claim changed after signing: pyjwt refuses the signature, as veksel does.
+    let other = veksel_proto::jws::SoftwareSigner::from_pkcs8(
+        &veksel_proto::jws::generate_p256_pkcs8().unwrap(),
+        vec![],
+    )
+    .unwrap();
+    let by_other_key = sign(&other, &jwk.kid, &claims).unwrap();
+    let out = std::process::Command::new(common::python_with_oauth_libraries())
+        .args([
+            "-c",
+            ANSWER_SCRIPT,
+            &by_other_key,
+            &serde_json::to_string(&jwk).unwrap(),
+            body,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("InvalidSignatureError"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

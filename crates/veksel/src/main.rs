@@ -79,6 +79,55 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The data broker: check dataset definitions, verify a signed answer.
+    Broker {
+        #[command(subcommand)]
+        command: BrokerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BrokerCommand {
+    /// Read every dataset definition (*.toml, *.json) of a directory and say what
+    /// each offers, or the first mistake; exits 1 on a mistake.
+    CheckDatasets {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// Verify an answer offline: its X-Signature-JWT against the exact body, the
+    /// broker's published key set and what was asked; exits 1 if it does not hold.
+    Verify {
+        /// The answer's body, exactly as received.
+        #[arg(long)]
+        body: PathBuf,
+        /// The X-Signature-JWT header's value, or @FILE to read it from a file.
+        #[arg(long)]
+        signature: String,
+        /// The broker's JWKS (JSON).
+        #[arg(long)]
+        jwks: PathBuf,
+        /// The broker (the signature's iss).
+        #[arg(long)]
+        issuer: String,
+        /// The requestor the answer was for.
+        #[arg(long)]
+        requestor: String,
+        /// The subject asked about.
+        #[arg(long)]
+        subject: String,
+        /// The dataset asked for.
+        #[arg(long)]
+        dataset: String,
+        /// The purpose given.
+        #[arg(long)]
+        purpose: String,
+        /// The accreditation or request id, if known.
+        #[arg(long)]
+        request: Option<String>,
+        /// Oldest answer accepted, seconds.
+        #[arg(long, default_value_t = 86_400)]
+        max_age: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -463,6 +512,7 @@ async fn main() -> Result<()> {
         Command::Evidence { command } => evidence(command).await,
         Command::Ledger { command } => ledger(command).await,
         Command::Token { command } => token(command, clock).await,
+        Command::Broker { command } => broker(command, &clock),
         Command::Log {
             command:
                 LogCommand::Verify {
@@ -1157,6 +1207,81 @@ fn gateway_conf(
         )
     })?;
     Ok((conf, state))
+}
+
+fn broker(command: BrokerCommand, clock: &Clock) -> Result<()> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    };
+    match command {
+        BrokerCommand::CheckDatasets { dir } => {
+            let catalogue = veksel_broker::Catalogue::load_dir(&dir)?;
+            for d in catalogue.all() {
+                let purposes: Vec<String> = d
+                    .purposes
+                    .iter()
+                    .map(|p| format!("{} ({})", p.id, p.fields.join(", ")))
+                    .collect();
+                println!(
+                    "{} v{}: {} fields from {} sources; purposes: {}",
+                    d.name,
+                    d.version,
+                    d.fields.len(),
+                    d.sources.len(),
+                    purposes.join("; ")
+                );
+            }
+            Ok(())
+        }
+        BrokerCommand::Verify {
+            body,
+            signature,
+            jwks,
+            issuer,
+            requestor,
+            subject,
+            dataset,
+            purpose,
+            request,
+            max_age,
+        } => {
+            let signature = match signature.strip_prefix('@') {
+                Some(file) => String::from_utf8(read(std::path::Path::new(file))?)
+                    .context("the signature file is not text")?,
+                None => signature,
+            };
+            let keys: veksel_proto::oauth::Jwks =
+                serde_json::from_slice(&read(&jwks)?).context("the key set is not a JWKS")?;
+            let expected = veksel_broker::answer::Expected {
+                issuer: &issuer,
+                requestor: &requestor,
+                subject: &subject,
+                dataset: &dataset,
+                purpose: &purpose,
+                request: request.as_deref(),
+            };
+            let now = i64::try_from(clock.now_secs()).unwrap_or(i64::MAX);
+            let claims = veksel_broker::answer::verify(
+                &signature,
+                &read(&body)?,
+                &keys,
+                &expected,
+                now,
+                max_age,
+            )?;
+            println!(
+                "ok: {} v{} for {} ({}), request {}, signed by {} at {}",
+                claims.dataset,
+                claims.dataset_version,
+                claims.aud,
+                claims.purpose,
+                claims.request,
+                claims.iss,
+                veksel_proto::rfc3339(claims.iat.saturating_mul(1000))
+            );
+            Ok(())
+        }
+    }
 }
 
 async fn token(command: TokenCommand, clock: Clock) -> Result<()> {
