@@ -22,6 +22,7 @@
 
 pub mod accreditation;
 pub mod answer;
+pub mod consent;
 pub mod dataset;
 pub mod error;
 pub mod harvest;
