@@ -26,7 +26,9 @@ pub mod consent;
 pub mod dataset;
 pub mod error;
 pub mod harvest;
+pub mod query;
 pub mod requirement;
+pub mod usage;
 
 pub use dataset::{Catalogue, Dataset};
 pub use error::{BrokerError, ErrorCode};
