@@ -76,6 +76,12 @@ impl veksel_console::Node for AppState {
     fn name(&self) -> String {
         format!("Authority {}", self.config.instance)
     }
+    fn test_login_officers(&self) -> bool {
+        self.config
+            .people_login
+            .as_ref()
+            .is_some_and(|p| p.test_login && p.test_officers)
+    }
     fn people_login(&self) -> Option<String> {
         self.config
             .people_login
@@ -173,7 +179,13 @@ async fn person_callback(
     if !same_nonce {
         return failed("the code is for another login (nonce)");
     }
-    veksel_console::people::officer_signed_in(s.as_ref(), &headers, &spent.pid).await
+    veksel_console::people::officer_signed_in(
+        s.as_ref(),
+        &headers,
+        &spent.pid,
+        spent.by_test_login(),
+    )
+    .await
 }
 
 async fn ctx(s: &AppState, headers: &HeaderMap, uri: &Uri) -> Ctx {

@@ -79,6 +79,12 @@ pub struct PeopleLogin {
     /// instead; the authority is its relying party and issues its own ID tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalProvider>,
+    /// Whether a person logged in with the test login may act in a role the
+    /// authority's console granted them. The test login believes any person
+    /// number, so this hands the roles to anyone who knows the numbers: only for
+    /// sandboxes; off by default.
+    #[serde(default)]
+    pub test_officers: bool,
 }
 
 impl PeopleLogin {
@@ -1000,6 +1006,15 @@ pub(crate) struct SpentCode {
     pub nonce: Option<String>,
     auth_time: i64,
     amr: String,
+}
+
+impl SpentCode {
+    /// Whether the person logged in with the test login (or the method is not
+    /// known: then they are treated as if they had).
+    pub fn by_test_login(&self) -> bool {
+        serde_json::from_str::<Vec<String>>(&self.amr)
+            .map_or(true, |m| m.iter().any(|x| x == "test"))
+    }
 }
 
 /// Spends an authorization code for `client_id`: once, in time, with the redirect

@@ -9,7 +9,7 @@
 
 use crate::dataset::{Catalogue, Dataset};
 use crate::error::{BrokerError, ErrorCode};
-use crate::requirement::{self, Consent, LegalBasis, Party, Request, Rule, Verdict};
+use crate::requirement::{self, Consent, FailureAction, LegalBasis, Party, Request, Rule, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -168,6 +168,11 @@ impl Accreditation {
     }
 }
 
+/// `now` plus `days` days, Unix seconds.
+fn days_from(now: i64, days: u32) -> i64 {
+    now.saturating_add(i64::from(days).saturating_mul(86_400))
+}
+
 fn refuse<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, BrokerError> {
     Err(BrokerError::new(code, message))
 }
@@ -200,15 +205,15 @@ pub fn purpose_of<'d>(dataset: &'d Dataset, asked: Option<&str>) -> Result<&'d s
 
 /// Decides an authorization request at `now` (Unix seconds). The node resolves the
 /// request's subject and requestor (default: the caller) to parties with their kinds
-/// from the registers; `consent` says where the subject's consent for a dataset
-/// stands.
+/// from the registers; `consent` says where the subject's consent to this requestor
+/// for a dataset and purpose stands (see [`crate::consent::Consent::standing`]).
 pub fn accredit(
     catalogue: &Catalogue,
     req: &AuthorizationRequest,
     caller: &Caller<'_>,
     subject: &Party,
     requestor: &Party,
-    consent: &dyn Fn(&str) -> Consent,
+    consent: &dyn Fn(&str, &str) -> Consent,
     now: i64,
 ) -> Result<Accreditation, BrokerError> {
     if req.evidence_requests.is_empty() || req.evidence_requests.len() > MAX_DATASETS_PER_REQUEST {
@@ -219,7 +224,8 @@ pub fn accredit(
     }
     let mut datasets = Vec::new();
     let mut skipped = BTreeMap::new();
-    let mut longest_days = u32::MAX;
+    // The accreditation ends when the first of its datasets' validity ends.
+    let mut until = i64::MAX;
     for er in &req.evidence_requests {
         let name = er.evidence_code_name.as_str();
         if datasets.iter().any(|d: &AccreditedDataset| d.name == name) || skipped.contains_key(name)
@@ -277,7 +283,7 @@ pub fn accredit(
                 continue;
             }
         }
-        let consent_period = dataset
+        let consent_requirement = dataset
             .requirements
             .iter()
             .filter(|r| {
@@ -287,33 +293,43 @@ pub fn accredit(
                         .is_some_and(|c| r.service_contexts.iter().any(|s| s == c))
             })
             .find_map(|r| match r.rule {
-                Rule::Consent { period_days } => Some(period_days),
+                Rule::Consent { period_days } => Some((period_days, r.failure_action)),
                 _ => None,
             });
-        let status = match consent_period {
+        let consent_period = consent_requirement.map(|(days, _)| days);
+        let mut dataset_until = days_from(now, dataset.max_validity_days);
+        let status = match consent_requirement {
             None => None,
-            Some(_) => match consent(name) {
-                Consent::Given { valid_to } if valid_to > now => None,
-                Consent::Given { .. } | Consent::Revoked | Consent::None if er.request_consent => {
+            Some((period_days, failure_action)) => match consent(name, purpose) {
+                Consent::Given { valid_to } if valid_to > now => {
+                    // The accreditation ends with the consent it rests on.
+                    dataset_until = dataset_until.min(valid_to);
+                    None
+                }
+                _ if er.request_consent => {
+                    dataset_until = dataset_until.min(days_from(now, period_days));
                     Some(DatasetStatus::PendingConsent)
                 }
-                Consent::Given { .. } => {
-                    return refuse(
-                        ErrorCode::ExpiredConsent,
-                        format!("the consent for {name} has expired"),
-                    );
-                }
-                Consent::Revoked => {
-                    return refuse(
-                        ErrorCode::DeletedConsent,
-                        format!("the consent for {name} was revoked"),
-                    );
-                }
-                Consent::None => {
-                    return refuse(
-                        ErrorCode::RequiresConsent,
-                        format!("{name} needs the subject's consent: set requestConsent"),
-                    );
+                standing => {
+                    let refusal = match standing {
+                        Consent::Given { .. } => BrokerError::new(
+                            ErrorCode::ExpiredConsent,
+                            format!("the consent for {name} has expired"),
+                        ),
+                        Consent::Revoked => BrokerError::new(
+                            ErrorCode::DeletedConsent,
+                            format!("the consent for {name} was revoked"),
+                        ),
+                        Consent::None => BrokerError::new(
+                            ErrorCode::RequiresConsent,
+                            format!("{name} needs the subject's consent: set requestConsent"),
+                        ),
+                    };
+                    if failure_action == FailureAction::Skip {
+                        skipped.insert(name.to_owned(), refusal.description);
+                        continue;
+                    }
+                    return Err(refusal);
                 }
             },
         };
@@ -322,9 +338,7 @@ pub fn accredit(
         } else {
             DatasetStatus::Available
         });
-        longest_days = longest_days.min(consent_period.map_or(dataset.max_validity_days, |c| {
-            c.min(dataset.max_validity_days)
-        }));
+        until = until.min(dataset_until);
         datasets.push(AccreditedDataset {
             name: name.to_owned(),
             version: dataset.version,
@@ -349,9 +363,8 @@ pub fn accredit(
             ),
         );
     }
-    let longest = now.saturating_add(i64::from(longest_days).saturating_mul(86_400));
     let valid_to = match &req.valid_to {
-        None => longest,
+        None => until,
         Some(text) => {
             let at =
                 time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
@@ -362,11 +375,12 @@ pub fn accredit(
                         )
                     })?
                     .unix_timestamp();
-            if at <= now || at > longest {
+            if at <= now || at > until {
                 return refuse(
                     ErrorCode::InvalidValidToDateTime,
                     format!(
-                        "validTo must be in the next {longest_days} days (the shortest the datasets allow)"
+                        "validTo must be after now and at most {} (the datasets' and consents' validity)",
+                        veksel_proto::rfc3339(until.saturating_mul(1000))
                     ),
                 );
             }
@@ -454,7 +468,7 @@ mod tests {
             &caller,
             &subject,
             &requestor,
-            &|_| consent,
+            &|_, _| consent,
             NOW,
         )
     }
@@ -480,6 +494,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.aggregate(), DatasetStatus::Available);
+        // ... and the accreditation ends with the consent it rests on.
+        assert_eq!(a.valid_to, NOW + 10);
         // An enterprise requestor: the health dataset is skipped, the other goes on.
         let a = run(&req, PartyKind::Enterprise, Consent::None).unwrap();
         assert_eq!(a.datasets.len(), 1);
@@ -491,6 +507,68 @@ mod tests {
         let only = ask(&[("person-health", "housing-benefit", true)]);
         let e = run(&only, PartyKind::Enterprise, Consent::None).unwrap_err();
         assert_eq!(e.code, ErrorCode::AuthorizationFailed);
+    }
+
+    #[test]
+    fn a_consent_requirement_that_skips_leaves_the_dataset_out() {
+        let skipping = PERSON_INCOME
+            .replace("name = \"person-income\"", "name = \"person-health\"")
+            .replace(
+                "[[requirements]]\ntype = \"scope\"\nscopes = [\"veksel:person-income\"]",
+                "[[requirements]]\ntype = \"consent\"\nperiod_days = 30\nfailure_action = \"skip\"",
+            );
+        let catalogue = Catalogue::new(vec![
+            Dataset::parse("a.toml", PERSON_INCOME).unwrap(),
+            Dataset::parse("b.toml", &skipping).unwrap(),
+        ])
+        .unwrap();
+        let owner = party("DEV/MUN/30000003", PartyKind::PublicAgency);
+        let subject = party("01017012345", PartyKind::Person);
+        let caller = Caller {
+            owner: &owner,
+            scopes: &["veksel:person-income"],
+            service_context: None,
+        };
+        let req = ask(&[
+            ("person-income", "housing-benefit", false),
+            ("person-health", "housing-benefit", false),
+        ]);
+        for standing in [
+            Consent::None,
+            Consent::Revoked,
+            Consent::Given { valid_to: NOW },
+        ] {
+            let a = accredit(
+                &catalogue,
+                &req,
+                &caller,
+                &subject,
+                &owner,
+                &|_, _| standing,
+                NOW,
+            )
+            .unwrap();
+            assert_eq!(a.datasets.len(), 1, "{standing:?}");
+            assert!(a.skipped.contains_key("person-health"), "{standing:?}");
+        }
+        // The consent is asked for the dataset and the purpose requested.
+        let a = accredit(
+            &catalogue,
+            &req,
+            &caller,
+            &subject,
+            &owner,
+            &|dataset, purpose| {
+                if (dataset, purpose) == ("person-health", "housing-benefit") {
+                    Consent::Given { valid_to: NOW + 60 }
+                } else {
+                    Consent::None
+                }
+            },
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(a.datasets.len(), 2);
     }
 
     #[test]
@@ -563,7 +641,7 @@ mod tests {
             &caller,
             &subject,
             &owner,
-            &|_| Consent::None,
+            &|_, _| Consent::None,
             NOW,
         )
         .unwrap_err();

@@ -88,7 +88,11 @@ pub struct Expected<'a> {
     pub dataset: &'a str,
     /// The purpose given.
     pub purpose: &'a str,
-    /// The accreditation or request id, where the consumer knows it.
+    /// The dataset's version, where the consumer relies on one.
+    pub dataset_version: Option<u32>,
+    /// The accreditation or request id, where the consumer knows it. Without it an
+    /// answer for the same subject, dataset and purpose verifies again within
+    /// `max_age`: a consumer that must tell answers apart keeps their `jti`.
     pub request: Option<&'a str>,
 }
 
@@ -135,6 +139,11 @@ pub fn verify(
     now: i64,
     max_age: i64,
 ) -> Result<AnswerClaims, AnswerError> {
+    if max_age < 0 {
+        return Err(AnswerError::Malformed(
+            "the oldest accepted age must not be negative".into(),
+        ));
+    }
     if signature.len() > MAX_SIGNATURE_LEN {
         return Err(AnswerError::Malformed(format!(
             "longer than {MAX_SIGNATURE_LEN} bytes"
@@ -171,6 +180,12 @@ pub fn verify(
         ),
         (claims.dataset == expected.dataset, "dataset"),
         (claims.purpose == expected.purpose, "purpose"),
+        (
+            expected
+                .dataset_version
+                .is_none_or(|v| claims.dataset_version == v),
+            "dataset version",
+        ),
         (
             expected.request.is_none_or(|r| claims.request == r),
             "request",
@@ -228,6 +243,7 @@ mod tests {
             subject: SUBJECT,
             dataset: "person-income",
             purpose: "housing-benefit",
+            dataset_version: Some(1),
             request: Some("dh-1"),
         }
     }
@@ -298,6 +314,13 @@ mod tests {
                 },
                 "request",
             ),
+            (
+                Expected {
+                    dataset_version: Some(2),
+                    ..expected()
+                },
+                "dataset version",
+            ),
         ] {
             assert_eq!(refused(BODY, e, now), AnswerError::Mismatch(what));
         }
@@ -316,6 +339,10 @@ mod tests {
             .is_ok()
         );
         assert_eq!(refused(BODY, expected(), now + 301), AnswerError::Time(now));
+        assert!(matches!(
+            verify(&jws, BODY, &keys, &expected(), now, -1),
+            Err(AnswerError::Malformed(m)) if m.contains("negative")
+        ));
         assert_eq!(refused(BODY, expected(), now - 11), AnswerError::Time(now));
     }
 

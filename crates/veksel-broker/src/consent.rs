@@ -97,6 +97,15 @@ fn redirect_ok(url: &str) -> bool {
     let Some((scheme, rest)) = url.split_once("://") else {
         return false;
     };
+    // Userinfo (`http://127.0.0.1@evil.example/`) would make the host another one.
+    if rest
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default()
+        .contains('@')
+    {
+        return false;
+    }
     let host = rest
         .split(['/', '?', '#'])
         .next()
@@ -223,22 +232,29 @@ impl Consent {
         }
     }
 
-    /// Where it stands for a harvest of `dataset` for `purpose` at `now`, as the
-    /// requirements see it.
-    pub fn standing(&self, dataset: &str, purpose: &str, now: i64) -> crate::requirement::Consent {
+    /// Where it stands for a harvest about `subject` for `requestor` of `dataset` for
+    /// `purpose`, as the requirements see it: given (until when; past that, the
+    /// requirements call it expired), revoked, or none — a consent never given
+    /// (pending, declined, for someone else) allows nothing.
+    pub fn standing(
+        &self,
+        subject: &str,
+        requestor: &str,
+        dataset: &str,
+        purpose: &str,
+    ) -> crate::requirement::Consent {
         use crate::requirement::Consent as C;
-        let covers = self
-            .rights
-            .iter()
-            .any(|r| r.dataset == dataset && r.purpose == purpose);
+        let covers = self.from == subject
+            && self.to == requestor
+            && self
+                .rights
+                .iter()
+                .any(|r| r.dataset == dataset && r.purpose == purpose);
         match self.state {
             ConsentState::Given { .. } if covers => C::Given {
                 valid_to: self.valid_to,
             },
             ConsentState::Revoked { .. } if covers => C::Revoked,
-            _ if covers && now >= self.valid_to => C::Given {
-                valid_to: self.valid_to,
-            },
             _ => C::None,
         }
     }
@@ -289,6 +305,7 @@ impl AuthorizationDetail {
     pub fn check(
         &self,
         record: &Consent,
+        subject: &str,
         requestor: &str,
         dataset: &str,
         purpose: &str,
@@ -316,6 +333,9 @@ impl AuthorizationDetail {
                 self.id
             ));
         }
+        if self.from != format!("{PERSON_URN}{subject}") {
+            return Err("the consent is about another person".into());
+        }
         if self.to != requestor {
             return Err("the consent was given to another requestor".into());
         }
@@ -339,11 +359,15 @@ mod tests {
 
     const NOW: i64 = 1_796_601_600;
     const PERSON: &str = "01017012345";
+    const OTHER: &str = "02028012345";
+    const TO: &str = "DEV/MUN/30000003";
+    const DATASET: &str = "person-health";
+    const PURPOSE: &str = "housing-benefit";
 
     fn rights() -> Vec<ConsentRight> {
         vec![ConsentRight {
-            dataset: "person-health".into(),
-            purpose: "housing-benefit".into(),
+            dataset: DATASET.into(),
+            purpose: PURPOSE.into(),
         }]
     }
 
@@ -351,7 +375,7 @@ mod tests {
         Consent::request(
             "c-1".into(),
             PERSON,
-            "DEV/MUN/30000003",
+            TO,
             rights(),
             NOW + 7 * 86_400,
             "We need your health data to decide your housing benefit, case 17/2026.",
@@ -365,104 +389,66 @@ mod tests {
     #[test]
     fn a_consent_is_given_used_and_revoked_by_its_subject_only() {
         let mut c = asked();
-        assert_eq!(
-            c.standing("person-health", "housing-benefit", NOW),
-            Standing::None
-        );
+        assert_eq!(c.standing(PERSON, TO, DATASET, PURPOSE), Standing::None);
         assert_eq!(c.detail(), None);
         assert_eq!(
-            c.answer("02028012345", true, NOW + 1),
+            c.answer(OTHER, true, NOW + 1),
             Err(ConsentError::NotTheSubject)
         );
         c.answer(PERSON, true, NOW + 1).unwrap();
-        assert_eq!(
-            c.standing("person-health", "housing-benefit", NOW + 2),
-            Standing::Given {
-                valid_to: NOW + 7 * 86_400
-            }
-        );
-        // Another purpose or dataset is not covered.
-        assert_eq!(
-            c.standing("person-health", "marketing", NOW + 2),
-            Standing::None
-        );
-        assert_eq!(
-            c.standing("person-income", "housing-benefit", NOW + 2),
-            Standing::None
-        );
+        let given = Standing::Given {
+            valid_to: NOW + 7 * 86_400,
+        };
+        assert_eq!(c.standing(PERSON, TO, DATASET, PURPOSE), given);
+        // Nothing else is covered: another purpose, dataset, person or requestor.
+        for (subject, requestor, dataset, purpose) in [
+            (PERSON, TO, DATASET, "marketing"),
+            (PERSON, TO, "person-income", PURPOSE),
+            (OTHER, TO, DATASET, PURPOSE),
+            (PERSON, "DEV/MUN/30000004", DATASET, PURPOSE),
+        ] {
+            assert_eq!(
+                c.standing(subject, requestor, dataset, purpose),
+                Standing::None,
+                "{subject} {requestor} {dataset} {purpose}"
+            );
+        }
         // The token's entry checks against the record.
         let detail = c.detail().unwrap();
         assert_eq!(detail.from, "urn:veksel:person:01017012345");
         assert_eq!(
-            detail.check(
-                &c,
-                "DEV/MUN/30000003",
-                "person-health",
-                "housing-benefit",
-                NOW + 2
-            ),
+            detail.check(&c, PERSON, TO, DATASET, PURPOSE, NOW + 2),
             Ok(())
         );
         let wire = serde_json::to_value(&detail).unwrap();
         assert_eq!(wire["type"], "urn:veksel:consent");
-        assert_eq!(wire["consentRights"][0]["dataset"], "person-health");
-        for (requestor, dataset, purpose, says) in [
-            (
-                "DEV/MUN/30000004",
-                "person-health",
-                "housing-benefit",
-                "another requestor",
-            ),
-            (
-                "DEV/MUN/30000003",
-                "person-income",
-                "housing-benefit",
-                "does not cover",
-            ),
+        assert_eq!(wire["consentRights"][0]["dataset"], DATASET);
+        for (subject, requestor, dataset, says) in [
+            (OTHER, TO, DATASET, "another person"),
+            (PERSON, "DEV/MUN/30000004", DATASET, "another requestor"),
+            (PERSON, TO, "person-income", "does not cover"),
         ] {
             let e = detail
-                .check(&c, requestor, dataset, purpose, NOW + 2)
+                .check(&c, subject, requestor, dataset, PURPOSE, NOW + 2)
                 .unwrap_err();
             assert!(e.contains(says), "{e}");
         }
         // An entry widened by whoever minted the token does not match the record.
         let mut widened = detail.clone();
         widened.valid_to += 365 * 86_400;
-        assert!(
-            widened
-                .check(
-                    &c,
-                    "DEV/MUN/30000003",
-                    "person-health",
-                    "housing-benefit",
-                    NOW + 2
-                )
-                .unwrap_err()
-                .contains("does not match")
-        );
-        // Someone else cannot revoke; the subject can, once, and a token minted before
-        // fails from then on.
-        assert_eq!(
-            c.revoke("02028012345", NOW + 3),
-            Err(ConsentError::NotTheSubject)
-        );
+        let e = widened
+            .check(&c, PERSON, TO, DATASET, PURPOSE, NOW + 2)
+            .unwrap_err();
+        assert!(e.contains("does not match"), "{e}");
+        // Someone else cannot revoke; the subject can, once, and a token minted
+        // before fails from then on.
+        assert_eq!(c.revoke(OTHER, NOW + 3), Err(ConsentError::NotTheSubject));
         c.revoke(PERSON, NOW + 3).unwrap();
-        assert_eq!(
-            c.standing("person-health", "housing-benefit", NOW + 4),
-            Standing::Revoked
-        );
-        assert!(
-            detail
-                .check(
-                    &c,
-                    "DEV/MUN/30000003",
-                    "person-health",
-                    "housing-benefit",
-                    NOW + 4
-                )
-                .unwrap_err()
-                .contains("revoked")
-        );
+        assert_eq!(c.standing(PERSON, TO, DATASET, PURPOSE), Standing::Revoked);
+        let e = detail
+            .check(&c, PERSON, TO, DATASET, PURPOSE, NOW + 4)
+            .unwrap_err();
+        assert!(e.contains("revoked"), "{e}");
         assert_eq!(
             c.revoke(PERSON, NOW + 5),
             Err(ConsentError::Transition("revoked", "revoked"))
@@ -474,43 +460,38 @@ mod tests {
     }
 
     #[test]
-    fn declined_and_expired_consents_allow_nothing() {
+    fn declined_pending_and_expired_consents_allow_nothing() {
         let mut c = asked();
         c.answer(PERSON, false, NOW + 1).unwrap();
-        assert_eq!(
-            c.standing("person-health", "housing-benefit", NOW + 2),
-            Standing::None
-        );
+        assert_eq!(c.standing(PERSON, TO, DATASET, PURPOSE), Standing::None);
         assert_eq!(
             c.revoke(PERSON, NOW + 2),
             Err(ConsentError::Transition("declined", "revoked"))
+        );
+        // A consent never answered stands as none, also past its validity.
+        assert_eq!(
+            asked().standing(PERSON, TO, DATASET, PURPOSE),
+            Standing::None
         );
         let mut late = asked();
         assert_eq!(
             late.answer(PERSON, true, NOW + 7 * 86_400),
             Err(ConsentError::Expired)
         );
+        // A given one past its validity: the requirements call it expired.
         let mut given = asked();
         given.answer(PERSON, true, NOW + 1).unwrap();
         let after = NOW + 7 * 86_400;
-        // Past its validity it reads as an expired consent.
         assert_eq!(
-            given.standing("person-health", "housing-benefit", after),
+            given.standing(PERSON, TO, DATASET, PURPOSE),
             Standing::Given { valid_to: after }
         );
-        let detail = given.detail().unwrap();
-        assert!(
-            detail
-                .check(
-                    &given,
-                    "DEV/MUN/30000003",
-                    "person-health",
-                    "housing-benefit",
-                    after
-                )
-                .unwrap_err()
-                .contains("expired")
-        );
+        let e = given
+            .detail()
+            .unwrap()
+            .check(&given, PERSON, TO, DATASET, PURPOSE, after)
+            .unwrap_err();
+        assert!(e.contains("expired"), "{e}");
     }
 
     #[test]
@@ -534,11 +515,11 @@ mod tests {
             )
         };
         let ok_to = NOW + 86_400;
-        assert!(req(PERSON, "DEV/MUN/30000003", rights(), ok_to, "why", None).is_ok());
+        assert!(req(PERSON, TO, rights(), ok_to, "why", None).is_ok());
         assert!(
             req(
                 PERSON,
-                "DEV/MUN/30000003",
+                TO,
                 rights(),
                 ok_to,
                 "why",
@@ -547,55 +528,23 @@ mod tests {
             .is_ok()
         );
         for (from, to, r, valid_to, message, redirect, says) in [
-            (
-                "someone",
-                "DEV/MUN/30000003",
-                rights(),
-                ok_to,
-                "why",
-                None,
-                "person number",
-            ),
+            ("someone", TO, rights(), ok_to, "why", None, "person number"),
             (PERSON, "nobody", rights(), ok_to, "why", None, "member id"),
+            (PERSON, TO, vec![], ok_to, "why", None, "datasets"),
+            (PERSON, TO, rights(), NOW, "why", None, "validTo"),
             (
                 PERSON,
-                "DEV/MUN/30000003",
-                vec![],
-                ok_to,
-                "why",
-                None,
-                "datasets",
-            ),
-            (
-                PERSON,
-                "DEV/MUN/30000003",
-                rights(),
-                NOW,
-                "why",
-                None,
-                "validTo",
-            ),
-            (
-                PERSON,
-                "DEV/MUN/30000003",
+                TO,
                 rights(),
                 NOW + 31 * 86_400,
                 "why",
                 None,
                 "validTo",
             ),
+            (PERSON, TO, rights(), ok_to, "  ", None, "message"),
             (
                 PERSON,
-                "DEV/MUN/30000003",
-                rights(),
-                ok_to,
-                "  ",
-                None,
-                "message",
-            ),
-            (
-                PERSON,
-                "DEV/MUN/30000003",
+                TO,
                 rights(),
                 ok_to,
                 "why",
@@ -604,11 +553,20 @@ mod tests {
             ),
             (
                 PERSON,
-                "DEV/MUN/30000003",
+                TO,
                 rights(),
                 ok_to,
                 "why",
                 Some("javascript:alert(1)"),
+                "redirectUrl",
+            ),
+            (
+                PERSON,
+                TO,
+                rights(),
+                ok_to,
+                "why",
+                Some("http://127.0.0.1:80@evil.example/"),
                 "redirectUrl",
             ),
         ] {
@@ -618,7 +576,7 @@ mod tests {
         assert!(
             req(
                 PERSON,
-                "DEV/MUN/30000003",
+                TO,
                 rights(),
                 ok_to,
                 &"x".repeat(MAX_MESSAGE + 1),

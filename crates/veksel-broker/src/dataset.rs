@@ -267,6 +267,23 @@ impl Dataset {
             if s.map.is_empty() {
                 return Err(format!("source {} fills no field", s.name));
             }
+            // A field whose value holds another field's would hand a purpose that
+            // names only the first the other as well.
+            for (outer, outer_pointer) in &s.map {
+                for (inner, inner_pointer) in &s.map {
+                    let inside = outer != inner
+                        && (outer_pointer.is_empty() && !inner_pointer.is_empty()
+                            || inner_pointer
+                                .strip_prefix(outer_pointer.as_str())
+                                .is_some_and(|rest| rest.starts_with('/')));
+                    if inside {
+                        return Err(format!(
+                            "source {}: {outer} ({outer_pointer:?}) holds {inner} ({inner_pointer:?}); a purpose with {outer} alone would receive {inner} too",
+                            s.name
+                        ));
+                    }
+                }
+            }
             for (field, pointer) in &s.map {
                 if !fields.contains(field.as_str()) {
                     return Err(format!(
@@ -576,6 +593,19 @@ scopes = ["veksel:person-income"]
             let e = Dataset::parse("d.toml", &text).unwrap_err();
             assert!(e.to_string().contains(says), "{to}: {e}");
         }
+        // A field that holds another's.
+        let text = PERSON_INCOME.replace("name = \"/name\"", "name = \"\"");
+        let e = Dataset::parse("d.toml", &text).unwrap_err();
+        assert!(e.to_string().contains("holds"), "{e}");
+        let text = PERSON_INCOME.replace("address = \"/address\"", "address = \"/name/street\"");
+        let e = Dataset::parse("d.toml", &text).unwrap_err();
+        assert!(
+            e.to_string().contains("name (\"/name\") holds address"),
+            "{e}"
+        );
+        // Siblings that only share a prefix of characters are fine.
+        let text = PERSON_INCOME.replace("address = \"/address\"", "address = \"/names\"");
+        assert!(Dataset::parse("d.toml", &text).is_ok());
         // A field no source fills, an unknown key, a cache kept too long.
         let text = PERSON_INCOME.replace(", deceased = \"/deceased\"", "");
         let e = Dataset::parse("d.toml", &text).unwrap_err();

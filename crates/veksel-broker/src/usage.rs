@@ -2,8 +2,9 @@
 //! consumer, each consumer published as a peppered hash (HMAC-SHA256 with a secret
 //! of the broker's), and a figure published only where it counts at least `k`
 //! harvests. Consumers below the threshold are folded into one `others` row, which is
-//! itself published only if it folds at least two consumers and reaches `k`; no total
-//! is published beside the rows, so nothing suppressed can be computed back.
+//! itself published only if it folds at least three consumers (with two, each could
+//! subtract its own count and learn the other's) and reaches `k`; no total is
+//! published beside the rows, so nothing suppressed can be computed back.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,6 +13,8 @@ use std::collections::BTreeMap;
 
 /// The smallest `k` accepted: below it a figure singles out too few harvests.
 pub const MIN_K: u64 = 3;
+/// The fewest consumers an `others` row folds.
+pub const MIN_FOLDED: usize = 3;
 
 /// A consumer as the statistics name it: the first 16 bytes of
 /// `HMAC-SHA256(pepper, consumer)`, base64url. Without the pepper, which never leaves
@@ -61,7 +64,7 @@ pub fn publish(
         }
     }
     for ((day, dataset), (count, consumers)) in others {
-        if consumers >= 2 && count >= k {
+        if consumers >= MIN_FOLDED && count >= k {
             rows.push(UsageRow {
                 day: day.to_owned(),
                 dataset: dataset.to_owned(),
@@ -91,6 +94,7 @@ mod tests {
             ("2026-12-07", "person-income", "DEV/MUN/30000003", 40),
             ("2026-12-07", "person-income", "DEV/MUN/30000004", 2),
             ("2026-12-07", "person-income", "DEV/MUN/30000005", 1),
+            ("2026-12-07", "person-income", "DEV/MUN/30000006", 1),
             ("2026-12-07", "person-address", "DEV/MUN/30000003", 2),
             ("2026-12-08", "person-income", "DEV/MUN/30000004", 9),
         ]);
@@ -111,8 +115,8 @@ mod tests {
         assert_eq!(
             figures,
             vec![
-                // 2 + 1 from two consumers: folded and published.
-                ("2026-12-07", "person-income", false, 3),
+                // 2 + 1 + 1 from three consumers: folded and published.
+                ("2026-12-07", "person-income", false, 4),
                 ("2026-12-07", "person-income", true, 40),
                 ("2026-12-08", "person-income", true, 9),
             ]
@@ -125,6 +129,12 @@ mod tests {
         assert_ne!(consumer_hash(b"another", "DEV/MUN/30000004"), a);
         // k below the floor is raised to it.
         assert_eq!(publish(&c, pepper, 1), rows);
+        // Two small consumers are not folded: each could compute the other's count.
+        let two = counts(&[
+            ("2026-12-07", "d", "DEV/MUN/30000008", 2),
+            ("2026-12-07", "d", "DEV/MUN/30000009", 2),
+        ]);
+        assert!(publish(&two, pepper, 3).is_empty());
         // A lone small consumer is never published, even above k when folded alone.
         let lone = counts(&[("2026-12-07", "d", "DEV/MUN/30000009", 2)]);
         assert!(publish(&lone, pepper, 3).is_empty());

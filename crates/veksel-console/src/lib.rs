@@ -50,6 +50,8 @@ const IDLE_MS: i64 = 30 * 60 * 1000;
 const MAX_AGE_MS: i64 = 8 * 3600 * 1000;
 /// Most sessions a node keeps; the oldest go first.
 const MAX_SESSIONS: usize = 1000;
+/// Most of them citizens' sessions may take.
+const MAX_CITIZEN_SESSIONS: usize = 800;
 /// Largest form accepted, bytes.
 pub const MAX_FORM: usize = 64 * 1024;
 
@@ -243,8 +245,15 @@ impl Sessions {
         };
         let mut map = self.logins.lock().ok()?;
         map.retain(|_, l| now_ms - l.created_ms < LOGIN_TTL_MS);
-        if map.len() >= MAX_SESSIONS {
-            return None;
+        // Full: the oldest login waiting goes, so that a flood of started logins
+        // cannot keep everyone else from logging in (it only shortens their time).
+        if map.len() >= MAX_SESSIONS
+            && let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, l)| l.created_ms)
+                .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
         }
         map.insert(state.clone(), login.clone());
         Some((state, login))
@@ -361,13 +370,21 @@ impl Sessions {
         };
         let mut map = self.by_digest.lock().ok()?;
         map.retain(|_, s| live(s, now_ms));
-        if map.len() >= MAX_SESSIONS
-            && let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, s)| s.last_seen_ms)
-                .map(|(k, _)| *k)
-        {
-            map.remove(&oldest);
+        // Citizens log in without any role here, so they may not crowd operators
+        // out: past their share the least recently used citizen goes, and when the
+        // node is full a citizen goes before an operator does.
+        let citizens = map.values().filter(|s| s.is_citizen()).count();
+        let full = map.len() >= MAX_SESSIONS;
+        if full || (is_citizen && citizens >= MAX_CITIZEN_SESSIONS) {
+            let lru = |only_citizens: bool| {
+                map.iter()
+                    .filter(|(_, s)| !only_citizens || s.is_citizen())
+                    .min_by_key(|(_, s)| s.last_seen_ms)
+                    .map(|(k, _)| *k)
+            };
+            if let Some(k) = lru(true).or_else(|| lru(false)) {
+                map.remove(&k);
+            }
         }
         map.insert(digest(&id), session);
         // A citizen arrives from the identity provider's site, so their session's
@@ -1038,6 +1055,9 @@ pub trait Node: Send + Sync + 'static {
     /// Where a person starts signing in to work here (people's login), if people
     /// can log in at this node.
     fn people_login(&self) -> Option<String>;
+    /// Whether a person who logged in with the test login may act in a role
+    /// granted to them (sandboxes only).
+    fn test_login_officers(&self) -> bool;
     /// Records a change made in the pages in the node's audit trail (which feeds
     /// the network ledger): who, what (`noun.verb`), about what, and the details,
     /// which stay off the ledger.
@@ -1098,6 +1118,7 @@ async fn sign_in_page_route<N: Node>(
     let error = match uri.query() {
         Some("failed") => Some(w.person_login_failed),
         Some("no-role") => Some(w.no_role_here),
+        Some("test-login") => Some(w.test_login_not_for_officers),
         _ => None,
     };
     let status = if error.is_some() {
@@ -1208,6 +1229,30 @@ mod tests {
         let h = headers(&[("cookie", set.split(';').next().unwrap())]);
         sessions.close_token("tok-1");
         assert!(sessions.current(&h, 1).is_none());
+    }
+
+    #[test]
+    fn citizens_cannot_crowd_out_operators_nor_started_logins_block_new_ones() {
+        let sessions = Sessions::default();
+        let operator = sessions.open(&principal(), 0).unwrap();
+        let h = headers(&[("cookie", operator.split(';').next().unwrap())]);
+        for n in 0..MAX_SESSIONS as i64 + 50 {
+            sessions.open_person("0101701234", n + 1).unwrap();
+        }
+        assert!(
+            sessions.current(&h, MAX_SESSIONS as i64 + 100).is_some(),
+            "the operator's session survives a flood of citizens"
+        );
+        let count = sessions.by_digest.lock().unwrap().len();
+        assert_eq!(count, MAX_CITIZEN_SESSIONS + 1);
+        // A flood of started logins: the newest still starts, the oldest went.
+        let (first, _) = sessions.start_login(false, 0).unwrap();
+        for n in 0..MAX_SESSIONS as i64 {
+            sessions.start_login(false, n + 1).unwrap();
+        }
+        let logins = sessions.logins.lock().unwrap();
+        assert_eq!(logins.len(), MAX_SESSIONS);
+        assert!(!logins.contains_key(&first));
     }
 
     #[test]

@@ -74,6 +74,9 @@ impl veksel_console::Node for Gateway {
     fn name(&self) -> String {
         format!("Gateway {}", self.id())
     }
+    fn test_login_officers(&self) -> bool {
+        self.config.console_test_officers
+    }
     fn people_login(&self) -> Option<String> {
         self.config
             .people_client
@@ -875,14 +878,19 @@ async fn me_callback(
         if !same_nonce {
             return Err("the ID token is for another login (nonce)".to_owned());
         }
+        // An ID token that does not say how the person logged in counts as a test
+        // login: an officer's role is never taken on a guess.
+        let by_test_login = claims.amr.is_empty() || claims.amr.iter().any(|m| m == "test");
         veksel_proto::person::accept(&claims, &token, &client.to_string(), now)
+            .map(|p| (p, by_test_login))
             .map_err(|e| e.to_string())
     });
     match person {
-        Ok(p) if login.officer => {
-            veksel_console::people::officer_signed_in(gw.as_ref(), &headers, &p.id).await
+        Ok((p, by_test_login)) if login.officer => {
+            veksel_console::people::officer_signed_in(gw.as_ref(), &headers, &p.id, by_test_login)
+                .await
         }
-        Ok(p) => match gw.console.open_person(&p.id, now_ms) {
+        Ok((p, _)) => match gw.console.open_person(&p.id, now_ms) {
             Some(cookie) => {
                 tracing::info!(level = %p.level, "a person signed in to see their lookups");
                 veksel_console::see_other(&format!("{BASE}/me"), Some(&cookie))

@@ -180,6 +180,11 @@ pub struct GatewayConfig {
     /// `http://{admin_listen}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_url: Option<String>,
+    /// Whether a person logged in with the network's test login (which believes
+    /// any person number) may act in a console role granted to them. Only for
+    /// sandboxes and test networks; off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub console_test_officers: bool,
 }
 
 fn default_ledger_interval() -> u64 {
@@ -274,6 +279,7 @@ impl GatewayConfig {
             witness: true,
             ledger_interval_ms: default_ledger_interval(),
             people_client: None,
+            console_test_officers: false,
             console_url: None,
         }
     }

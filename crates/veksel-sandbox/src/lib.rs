@@ -223,6 +223,9 @@ impl SandboxOptions {
             people_login: veksel_authority::oidc::PeopleLogin {
                 test_login: true,
                 external: None,
+                // People granted a role sign in to the consoles with the test
+                // login too: a sandbox has nobody's real identity.
+                test_officers: true,
             },
         }
     }
@@ -521,6 +524,7 @@ impl Sandbox {
                 config.ledger_interval_ms = options.ledger_interval_ms;
                 if i == POPULATION_INDEX {
                     config.people_client = Some(org.subsystem_id().parse()?);
+                    config.console_test_officers = true;
                 }
                 if let Databases::Postgres { gateways, .. } = &options.databases {
                     config.database_url = Some(gateways[i].clone());

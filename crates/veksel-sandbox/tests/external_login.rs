@@ -41,6 +41,7 @@ async fn start_idp(clock: &veksel_proto::Clock) -> Idp {
     config.people_login = Some(PeopleLogin {
         test_login: true,
         external: None,
+        test_officers: false,
     });
     let outcome = veksel_authority::init(dir.path(), config, clock)
         .await
@@ -148,6 +149,7 @@ async fn external_login(backend: Backend) {
         PeopleLogin {
             test_login: true,
             external: Some(provider.clone()),
+            test_officers: false,
         }
         .upstream(idp._dir.path())
         .is_err()
@@ -157,6 +159,7 @@ async fn external_login(backend: Backend) {
         o.people_login = PeopleLogin {
             test_login: false,
             external: Some(provider.clone()),
+            test_officers: false,
         };
     })
     .await
@@ -384,6 +387,7 @@ async fn without_a_login_method_relying_parties_hear_temporarily_unavailable() {
         o.people_login = PeopleLogin {
             test_login: false,
             external: None,
+            test_officers: false,
         };
     })
     .await

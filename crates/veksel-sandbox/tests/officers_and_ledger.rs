@@ -83,7 +83,7 @@ async fn person_logs_in(browser: &fantoccini::Client, console: &str, person: &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_granted_a_role_sign_in_as_themselves_and_lose_it_at_once() {
-    let net = Net::start(Backend::Sqlite).await.unwrap();
+    let mut net = Net::start(Backend::Sqlite).await.unwrap();
     let (http, authority, token) = authority_client(&net);
     let application = http
         .post(format!("{authority}/apply/v1"))
@@ -258,6 +258,23 @@ async fn people_granted_a_role_sign_in_as_themselves_and_lose_it_at_once() {
     // The citizens' page does not take an officer for a citizen.
     browser.goto(&format!("{gw}/console/me")).await.unwrap();
     wait_for(&browser, "#log-in", "gateway-officer-me").await;
+    // A gateway that does not allow the test login for its officers (the default
+    // outside sandboxes) refuses it: it believes any person number.
+    let gw_dir = net.dir.path().join(ORGS[POPULATION].slug);
+    edit_gateway_config(&gw_dir, |c| {
+        c.as_object_mut().unwrap().remove("console_test_officers");
+    });
+    let sandbox = net.sandbox.as_mut().unwrap();
+    sandbox.stop_gateway(POPULATION).await;
+    sandbox.start_gateway(POPULATION).await.unwrap();
+    person_logs_in(&browser, &gw, OFFICER, "gateway-test-login").await;
+    wait_text(
+        &browser,
+        "#token-error",
+        "test login cannot sign you in",
+        "gateway-test-login-refused",
+    )
+    .await;
     let _ = browser.close().await;
 
     // Without a browser: another site cannot grant a role with the admin's session,
@@ -387,7 +404,8 @@ async fn the_ledger_explorer_proves_an_entry_in_the_browser_and_catches_a_change
     assert!(
         checked.contains(&format!("entry {index} (leaf "))
             && checked.contains("signed by the ledger key")
-            && checked.contains("cosigned by"),
+            && checked.contains("cosigned by")
+            && checked.contains("quorum"),
         "{checked}"
     );
     // The proof and both checks in view for the screenshot.
@@ -422,6 +440,10 @@ async fn the_ledger_explorer_proves_an_entry_in_the_browser_and_catches_a_change
         (
             "const lines = d.dataset.note.split('\\n'); const i = lines.findIndex(l => l.startsWith('\u{2014} ') && !l.includes('veksel.ledger')); const b = lines[i].split(' '); const sig = atob(b[2]); b[2] = btoa(sig.slice(0, 20) + String.fromCharCode(sig.charCodeAt(20) ^ 1) + sig.slice(21)); lines[i] = b.join(' '); d.dataset.note = lines.join('\\n')",
             "cosignature of",
+        ),
+        (
+            "d.dataset.note = d.dataset.note.split('\\n').filter(l => !l.startsWith('\u{2014} ') || l.includes('veksel.ledger')).join('\\n')",
+            "quorum",
         ),
     ];
     for (n, (change, says)) in changes.iter().enumerate() {

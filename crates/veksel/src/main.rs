@@ -96,38 +96,45 @@ enum BrokerCommand {
     },
     /// Verify an answer offline: its X-Signature-JWT against the exact body, the
     /// broker's published key set and what was asked; exits 1 if it does not hold.
-    Verify {
-        /// The answer's body, exactly as received.
-        #[arg(long)]
-        body: PathBuf,
-        /// The X-Signature-JWT header's value, or @FILE to read it from a file.
-        #[arg(long)]
-        signature: String,
-        /// The broker's JWKS (JSON).
-        #[arg(long)]
-        jwks: PathBuf,
-        /// The broker (the signature's iss).
-        #[arg(long)]
-        issuer: String,
-        /// The requestor the answer was for.
-        #[arg(long)]
-        requestor: String,
-        /// The subject asked about.
-        #[arg(long)]
-        subject: String,
-        /// The dataset asked for.
-        #[arg(long)]
-        dataset: String,
-        /// The purpose given.
-        #[arg(long)]
-        purpose: String,
-        /// The accreditation or request id, if known.
-        #[arg(long)]
-        request: Option<String>,
-        /// Oldest answer accepted, seconds.
-        #[arg(long, default_value_t = 86_400)]
-        max_age: i64,
-    },
+    Verify(Box<VerifyAnswer>),
+}
+
+/// What `veksel broker verify` checks an answer against.
+#[derive(clap::Args)]
+struct VerifyAnswer {
+    /// The answer's body, exactly as received.
+    #[arg(long)]
+    body: PathBuf,
+    /// The X-Signature-JWT header's value, or @FILE to read it from a file.
+    #[arg(long)]
+    signature: String,
+    /// The broker's JWKS (JSON).
+    #[arg(long)]
+    jwks: PathBuf,
+    /// The broker (the signature's iss).
+    #[arg(long)]
+    issuer: String,
+    /// The requestor the answer was for.
+    #[arg(long)]
+    requestor: String,
+    /// The subject asked about.
+    #[arg(long)]
+    subject: String,
+    /// The dataset asked for.
+    #[arg(long)]
+    dataset: String,
+    /// The purpose given.
+    #[arg(long)]
+    purpose: String,
+    /// The accreditation or request id, if known.
+    #[arg(long)]
+    request: Option<String>,
+    /// The dataset version relied on, if any.
+    #[arg(long)]
+    dataset_version: Option<u32>,
+    /// Oldest answer accepted, seconds.
+    #[arg(long, default_value_t = 86_400)]
+    max_age: i64,
 }
 
 #[derive(Subcommand)]
@@ -1233,18 +1240,20 @@ fn broker(command: BrokerCommand, clock: &Clock) -> Result<()> {
             }
             Ok(())
         }
-        BrokerCommand::Verify {
-            body,
-            signature,
-            jwks,
-            issuer,
-            requestor,
-            subject,
-            dataset,
-            purpose,
-            request,
-            max_age,
-        } => {
+        BrokerCommand::Verify(args) => {
+            let VerifyAnswer {
+                body,
+                signature,
+                jwks,
+                issuer,
+                requestor,
+                subject,
+                dataset,
+                purpose,
+                request,
+                dataset_version,
+                max_age,
+            } = *args;
             let signature = match signature.strip_prefix('@') {
                 Some(file) => String::from_utf8(read(std::path::Path::new(file))?)
                     .context("the signature file is not text")?,
@@ -1258,6 +1267,7 @@ fn broker(command: BrokerCommand, clock: &Clock) -> Result<()> {
                 subject: &subject,
                 dataset: &dataset,
                 purpose: &purpose,
+                dataset_version,
                 request: request.as_deref(),
             };
             let now = i64::try_from(clock.now_secs()).unwrap_or(i64::MAX);

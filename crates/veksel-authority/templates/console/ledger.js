@@ -109,6 +109,42 @@
     return found;
   }
 
+  // Whether the witnesses that cosigned meet the policy's quorum: a witness, or a
+  // group of k (any = 1, all = every) members that are witnesses or groups above it.
+  function quorum(policy, cosigned) {
+    const groups = new Map();
+    let wanted = null;
+    for (const w of policy) {
+      if (w[0] === "group" && w.length >= 4) {
+        groups.set(w[1], { k: w[2], members: w.slice(3) });
+      } else if (w[0] === "quorum" && w.length === 2) {
+        wanted = w[1];
+      }
+    }
+    if (wanted === null) {
+      throw new Error("the witness policy names no quorum");
+    }
+    if (wanted === "none") {
+      return "the policy asks for no cosignature: the ledger's signature alone";
+    }
+    const met = (name, depth) => {
+      if (depth > 32) {
+        throw new Error("the witness policy's groups nest too deep");
+      }
+      const g = groups.get(name);
+      if (!g) {
+        return cosigned.has(name);
+      }
+      const count = g.members.filter((m) => met(m, depth + 1)).length;
+      const k = g.k === "any" ? 1 : g.k === "all" ? g.members.length : Number(g.k);
+      return Number.isInteger(k) && count >= k;
+    };
+    if (!met(wanted, 0)) {
+      throw new Error("the witness policy's quorum " + wanted + " is not met by the cosignatures");
+    }
+    return "the witness policy's quorum " + wanted + " is met";
+  }
+
   async function check() {
     const facts = [];
     const entry = bytesOfBase64(data.dataset.entry);
@@ -154,6 +190,7 @@
     }
     facts.push("signed by the ledger key " + logKey.name);
 
+    const cosigned = new Set();
     for (const w of policy.filter((w) => w[0] === "witness" && w.length === 3)) {
       const key = await keyOf(w[2], 0x04);
       const blobs = signaturesBy(sigLines, key);
@@ -161,6 +198,7 @@
         facts.push("no cosignature by " + key.name);
         continue;
       }
+      cosigned.add(w[1]);
       for (const blob of blobs) {
         if (blob.length !== 8 + 64) {
           throw new Error("the cosignature of " + key.name + " has the wrong length");
@@ -173,6 +211,7 @@
         facts.push("cosigned by " + key.name + " at " + new Date(Number(time) * 1000).toISOString());
       }
     }
+    facts.push(quorum(policy, cosigned));
     return facts;
   }
 
