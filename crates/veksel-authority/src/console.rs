@@ -52,7 +52,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/console/certificates", get(certificates_page))
         .route("/console/trust", get(trust_page))
         .route("/console/audit", get(audit_page))
-        .route("/console/signin/person", get(person_sign_in))
+        .route(veksel_console::PERSON_SIGNIN, get(person_sign_in))
         .route("/console/signin/callback", get(person_callback))
         .merge(crate::console_ledger::router())
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -82,12 +82,11 @@ impl veksel_console::Node for AppState {
             .as_ref()
             .is_some_and(|p| p.test_login && p.test_officers)
     }
-    fn people_login(&self) -> Option<String> {
+    fn people_login(&self) -> bool {
         self.config
             .people_login
             .as_ref()
-            .filter(|p| p.test_login || p.external.is_some())
-            .map(|_| format!("{BASE}/signin/person"))
+            .is_some_and(|p| p.test_login || p.external.is_some())
     }
     async fn record(
         &self,
@@ -116,7 +115,7 @@ impl veksel_console::Node for AppState {
 async fn person_sign_in(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     use veksel_console::Node;
     let failed = || see_other(&format!("{BASE}/signin?failed"), None);
-    if s.people_login().is_none() {
+    if !s.people_login() {
         return failed();
     }
     let target = veksel_console::LoginTarget {
@@ -170,13 +169,7 @@ async fn person_callback(
         Ok(c) => c,
         Err(e) => return failed(&e.to_string()),
     };
-    let same_nonce = spent.nonce.as_deref().is_some_and(|n| {
-        bool::from(subtle::ConstantTimeEq::ct_eq(
-            n.as_bytes(),
-            login.nonce.as_bytes(),
-        ))
-    });
-    if !same_nonce {
+    if !login.nonce_matches(spent.nonce.as_deref()) {
         return failed("the code is for another login (nonce)");
     }
     veksel_console::people::officer_signed_in(

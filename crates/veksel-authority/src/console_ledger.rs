@@ -244,7 +244,7 @@ struct EntryView<'a> {
     w: &'static Words,
     base: &'a str,
     index: u64,
-    entry: Option<EntryLine>,
+    entry: EntryLine,
     signer: String,
     payload: String,
     raw: String,
@@ -259,14 +259,9 @@ async fn entry_view<'a>(
     ctx: &'a Ctx,
     index: u64,
 ) -> Result<Option<EntryView<'a>>, veksel_store::StoreError> {
-    let Some(raw) = ledger::entry_data(s, index).await? else {
+    let Some((row, raw)) = ledger::entry(s, index).await? else {
         return Ok(None);
     };
-    let listed = ledger::entries_before(s, index.saturating_add(1), 1)
-        .await?
-        .into_iter()
-        .find(|e| e.index == index)
-        .map(entry_line);
     let (policy_text, policy) = ledger::policy(s).await?;
     let (payload, signer) = match veksel_verify::ledger_client::check_entry(&raw) {
         Ok((entry, signer)) => (
@@ -308,7 +303,7 @@ async fn entry_view<'a>(
         w: ctx.w(),
         base: BASE,
         index,
-        entry: listed,
+        entry: entry_line(row),
         signer,
         payload,
         raw: String::from_utf8_lossy(&raw).into_owned(),

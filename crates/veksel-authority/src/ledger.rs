@@ -482,14 +482,21 @@ pub(crate) async fn recent_checkpoints(
     .bind(limit)
     .fetch_all(pool)
     .await?;
+    // Every cosignature of the listed checkpoints in one query.
+    let oldest = rows.last().map_or(0, |r| r.0);
+    let lines: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT size, witness FROM ledger_cosignatures WHERE size >= $1 ORDER BY size, witness",
+    )
+    .bind(oldest)
+    .fetch_all(pool)
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
     for (size, created_at, published_at) in rows {
-        let cosigners: Vec<String> = sqlx::query_scalar(
-            "SELECT witness FROM ledger_cosignatures WHERE size = $1 ORDER BY witness",
-        )
-        .bind(size)
-        .fetch_all(pool)
-        .await?;
+        let cosigners = lines
+            .iter()
+            .filter(|(at, _)| *at == size)
+            .map(|(_, w)| w.clone())
+            .collect();
         out.push(CheckpointRow {
             size: u64::try_from(size).map_err(store_err)?,
             created_at,
@@ -540,14 +547,27 @@ pub(crate) async fn entries_before(
         .collect()
 }
 
-/// Entry `index`'s bytes, if it is sequenced.
-pub(crate) async fn entry_data(s: &AppState, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT data FROM ledger_entries WHERE idx = $1")
+/// Entry `index` and its bytes, if it is sequenced.
+pub(crate) async fn entry(
+    s: &AppState,
+    index: u64,
+) -> Result<Option<(EntryRow, Vec<u8>)>, StoreError> {
+    let row: Option<(String, String, i64, Vec<u8>)> =
+        sqlx::query_as("SELECT kind, subject, at, data FROM ledger_entries WHERE idx = $1")
             .bind(to_i64(index))
             .fetch_optional(s.registry.db().pool())
-            .await?,
-    )
+            .await?;
+    Ok(row.map(|(kind, subject, at, data)| {
+        (
+            EntryRow {
+                index,
+                kind,
+                subject,
+                at,
+            },
+            data,
+        )
+    }))
 }
 
 /// The tiles that prove entry `index` in the tree of `size`, and its bundle, as a

@@ -1012,8 +1012,9 @@ impl SpentCode {
     /// Whether the person logged in with the test login (or the method is not
     /// known: then they are treated as if they had).
     pub fn by_test_login(&self) -> bool {
-        serde_json::from_str::<Vec<String>>(&self.amr)
-            .map_or(true, |m| m.iter().any(|x| x == "test"))
+        veksel_console::by_test_login(
+            &serde_json::from_str::<Vec<String>>(&self.amr).unwrap_or_default(),
+        )
     }
 }
 

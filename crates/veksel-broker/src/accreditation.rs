@@ -7,7 +7,7 @@
 //! (the dataset's fields for that purpose are all that will ever be answered). A
 //! dataset with a single purpose may leave it out.
 
-use crate::dataset::{Catalogue, Dataset};
+use crate::dataset::Catalogue;
 use crate::error::{BrokerError, ErrorCode};
 use crate::requirement::{self, Consent, FailureAction, LegalBasis, Party, Request, Rule, Verdict};
 use serde::{Deserialize, Serialize};
@@ -177,32 +177,6 @@ fn refuse<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, BrokerErr
     Err(BrokerError::new(code, message))
 }
 
-/// The purpose a dataset request names, or the dataset's only one.
-pub fn purpose_of<'d>(dataset: &'d Dataset, asked: Option<&str>) -> Result<&'d str, BrokerError> {
-    match (asked, dataset.purposes.as_slice()) {
-        (Some(p), _) => dataset.purpose(p).map(|p| p.id.as_str()).ok_or_else(|| {
-            BrokerError::new(
-                ErrorCode::InvalidEvidenceRequest,
-                format!("{} has no purpose {p:?}", dataset.name),
-            )
-        }),
-        (None, [only]) => Ok(only.id.as_str()),
-        (None, _) => refuse(
-            ErrorCode::InvalidEvidenceRequest,
-            format!(
-                "{} has several purposes: name one of {}",
-                dataset.name,
-                dataset
-                    .purposes
-                    .iter()
-                    .map(|p| p.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ),
-    }
-}
-
 /// Decides an authorization request at `now` (Unix seconds). The node resolves the
 /// request's subject and requestor (default: the caller) to parties with their kinds
 /// from the registers; `consent` says where the subject's consent to this requestor
@@ -241,7 +215,7 @@ pub fn accredit(
                 format!("no dataset {name:?} in this service context"),
             )
         })?;
-        let purpose = purpose_of(dataset, er.purpose.as_deref())?;
+        let purpose = dataset.purpose_for(er.purpose.as_deref())?.id.as_str();
         if er.parameters.len() > MAX_PARAMS {
             return refuse(
                 ErrorCode::InvalidEvidenceRequestParameter,
@@ -403,6 +377,7 @@ pub fn accredit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataset::Dataset;
     use crate::dataset::tests::PERSON_INCOME;
     use crate::requirement::PartyKind;
 

@@ -8,6 +8,7 @@
 //! maps a field the dataset does not have, a field no source fills, a purpose naming
 //! an unknown field, a path with an unknown placeholder.
 
+use crate::error::{BrokerError, ErrorCode};
 use crate::requirement::Requirement;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -350,6 +351,35 @@ impl Dataset {
     /// The purpose named `id`.
     pub fn purpose(&self, id: &str) -> Option<&Purpose> {
         self.purposes.iter().find(|p| p.id == id)
+    }
+
+    /// The purpose a request names, or the dataset's only one if it names none;
+    /// refused with 1006 and the purposes there are.
+    pub fn purpose_for(&self, asked: Option<&str>) -> Result<&Purpose, BrokerError> {
+        let known = || {
+            self.purposes
+                .iter()
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match (asked, self.purposes.as_slice()) {
+            (Some(id), _) => self.purpose(id).ok_or_else(|| {
+                BrokerError::new(
+                    ErrorCode::InvalidEvidenceRequest,
+                    format!("{} has no purpose {id:?}; it has {}", self.name, known()),
+                )
+            }),
+            (None, [only]) => Ok(only),
+            (None, _) => Err(BrokerError::new(
+                ErrorCode::InvalidEvidenceRequest,
+                format!(
+                    "{} has several purposes: name one of {}",
+                    self.name,
+                    known()
+                ),
+            )),
+        }
     }
 
     /// Whether it is offered in `service_context` (`None`: no context named).

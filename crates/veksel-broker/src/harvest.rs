@@ -29,21 +29,7 @@ pub fn plan<'d>(
     subject: &str,
     params: &BTreeMap<String, String>,
 ) -> Result<Vec<Call<'d>>, BrokerError> {
-    let purpose = dataset.purpose(purpose).ok_or_else(|| {
-        BrokerError::new(
-            ErrorCode::InvalidEvidenceRequest,
-            format!(
-                "{} has no purpose {purpose:?}; it has {}",
-                dataset.name,
-                dataset
-                    .purposes
-                    .iter()
-                    .map(|p| p.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )
-    })?;
+    let purpose = dataset.purpose_for(Some(purpose))?;
     if !dataset.subject.accepts(subject) {
         return Err(BrokerError::new(
             ErrorCode::InvalidSubject,
@@ -215,12 +201,7 @@ pub fn assemble(
     answers: &BTreeMap<String, serde_json::Value>,
     at: &str,
 ) -> Result<Evidence, BrokerError> {
-    let purpose = dataset.purpose(purpose).ok_or_else(|| {
-        BrokerError::new(
-            ErrorCode::InvalidEvidenceRequest,
-            format!("{} has no purpose {purpose:?}", dataset.name),
-        )
-    })?;
+    let purpose = dataset.purpose_for(Some(purpose))?;
     let mut values = Vec::with_capacity(purpose.fields.len());
     for field in dataset
         .fields

@@ -40,6 +40,9 @@ pub use words::Words;
 pub const BASE: &str = "/console";
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "veksel_console";
+/// Where a person starts signing in to work at a node (people's login); each node
+/// serves it.
+pub const PERSON_SIGNIN: &str = "/console/signin/person";
 /// The role of a person's session: no admin role ranks it.
 pub const PERSON_ROLE: &str = "person";
 /// The language cookie.
@@ -213,6 +216,20 @@ pub struct PendingLogin {
     /// own lookups).
     pub officer: bool,
     created_ms: i64,
+}
+
+impl PendingLogin {
+    /// Whether an ID token's or a code's `nonce` is this login's (constant time).
+    pub fn nonce_matches(&self, nonce: Option<&str>) -> bool {
+        nonce.is_some_and(|n| bool::from(n.as_bytes().ct_eq(self.nonce.as_bytes())))
+    }
+}
+
+/// Whether a login's methods (`amr`) say the test login, which believes any person
+/// number. None said counts as the test login: an officer's role is never taken on
+/// a guess.
+pub fn by_test_login(amr: &[String]) -> bool {
+    amr.is_empty() || amr.iter().any(|m| m == "test")
 }
 
 /// Where a person's login goes and comes back.
@@ -682,7 +699,7 @@ pub struct Ctx {
     here: String,
     nav: Vec<NavLink>,
     host: Option<String>,
-    people_login: Option<String>,
+    people_login: bool,
 }
 
 /// The node as a request names it: `Host` (HTTP/1.1), or the URI's authority
@@ -735,7 +752,7 @@ impl Ctx {
             here: form_urlencoded::byte_serialize(here.as_bytes()).collect(),
             nav,
             host: request_host(headers, uri),
-            people_login: None,
+            people_login: false,
         }
     }
 
@@ -891,7 +908,7 @@ impl Ctx {
             db,
             sessions,
             self.frame(),
-            self.people_login.as_deref(),
+            self.people_login,
             same_site,
             body,
             now_ms,
@@ -901,7 +918,7 @@ impl Ctx {
 
     /// The sign-in page, saying why the last attempt failed if it did.
     pub fn sign_in_page(&self, error: Option<&str>, status: StatusCode) -> Response {
-        sign_in_page(self.frame(), self.people_login.as_deref(), error, status)
+        sign_in_page(self.frame(), self.people_login, error, status)
     }
 }
 
@@ -911,7 +928,7 @@ struct SignIn<'a> {
     w: &'static Words,
     base: &'a str,
     error: Option<&'a str>,
-    people_login: Option<&'a str>,
+    people_login: bool,
 }
 
 #[derive(Template)]
@@ -921,11 +938,11 @@ struct Message<'a> {
     back: Option<(&'a str, &'a str)>,
 }
 
-/// The sign-in page (an admin token, or people's login where `people_login`
-/// starts it), with an error if the last attempt failed.
+/// The sign-in page (an admin token, and people's login where the node has it),
+/// with an error if the last attempt failed.
 pub fn sign_in_page(
     frame: Frame<'_>,
-    people_login: Option<&str>,
+    people_login: bool,
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
@@ -977,7 +994,7 @@ async fn sign_in(
     db: &Db,
     sessions: &Sessions,
     frame: Frame<'_>,
-    people_login: Option<&str>,
+    people_login: bool,
     same_site: bool,
     body: &[u8],
     now_ms: i64,
@@ -1052,9 +1069,8 @@ pub trait Node: Send + Sync + 'static {
     fn now_ms(&self) -> i64;
     /// Its name in the pages' header: "Gateway DEV/GOV/10000001/gw1".
     fn name(&self) -> String;
-    /// Where a person starts signing in to work here (people's login), if people
-    /// can log in at this node.
-    fn people_login(&self) -> Option<String>;
+    /// Whether people can log in at this node; they start at [`PERSON_SIGNIN`].
+    fn people_login(&self) -> bool;
     /// Whether a person who logged in with the test login may act in a role
     /// granted to them (sandboxes only).
     fn test_login_officers(&self) -> bool;

@@ -137,7 +137,7 @@ async fn view<'a, N: Node>(
             .collect(),
         notice,
         error,
-        people_login: node.people_login().is_some(),
+        people_login: node.people_login(),
     })
 }
 

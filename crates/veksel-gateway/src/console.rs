@@ -39,7 +39,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/console/monitoring", get(monitoring_page))
         .route("/console/me", get(me))
         .route("/console/me/login", get(me_login))
-        .route("/console/signin/person", get(officer_login))
+        .route(veksel_console::PERSON_SIGNIN, get(officer_login))
         .route("/console/me/callback", get(me_callback))
         .layer(axum::extract::DefaultBodyLimit::max(
             veksel_console::MAX_FORM,
@@ -77,11 +77,8 @@ impl veksel_console::Node for Gateway {
     fn test_login_officers(&self) -> bool {
         self.config.console_test_officers
     }
-    fn people_login(&self) -> Option<String> {
-        self.config
-            .people_client
-            .as_ref()
-            .map(|_| format!("{BASE}/signin/person"))
+    fn people_login(&self) -> bool {
+        self.config.people_client.is_some()
     }
     async fn record(
         &self,
@@ -869,18 +866,10 @@ async fn me_callback(
             .current(veksel_id::Origin::ClientProxy)
             .map_err(|f| f.message)?;
         let claims = conf.id_token(&token, now).map_err(|e| e.to_string())?;
-        let same_nonce = claims.nonce.as_deref().is_some_and(|n| {
-            bool::from(subtle::ConstantTimeEq::ct_eq(
-                n.as_bytes(),
-                login.nonce.as_bytes(),
-            ))
-        });
-        if !same_nonce {
+        if !login.nonce_matches(claims.nonce.as_deref()) {
             return Err("the ID token is for another login (nonce)".to_owned());
         }
-        // An ID token that does not say how the person logged in counts as a test
-        // login: an officer's role is never taken on a guess.
-        let by_test_login = claims.amr.is_empty() || claims.amr.iter().any(|m| m == "test");
+        let by_test_login = veksel_console::by_test_login(&claims.amr);
         veksel_proto::person::accept(&claims, &token, &client.to_string(), now)
             .map(|p| (p, by_test_login))
             .map_err(|e| e.to_string())

@@ -40,6 +40,24 @@ fn main() {
     rt.block_on(run(dir.path(), records, ledger_events));
 }
 
+/// Signs in to the console at `base` with an admin token; the session cookie.
+async fn sign_in(http: &reqwest::Client, base: &str, token: &str) -> String {
+    let resp = http
+        .post(format!("{base}/console/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .expect("sign-in");
+    resp.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("cookie value")
+        .to_owned()
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -103,20 +121,7 @@ async fn run(dir: &std::path::Path, records: usize, ledger_events: usize) {
 
     // A security officer's session, and the tracked person's.
     let admin = &population.admin_url;
-    let resp = http
-        .post(format!("{admin}/console/signin"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={}", population.admin_token))
-        .send()
-        .await
-        .expect("sign-in");
-    let officer = resp.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("cookie value")
-        .to_owned();
+    let officer = sign_in(&http, admin, &population.admin_token).await;
     let gw = sandbox.gateway(0).expect("the register's gateway");
     let person = gw
         .console
@@ -183,20 +188,7 @@ async fn run(dir: &std::path::Path, records: usize, ledger_events: usize) {
         .build()
         .expect("client");
     let authority = &info.authority_url;
-    let resp = authority_http
-        .post(format!("{authority}/console/signin"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={}", info.authority_admin_token))
-        .send()
-        .await
-        .expect("sign-in");
-    let registrar = resp.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("cookie value")
-        .to_owned();
+    let registrar = sign_in(&authority_http, authority, &info.authority_admin_token).await;
     // A ledger of some size: governance events, each of which the ledger turns
     // into a signed entry, until the witnesses have cosigned a checkpoint of all.
     let state = &sandbox.authority.as_ref().expect("the authority").state;

@@ -146,13 +146,7 @@ async fn a_person_sees_who_looked_them_up_and_nobody_else_does() {
         .await
         .unwrap();
     assert_eq!(login.status(), 303);
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = pages::cookie_of(&login);
     let state = cookie.split('=').nth(1).unwrap().to_owned();
     for (query, with_cookie) in [
         (format!("code=made-up&state={state}"), None),

@@ -56,7 +56,18 @@ pub async fn session(http: &reqwest::Client, admin: &str, token: &str) -> String
         set.contains("HttpOnly") && set.contains("Secure") && set.contains("SameSite=Strict"),
         "{set}"
     );
-    set.split(';').next().unwrap().to_owned()
+    cookie_of(&resp)
+}
+
+/// The `name=value` of the cookie an answer sets.
+pub fn cookie_of(resp: &reqwest::Response) -> String {
+    resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 /// The CSRF token of the page at `path`.
